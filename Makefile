@@ -1,0 +1,73 @@
+# DAGFlow operator. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+CLUSTER := tests/cluster/cluster.sh
+CRD_FILE := crds/dagflow.dev_dagflows.yaml
+CHART_CRD_FILE := charts/dagflow-operator/crds/dagflow.dev_dagflows.yaml
+# kubectl and helm that match the local control plane.
+BIN_DIR = $(shell tests/cluster/build.sh bin-dir)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+PYTEST_ARGS ?=
+
+##@ General
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+		/^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Setup
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the Python venv with the package and its dev tools.
+
+.PHONY: tools
+tools: ## Build etcd, the Kubernetes control plane, kwok and helm (cached in ~/.cache/dagflow).
+	tests/cluster/build.sh all
+
+##@ Local cluster
+.PHONY: cluster
+cluster: venv tools ## Start the local cluster; prints the KUBECONFIG export as its last line.
+	@$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop and delete the local cluster.
+	@$(CLUSTER) down
+
+##@ Development
+.PHONY: lint
+lint: venv ## Run ruff and mypy.
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+
+.PHONY: crds
+crds: venv ## Generate the CRD YAML from the pydantic models.
+	$(PY) -m dagflow.api.crd $(CRD_FILE) $(wildcard $(dir $(CHART_CRD_FILE)))
+
+.PHONY: install
+install: venv ## Apply the CRDs to the cluster in KUBECONFIG.
+	kubectl apply --server-side --force-conflicts -f crds/
+	kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s
+
+.PHONY: uninstall
+uninstall: venv ## Delete the CRDs (and with them every DAGFlow) from the cluster in KUBECONFIG.
+	kubectl delete --ignore-not-found -f crds/
+
+##@ Tests
+.PHONY: test
+test: venv tools lint ## Run the whole suite: lint, unit, integration and end-to-end tests.
+	$(PYTEST) $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Run the unit tests only (no cluster).
+	$(PYTEST) tests/unit $(PYTEST_ARGS)

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
+# with nodes and pods played by kwok. Usage: cluster.sh up|down|stop|start|status|env
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
+cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
+export KWOK_WORKDIR="$cache_root/kwok"
+kubeconfig="$KWOK_WORKDIR/clusters/$cluster_name/kubeconfig.yaml"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+
+bin_dir="$("$here/build.sh" bin-dir)"
+# kwokctl and the tests use the venv's kubectl, which matches the control plane's version.
+export PATH="$bin_dir:$repo/.venv/bin:$PATH"
+export KWOK_KUBECTL_BINARY="${KWOK_KUBECTL_BINARY:-$repo/.venv/bin/kubectl}"
+
+is_up() {
+  [[ -f "$kubeconfig" ]] && kubectl --kubeconfig "$kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}
+
+wait_for_nodes() {
+  local i
+  for i in $(seq 1 120); do
+    local ready
+    ready="$(kubectl --kubeconfig "$kubeconfig" get nodes --no-headers 2>/dev/null | awk '$2=="Ready"' | wc -l)"
+    if [[ "$ready" -ge 4 ]]; then return 0; fi
+    sleep 0.5
+  done
+  log "Nodes did not become Ready:"; kubectl --kubeconfig "$kubeconfig" get nodes >&2 || true
+  return 1
+}
+
+wait_for_api() {
+  local i
+  for i in $(seq 1 240); do
+    if is_up; then return 0; fi
+    sleep 0.5
+  done
+  log "The API server did not become ready"; return 1
+}
+
+wait_for_default_service_account() {
+  local i
+  for i in $(seq 1 120); do
+    if kubectl --kubeconfig "$kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  log "The default ServiceAccount never appeared"; return 1
+}
+
+up() {
+  "$here/build.sh" all >/dev/null
+  if is_up; then
+    log "Cluster $cluster_name is already running"
+  elif [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
+    log "Starting the stopped cluster $cluster_name"
+    kwokctl start cluster --name "$cluster_name" >&2
+    wait_for_api
+  else
+    log "Creating cluster $cluster_name"
+    kwokctl create cluster --name "$cluster_name" --runtime binary \
+      --kubeconfig "$kubeconfig" \
+      --etcd-binary "$bin_dir/etcd" \
+      --kube-apiserver-binary "$bin_dir/kube-apiserver" \
+      --kube-controller-manager-binary "$bin_dir/kube-controller-manager" \
+      --kube-scheduler-binary "$bin_dir/kube-scheduler" \
+      --kwok-controller-binary "$bin_dir/kwok" \
+      --disable-qps-limits \
+      --config "$here/stages.yaml" \
+      --wait 2m >&2
+  fi
+  kubectl --kubeconfig "$kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
+  wait_for_nodes
+  wait_for_default_service_account
+  log "Cluster $cluster_name is ready"
+  echo "export KUBECONFIG=$kubeconfig"
+}
+
+down() {
+  if [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
+    kwokctl delete cluster --name "$cluster_name" >&2
+  fi
+  log "Cluster $cluster_name is gone"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  stop) kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  start) kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; wait_for_nodes ;;
+  status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
+  env) echo "export KUBECONFIG=$kubeconfig" ;;
+  *) echo "usage: $0 up|down|stop|start|status|env" >&2; exit 2 ;;
+esac

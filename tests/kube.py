@@ -1,0 +1,100 @@
+"""Small helpers that tests use to talk to the local cluster through kubectl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+CLUSTER_SCRIPT_PATH = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
+
+
+def run_cluster_script(
+    *args: str, check: bool = True, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
+    """Run tests/cluster/cluster.sh (up, down, stop, start, status, env)."""
+    result = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT_PATH), *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"cluster.sh {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def kubectl_binary() -> str:
+    """The kubectl of the venv (version-matched to the cluster), else the one on PATH."""
+    candidate = VENV_BIN / "kubectl"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("kubectl not found; run `make venv`")
+    return found
+
+
+def kubectl(
+    *args: str,
+    namespace: str | None = None,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against $KUBECONFIG; raise with its stderr when `check` and it fails."""
+    cmd = [kubectl_binary()]
+    if namespace:
+        cmd += ["--namespace", namespace]
+    cmd += list(args)
+    result = subprocess.run(
+        cmd, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
+        )
+    return result
+
+
+def apply(
+    manifest: dict[str, Any] | list[dict[str, Any]] | str, namespace: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply -f -` of one object, a list of objects, or YAML text."""
+    if isinstance(manifest, str):
+        text = manifest
+    elif isinstance(manifest, list):
+        text = yaml.safe_dump_all(manifest)
+    else:
+        text = yaml.safe_dump(manifest)
+    return kubectl("apply", "-f", "-", namespace=namespace, input=text, check=check)
+
+
+def get_json(*args: str, namespace: str | None = None) -> dict[str, Any]:
+    """`kubectl get ... -o json` parsed."""
+    result = kubectl("get", *args, "-o", "json", namespace=namespace)
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = "condition"
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (AssertionError, subprocess.SubprocessError, KeyError, IndexError, ValueError) as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {what}; last error: {last_error}")
