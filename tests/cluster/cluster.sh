@@ -51,6 +51,12 @@ wait_for_default_service_account() {
   log "The default ServiceAccount never appeared"; return 1
 }
 
+# A restarted kwok controller has a new identity and would wait for the old one's node leases to expire
+# before it plays the nodes' pods again; deleting the leases hands the nodes over at once.
+release_node_leases() {
+  kubectl --kubeconfig "$kubeconfig" -n kube-node-lease delete leases --all >/dev/null 2>&1 || true
+}
+
 up() {
   "$here/build.sh" all >/dev/null
   if is_up; then
@@ -59,6 +65,7 @@ up() {
     log "Starting the stopped cluster $cluster_name"
     kwokctl start cluster --name "$cluster_name" >&2
     wait_for_api
+    release_node_leases
   else
     log "Creating cluster $cluster_name"
     kwokctl create cluster --name "$cluster_name" --runtime binary \
@@ -69,6 +76,7 @@ up() {
       --kube-scheduler-binary "$bin_dir/kube-scheduler" \
       --kwok-controller-binary "$bin_dir/kwok" \
       --disable-qps-limits \
+      --heartbeat-factor 1 --node-lease-duration-seconds 20 \
       --config "$here/stages.yaml" \
       --wait 2m >&2
   fi
@@ -90,7 +98,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   stop) kwokctl stop cluster --name "$cluster_name" >&2 ;;
-  start) kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; wait_for_nodes ;;
+  start) kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
   *) echo "usage: $0 up|down|stop|start|status|env" >&2; exit 2 ;;

@@ -72,6 +72,21 @@ def test_job_told_to_fail_ends_failed_after_its_backoff_limit(namespace: str) ->
     assert exit_codes == {3}
 
 
+def test_indexed_job_pod_told_to_fail_once_succeeds_on_its_retry(namespace: str) -> None:
+    flaky = job(
+        "flaky",
+        annotations={"sim.dagflow.dev/exit-code": "4", "sim.dagflow.dev/fail-attempts": "1"},
+        backoff_limit=2,
+    )
+    flaky["spec"].update(completions=1, completionMode="Indexed", backoffLimitPerIndex=2)
+    apply(flaky, namespace=namespace)
+    assert (
+        wait_for(lambda: job_condition("flaky", namespace), timeout=120, what="flaky to finish") == "Complete"
+    )
+    pods = get_json("pods", "-l", "job-name=flaky", namespace=namespace)["items"]
+    assert sorted(p["status"]["phase"] for p in pods) == ["Failed", "Succeeded"]
+
+
 def test_deployment_becomes_available_and_its_service_gets_endpoints(namespace: str) -> None:
     labels = {"app": "web"}
     apply(
@@ -159,3 +174,6 @@ def test_stopping_and_starting_the_cluster_keeps_its_objects(namespace: str) -> 
         what="the configmap after restart",
     )
     assert data == {"answer": "42"}
+    # The restarted kwok plays pods again: a new Job still completes.
+    apply(job("after-restart"), namespace=namespace)
+    assert wait_for(lambda: job_condition("after-restart", namespace), timeout=60, what="a job after restart")

@@ -1,0 +1,130 @@
+"""Summaries of the children the operator watches: only what planning needs, kept small in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagflow import naming
+
+FlowKey = tuple[str, str]
+"""(namespace, flow name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobObservation:
+    """What a Job of a flow says about one attempt of one work in one run."""
+
+    name: str
+    work: str
+    run: int
+    active: int
+    succeeded: int
+    failed: int
+    outcome: str | None  # "Succeeded", "Failed" or None while it runs
+    reason: str | None
+    message: str | None
+    started_at: str | None
+    finished_at: str | None
+    deleting: bool
+
+    @property
+    def attempts(self) -> int:
+        return self.failed + self.succeeded + self.active
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentObservation:
+    """What a serve work's Deployment says about its rollout."""
+
+    name: str
+    work: str
+    run: int
+    replicas: int
+    available: bool
+    started_at: str | None
+    available_at: str | None
+    message: str | None
+
+
+def owner_flow(body: Mapping[str, Any]) -> str | None:
+    """The name of the DAGFlow that controls this child, from its owner references."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "DAGFlow" and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+def _run_of(labels: Mapping[str, str]) -> int:
+    try:
+        return int(labels.get(naming.RUN_LABEL, "0"))
+    except ValueError:
+        return 0
+
+
+def _work_of(metadata: Mapping[str, Any]) -> str:
+    # The work label may be hashed when too long; the annotation always holds the full name.
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    return str(annotations.get(naming.WORK_ANNOTATION) or labels.get(naming.WORK_LABEL, ""))
+
+
+def observe_job(body: Mapping[str, Any]) -> JobObservation:
+    metadata = body.get("metadata", {})
+    status = body.get("status") or {}
+    outcome = reason = message = finished_at = None
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            outcome, finished_at = "Succeeded", condition.get("lastTransitionTime")
+        elif condition.get("type") == "Failed":
+            outcome, finished_at = "Failed", condition.get("lastTransitionTime")
+            reason, message = condition.get("reason"), condition.get("message")
+    return JobObservation(
+        name=str(metadata.get("name", "")),
+        work=_work_of(metadata),
+        run=_run_of(metadata.get("labels") or {}),
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        started_at=status.get("startTime") or metadata.get("creationTimestamp"),
+        finished_at=status.get("completionTime") or finished_at,
+        deleting=metadata.get("deletionTimestamp") is not None,
+    )
+
+
+def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
+    metadata = body.get("metadata", {})
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    template_labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
+    replicas = int(spec.get("replicas", 1))
+    available_at = message = None
+    available_condition = False
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Available":
+            available_condition = condition.get("status") == "True"
+            available_at = condition.get("lastTransitionTime")
+        if condition.get("type") == "Progressing" and condition.get("status") == "False":
+            message = condition.get("message")
+    rolled_out = (
+        int(status.get("observedGeneration") or 0) >= int(metadata.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) >= replicas
+        and int(status.get("availableReplicas") or 0) >= replicas
+        and int(status.get("replicas") or 0) <= replicas
+    )
+    return DeploymentObservation(
+        name=str(metadata.get("name", "")),
+        work=_work_of(metadata),
+        run=_run_of(template_labels),
+        replicas=replicas,
+        available=available_condition and rolled_out,
+        started_at=metadata.get("creationTimestamp"),
+        available_at=available_at,
+        message=message,
+    )

@@ -1,0 +1,52 @@
+"""Operator-wide settings, read from DAGFLOW_* environment variables (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """What an operator instance applies to every flow it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="DAGFLOW_", frozen=True)
+
+    gpu_resource: str = Field(
+        "nvidia.com/gpu", description="Extended resource name a GPU work's `gpu` count is requested as."
+    )
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"},
+        description="Node selector added to every GPU work's pod (JSON in the environment).",
+    )
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations added to every GPU work's pod (JSON in the environment).",
+    )
+    history_runs: int = Field(
+        2, ge=1, description="Runs whose finished Jobs are kept; Jobs of older runs are deleted."
+    )
+    reconcile_delay_seconds: float = Field(
+        0.01,
+        ge=0,
+        description="How long a reconcile waits after the first event so a burst becomes one status patch.",
+    )
+    api_concurrency: int = Field(16, ge=1, description="Kubernetes API calls in flight at once.")
+    metrics_port: int = Field(
+        9090, ge=0, description="Port of the Prometheus metrics endpoint; 0 turns it off."
+    )
+    webhook_enabled: bool = Field(True, description="Serve the validating admission webhook.")
+    webhook_port: int = Field(9443, description="Port of the admission webhook server.")
+    webhook_host: str | None = Field(
+        None,
+        description="Host the API server reaches the webhook at; unset: kopf detects it for a local run.",
+    )
+    webhook_cert_file: str | None = Field(None, description="TLS certificate of the webhook server.")
+    webhook_key_file: str | None = Field(None, description="TLS private key of the webhook server.")
+    webhook_managed: bool = Field(
+        True, description="Let the operator create and update its ValidatingWebhookConfiguration."
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch (comma-free JSON list); empty: all."
+    )

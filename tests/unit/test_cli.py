@@ -1,0 +1,106 @@
+"""`dagflow validate`: every problem with file, flow and path; exit code 1 when there is any."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dagflow.cli import app
+
+runner = CliRunner()
+
+GOOD = """\
+apiVersion: dagflow.dev/v1alpha1
+kind: DAGFlow
+metadata: {name: ml-pipeline}
+spec:
+  works:
+  - name: process
+    container: {image: example/ml:1.0}
+  - name: serve
+    dependsOn: [process]
+    serve: {port: 8080}
+    container: {image: example/ml:1.0}
+"""
+
+BAD = """\
+apiVersion: dagflow.dev/v1alpha1
+kind: DAGFlow
+metadata: {name: broken}
+spec:
+  works:
+  - {name: a, dependsOn: [b], container: {image: x}}
+  - {name: b, dependsOn: [a], retries: -1, container: {image: x}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_files_exit_0_with_an_ok_line(tmp_path: Path) -> None:
+    first = write(tmp_path, "a.yaml", GOOD)
+    second = write(tmp_path, "b.yaml", GOOD.replace("ml-pipeline", "other") + "---\n" + GOOD)
+    result = runner.invoke(app, ["validate", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    assert "OK: 3 DAGFlows in 2 files, no problems found." in result.output
+
+
+def test_problems_are_listed_with_file_flow_and_path(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", BAD)
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert (
+        f"{bad}: DAGFlow broken: spec.works[0].dependsOn[0]: work 'a' is part of a dependency cycle: "
+        in lines[0]
+    )
+    assert "a -> b -> a" in lines[0]
+    assert lines[1] == (
+        f"{bad}: DAGFlow broken: spec.works[1].retries: work 'b': Input should be greater than or equal "
+        "to 0 (got -1)"
+    )
+    assert lines[-1] == "Found 2 problems in 1 file."
+    assert "skipped ConfigMap settings (not a DAGFlow)" in result.stderr
+
+
+def test_stdin_and_kind_list(tmp_path: Path) -> None:
+    listed = "apiVersion: v1\nkind: List\nitems:\n- " + GOOD.replace("\n", "\n  ").rstrip() + "\n"
+    result = runner.invoke(app, ["validate", "-"], input=listed)
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 DAGFlow in 1 file" in result.output
+
+
+def test_unreadable_and_malformed_files_are_problems(tmp_path: Path) -> None:
+    broken = write(tmp_path, "broken.yaml", "works: [a, b\n")
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing.yaml"), str(broken)])
+    assert result.exit_code == 1
+    assert "missing.yaml: file: -: cannot read" in result.stdout
+    assert "broken.yaml: file: -: not valid YAML" in result.stdout
+
+
+def test_other_versions_of_the_group_are_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "v2.yaml", GOOD.replace("v1alpha1", "v2"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "apiVersion: must be dagflow.dev/v1alpha1, got 'dagflow.dev/v2'" in result.stdout
+
+
+def test_a_file_without_flows_is_not_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0
+    assert "No DAGFlow found in 1 file." in result.stderr
+
+
+def test_the_app_has_subcommands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "validate" in result.output

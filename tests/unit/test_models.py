@@ -1,0 +1,167 @@
+"""The pydantic models: defaults, camelCase on the wire, bounds, status round trip."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from dagflow.api import (
+    DAGFlow,
+    DAGFlowSpec,
+    DAGFlowStatus,
+    FailurePolicy,
+    FlowPhase,
+    TriggerRule,
+    Work,
+    WorkPhase,
+)
+
+FLOW: dict[str, Any] = {
+    "apiVersion": "dagflow.dev/v1alpha1",
+    "kind": "DAGFlow",
+    "metadata": {"name": "ml-pipeline", "namespace": "default", "generation": 1},
+    "spec": {
+        "podDefaults": {"serviceAccountName": "trainer", "env": [{"name": "MODE", "value": "prod"}]},
+        "works": [
+            {"name": "process", "container": {"image": "example/ml:1.0", "command": ["python"]}},
+            {
+                "name": "train-a",
+                "dependsOn": ["process"],
+                "gpu": 1,
+                "retries": 2,
+                "timeoutSeconds": 3600,
+                "container": {"image": "example/ml:1.0", "args": ["--model", "a"]},
+                "labels": {"pod-duration": "1s"},
+            },
+            {
+                "name": "serve",
+                "dependsOn": ["train-a"],
+                "serve": {"port": 8080},
+                "container": {"image": "example/ml:1.0"},
+            },
+        ],
+    },
+}
+
+
+def test_a_full_object_parses_with_defaults() -> None:
+    flow = DAGFlow.from_object(FLOW)
+    assert flow.name == "ml-pipeline"
+    assert flow.spec.failure_policy is FailurePolicy.FAIL_FAST
+    assert flow.spec.parallelism == 0
+    assert flow.spec.pod_defaults is not None
+    assert flow.spec.pod_defaults.service_account_name == "trainer"
+    train = flow.spec.work("train-a")
+    assert (train.gpu, train.retries, train.timeout_seconds, train.when) == (
+        1,
+        2,
+        3600,
+        TriggerRule.ALL_SUCCEEDED,
+    )
+    assert train.depends_on == ["process"]
+    assert not train.is_serve
+    serve = flow.spec.work("serve")
+    assert serve.is_serve and serve.serve is not None and serve.serve.replicas == 1
+    assert flow.status is None
+    with pytest.raises(KeyError):
+        flow.spec.work("nope")
+
+
+def test_to_dict_is_camel_case_and_leaves_out_unset_fields() -> None:
+    work = Work(name="train", container={"image": "x"}, depends_on=["a"], timeout_seconds=5)
+    assert work.to_dict() == {
+        "name": "train",
+        "container": {"image": "x"},
+        "dependsOn": ["a"],
+        "when": "AllSucceeded",
+        "gpu": 0,
+        "retries": 0,
+        "timeoutSeconds": 5,
+        "volumes": [],
+        "nodeSelector": {},
+        "tolerations": [],
+        "labels": {},
+        "annotations": {},
+    }
+    assert Work.model_validate(work.to_dict()) == work
+
+
+def test_embedded_kubernetes_objects_pass_through_untouched() -> None:
+    container = {"image": "x", "resources": {"limits": {"cpu": "500m"}}, "futureField": {"a": 1}}
+    work = Work.model_validate({"name": "a", "container": container})
+    assert work.container == container
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "a", "container": {"image": "x"}, "unknownField": 1},
+        {"name": "A", "container": {"image": "x"}},
+        {"name": "a", "container": {"image": ""}},
+        {"name": "a", "container": {"image": "x"}, "gpu": -1},
+        {"name": "a", "container": {"image": "x"}, "serve": {"port": 70000}},
+        {"name": "a", "container": {"image": "x"}, "serve": {"port": 80}, "timeoutSeconds": 10},
+        {"name": "a", "container": {"image": "x"}, "volumes": [{"emptyDir": {}}]},
+        {"name": "a", "container": {"image": "x"}, "when": "Always"},
+    ],
+)
+def test_invalid_works_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Work.model_validate(bad)
+
+
+def test_works_are_bounded() -> None:
+    with pytest.raises(ValidationError):
+        DAGFlowSpec.model_validate({"works": []})
+    too_many = [{"name": f"w{index}", "container": {"image": "x"}} for index in range(2001)]
+    with pytest.raises(ValidationError):
+        DAGFlowSpec.model_validate({"works": too_many})
+
+
+def test_status_round_trips_with_rfc3339_times() -> None:
+    status = DAGFlowStatus.model_validate(
+        {
+            "phase": "Running",
+            "progress": "1/3",
+            "observedGeneration": 1,
+            "run": 1,
+            "startedAt": "2025-01-02T03:04:05Z",
+            "works": [
+                {"name": "process", "phase": "Succeeded", "job": "ml-pipeline-1-process", "attempts": 1},
+                {"name": "train-a", "phase": "Running"},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "Running",
+                    "message": "",
+                    "lastTransitionTime": "2025-01-02T03:04:05Z",
+                }
+            ],
+            "somethingNewer": True,
+        }
+    )
+    assert status.phase is FlowPhase.RUNNING
+    assert status.works[0].phase is WorkPhase.SUCCEEDED
+    assert status.started_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    dumped = status.to_dict()
+    assert dumped["startedAt"] == "2025-01-02T03:04:05Z"
+    assert dumped["conditions"][0]["lastTransitionTime"] == "2025-01-02T03:04:05Z"
+    assert dumped["works"][1] == {"name": "train-a", "phase": "Running", "attempts": 0}
+
+
+def test_status_times_must_carry_a_time_zone() -> None:
+    with pytest.raises(ValidationError):
+        DAGFlowStatus.model_validate({"startedAt": "2025-01-02T03:04:05"})
+
+
+def test_snake_case_names_work_in_python() -> None:
+    spec = DAGFlowSpec(
+        failure_policy=FailurePolicy.CONTINUE,
+        works=[Work(name="a", container={"image": "x"})],
+    )
+    assert spec.to_dict()["failurePolicy"] == "Continue"

@@ -1,0 +1,93 @@
+"""Child names and label values: deterministic, always valid, distinct for distinct inputs."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dagflow import naming
+
+DNS_LABEL_CHARS = string.ascii_lowercase + string.digits + "-"
+dns_labels = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+flow_names = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,120}[a-z0-9])?\Z")
+runs = st.integers(min_value=1, max_value=10**9)
+
+
+def test_job_name_is_flow_run_work_when_short() -> None:
+    assert naming.job_name("ml-pipeline", 1, "process") == "ml-pipeline-1-process"
+
+
+def test_serve_name_is_flow_work_when_short() -> None:
+    assert naming.serve_name("ml-pipeline", "serve") == "ml-pipeline-serve"
+
+
+def test_long_job_name_is_cut_to_63_with_a_hash_and_keeps_every_part() -> None:
+    name = naming.job_name("f" * 70, 12, "w" * 63)
+    assert len(name) == naming.MAX_LENGTH
+    assert naming.is_dns1123_label(name)
+    readable, _, digest = name.rpartition("-")
+    assert digest == naming.short_hash(f"{'f' * 70}-12-{'w' * 63}")
+    assert readable.startswith("fff") and "-12-" in readable and readable.endswith("www")
+
+
+def test_flow_name_with_dots_becomes_a_label_with_a_hash() -> None:
+    name = naming.job_name("my.flow", 3, "train")
+    assert naming.is_dns1123_label(name)
+    assert name.startswith("my-flow-3-train-")
+    # Not the same as the flow literally called my-flow.
+    assert name != naming.job_name("my-flow", 3, "train")
+
+
+def test_serve_name_of_a_flow_starting_with_a_digit_gets_a_letter_prefix() -> None:
+    assert naming.serve_name("1st-flow", "serve") == "df-1st-flow-serve"
+    assert naming.is_dns1035_label(naming.serve_name("1st-flow", "serve"))
+
+
+def test_label_value_keeps_short_values_and_hashes_long_ones() -> None:
+    assert naming.label_value("ml-pipeline") == "ml-pipeline"
+    long_flow = "a" * 40 + "." + "b" * 40
+    value = naming.label_value(long_flow)
+    assert len(value) == 63 and naming.is_label_value(value)
+    assert value.endswith(naming.short_hash(long_flow))
+    assert naming.label_value(long_flow) == value
+
+
+def test_child_labels_and_annotations() -> None:
+    labels = naming.child_labels("ml-pipeline", "train", run=2)
+    assert labels == {
+        "dagflow.dev/flow": "ml-pipeline",
+        "dagflow.dev/work": "train",
+        "dagflow.dev/run": "2",
+        "app.kubernetes.io/managed-by": "dagflow-operator",
+    }
+    assert naming.RUN_LABEL not in naming.child_labels("f", "serve")
+    assert naming.child_annotations("f" * 100, "w") == {
+        naming.FLOW_ANNOTATION: "f" * 100,
+        naming.WORK_ANNOTATION: "w",
+    }
+    assert naming.flow_selector("f") == "dagflow.dev/flow=f,app.kubernetes.io/managed-by=dagflow-operator"
+
+
+@given(flow=flow_names, run=runs, work=dns_labels)
+def test_job_names_are_always_valid_and_deterministic(flow: str, run: int, work: str) -> None:
+    name = naming.job_name(flow, run, work)
+    assert naming.is_dns1123_label(name), name
+    assert name == naming.job_name(flow, run, work)
+
+
+@given(flow=flow_names, work=dns_labels)
+def test_serve_names_are_always_valid_service_names(flow: str, work: str) -> None:
+    assert naming.is_dns1035_label(naming.serve_name(flow, work))
+
+
+@given(value=st.text(min_size=0, max_size=300))
+def test_label_values_are_always_valid(value: str) -> None:
+    assert naming.is_label_value(naming.label_value(value))
+
+
+@given(flow=flow_names, run=runs, first=dns_labels, second=dns_labels)
+def test_distinct_works_get_distinct_job_names(flow: str, run: int, first: str, second: str) -> None:
+    if first != second:
+        assert naming.job_name(flow, run, first) != naming.job_name(flow, run, second)

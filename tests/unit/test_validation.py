@@ -1,0 +1,303 @@
+"""The offline validator: every problem at once, with a path and a message naming the work."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dagflow.api.models import DAGFlowSpec
+from dagflow.validation import (
+    CycleError,
+    ValidationProblem,
+    find_cycles,
+    parse_flow_spec,
+    topological_order,
+    validate_flow,
+    validate_object,
+)
+
+
+def work(name: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "dependsOn": list(depends_on), "container": {"image": "example/ml:1.0"}, **fields}
+
+
+def spec(*works: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"works": list(works), **fields}
+
+
+def messages(problems: list[ValidationProblem]) -> list[str]:
+    return [str(problem) for problem in problems]
+
+
+CLASSIC = spec(
+    work("process"),
+    work("train-a", "process", gpu=1, retries=2, timeoutSeconds=3600),
+    work("train-b", "process", gpu=1),
+    work("serve", "train-a", "train-b", when="AllSucceeded", serve={"port": 8080}),
+    work("smoke-test", "serve"),
+)
+
+
+def test_the_classic_flow_is_valid() -> None:
+    assert validate_flow(CLASSIC, flow_name="ml-pipeline") == []
+    model, problems = parse_flow_spec(CLASSIC)
+    assert problems == [] and model is not None
+    assert validate_flow(model) == []
+
+
+def test_duplicate_names_are_reported_at_the_second_one() -> None:
+    problems = validate_flow(spec(work("a"), work("b"), work("a")))
+    assert messages(problems) == [
+        "spec.works[2].name: work 'a' is defined more than once (first at spec.works[0]); "
+        "names must be unique"
+    ]
+
+
+def test_unknown_dependency_names_the_work_and_the_target() -> None:
+    problems = validate_flow(spec(work("a"), work("b", "a", "trian")))
+    assert messages(problems) == [
+        "spec.works[1].dependsOn[1]: work 'b' depends on 'trian', which is not a work of this flow"
+    ]
+
+
+def test_self_dependency() -> None:
+    problems = validate_flow(spec(work("a", "a")))
+    assert messages(problems) == ["spec.works[0].dependsOn[0]: work 'a' depends on itself"]
+
+
+def test_repeated_dependency() -> None:
+    problems = validate_flow(spec(work("a"), work("b", "a", "a")))
+    assert messages(problems) == [
+        "spec.works[1].dependsOn[1]: work 'b' lists 'a' more than once in dependsOn"
+    ]
+
+
+def test_cycle_is_named_in_run_order_from_the_first_work() -> None:
+    problems = validate_flow(spec(work("x"), work("a", "c"), work("b", "a"), work("c", "b", "x")))
+    assert messages(problems) == [
+        "spec.works[1].dependsOn[0]: work 'a' is part of a dependency cycle: a -> b -> c -> a "
+        "(each work waits for the one before it)"
+    ]
+
+
+def test_two_separate_cycles_are_both_reported() -> None:
+    problems = validate_flow(spec(work("a", "b"), work("b", "a"), work("c", "d"), work("d", "c")))
+    assert [problem.path for problem in problems] == [
+        "spec.works[0].dependsOn[0]",
+        "spec.works[2].dependsOn[0]",
+    ]
+    assert "a -> b -> a" in problems[0].message or "b -> a -> b" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path", "expected"),
+    [
+        ("retries", -1, "spec.works[0].retries", "greater than or equal to 0"),
+        ("gpu", -2, "spec.works[0].gpu", "greater than or equal to 0"),
+        ("timeoutSeconds", 0, "spec.works[0].timeoutSeconds", "greater than or equal to 1"),
+        ("when", "Sometimes", "spec.works[0].when", "'AllSucceeded', 'AllDone' or 'AnySucceeded'"),
+        ("serve", {"port": 0}, "spec.works[0].serve.port", "greater than or equal to 1"),
+        ("serve", {"port": 80, "replicas": 0}, "spec.works[0].serve.replicas", "greater than or equal to 1"),
+        ("dependOn", ["x"], "spec.works[0].dependOn", "unknown field"),
+        ("container", {"name": "c"}, "spec.works[0].container", "needs a non-empty string `image`"),
+        ("volumes", [{"emptyDir": {}}], "spec.works[0].volumes[0]", "needs a non-empty string `name`"),
+        ("labels", {"team": "not ok!"}, 'spec.works[0].labels["team"]', "must be a label value"),
+    ],
+)
+def test_field_errors_name_the_field_and_the_work(field: str, value: Any, path: str, expected: str) -> None:
+    problems = validate_flow(spec(work("train", **{field: value})))
+    assert [problem.path for problem in problems] == [path]
+    assert problems[0].message.startswith("work 'train': ")
+    assert expected in problems[0].message
+
+
+def test_bad_work_names() -> None:
+    problems = validate_flow(spec(work("Train_A"), work("x" * 64), work("ok", "Train_A")))
+    assert [problem.path for problem in problems] == [
+        "spec.works[0].name",
+        "spec.works[1].name",
+        "spec.works[2].dependsOn[0]",
+    ]
+    assert "DNS-1123 label" in problems[0].message
+    assert "at most 63 characters" in problems[1].message
+
+
+def test_flow_level_fields() -> None:
+    problems = validate_flow(spec(work("a"), failurePolicy="Sometimes", parallelism=-1))
+    assert [problem.path for problem in problems] == ["spec.failurePolicy", "spec.parallelism"]
+
+
+def test_serve_work_refuses_batch_only_fields() -> None:
+    problems = validate_flow(spec(work("s", serve={"port": 80}, retries=1)))
+    assert messages(problems) == [
+        "spec.works[0]: work 's': a serve work runs until the flow is deleted: "
+        "retries and timeoutSeconds apply to batch works only"
+    ]
+
+
+def test_empty_and_missing_works() -> None:
+    assert [problem.path for problem in validate_flow({"works": []})] == ["spec.works"]
+    assert messages(validate_flow({})) == ["spec.works: required field is missing"]
+    assert messages(validate_flow([])) == ["spec: must be a mapping with a list of works"]  # type: ignore[arg-type]
+
+
+def test_label_keys_and_reserved_labels() -> None:
+    problems = validate_flow(
+        spec(
+            work("a", labels={"dagflow.dev/flow": "x", "bad key": "v", "example.com/team": "ml"}),
+            podDefaults={"labels": {"app.kubernetes.io/managed-by": "me"}, "nodeSelector": {"pool": "a b"}},
+        )
+    )
+    assert messages(problems) == [
+        'spec.podDefaults.labels["app.kubernetes.io/managed-by"]: podDefaults: label '
+        "'app.kubernetes.io/managed-by' is set by the operator and cannot be overridden",
+        "spec.podDefaults.nodeSelector[\"pool\"]: podDefaults: 'a b' is not a valid label value",
+        "spec.works[0].labels[\"bad key\"]: work 'a': 'bad key' is not a valid key: the name must be at most "
+        "63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        "spec.works[0].labels[\"dagflow.dev/flow\"]: work 'a': label 'dagflow.dev/flow' is set by the "
+        "operator and cannot be overridden",
+    ]
+
+
+def test_everything_is_reported_at_once() -> None:
+    problems = validate_flow(
+        spec(work("a", "a", retries=-1), work("b", "c"), work("c", "b"), work("a"), work("Bad", when="Never"))
+    )
+    assert [problem.path for problem in problems] == [
+        "spec.works[0].dependsOn[0]",
+        "spec.works[0].retries",
+        "spec.works[1].dependsOn[0]",
+        "spec.works[3].name",
+        "spec.works[4].name",
+        "spec.works[4].when",
+    ]
+
+
+def test_validate_object_checks_the_envelope() -> None:
+    good = {
+        "apiVersion": "dagflow.dev/v1alpha1",
+        "kind": "DAGFlow",
+        "metadata": {"name": "f"},
+        "spec": CLASSIC,
+    }
+    assert validate_object(good) == []
+    bad = {"apiVersion": "dagflow.dev/v2", "kind": "DAGFlow", "metadata": {"name": "Not_A_Name"}}
+    assert [problem.path for problem in validate_object(bad)] == ["apiVersion", "metadata.name", "spec"]
+
+
+def test_parse_flow_spec_returns_problems_instead_of_raising() -> None:
+    model, problems = parse_flow_spec(spec(work("a", "missing")))
+    assert model is None
+    assert len(problems) == 1
+
+
+def test_topological_order_keeps_spec_order_between_independent_works() -> None:
+    model = DAGFlowSpec.model_validate(CLASSIC)
+    assert topological_order(model) == ["process", "train-a", "train-b", "serve", "smoke-test"]
+    reversed_chain = DAGFlowSpec.model_validate(spec(work("c", "b"), work("b", "a"), work("a")))
+    assert topological_order(reversed_chain) == ["a", "b", "c"]
+
+
+def test_topological_order_raises_on_a_cycle() -> None:
+    model = DAGFlowSpec.model_validate(spec(work("a", "b"), work("b", "a")))
+    with pytest.raises(CycleError) as raised:
+        topological_order(model)
+    assert raised.value.cycle == ["a", "b", "a"]
+
+
+def test_two_thousand_works_and_a_deep_chain_are_fast_and_need_no_recursion() -> None:
+    chain = [work("w-0")] + [work(f"w-{index}", f"w-{index - 1}") for index in range(1, 2000)]
+    started = time.monotonic()
+    assert validate_flow(spec(*chain)) == []
+    assert len(topological_order(DAGFlowSpec.model_validate(spec(*chain)))) == 2000
+    chain[0] = work("w-0", "w-1999")
+    problems = validate_flow(spec(*chain))
+    assert time.monotonic() - started < 10
+    assert len(problems) == 1
+    assert problems[0].path == "spec.works[0].dependsOn[0]"
+    assert problems[0].message.count(" -> ") == 2000
+
+
+def test_fan_out_fan_in_of_two_thousand() -> None:
+    works = [work("first"), *(work(f"mid-{index}", "first") for index in range(1998))]
+    works.append(work("last", *(f"mid-{index}" for index in range(1998))))
+    assert validate_flow(spec(*works)) == []
+
+
+@st.composite
+def random_dags(draw: st.DrawFn) -> dict[str, list[str]]:
+    """A random acyclic dependency graph, with works listed in a shuffled order."""
+    size = draw(st.integers(min_value=1, max_value=25))
+    names = [f"w{index}" for index in range(size)]
+    depends_on = {
+        name: draw(st.lists(st.sampled_from(names[:index]), unique=True)) if index else []
+        for index, name in enumerate(names)
+    }
+    order = draw(st.permutations(names))
+    return {name: depends_on[name] for name in order}
+
+
+def ancestors(graph: dict[str, list[str]], name: str) -> set[str]:
+    """Every work `name` waits for, directly or not."""
+    found: set[str] = set()
+    stack = list(graph[name])
+    while stack:
+        current = stack.pop()
+        if current not in found:
+            found.add(current)
+            stack.extend(graph[current])
+    return found
+
+
+def as_spec(graph: dict[str, list[str]]) -> dict[str, Any]:
+    return spec(*(work(name, *dependencies) for name, dependencies in graph.items()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(graph=random_dags())
+def test_random_acyclic_flows_are_valid(graph: dict[str, list[str]]) -> None:
+    assert validate_flow(as_spec(graph)) == []
+    order = topological_order(DAGFlowSpec.model_validate(as_spec(graph)))
+    position = {name: index for index, name in enumerate(order)}
+    assert all(position[dependency] < position[name] for name in graph for dependency in graph[name])
+
+
+@settings(max_examples=150, deadline=None)
+@given(graph=random_dags(), data=st.data())
+def test_any_back_edge_is_reported_as_a_real_cycle(graph: dict[str, list[str]], data: st.DataObject) -> None:
+    candidates = [(name, ancestor) for name in graph for ancestor in sorted(ancestors(graph, name))]
+    if not candidates:
+        return
+    descendant, ancestor = data.draw(st.sampled_from(candidates))
+    # `ancestor` now also waits for `descendant`, which already waits for it.
+    graph[ancestor] = [*graph[ancestor], descendant]
+
+    problems = validate_flow(as_spec(graph))
+    assert problems, "the cycle went unnoticed"
+    for problem in problems:
+        assert "dependency cycle: " in problem.message
+        cycle = problem.message.split("dependency cycle: ")[1].split(" (")[0].split(" -> ")
+        assert cycle[0] == cycle[-1] and len(cycle) >= 3
+        assert len(set(cycle[:-1])) == len(cycle) - 1
+        for before, after in itertools.pairwise(cycle):
+            assert before in graph[after], f"{after} does not depend on {before} in {cycle}"
+    assert find_cycles(graph)
+
+
+def test_find_cycles_on_a_plain_mapping() -> None:
+    assert find_cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a", "zz"]}) == [["a", "c", "b", "a"]]
+    assert find_cycles({"a": ["a"]}) == []
+
+
+def test_validator_agrees_with_a_shuffled_copy() -> None:
+    works = [
+        work(f"w{index}", *(f"w{dep}" for dep in range(max(0, index - 3), index))) for index in range(50)
+    ]
+    random.Random(7).shuffle(works)
+    assert validate_flow(spec(*works)) == []
