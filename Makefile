@@ -63,6 +63,10 @@ install: venv ## Apply the CRDs to the cluster in KUBECONFIG.
 uninstall: venv ## Delete the CRDs (and with them every DAGFlow) from the cluster in KUBECONFIG.
 	kubectl delete --ignore-not-found -f crds/
 
+.PHONY: run
+run: venv install ## Run the operator in the foreground against the cluster in KUBECONFIG.
+	$(VENV)/bin/dagflow-operator
+
 ##@ Tests
 .PHONY: test
 test: venv tools lint ## Run the whole suite: lint, unit, integration and end-to-end tests.

@@ -384,3 +384,35 @@ def test_main_writes_the_same_yaml_to_every_path(tmp_path: Path) -> None:
     first, second = tmp_path / "a" / "crd.yaml", tmp_path / "b" / "crd.yaml"
     assert crd.main([str(first), str(second)]) == 0
     assert first.read_text() == second.read_text() == crd.render_crd()
+
+
+def test_value_problems_follow_the_converted_schema(converted: dict[str, Any]) -> None:
+    container = converted["io.k8s.api.core.v1.Container"]
+    good = {
+        "name": "c",
+        "image": "x",
+        "ports": [{"containerPort": 80, "protocol": "TCP"}],
+        "resources": {"limits": {"cpu": 2, "memory": "1Gi"}},
+        "readinessProbe": {"httpGet": {"port": "http"}},
+    }
+    assert k8s_schemas.value_problems(good, container, "c") == []
+    bad = {
+        "image": 3,
+        "imagePullPolicy": "Sometimes",
+        "ports": [{"containerPort": True}],
+        "resources": {"limits": {"cpu": "lots"}},
+        "readinessProbe": {"httpGet": {"port": 1.5}},
+        "extra": 1,
+    }
+    assert k8s_schemas.value_problems(bad, container, "c") == [
+        ("c.name", "required field is missing"),
+        ("c.image", "must be of type string, got int 3"),
+        (
+            "c.imagePullPolicy",
+            "unsupported value 'Sometimes': must be one of 'Always', 'IfNotPresent', 'Never'",
+        ),
+        ("c.ports[0].containerPort", "must be of type integer, got bool True"),
+        ("c.resources.limits.cpu", "'lots' is not a quantity (like 500m, 2, 1.5 or 4Gi)"),
+        ("c.readinessProbe.httpGet.port", "must be an integer or a string, got 1.5"),
+        ("c.extra", "unknown field"),
+    ]

@@ -301,3 +301,43 @@ def test_validator_agrees_with_a_shuffled_copy() -> None:
     ]
     random.Random(7).shuffle(works)
     assert validate_flow(spec(*works)) == []
+
+
+def test_embedded_kubernetes_objects_are_checked_against_upstream_schemas() -> None:
+    problems = validate_flow(
+        spec(
+            work(
+                "a",
+                container={
+                    "image": "x",
+                    "comand": ["python"],
+                    "resources": {"limits": {"cpu": "1 core", "memory": "1Gi"}},
+                    "ports": [{"containerPort": "80"}, {"protocol": "TCP"}],
+                    "readinessProbe": {"httpGet": {"port": "http", "path": "/"}},
+                },
+                volumes=[{"name": "v", "configMap": {"name": "c", "items": [{"key": "k"}]}}],
+            ),
+            podDefaults={"env": [{"value": "x"}], "tolerations": [{"operator": "Maybe"}]},
+        )
+    )
+    assert messages(problems) == [
+        "spec.podDefaults.env[0]: podDefaults: an env entry needs a non-empty string `name`",
+        "spec.podDefaults.tolerations[0].operator: podDefaults: unsupported value 'Maybe': must be one of "
+        "'Equal', 'Exists', 'Gt', 'Lt'",
+        "spec.works[0].container.comand: work 'a': unknown field",
+        "spec.works[0].container.ports[0].containerPort: work 'a': must be of type integer, got str '80'",
+        "spec.works[0].container.ports[1].containerPort: work 'a': required field is missing",
+        "spec.works[0].container.resources.limits.cpu: work 'a': '1 core' is not a quantity "
+        "(like 500m, 2, 1.5 or 4Gi)",
+        "spec.works[0].volumes[0].configMap.items[0].path: work 'a': required field is missing",
+    ]
+
+
+def test_a_container_needs_an_image_but_no_name() -> None:
+    assert (
+        validate_flow(spec(work("a", container={"image": "x", "env": [{"name": "A", "value": "1"}]}))) == []
+    )
+    problems = validate_flow(spec(work("a", container={"name": "c"})))
+    assert messages(problems) == [
+        "spec.works[0].container: work 'a': a work's container needs a non-empty string `image`"
+    ]

@@ -1,0 +1,481 @@
+"""The `dagflow.dev/v1alpha1` API: the DAGFlow spec and status as pydantic models.
+
+These models are the single source of the API. The CRD in `crds/` is generated from them
+(`python -m dagflow.api.crd`), so every description here is what `kubectl explain` shows, and every
+bound here is enforced twice: by pydantic in the operator and by the API server at apply time.
+
+Embedded Kubernetes objects (a Container, Volumes, Tolerations, ...) stay plain dictionaries in
+Python: the operator passes them through to the Kubernetes API untouched. They carry a
+`KubernetesShape` marker instead, which the CRD generator replaces with the upstream Kubernetes
+schema of that type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+GROUP = "dagflow.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DAGFlow"
+PLURAL = "dagflows"
+SINGULAR = "dagflow"
+SHORT_NAMES = ("dagf", "dag")
+
+# Bounds the CEL cost estimator multiplies together; large enough for a 2,000-work flow whose last
+# work waits for all the others.
+MAX_WORKS = 2000
+MAX_DEPENDENCIES = MAX_WORKS
+DNS_LABEL_MAX_LENGTH = 63
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_VALUE_MAX_LENGTH = 63
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+INT32_MAX = 2**31 - 1
+
+# Marks a JSON schema node that the CRD generator replaces with an upstream Kubernetes schema.
+KUBERNETES_SHAPE_KEY = "x-dagflow-kubernetes-shape"
+
+
+@dataclass(frozen=True)
+class KubernetesShape:
+    """Annotation that types a plain dict as a Kubernetes object in the generated CRD.
+
+    `required` replaces the upstream list of required fields when the flow needs other ones (a
+    work's container needs an image but no name).
+    """
+
+    definition: str
+    required: tuple[str, ...] | None = None
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        marker: dict[str, Any] = {"definition": self.definition}
+        if self.required is not None:
+            marker["required"] = list(self.required)
+        return {KUBERNETES_SHAPE_KEY: marker}
+
+
+def _require_string_key(key: str, what: str) -> Any:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        field = value.get(key)
+        if not isinstance(field, str) or not field:
+            raise ValueError(f"{what} needs a non-empty string `{key}`")
+        return value
+
+    return AfterValidator(check)
+
+
+def kubernetes_shape_fields(model: type[BaseModel]) -> dict[str, tuple[KubernetesShape, bool]]:
+    """Fields of `model` that hold Kubernetes objects, by wire name: (shape, whether it is a list)."""
+    found: dict[str, tuple[KubernetesShape, bool]] = {}
+    for name, info in model.model_fields.items():
+        wire_name = info.alias or name
+        shapes = [item for item in info.metadata if isinstance(item, KubernetesShape)]
+        if shapes:
+            found[wire_name] = (shapes[0], False)
+        elif get_origin(info.annotation) is list:
+            (item_type,) = get_args(info.annotation)
+            if get_origin(item_type) is Annotated:
+                shapes = [item for item in get_args(item_type)[1:] if isinstance(item, KubernetesShape)]
+                if shapes:
+                    found[wire_name] = (shapes[0], True)
+    return found
+
+
+Container = Annotated[
+    dict[str, Any],
+    _require_string_key("image", "a work's container"),
+    KubernetesShape("io.k8s.api.core.v1.Container", required=("image",)),
+]
+Volume = Annotated[
+    dict[str, Any], _require_string_key("name", "a volume"), KubernetesShape("io.k8s.api.core.v1.Volume")
+]
+Toleration = Annotated[dict[str, Any], KubernetesShape("io.k8s.api.core.v1.Toleration")]
+EnvVar = Annotated[
+    dict[str, Any], _require_string_key("name", "an env entry"), KubernetesShape("io.k8s.api.core.v1.EnvVar")
+]
+LocalObjectReference = Annotated[
+    dict[str, Any],
+    _require_string_key("name", "an image pull secret reference"),
+    KubernetesShape("io.k8s.api.core.v1.LocalObjectReference"),
+]
+
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX_LENGTH, pattern=LABEL_VALUE_PATTERN)]
+WorkName = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX_LENGTH, pattern=DNS_LABEL_PATTERN)]
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as Kubernetes wants it: camelCase keys, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class FailurePolicy(StrEnum):
+    """What the flow does after a work fails."""
+
+    FAIL_FAST = "FailFast"
+    CONTINUE = "Continue"
+
+
+class TriggerRule(StrEnum):
+    """When a work may start, judged from the works it depends on."""
+
+    ALL_SUCCEEDED = "AllSucceeded"
+    ALL_DONE = "AllDone"
+    ANY_SUCCEEDED = "AnySucceeded"
+
+
+class FlowPhase(StrEnum):
+    """Where the whole flow stands."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SERVING = "Serving"
+
+
+class WorkPhase(StrEnum):
+    """Where one work stands."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    SERVING = "Serving"
+
+
+class ConditionStatus(StrEnum):
+    """Status of a condition, as in metav1.Condition."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Serve(ApiModel):
+    """Runs the work as a long-lived Deployment plus a Service instead of a Job."""
+
+    port: int = Field(
+        ge=1,
+        le=65535,
+        description="Port the container listens on. The Service exposes the same port, and without a "
+        "readinessProbe in the container the pods are probed with a TCP check on it.",
+    )
+    replicas: int = Field(
+        default=1, ge=1, le=INT32_MAX, description="Number of serving pods of the Deployment. Defaults to 1."
+    )
+
+
+class PodDefaults(ApiModel):
+    """Settings merged into the pod of every work. A work's own settings win over these."""
+
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="ServiceAccount the pods run as, unless a work names its own.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels every pod must match. Merged with a work's nodeSelector; the work's "
+        "value wins for a key set in both.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Tolerations added to every pod, before a work's own tolerations.",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        description="Secrets used to pull the images of every work.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Environment variables set in every work's container. A variable the container "
+        "sets itself wins.",
+    )
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels put on every pod. The operator's own labels (dagflow.dev/*, "
+        "app.kubernetes.io/managed-by) cannot be set here.",
+    )
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations put on every pod.")
+
+
+_SELF_DEPENDENCY_RULE: JsonDict = {
+    "rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+    "messageExpression": "'work \"' + self.name + '\" depends on itself'",
+    "fieldPath": ".dependsOn",
+    "reason": "FieldValueInvalid",
+}
+_BATCH_ONLY_FIELDS_RULE: JsonDict = {
+    "rule": "!has(self.serve) || ((!has(self.retries) || self.retries == 0) && !has(self.timeoutSeconds))",
+    "messageExpression": "'work \"' + self.name + '\" is a serve work: retries and timeoutSeconds apply "
+    "to batch works only'",
+    "reason": "FieldValueForbidden",
+}
+
+
+class Work(ApiModel):
+    """One step of the flow: a batch Job, or with `serve` a Deployment plus a Service."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_SELF_DEPENDENCY_RULE, _BATCH_ONLY_FIELDS_RULE]}
+    )
+
+    name: WorkName = Field(
+        description="Name of the work, unique in the flow: a DNS-1123 label (lower case letters, "
+        "digits and '-', at most 63 characters). Other works refer to it in dependsOn, and it is part "
+        "of the names of the Job, Deployment and Service made for it.",
+    )
+    container: Container = Field(
+        description="The container to run: a core/v1 Container. `image` is required; `name` may be "
+        "left out and defaults to the work's name.",
+    )
+    depends_on: list[WorkName] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        description="Names of the works that must finish before this one starts (see `when`). A "
+        "dependency on a serve work is met once that work is Serving.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    when: TriggerRule = Field(
+        default=TriggerRule.ALL_SUCCEEDED,
+        description="Trigger rule over the works in dependsOn. AllSucceeded (default): every one "
+        "succeeded. AllDone: every one finished, successfully or not. AnySucceeded: at least one "
+        "succeeded. A work whose rule can no longer be met is Skipped.",
+    )
+    gpu: int = Field(
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="GPUs per pod. When above 0 the container gets that GPU resource limit and the pod "
+        "gets the operator's GPU node selector and tolerations.",
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="How many times a failed batch work is retried (the Job's backoffLimit). Defaults "
+        "to 0. Not allowed on serve works.",
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Deadline in seconds for the batch work, retries included (the Job's "
+        "activeDeadlineSeconds); at least 1. Unset means no deadline. Not allowed on serve works.",
+    )
+    serve: Serve | None = Field(
+        default=None,
+        description="Present: the work is a serving work, run as a Deployment plus a Service of the "
+        "same name, and is Serving once the Deployment is available. Absent: a batch Job.",
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        description="Volumes of the work's pod (core/v1 Volume), for the container's volumeMounts.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the pod must match; merged over podDefaults.nodeSelector.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Tolerations of the pod, added to podDefaults.tolerations.",
+    )
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels put on the work's pods, merged over podDefaults.labels. The operator's own "
+        "labels (dagflow.dev/*, app.kubernetes.io/managed-by) cannot be set here.",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations put on the work's pods, merged over podDefaults.annotations.",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="ServiceAccount of the work's pods; overrides podDefaults.serviceAccountName.",
+    )
+
+    @property
+    def is_serve(self) -> bool:
+        return self.serve is not None
+
+    @model_validator(mode="after")
+    def _batch_only_fields(self) -> Work:
+        if self.serve is not None and (self.retries or self.timeout_seconds is not None):
+            raise ValueError(
+                "a serve work runs until the flow is deleted: "
+                "retries and timeoutSeconds apply to batch works only"
+            )
+        return self
+
+
+class DAGFlowSpec(ApiModel):
+    """The works of the flow and how to run them."""
+
+    failure_policy: FailurePolicy = Field(
+        default=FailurePolicy.FAIL_FAST,
+        description="FailFast (default): after a work fails, start no new works. Continue: keep "
+        "running every work whose trigger rule can still be met.",
+    )
+    parallelism: int = Field(
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Most batch works running at once; 0 (default) means no limit. Serve works do not count.",
+    )
+    pod_defaults: PodDefaults | None = Field(
+        default=None,
+        description="Pod settings shared by every work; a work's own settings win.",
+    )
+    works: list[Work] = Field(
+        min_length=1,
+        max_length=MAX_WORKS,
+        description="The works of the flow, at least one. Names are unique. Dependencies must name "
+        "works of this flow and must not form a cycle.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    def work(self, name: str) -> Work:
+        """The work called `name`; KeyError when there is none."""
+        for work in self.works:
+            if work.name == name:
+                return work
+        raise KeyError(name)
+
+
+class Condition(ApiModel):
+    """A condition of the flow, shaped like metav1.Condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Type of the condition in CamelCase, e.g. Ready.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was set from."
+    )
+    last_transition_time: AwareDatetime = Field(description="When the status last changed.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Programmatic reason for the last transition, in CamelCase.",
+    )
+    message: str = Field(max_length=32768, description="Human readable details; may be empty.")
+
+
+class WorkStatus(ApiModel):
+    """Observed state of one work."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="Name of the work.")
+    phase: WorkPhase = Field(
+        default=WorkPhase.PENDING,
+        description="Pending, Running, Succeeded, Failed, Skipped (its trigger rule can no longer be "
+        "met) or Serving (a serve work whose Deployment is available).",
+    )
+    job: str | None = Field(
+        default=None, description="Name of the Job (batch work) or Deployment (serve work) of the work."
+    )
+    attempts: int = Field(default=0, ge=0, description="Pods started for the work in the current run.")
+    started_at: AwareDatetime | None = Field(default=None, description="When the work started.")
+    finished_at: AwareDatetime | None = Field(default=None, description="When the work finished.")
+    message: str | None = Field(default=None, description="Why the work is in its phase, if not obvious.")
+    endpoint: str | None = Field(default=None, description="URL of the Service of a serve work.")
+
+
+class DAGFlowStatus(ApiModel):
+    """Observed state of the flow, written by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: FlowPhase | None = Field(
+        default=None, description="Pending, Running, Succeeded, Failed or Serving."
+    )
+    progress: str | None = Field(
+        default=None, description="Works finished or serving, out of all works, e.g. 2/4."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the status was computed from."
+    )
+    run: int | None = Field(
+        default=None,
+        ge=0,
+        description="Number of the current run; a new generation of the spec starts a new run.",
+    )
+    started_at: AwareDatetime | None = Field(default=None, description="When the current run started.")
+    finished_at: AwareDatetime | None = Field(
+        default=None, description="When the current run reached Succeeded or Failed."
+    )
+    endpoint: str | None = Field(
+        default=None, description="URL of the Service when the flow has exactly one serve work."
+    )
+    message: str | None = Field(default=None, description="Why the flow is in its phase, if not obvious.")
+    works: list[WorkStatus] = Field(
+        default_factory=list,
+        max_length=MAX_WORKS,
+        description="State of every work.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Conditions of the flow. Ready is True exactly when the phase is Succeeded or Serving.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class DAGFlow(ApiModel):
+    """A whole DAGFlow object as read from the API server or a manifest file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["dagflow.dev/v1alpha1"] = "dagflow.dev/v1alpha1"
+    kind: Literal["DAGFlow"] = "DAGFlow"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: DAGFlowSpec
+    status: DAGFlowStatus | None = None
+
+    @property
+    def name(self) -> str | None:
+        name = self.metadata.get("name")
+        return name if isinstance(name, str) else None
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> DAGFlow:
+        """Parse an object as served by the API server (kopf hands these over as mappings)."""
+        return cls.model_validate(dict(obj))

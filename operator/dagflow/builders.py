@@ -1,0 +1,184 @@
+"""Pure builders of the Kubernetes objects a flow's works run as: a Job per batch work, a Deployment
+plus a Service per serve work. They only compute manifests; `dagflow.kube` sends them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagflow import naming
+from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, PodDefaults, Work
+from dagflow.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class FlowRef:
+    """The identity of a DAGFlow that its children need: where it is and how to own them."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> FlowRef:
+        metadata = body["metadata"]
+        return cls(name=metadata["name"], namespace=metadata["namespace"], uid=metadata["uid"])
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def endpoint_url(flow: FlowRef, work: Work) -> str | None:
+    """The in-cluster URL of a serve work's Service."""
+    if work.serve is None:
+        return None
+    service = naming.serve_name(flow.name, work.name)
+    return f"http://{service}.{flow.namespace}.svc:{work.serve.port}"
+
+
+def build_job(
+    flow: FlowRef, spec: DAGFlowSpec, work: Work, run: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job that runs one attempt-series of a batch work in one run.
+
+    It is an Indexed Job of one completion: `backoffLimitPerIndex` makes the Job controller count
+    the failures of the work's pod on the pod itself, and both limits equal `retries`, so the work
+    gets exactly `retries` retries.
+    """
+    job_spec: dict[str, Any] = {
+        "completions": 1,
+        "parallelism": 1,
+        "completionMode": "Indexed",
+        "backoffLimit": work.retries,
+        "backoffLimitPerIndex": work.retries,
+        "template": _pod_template(flow, spec, work, run, settings, restart_policy="Never"),
+    }
+    if work.timeout_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = work.timeout_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run),
+        "spec": job_spec,
+    }
+
+
+def build_deployment(
+    flow: FlowRef, spec: DAGFlowSpec, work: Work, run: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place."""
+    assert work.serve is not None, "only serve works have a Deployment"
+    template = _pod_template(flow, spec, work, run, settings, restart_policy="Always")
+    container = template["spec"]["containers"][0]
+    ports = container.setdefault("ports", [])
+    if not any(port.get("containerPort") == work.serve.port for port in ports):
+        ports.append({"name": "http", "containerPort": work.serve.port, "protocol": "TCP"})
+    if "readinessProbe" not in container:
+        container["readinessProbe"] = {"tcpSocket": {"port": work.serve.port}, "periodSeconds": 5}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run),
+        "spec": {
+            "replicas": work.serve.replicas,
+            "selector": {"matchLabels": _selector_labels(flow, work)},
+            "template": template,
+        },
+    }
+
+
+def build_service(flow: FlowRef, work: Work) -> dict[str, Any]:
+    """The Service in front of a serve work's pods, named like its Deployment."""
+    assert work.serve is not None, "only serve works have a Service"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run=None),
+        "spec": {
+            "selector": _selector_labels(flow, work),
+            "ports": [
+                {"name": "http", "port": work.serve.port, "targetPort": work.serve.port, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def _selector_labels(flow: FlowRef, work: Work) -> dict[str, str]:
+    labels = naming.child_labels(flow.name, work.name)
+    return {key: labels[key] for key in (naming.FLOW_LABEL, naming.WORK_LABEL)}
+
+
+def _child_metadata(flow: FlowRef, name: str, work: Work, run: int | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": flow.namespace,
+        "labels": naming.child_labels(flow.name, work.name, run),
+        "annotations": naming.child_annotations(flow.name, work.name),
+        "ownerReferences": [flow.owner_reference()],
+    }
+
+
+def _pod_template(
+    flow: FlowRef,
+    spec: DAGFlowSpec,
+    work: Work,
+    run: int,
+    settings: OperatorSettings,
+    restart_policy: str,
+) -> dict[str, Any]:
+    defaults = spec.pod_defaults or PodDefaults()
+    # The operator's own labels come last: a user's label never hides a pod from its flow.
+    labels = {**defaults.labels, **work.labels, **naming.child_labels(flow.name, work.name, run)}
+    annotations = {
+        **defaults.annotations,
+        **work.annotations,
+        **naming.child_annotations(flow.name, work.name),
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "containers": [_container(work, defaults, settings)],
+    }
+    service_account = work.service_account_name or defaults.service_account_name
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    node_selector = {**defaults.node_selector, **work.node_selector}
+    tolerations = [*copy.deepcopy(defaults.tolerations), *copy.deepcopy(work.tolerations)]
+    if work.gpu > 0:
+        node_selector = {**node_selector, **settings.gpu_node_selector}
+        tolerations += [t for t in copy.deepcopy(settings.gpu_tolerations) if t not in tolerations]
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if defaults.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = copy.deepcopy(defaults.image_pull_secrets)
+    if work.volumes:
+        pod_spec["volumes"] = copy.deepcopy(work.volumes)
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
+
+
+def _container(work: Work, defaults: PodDefaults, settings: OperatorSettings) -> dict[str, Any]:
+    container = copy.deepcopy(work.container)
+    container.setdefault("name", work.name)
+    own_env = container.get("env") or []
+    own_names = {entry.get("name") for entry in own_env}
+    inherited = [copy.deepcopy(entry) for entry in defaults.env if entry.get("name") not in own_names]
+    if inherited or own_env:
+        container["env"] = [*inherited, *own_env]
+    if work.gpu > 0:
+        resources = container.setdefault("resources", {})
+        limits = resources.setdefault("limits", {})
+        limits[settings.gpu_resource] = str(work.gpu)
+        requests = resources.get("requests")
+        if requests is not None and settings.gpu_resource in requests:
+            requests[settings.gpu_resource] = str(work.gpu)
+    return container

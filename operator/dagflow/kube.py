@@ -1,0 +1,133 @@
+"""The operator's few writes to Kubernetes, made idempotent and run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from dagflow import metrics
+from dagflow.api.models import GROUP, PLURAL, VERSION
+
+T = TypeVar("T")
+MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "dagflow-operator"
+
+
+class KubeClient:
+    """Creates, patches and deletes the objects of flows, at most `concurrency` calls at a time."""
+
+    def __init__(self, concurrency: int) -> None:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = concurrency
+        api_client = client.ApiClient(configuration)
+        api_client.user_agent = USER_AGENT
+        self.batch = client.BatchV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def _call(
+        self, verb: str, resource: str, function: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        async with self._slots:
+            try:
+                # Responses are not turned into client models: the operator never reads them.
+                return await asyncio.to_thread(function, *args, _preload_content=False, **kwargs)
+            except ApiException as error:
+                if error.status not in (404, 409):
+                    metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(error.status)).inc()
+                raise
+
+    async def create_job(self, job: dict[str, Any]) -> bool:
+        """Create a Job; False when it already exists (a restart must never duplicate work)."""
+        return await self._create("jobs", self.batch.create_namespaced_job, job)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                "delete",
+                "jobs",
+                self.batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def ensure_service(self, service: dict[str, Any]) -> None:
+        await self._create("services", self.core.create_namespaced_service, service)
+
+    async def ensure_deployment(self, deployment: dict[str, Any]) -> None:
+        """Create the Deployment, or roll the existing one in place to this template."""
+        if await self._create("deployments", self.apps.create_namespaced_deployment, deployment):
+            return
+        metadata = deployment["metadata"]
+        patch = {
+            "metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]},
+            "spec": {"replicas": deployment["spec"]["replicas"], "template": deployment["spec"]["template"]},
+        }
+        await self._call(
+            "patch",
+            "deployments",
+            self.apps.patch_namespaced_deployment,
+            metadata["name"],
+            metadata["namespace"],
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            "patch",
+            "dagflows/status",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    def delete_webhook_configurations(self, name: str) -> None:
+        """Remove the validating and mutating webhook configurations `name`; gone already is fine."""
+        for delete in (
+            self.admission.delete_validating_webhook_configuration,
+            self.admission.delete_mutating_webhook_configuration,
+        ):
+            try:
+                delete(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+    async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:
+        try:
+            await self._call("create", resource, function, body["metadata"]["namespace"], body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+
+def api_error_message(error: ApiException) -> str:
+    """The API server's own words for a refused request."""
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"

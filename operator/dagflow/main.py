@@ -1,0 +1,196 @@
+"""The kopf wiring: watches, indexes and the admission webhook. Logic lives in `dagflow.reconciler`.
+
+Run with `dagflow-operator` (or `make run`). Only event handlers are used for DAGFlows, so kopf keeps
+no copy of the spec in annotations: a 2,000-work flow reconciles like a small one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from dagflow import kube as kube_module
+from dagflow import metrics, naming
+from dagflow.api.models import GROUP, PLURAL, VERSION
+from dagflow.certs import write_self_signed
+from dagflow.observe import (
+    DeploymentObservation,
+    FlowKey,
+    JobObservation,
+    observe_deployment,
+    observe_job,
+    owner_flow,
+)
+from dagflow.reconciler import Reconciler
+from dagflow.settings import OperatorSettings
+from dagflow.status import Transition
+from dagflow.validation import validate_flow
+
+logger = logging.getLogger("dagflow")
+
+WEBHOOK_CONFIGURATION = "dagflow.dev"
+MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
+CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
+
+state: dict[str, Any] = {}
+
+
+def _reconciler() -> Reconciler:
+    reconciler: Reconciler = state["reconciler"]
+    return reconciler
+
+
+def _flow_key(namespace: str | None, body: Mapping[str, Any]) -> FlowKey | None:
+    flow = owner_flow(body)
+    return (namespace, flow) if namespace and flow else None
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    operator_settings = OperatorSettings()
+    state["settings"] = operator_settings
+    # Events are posted on purpose, per work transition; kopf's own log lines stay out of them.
+    settings.posting.level = logging.WARNING
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dagflow.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dagflow.dev")
+    settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
+    settings.watching.server_timeout = 300
+    if operator_settings.webhook_enabled:
+        host = operator_settings.webhook_host or "localhost"
+        certfile, pkeyfile = operator_settings.webhook_cert_file, operator_settings.webhook_key_file
+        if not (certfile and pkeyfile):
+            cert_path, key_path = write_self_signed([host, "localhost", "127.0.0.1"])
+            certfile, pkeyfile = str(cert_path), str(key_path)
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0" if operator_settings.webhook_host else "127.0.0.1",
+            port=operator_settings.webhook_port,
+            host=host,
+            certfile=certfile,
+            pkeyfile=pkeyfile,
+        )
+        if operator_settings.webhook_managed:
+            settings.admission.managed = WEBHOOK_CONFIGURATION
+    if operator_settings.metrics_port:
+        metrics.serve(operator_settings.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    reconciler: Reconciler | None = state.pop("reconciler", None)
+    if reconciler is not None:
+        await reconciler.stop()
+    operator_settings: OperatorSettings | None = state.get("settings")
+    if operator_settings and operator_settings.webhook_enabled and operator_settings.webhook_managed:
+        # Without the operator nobody answers the webhook; leave DAGFlows writable.
+        try:
+            kube = kube_module.KubeClient(1)
+            await asyncio.to_thread(kube.delete_webhook_configurations, WEBHOOK_CONFIGURATION)
+        except Exception as error:  # shutting down anyway
+            logger.warning("Could not delete the ValidatingWebhookConfiguration: %s", error)
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_FILTER)
+def flow_jobs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+    key = _flow_key(namespace, body)
+    return {key: observe_job(body)} if key else None
+
+
+@kopf.index("apps", "v1", "deployments", labels=CHILD_FILTER)
+def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+    key = _flow_key(namespace, body)
+    return {key: observe_deployment(body)} if key else None
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
+async def child_changed(
+    namespace: str | None,
+    body: kopf.Body,
+    flow_jobs: kopf.Index[FlowKey, JobObservation],
+    flow_deployments: kopf.Index[FlowKey, JobObservation],
+    **_: Any,
+) -> None:
+    key = _flow_key(namespace, body)
+    if key:
+        _ensure_reconciler(flow_jobs, flow_deployments).enqueue(key)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def flow_changed(
+    type: str | None,
+    namespace: str | None,
+    name: str | None,
+    body: kopf.Body,
+    flow_jobs: kopf.Index[FlowKey, JobObservation],
+    flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
+    **_: Any,
+) -> None:
+    if not namespace or not name:
+        return
+    reconciler = _ensure_reconciler(flow_jobs, flow_deployments)
+    reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
+
+
+@kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow")
+def refuse_invalid_flow(spec: kopf.Spec, name: str | None, **_: Any) -> None:
+    """What the CRD schema cannot check (cycles, unknown dependencies) is refused here."""
+    problems = validate_flow(dict(spec), flow_name=name)
+    if problems:
+        raise kopf.AdmissionError("; ".join(str(problem) for problem in problems[:20]), code=422)
+
+
+@kopf.on.probe(id="flows")
+def tracked_flows(**_: Any) -> int:
+    reconciler: Reconciler | None = state.get("reconciler")
+    return len(reconciler.flows) if reconciler else 0
+
+
+def _ensure_reconciler(
+    jobs: kopf.Index[FlowKey, JobObservation], deployments: kopf.Index[FlowKey, DeploymentObservation]
+) -> Reconciler:
+    # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
+    if "reconciler" not in state:
+        settings: OperatorSettings = state["settings"]
+        state["reconciler"] = Reconciler(
+            settings, kube_module.KubeClient(settings.api_concurrency), jobs, deployments, _post_event
+        )
+    return _reconciler()
+
+
+def _post_event(body: Mapping[str, Any], transition: Transition) -> None:
+    kopf.event(
+        cast(kopf.Body, body),
+        type=transition.event_type,
+        reason=transition.reason,
+        message=transition.message,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the operator in the foreground against the cluster of $KUBECONFIG or the pod's account."""
+    parser = argparse.ArgumentParser(prog="dagflow-operator", description=main.__doc__)
+    parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    namespaces = args.namespace or OperatorSettings().namespaces
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Deterministic names and label values of the objects the operator creates for a flow.
+
+Every name is a function of (flow, run, work) only, so a restarted operator finds the children it
+created before instead of creating them twice. Kubernetes limits names and label values to 63
+characters; longer ones are cut and end in a hash of the full, uncut value, which keeps them unique
+and stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+
+FLOW_LABEL = "dagflow.dev/flow"
+WORK_LABEL = "dagflow.dev/work"
+RUN_LABEL = "dagflow.dev/run"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "dagflow-operator"
+# The full names, for when a label value had to be shortened.
+FLOW_ANNOTATION = "dagflow.dev/flow-name"
+WORK_ANNOTATION = "dagflow.dev/work-name"
+RESERVED_LABEL_PREFIX = "dagflow.dev/"
+RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL})
+
+MAX_LENGTH = 63
+HASH_LENGTH = 10
+# Prefix of a Service name whose flow name starts with a digit: Service names must start with a
+# letter (DNS-1035), flow names need not.
+SERVICE_PREFIX = "df-"
+
+_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_NOT_IN_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+_NOT_IN_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def short_hash(value: str) -> str:
+    """First HASH_LENGTH hex digits of the SHA-256 of `value`: stable across runs and versions."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= MAX_LENGTH and bool(_DNS_1123_LABEL.match(value))
+
+
+def is_dns1035_label(value: str) -> bool:
+    return len(value) <= MAX_LENGTH and bool(_DNS_1035_LABEL.match(value))
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= MAX_LENGTH and bool(_LABEL_VALUE.match(value))
+
+
+def job_name(flow: str, run: int, work: str) -> str:
+    """Name of the Job of `work` in run `run` of `flow`: `{flow}-{run}-{work}`, a DNS-1123 label."""
+    return _dns_label_name([flow, str(run), work])
+
+
+def serve_name(flow: str, work: str) -> str:
+    """Name of the Deployment and Service of a serve work: `{flow}-{work}`, a DNS-1035 label.
+
+    The same for every run, so a new run rolls the Deployment instead of replacing it. A flow name
+    starting with a digit gets the prefix `df-`, because a Service name must start with a letter.
+    """
+    parts = [flow, work]
+    if not flow[:1] or flow[0] not in string.ascii_lowercase:
+        parts[0] = SERVICE_PREFIX + flow
+    return _dns_label_name(parts)
+
+
+def label_value(value: str) -> str:
+    """`value` when it is a valid label value; otherwise cut to fit and ended with its hash."""
+    if is_label_value(value):
+        return value
+    readable = _NOT_IN_LABEL_VALUE.sub("-", value)
+    readable = readable[: MAX_LENGTH - HASH_LENGTH - 1].strip("-_.")
+    return f"{readable}-{short_hash(value)}" if readable else short_hash(value)
+
+
+def child_labels(flow: str, work: str, run: int | None = None) -> dict[str, str]:
+    """Labels of every child object and pod, by which the operator finds them again."""
+    labels = {
+        FLOW_LABEL: label_value(flow),
+        WORK_LABEL: label_value(work),
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+    }
+    if run is not None:
+        labels[RUN_LABEL] = str(run)
+    return labels
+
+
+def child_annotations(flow: str, work: str) -> dict[str, str]:
+    """Annotations of every child object and pod: the full flow and work names."""
+    return {FLOW_ANNOTATION: flow, WORK_ANNOTATION: work}
+
+
+def flow_selector(flow: str) -> str:
+    """Label selector of all children of a flow, e.g. for a list or watch call."""
+    return f"{FLOW_LABEL}={label_value(flow)},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+
+def _dns_label_name(parts: list[str]) -> str:
+    """Join parts with '-'; if the result is not a valid DNS-1123 label, make it one.
+
+    The longest part is cut first, so every part stays recognisable, and a hash of the uncut name
+    keeps two different inputs from meeting in the same shortened name.
+    """
+    joined = "-".join(parts)
+    if is_dns1123_label(joined):
+        return joined
+    budget = MAX_LENGTH - HASH_LENGTH - 1
+    cleaned = [_NOT_IN_DNS_LABEL.sub("-", part.lower()).strip("-") for part in parts]
+    cleaned = [part for part in cleaned if part]
+    while cleaned and len("-".join(cleaned)) > budget:
+        longest = max(range(len(cleaned)), key=lambda index: len(cleaned[index]))
+        cleaned[longest] = cleaned[longest][:-1].rstrip("-")
+        cleaned = [part for part in cleaned if part]
+    readable = "-".join(cleaned)
+    return f"{readable}-{short_hash(joined)}" if readable else short_hash(joined)

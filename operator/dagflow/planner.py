@@ -1,0 +1,253 @@
+"""Pure planning: from a flow's spec and its observed children to the next actions and the status.
+
+Nothing here remembers anything between calls or talks to Kubernetes: the same observations always
+give the same plan, which is what lets a restarted operator pick up where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagflow import naming
+from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
+from dagflow.builders import FlowRef, endpoint_url
+from dagflow.observe import DeploymentObservation, JobObservation
+
+DONE = frozenset({WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING})
+# A dependency on a serve work is met once it serves.
+MET = frozenset({WorkPhase.SUCCEEDED, WorkPhase.SERVING})
+NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED})
+
+
+@dataclass
+class WorkState:
+    """One work's entry in `status.works`."""
+
+    name: str
+    phase: WorkPhase = WorkPhase.PENDING
+    job: str | None = None
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+    endpoint: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
+        optional = {
+            "job": self.job,
+            "attempts": self.attempts or None,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "message": self.message,
+            "endpoint": self.endpoint,
+        }
+        entry.update({key: value for key, value in optional.items() if value is not None})
+        return entry
+
+
+@dataclass
+class Plan:
+    """What to create now and what the flow's status says after that."""
+
+    start: list[Work] = field(default_factory=list)
+    works: list[WorkState] = field(default_factory=list)
+    phase: FlowPhase = FlowPhase.RUNNING
+    message: str | None = None
+
+    @property
+    def progress(self) -> str:
+        done = sum(1 for work in self.works if work.phase in DONE)
+        return f"{done}/{len(self.works)}"
+
+
+def plan_run(
+    flow: FlowRef,
+    spec: DAGFlowSpec,
+    order: Sequence[str],
+    run: int,
+    jobs: Mapping[str, JobObservation],
+    deployments: Mapping[str, DeploymentObservation],
+    previous: Mapping[str, Mapping[str, Any]],
+    now: str,
+) -> Plan:
+    """Plan run `run` of a flow.
+
+    `order` is a topological order of the works; `jobs` holds this run's Job per work, `deployments`
+    the serve works' Deployments (of any run); `previous` is `status.works` of this run by name.
+    """
+    works = {work.name: work for work in spec.works}
+    states: dict[str, WorkState] = {}
+    for name in order:
+        states[name] = _observed_state(
+            flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name)
+        )
+
+    failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
+    fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
+    running_batch = sum(
+        1 for name in order if works[name].serve is None and states[name].phase == WorkPhase.RUNNING
+    )
+    free_slots = spec.parallelism - running_batch if spec.parallelism > 0 else len(order)
+
+    plan = Plan()
+    for name in order:
+        state, work = states[name], works[name]
+        if state.phase != WorkPhase.PENDING or _has_current_child(work, run, jobs, deployments):
+            continue
+        verdict, reason = _judge_trigger(work, states)
+        if verdict == "skip":
+            state.phase, state.message = WorkPhase.SKIPPED, reason
+        elif verdict == "wait":
+            continue
+        elif fail_fast:
+            state.phase = WorkPhase.SKIPPED
+            state.message = f"not started: {failed[0]} failed and failurePolicy is FailFast"
+        elif work.serve is None and free_slots <= 0:
+            state.message = f"waiting for a free slot (parallelism {spec.parallelism})"
+        else:
+            if work.serve is None:
+                free_slots -= 1
+                state.job = naming.job_name(flow.name, run, name)
+            state.phase, state.started_at, state.message = WorkPhase.RUNNING, now, None
+            plan.start.append(work)
+
+    plan.works = [states[work.name] for work in spec.works]
+    reassess(plan, spec)
+    return plan
+
+
+def reject_start(plan: Plan, spec: DAGFlowSpec, work: str, message: str) -> None:
+    """Record that the API server refused a work's child: the work fails and the flow is reassessed."""
+    for state in plan.works:
+        if state.name == work:
+            state.phase, state.message, state.job = WorkPhase.FAILED, message, None
+    plan.start = [start for start in plan.start if start.name != work]
+    reassess(plan, spec)
+
+
+def reassess(plan: Plan, spec: DAGFlowSpec) -> None:
+    """Set the flow's phase and message from its works' states."""
+    states = {state.name: state for state in plan.works}
+    failed = [state.name for state in plan.works if state.phase == WorkPhase.FAILED]
+    fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
+    plan.phase, plan.message = _flow_phase(spec, states, failed, fail_fast)
+
+
+def _has_current_child(
+    work: Work, run: int, jobs: Mapping[str, JobObservation], deployments: Mapping[str, DeploymentObservation]
+) -> bool:
+    if work.serve is None:
+        return work.name in jobs
+    deployment = deployments.get(work.name)
+    return deployment is not None and deployment.run == run
+
+
+def _observed_state(
+    flow: FlowRef,
+    work: Work,
+    run: int,
+    job: JobObservation | None,
+    deployment: DeploymentObservation | None,
+    previous: Mapping[str, Any] | None,
+) -> WorkState:
+    state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
+    if work.serve is not None:
+        if deployment is not None and deployment.run == run:
+            state.started_at = deployment.started_at
+            if deployment.available:
+                state.phase = WorkPhase.SERVING
+            else:
+                state.phase = WorkPhase.RUNNING
+                state.message = deployment.message or "waiting for the Deployment to become available"
+            if previous and previous.get("startedAt"):
+                state.started_at = previous["startedAt"]
+        elif deployment is not None:
+            state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
+        return state
+    if job is None:
+        # A finished work whose Job is gone (deleted by hand) keeps its outcome: it never runs twice.
+        if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED):
+            return WorkState(
+                name=work.name,
+                phase=WorkPhase(previous["phase"]),
+                job=previous.get("job"),
+                attempts=int(previous.get("attempts", 0)),
+                started_at=previous.get("startedAt"),
+                finished_at=previous.get("finishedAt"),
+                message=previous.get("message"),
+            )
+        return state
+    state.job = job.name
+    state.attempts = job.attempts
+    state.started_at = job.started_at
+    if job.outcome == "Succeeded":
+        state.phase, state.finished_at = WorkPhase.SUCCEEDED, job.finished_at
+    elif job.outcome == "Failed":
+        state.phase, state.finished_at = WorkPhase.FAILED, job.finished_at
+        state.message = _failure_message(job, work)
+    else:
+        state.phase = WorkPhase.RUNNING
+        if job.deleting:
+            state.message = "its Job is being deleted; it is created again once gone"
+    return state
+
+
+def _failure_message(job: JobObservation, work: Work) -> str:
+    if job.reason == "DeadlineExceeded":
+        return f"timed out after {work.timeout_seconds}s (DeadlineExceeded)"
+    if job.reason in ("BackoffLimitExceeded", "FailedIndexes"):
+        attempts = "attempt" if job.failed == 1 else "attempts"
+        return f"failed after {job.failed} {attempts}, retries used up (BackoffLimitExceeded)"
+    detail = f": {job.message}" if job.message else ""
+    return f"Job failed ({job.reason or 'unknown reason'}){detail}"
+
+
+def _judge_trigger(work: Work, states: Mapping[str, WorkState]) -> tuple[str, str | None]:
+    """Whether a pending work may start ("start"), must wait ("wait") or never can ("skip", why)."""
+    dependencies = list(dict.fromkeys(work.depends_on))
+    if not dependencies:
+        return "start", None
+    phases = {name: states[name].phase for name in dependencies}
+    if work.when == TriggerRule.ALL_SUCCEEDED:
+        for name, phase in phases.items():
+            if phase in NOT_MET:
+                return "skip", f"dependency {name} {phase.value.lower()} (when: AllSucceeded)"
+        return ("start", None) if all(p in MET for p in phases.values()) else ("wait", None)
+    if work.when == TriggerRule.ALL_DONE:
+        return ("start", None) if all(p in DONE for p in phases.values()) else ("wait", None)
+    if any(phase in MET for phase in phases.values()):
+        return "start", None
+    if all(phase in DONE for phase in phases.values()):
+        return "skip", f"none of {', '.join(dependencies)} succeeded (when: AnySucceeded)"
+    return "wait", None
+
+
+def _flow_phase(
+    spec: DAGFlowSpec, states: Mapping[str, WorkState], failed: Sequence[str], fail_fast: bool
+) -> tuple[FlowPhase, str | None]:
+    batch = [states[w.name] for w in spec.works if w.serve is None]
+    serve = [states[w.name] for w in spec.works if w.serve is not None]
+    batch_done = all(state.phase in DONE for state in batch)
+    if serve and batch_done and all(state.phase == WorkPhase.SERVING for state in serve):
+        return FlowPhase.SERVING, None
+    if not serve and all(state.phase == WorkPhase.SUCCEEDED for state in batch):
+        return FlowPhase.SUCCEEDED, None
+    blocked_serve = [state.name for state in serve if state.phase in NOT_MET]
+    everything_done = all(state.phase in DONE for state in states.values())
+    if fail_fast or blocked_serve or everything_done:
+        return FlowPhase.FAILED, _failure_summary(states, failed)
+    return FlowPhase.RUNNING, None
+
+
+def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> str:
+    parts = [f"work {name} failed: {states[name].message}" for name in failed[:3]]
+    if len(failed) > 3:
+        parts.append(f"and {len(failed) - 3} more failed")
+    skipped = [state.name for state in states.values() if state.phase == WorkPhase.SKIPPED]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        parts.append(f"skipped: {shown}")
+    return "; ".join(parts) if parts else "the flow can no longer finish"

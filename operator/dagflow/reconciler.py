@@ -1,0 +1,301 @@
+"""The reconcile loop: one flow at a time per key, bursts of events coalesced into one pass.
+
+Every pass derives its actions from what is observed now (the flow's spec and status, and the
+children in the watch-fed indexes), never from what an earlier pass did, so it can stop at any
+moment and the next pass (or the next operator) carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dagflow import metrics
+from dagflow.api.models import DAGFlowSpec, WorkPhase
+from dagflow.builders import FlowRef, build_deployment, build_job, build_service
+from dagflow.kube import KubeClient, api_error_message
+from dagflow.observe import DeploymentObservation, FlowKey, JobObservation
+from dagflow.planner import Plan, plan_run, reject_start
+from dagflow.settings import OperatorSettings
+from dagflow.status import Transition, build_status, invalid_status, transitions
+from dagflow.validation import topological_order, validate_flow
+
+logger = logging.getLogger("dagflow")
+
+PostEvent = Callable[[Mapping[str, Any], Transition], None]
+RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A validated spec with its topological order, or the validator's refusal."""
+
+    spec: DAGFlowSpec | None
+    order: list[str]
+    problem: str | None
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_spec(raw: Mapping[str, Any], flow_name: str) -> ParsedSpec:
+    problems = validate_flow(raw, flow_name=flow_name)
+    if problems:
+        listed = "; ".join(str(problem) for problem in problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        return ParsedSpec(None, [], f"invalid flow: {listed}{more}")
+    spec = DAGFlowSpec.model_validate(raw)
+    return ParsedSpec(spec, topological_order(spec), None)
+
+
+class Reconciler:
+    """Keeps every known DAGFlow's children and status in line with its spec."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        kube: KubeClient,
+        jobs: Mapping[FlowKey, Iterable[JobObservation]],
+        deployments: Mapping[FlowKey, Iterable[DeploymentObservation]],
+        post_event: PostEvent,
+        workers: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.jobs = jobs
+        self.deployments = deployments
+        self.post_event = post_event
+        self.flows: dict[FlowKey, dict[str, Any]] = {}
+        self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
+        self._phases: dict[FlowKey, str] = {}
+        self._failures: Counter[FlowKey] = Counter()
+        self._queue: asyncio.Queue[FlowKey] = asyncio.Queue()
+        self._queued: set[FlowKey] = set()
+        self._active: set[FlowKey] = set()
+        self._dirty: set[FlowKey] = set()
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
+        ]
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def flow_seen(self, key: FlowKey, body: Mapping[str, Any] | None) -> None:
+        """Record the newest state of a flow (None: deleted) and schedule a pass."""
+        if body is None:
+            self.flows.pop(key, None)
+            self._parsed.pop(key, None)
+            self._phases.pop(key, None)
+            self._update_phase_gauge()
+            return
+        self.flows[key] = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": dict(body["metadata"]),
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {},
+        }
+        self.enqueue(key)
+
+    def enqueue(self, key: FlowKey) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            # Wait a moment so a burst of child events becomes one pass and one status patch.
+            await asyncio.sleep(self.settings.reconcile_delay_seconds)
+            self._queued.discard(key)
+            self._active.add(key)
+            retry_after: float | None = None
+            started = time.perf_counter()
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bad flow or a flaky API must not stop the loop
+                self._failures[key] += 1
+                retry_after = RETRY_DELAYS[min(self._failures[key], len(RETRY_DELAYS)) - 1]
+                logger.error(
+                    "Reconcile of DAGFlow %s/%s failed, retrying in %ss: %s", *key, retry_after, error
+                )
+            finally:
+                metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+                self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.enqueue(key)
+            elif retry_after is not None:
+                asyncio.get_running_loop().call_later(retry_after, self.enqueue, key)
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    async def reconcile(self, key: FlowKey) -> None:
+        body = self.flows.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        metadata = body["metadata"]
+        generation = int(metadata.get("generation") or 1)
+        status: dict[str, Any] = body["status"]
+        now = utc_now()
+        parsed = self._parse(key, metadata, body["spec"])
+        if parsed.spec is None:
+            assert parsed.problem is not None
+            await self._write_status(key, body, invalid_status(parsed.problem, status, generation, now))
+            return
+
+        run = self._current_run(status, generation)
+        flow = FlowRef.from_body(body)
+        all_jobs = list(self.jobs.get(key) or [])
+        current_jobs = {job.work: job for job in all_jobs if job.run == run}
+        deployments: dict[str, DeploymentObservation] = {
+            deployment.work: deployment for deployment in self.deployments.get(key) or []
+        }
+        previous_works = (
+            {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
+        )
+        plan = plan_run(flow, parsed.spec, parsed.order, run, current_jobs, deployments, previous_works, now)
+        await asyncio.gather(
+            self._start_children(flow, parsed.spec, run, plan),
+            self._retire_old_jobs(flow, run, all_jobs),
+        )
+        new_status = build_status(plan, status, run, generation, now)
+        if await self._write_status(key, body, new_status):
+            for transition in transitions(previous_works, plan):
+                self.post_event(body, transition)
+                self._observe_duration(plan, transition)
+
+    def _parse(self, key: FlowKey, metadata: Mapping[str, Any], raw_spec: Mapping[str, Any]) -> ParsedSpec:
+        uid, generation = str(metadata.get("uid")), int(metadata.get("generation") or 1)
+        cached = self._parsed.get(key)
+        if cached and cached[0] == uid and cached[1] == generation:
+            return cached[2]
+        parsed = parse_spec(raw_spec, str(metadata["name"]))
+        if parsed.problem:
+            logger.warning("Refused DAGFlow %s/%s: %s", *key, parsed.problem)
+        self._parsed[key] = (uid, generation, parsed)
+        return parsed
+
+    @staticmethod
+    def _current_run(status: Mapping[str, Any], generation: int) -> int:
+        """The run of this generation: a new spec (generation) starts the next run."""
+        last_run = int(status.get("run") or 0)
+        if last_run and status.get("observedGeneration") == generation:
+            return last_run
+        return last_run + 1
+
+    async def _start_children(self, flow: FlowRef, spec: DAGFlowSpec, run: int, plan: Plan) -> None:
+        async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await create()
+            except ApiException as error:
+                if error.status is None or not 400 <= error.status < 500 or error.status == 429:
+                    raise
+                # The API server will refuse this child every time: fail the work, do not loop.
+                refuse(work_name, f"rejected by the API server: {api_error_message(error)}")
+            except ValueError as error:  # the client's own checks of the manifest
+                refuse(work_name, f"invalid child object: {error}")
+
+        def refuse(work_name: str, message: str) -> None:
+            reject_start(plan, spec, work_name, message)
+            logger.warning(
+                "Refused the child of work %s in DAGFlow %s/%s: %s",
+                work_name,
+                flow.namespace,
+                flow.name,
+                message,
+            )
+
+        tasks = []
+        for work in list(plan.start):
+            if work.serve is None:
+                job = build_job(flow, spec, work, run, self.settings)
+                tasks.append(start(work.name, partial(self._create_job, job)))
+            else:
+                deployment = build_deployment(flow, spec, work, run, self.settings)
+                service = build_service(flow, work)
+                tasks.append(start(work.name, partial(self._create_serving, deployment, service)))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            raise errors[0]
+
+    async def _create_job(self, job: dict[str, Any]) -> None:
+        if await self.kube.create_job(job):
+            metrics.CHILDREN_CREATED.labels(kind="Job").inc()
+            logger.info("Created Job %s/%s", job["metadata"]["namespace"], job["metadata"]["name"])
+
+    async def _create_serving(self, deployment: dict[str, Any], service: dict[str, Any]) -> None:
+        await self.kube.ensure_service(service)
+        await self.kube.ensure_deployment(deployment)
+        logger.info(
+            "Rolled out Deployment %s/%s", deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        )
+
+    async def _retire_old_jobs(self, flow: FlowRef, run: int, jobs: Iterable[JobObservation]) -> None:
+        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history."""
+        oldest_kept = run - self.settings.history_runs + 1
+        doomed = [
+            job
+            for job in jobs
+            if job.run != run and not job.deleting and (job.outcome is None or job.run < oldest_kept)
+        ]
+        await asyncio.gather(*(self.kube.delete_job(flow.namespace, job.name) for job in doomed))
+
+    async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Patch the status if it changed; True when it did."""
+        previous: dict[str, Any] = body["status"]
+        if status == previous:
+            return False
+        patch: dict[str, Any] = dict(status)
+        for field in previous.keys() - status.keys():
+            patch[field] = None  # a merge patch removes a field only when told so
+        metadata = body["metadata"]
+        try:
+            await self.kube.patch_flow_status(metadata["namespace"], metadata["name"], patch)
+        except ApiException as error:
+            if error.status == 404:  # deleted meanwhile
+                return False
+            raise
+        # Later passes must see this status before the watch brings it back, or they would
+        # announce the same transitions again.
+        body["status"] = status
+        self._phases[key] = status["phase"]
+        self._update_phase_gauge()
+        return True
+
+    def _update_phase_gauge(self) -> None:
+        counts = Counter(self._phases.values())
+        for phase in ("Pending", "Running", "Succeeded", "Failed", "Serving"):
+            metrics.FLOWS.labels(phase=phase).set(counts.get(phase, 0))
+
+    @staticmethod
+    def _observe_duration(plan: Plan, transition: Transition) -> None:
+        if transition.phase not in (WorkPhase.SUCCEEDED, WorkPhase.FAILED):
+            return
+        state = next(state for state in plan.works if state.name == transition.work)
+        if state.started_at and state.finished_at:
+            started = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
+            finished = datetime.fromisoformat(state.finished_at.replace("Z", "+00:00"))
+            metrics.WORK_DURATION.labels(outcome=transition.phase.value).observe(
+                max((finished - started).total_seconds(), 0)
+            )

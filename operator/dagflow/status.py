@@ -1,0 +1,130 @@
+"""Pure assembly of a DAGFlow's `status` from a plan, and the work transitions worth an Event."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagflow.api.models import FlowPhase, WorkPhase
+from dagflow.planner import Plan
+
+READY_CONDITION = "Ready"
+FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A work that changed phase, for one Event on the flow."""
+
+    work: str
+    phase: WorkPhase
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return {
+            WorkPhase.RUNNING: "WorkStarted",
+            WorkPhase.SUCCEEDED: "WorkSucceeded",
+            WorkPhase.FAILED: "WorkFailed",
+            WorkPhase.SKIPPED: "WorkSkipped",
+            WorkPhase.SERVING: "WorkServing",
+            WorkPhase.PENDING: "WorkPending",
+        }[self.phase]
+
+    @property
+    def event_type(self) -> str:
+        return "Warning" if self.phase == WorkPhase.FAILED else "Normal"
+
+
+def build_status(
+    plan: Plan,
+    previous: Mapping[str, Any],
+    run: int,
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    """The whole `status` for a plan; fields that did not change keep their earlier timestamps."""
+    same_run = previous.get("run") == run
+    started_at = previous.get("startedAt") if same_run and previous.get("startedAt") else now
+    status: dict[str, Any] = {
+        "phase": plan.phase.value,
+        "progress": plan.progress,
+        "run": run,
+        "observedGeneration": generation,
+        "startedAt": started_at,
+        "works": [state.to_status() for state in plan.works],
+    }
+    if plan.phase in FINISHED:
+        kept = same_run and previous.get("phase") == plan.phase.value and previous.get("finishedAt")
+        status["finishedAt"] = previous["finishedAt"] if kept else now
+    endpoints = [state.endpoint for state in plan.works if state.endpoint]
+    if len(endpoints) == 1:
+        status["endpoint"] = endpoints[0]
+    if plan.message:
+        status["message"] = plan.message
+    status["conditions"] = [_ready_condition(plan, previous, generation, now)]
+    return status
+
+
+def invalid_status(message: str, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
+    """Status of a flow the validator refused: Failed with the validator's message, nothing run."""
+    kept = previous.get("phase") == FlowPhase.FAILED.value and previous.get("message") == message
+    status: dict[str, Any] = {
+        "phase": FlowPhase.FAILED.value,
+        "progress": previous.get("progress", "0/0"),
+        "run": previous.get("run", 0),
+        "observedGeneration": generation,
+        "message": message,
+        "finishedAt": previous.get("finishedAt", now) if kept else now,
+        "works": previous.get("works", []),
+    }
+    status["conditions"] = [
+        _condition(False, "Invalid", message, previous, generation, now),
+    ]
+    return status
+
+
+def transitions(previous_works: Mapping[str, Mapping[str, Any]], plan: Plan) -> list[Transition]:
+    """Works whose phase differs from the one in the previous status of the same run."""
+    changed = []
+    for state in plan.works:
+        before = previous_works.get(state.name, {}).get("phase", WorkPhase.PENDING.value)
+        if state.phase.value != before and state.phase != WorkPhase.PENDING:
+            changed.append(
+                Transition(state.name, state.phase, _event_message(state.name, state.phase, state.message))
+            )
+    return changed
+
+
+def _event_message(work: str, phase: WorkPhase, detail: str | None) -> str:
+    verb = {
+        WorkPhase.RUNNING: "started",
+        WorkPhase.SUCCEEDED: "succeeded",
+        WorkPhase.FAILED: "failed",
+        WorkPhase.SKIPPED: "was skipped",
+        WorkPhase.SERVING: "is serving",
+    }.get(phase, phase.value.lower())
+    return f"Work {work} {verb}" + (f": {detail}" if detail else "")
+
+
+def _ready_condition(plan: Plan, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
+    ready = plan.phase in (FlowPhase.SUCCEEDED, FlowPhase.SERVING)
+    message = plan.message or f"{plan.progress} works finished or serving"
+    return _condition(ready, plan.phase.value, message, previous, generation, now)
+
+
+def _condition(
+    ready: bool, reason: str, message: str, previous: Mapping[str, Any], generation: int, now: str
+) -> dict[str, Any]:
+    status = "True" if ready else "False"
+    earlier = next((c for c in previous.get("conditions") or [] if c.get("type") == READY_CONDITION), None)
+    since = earlier["lastTransitionTime"] if earlier and earlier.get("status") == status else now
+    return {
+        "type": READY_CONDITION,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }

@@ -1,0 +1,500 @@
+"""Checks of a DAGFlow spec that need no cluster: the same verdict offline, in the admission
+webhook and in the operator.
+
+Everything is pure. `validate_flow` reports every problem at once, each with the path of the
+offending field (`spec.works[3].dependsOn[0]`) and a message that names the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from dagflow import naming
+from dagflow.api import k8s_schemas
+from dagflow.api.models import (
+    API_VERSION,
+    DNS_LABEL_PATTERN,
+    GROUP,
+    KIND,
+    LABEL_VALUE_PATTERN,
+    DAGFlowSpec,
+    PodDefaults,
+    Work,
+    kubernetes_shape_fields,
+)
+
+_DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Fields whose keys are user data, shown as ["key"] in paths rather than .key.
+_MAP_FIELDS = frozenset({"labels", "annotations", "nodeSelector"})
+_PATTERN_MEANINGS = {
+    DNS_LABEL_PATTERN: "a DNS-1123 label: lower case letters, digits and '-', starting and ending "
+    "with a letter or digit",
+    LABEL_VALUE_PATTERN: "a label value: letters, digits, '-', '_' and '.', starting and ending "
+    "with a letter or digit",
+}
+
+
+@dataclass(frozen=True, order=True)
+class ValidationProblem:
+    """One reason a flow is refused: where (`path`) and why (`message`)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class CycleError(ValueError):
+    """The works depend on each other in a circle; `cycle` lists it, first work repeated at the end."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__(f"dependency cycle: {' -> '.join(self.cycle)}")
+
+
+def validate_flow(
+    spec: DAGFlowSpec | Mapping[str, Any], flow_name: str | None = None
+) -> list[ValidationProblem]:
+    """Every problem of a flow spec, given as a model or as the raw `spec` mapping."""
+    raw = spec.to_dict() if isinstance(spec, DAGFlowSpec) else spec
+    problems: list[ValidationProblem] = []
+    if flow_name is not None:
+        problems += _flow_name_problems(flow_name)
+    if not isinstance(raw, Mapping):
+        return [*problems, ValidationProblem("spec", "must be a mapping with a list of works")]
+    model_problems = schema_problems(raw)
+    problems += model_problems
+    works = _work_views(raw)
+    problems += _name_problems(works)
+    problems += _dependency_problems(works)
+    problems += _cycle_problems(works)
+    problems += _metadata_key_problems(raw)
+    # A missing field the models already reported on its object is not worth a second line.
+    reported = {problem.path for problem in model_problems}
+    problems += [
+        problem
+        for problem in _embedded_object_problems(raw)
+        if problem.path.rpartition(".")[0] not in reported or "required field" not in problem.message
+    ]
+    return sorted(_unique(problems), key=lambda problem: _natural_key(problem.path))
+
+
+def validate_object(obj: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Every problem of a whole DAGFlow object (apiVersion, kind, metadata and spec)."""
+    problems: list[ValidationProblem] = []
+    api_version = obj.get("apiVersion")
+    if api_version != API_VERSION:
+        problems.append(ValidationProblem("apiVersion", f"must be {API_VERSION}, got {api_version!r}"))
+    if obj.get("kind") != KIND:
+        problems.append(ValidationProblem("kind", f"must be {KIND}, got {obj.get('kind')!r}"))
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if not isinstance(name, str):
+        problems.append(ValidationProblem("metadata.name", "a DAGFlow needs a name"))
+        name = None
+    if "spec" not in obj:
+        if name is not None:
+            problems += _flow_name_problems(name)
+        return [*problems, ValidationProblem("spec", "a DAGFlow needs a spec with a list of works")]
+    return problems + validate_flow(obj["spec"], flow_name=name)
+
+
+def is_dagflow(obj: Any) -> bool:
+    """Whether a manifest document is meant to be a DAGFlow (of any version of the group)."""
+    if not isinstance(obj, Mapping):
+        return False
+    api_version = obj.get("apiVersion")
+    return obj.get("kind") == KIND and isinstance(api_version, str) and api_version.startswith(f"{GROUP}/")
+
+
+def parse_flow_spec(raw: Mapping[str, Any]) -> tuple[DAGFlowSpec | None, list[ValidationProblem]]:
+    """The model of a raw spec, or None, with every problem found."""
+    problems = validate_flow(raw)
+    if problems:
+        return None, problems
+    return DAGFlowSpec.model_validate(raw), []
+
+
+def schema_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """The spec's type and value errors, as found by the pydantic models."""
+    try:
+        DAGFlowSpec.model_validate(raw)
+    except ValidationError as error:
+        return [_problem_from_pydantic(raw, detail) for detail in error.errors()]
+    return []
+
+
+def topological_order(spec: DAGFlowSpec) -> list[str]:
+    """Work names so that each comes after everything it depends on; ties keep the spec's order.
+
+    Raises CycleError when there is no such order.
+    """
+    index = {work.name: position for position, work in enumerate(spec.works)}
+    waiting_on = {work.name: len(set(work.depends_on)) for work in spec.works}
+    dependents: dict[str, list[str]] = {work.name: [] for work in spec.works}
+    for work in spec.works:
+        for dependency in set(work.depends_on):
+            if dependency not in dependents:
+                raise KeyError(f"work {work.name!r} depends on unknown work {dependency!r}")
+            dependents[dependency].append(work.name)
+    ready = deque(name for name, count in waiting_on.items() if count == 0)
+    order: list[str] = []
+    while ready:
+        name = ready.popleft()
+        order.append(name)
+        for dependent in sorted(dependents[name], key=index.__getitem__):
+            waiting_on[dependent] -= 1
+            if waiting_on[dependent] == 0:
+                ready.append(dependent)
+    if len(order) < len(spec.works):
+        edges = {work.name: list(work.depends_on) for work in spec.works}
+        raise CycleError(find_cycles(edges)[0])
+    return order
+
+
+def find_cycles(depends_on: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """One cycle per group of works that depend on each other in a circle.
+
+    `depends_on` maps each work to the works it depends on; names that are not keys are ignored.
+    A cycle is written in run order, `a -> b -> a` meaning b waits for a, and starts at the work
+    that comes first in `depends_on`. Iterative, so deep chains of thousands of works are fine.
+    """
+    order = {name: position for position, name in enumerate(depends_on)}
+    dependents: dict[str, list[str]] = {name: [] for name in depends_on}
+    for name, dependencies in depends_on.items():
+        for dependency in dict.fromkeys(dependencies):
+            if dependency in dependents and dependency != name:
+                dependents[dependency].append(name)
+    cycles = []
+    for component in _strongly_connected_components(dependents):
+        if len(component) > 1:
+            start = min(component, key=order.__getitem__)
+            cycles.append(_shortest_cycle(start, set(component), dependents))
+    return sorted(cycles, key=lambda cycle: order[cycle[0]])
+
+
+@dataclass(frozen=True)
+class _WorkView:
+    """What the graph checks need of one work, read leniently from raw input."""
+
+    index: int
+    name: str | None
+    depends_on: tuple[tuple[int, str], ...]
+
+    @property
+    def label(self) -> str:
+        return f"work {self.name!r}" if self.name is not None else f"work #{self.index}"
+
+
+def _work_views(raw: Mapping[str, Any]) -> list[_WorkView]:
+    works = raw.get("works")
+    if not isinstance(works, list):
+        return []
+    views = []
+    for index, work in enumerate(works):
+        if not isinstance(work, Mapping):
+            continue
+        name = work.get("name") if isinstance(work.get("name"), str) else None
+        dependencies = work.get("dependsOn")
+        depends_on = tuple(
+            (position, dependency)
+            for position, dependency in enumerate(dependencies if isinstance(dependencies, list) else [])
+            if isinstance(dependency, str)
+        )
+        views.append(_WorkView(index, name, depends_on))
+    return views
+
+
+def _name_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
+    problems = []
+    first_index: dict[str, int] = {}
+    for work in works:
+        if work.name is None:
+            continue
+        if work.name in first_index:
+            problems.append(
+                ValidationProblem(
+                    f"spec.works[{work.index}].name",
+                    f"work {work.name!r} is defined more than once "
+                    f"(first at spec.works[{first_index[work.name]}]); names must be unique",
+                )
+            )
+        else:
+            first_index[work.name] = work.index
+    return problems
+
+
+def _dependency_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
+    names = {work.name for work in works if work.name is not None}
+    problems = []
+    for work in works:
+        seen: set[str] = set()
+        for position, dependency in work.depends_on:
+            path = f"spec.works[{work.index}].dependsOn[{position}]"
+            if dependency == work.name:
+                problems.append(ValidationProblem(path, f"{work.label} depends on itself"))
+            elif dependency not in names:
+                problems.append(
+                    ValidationProblem(
+                        path, f"{work.label} depends on {dependency!r}, which is not a work of this flow"
+                    )
+                )
+            elif dependency in seen:
+                problems.append(
+                    ValidationProblem(path, f"{work.label} lists {dependency!r} more than once in dependsOn")
+                )
+            seen.add(dependency)
+    return problems
+
+
+def _cycle_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
+    first: dict[str, _WorkView] = {}
+    for work in works:
+        if work.name is not None:
+            first.setdefault(work.name, work)
+    edges = {name: [dependency for _, dependency in work.depends_on] for name, work in first.items()}
+    problems = []
+    for cycle in find_cycles(edges):
+        start, closing = first[cycle[0]], cycle[-2]
+        position = next(position for position, name in start.depends_on if name == closing)
+        problems.append(
+            ValidationProblem(
+                f"spec.works[{start.index}].dependsOn[{position}]",
+                f"{start.label} is part of a dependency cycle: {' -> '.join(cycle)} "
+                "(each work waits for the one before it)",
+            )
+        )
+    return problems
+
+
+def _metadata_key_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Label, annotation and node selector keys; pydantic checks only the values."""
+    places: list[tuple[str, str, Any]] = []
+    pod_defaults = raw.get("podDefaults")
+    if isinstance(pod_defaults, Mapping):
+        places += [
+            (f"spec.podDefaults.{field}", "podDefaults", pod_defaults.get(field)) for field in _MAP_FIELDS
+        ]
+    works = raw.get("works")
+    for index, work in enumerate(works if isinstance(works, list) else []):
+        if isinstance(work, Mapping):
+            label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
+            places += [(f"spec.works[{index}].{field}", label, work.get(field)) for field in _MAP_FIELDS]
+    problems = []
+    for path, owner, mapping in places:
+        if not isinstance(mapping, Mapping):
+            continue
+        is_labels = path.endswith(".labels")
+        for key, value in mapping.items():
+            key_path = f'{path}["{key}"]'
+            reason = _qualified_name_problem(str(key))
+            if reason:
+                problems.append(ValidationProblem(key_path, f"{owner}: {key!r} is not a valid key: {reason}"))
+            elif is_labels and (
+                key in naming.RESERVED_LABELS or str(key).startswith(naming.RESERVED_LABEL_PREFIX)
+            ):
+                problems.append(
+                    ValidationProblem(
+                        key_path, f"{owner}: label {key!r} is set by the operator and cannot be overridden"
+                    )
+                )
+            if path.endswith(".nodeSelector") and isinstance(value, str) and not naming.is_label_value(value):
+                problems.append(ValidationProblem(key_path, f"{owner}: {value!r} is not a valid label value"))
+    return problems
+
+
+@functools.cache
+def _kubernetes_schemas() -> dict[str, dict[str, Any]]:
+    try:
+        return k8s_schemas.load_schemas()
+    except (OSError, ValueError, KeyError):
+        # Without the stored schemas (a trimmed install) the API server still checks these objects.
+        return {}
+
+
+def _embedded_object_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Containers, volumes, tolerations, ... checked against the upstream Kubernetes schemas."""
+    owners: list[tuple[str, str, Any, type[BaseModel]]] = []
+    pod_defaults = raw.get("podDefaults")
+    if isinstance(pod_defaults, Mapping):
+        owners.append(("spec.podDefaults", "podDefaults", pod_defaults, PodDefaults))
+    works = raw.get("works")
+    for index, work in enumerate(works if isinstance(works, list) else []):
+        if isinstance(work, Mapping):
+            label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
+            owners.append((f"spec.works[{index}]", label, work, Work))
+    schemas = _kubernetes_schemas()
+    problems = []
+    for path, owner, body, model in owners:
+        for field, (shape, is_list) in kubernetes_shape_fields(model).items():
+            value = body.get(field)
+            if shape.definition not in schemas or value is None:
+                continue
+            schema = dict(schemas[shape.definition])
+            if shape.required is not None:
+                schema["required"] = list(shape.required)
+            items = enumerate(value) if is_list and isinstance(value, list) else []
+            checked = (
+                [(f"{path}.{field}[{i}]", item) for i, item in items]
+                if is_list
+                else [(f"{path}.{field}", value)]
+            )
+            for item_path, item in checked:
+                if not isinstance(item, Mapping):
+                    continue  # pydantic has reported it already
+                for problem_path, message in k8s_schemas.value_problems(item, schema, item_path):
+                    problems.append(ValidationProblem(problem_path, f"{owner}: {message}"))
+    return problems
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_1123_SUBDOMAIN.match(prefix)):
+        return "the prefix before '/' must be a DNS-1123 subdomain of at most 253 characters"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return (
+            "the name must be at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _flow_name_problems(flow_name: str) -> list[ValidationProblem]:
+    if len(flow_name) > 253 or not _DNS_1123_SUBDOMAIN.match(flow_name):
+        return [
+            ValidationProblem(
+                "metadata.name",
+                f"flow name {flow_name!r} is not a DNS-1123 subdomain (lower case letters, digits, '-' "
+                "and '.', at most 253 characters)",
+            )
+        ]
+    return []
+
+
+def _problem_from_pydantic(raw: Mapping[str, Any], detail: Mapping[str, Any]) -> ValidationProblem:
+    location = tuple(detail["loc"])
+    path = "spec" + _render_location(location)
+    message = str(detail["msg"]).removeprefix("Value error, ")
+    pattern = (detail.get("ctx") or {}).get("pattern")
+    if pattern in _PATTERN_MEANINGS:
+        message = f"must be {_PATTERN_MEANINGS[pattern]}"
+    if detail["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif detail["type"] == "missing":
+        message = "required field is missing"
+    elif isinstance(detail.get("input"), str | int | float | bool) and detail["type"] != "missing":
+        message = f"{message} (got {detail['input']!r})"
+    owner = _owner_of(raw, location)
+    return ValidationProblem(path, f"{owner}: {message}" if owner else message)
+
+
+def _render_location(location: Sequence[Any]) -> str:
+    rendered = ""
+    previous: Any = None
+    for part in location:
+        if isinstance(part, int):
+            rendered += f"[{part}]"
+        elif previous in _MAP_FIELDS:
+            rendered += f'["{part}"]'
+        else:
+            rendered += f".{part}"
+        previous = part
+    return rendered
+
+
+def _owner_of(raw: Mapping[str, Any], location: Sequence[Any]) -> str | None:
+    """`work 'name'` for errors inside a work, so every message names the offending work."""
+    if location[:1] == ("podDefaults",):
+        return "podDefaults"
+    if len(location) < 2 or location[0] != "works" or not isinstance(location[1], int):
+        return None
+    works = raw.get("works")
+    if not isinstance(works, list) or location[1] >= len(works):
+        return None
+    work = works[location[1]]
+    name = work.get("name") if isinstance(work, Mapping) else None
+    return f"work {name!r}" if isinstance(name, str) else f"work #{location[1]}"
+
+
+def _strongly_connected_components(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Tarjan's algorithm with an explicit stack instead of recursion."""
+    index_of: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index_of:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, next_edge = work.pop()
+            if next_edge == 0:
+                index_of[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            edges = graph[node]
+            descended = False
+            while next_edge < len(edges):
+                target = edges[next_edge]
+                next_edge += 1
+                if target not in index_of:
+                    work.append((node, next_edge))
+                    work.append((target, 0))
+                    descended = True
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index_of[target])
+            if descended:
+                continue
+            if low[node] == index_of[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components
+
+
+def _shortest_cycle(start: str, members: set[str], dependents: Mapping[str, Sequence[str]]) -> list[str]:
+    """Breadth-first search from `start` back to itself, staying inside one component."""
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in dependents[node]:
+            if target == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), start]
+            if target in members and target not in came_from:
+                came_from[target] = node
+                queue.append(target)
+    raise AssertionError(f"no cycle through {start} inside its component")
+
+
+def _natural_key(path: str) -> list[tuple[int, str]]:
+    """Sort key that puts spec.works[2] before spec.works[10]."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", path) if part]
+
+
+def _unique(problems: list[ValidationProblem]) -> list[ValidationProblem]:
+    return list(dict.fromkeys(problems))
