@@ -1,0 +1,617 @@
+"""The planner: which works start when, and what the flow's phase and progress say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
+from dagflow.builders import FlowRef
+from dagflow.observe import DeploymentObservation, JobObservation
+from dagflow.planner import Plan, plan_run, reject_start
+from dagflow.validation import topological_order
+
+FLOW = FlowRef(name="ml-pipeline", namespace="default", uid="0b6c1f7e-uid")
+NOW = "2024-05-01T10:00:00Z"
+EARLIER = "2024-05-01T09:00:00Z"
+
+
+# -- factories -----------------------------------------------------------------------------------
+
+
+def work(name: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "dependsOn": list(depends_on), "container": {"image": "example/ml:1.0"}, **fields}
+
+
+def serve_work(name: str, *depends_on: str, port: int = 8080, **fields: Any) -> dict[str, Any]:
+    return work(name, *depends_on, serve={"port": port}, **fields)
+
+
+def spec(*works: dict[str, Any], **fields: Any) -> DAGFlowSpec:
+    return DAGFlowSpec.model_validate({"works": list(works), **fields})
+
+
+def job_obs(
+    work: str,
+    outcome: str | None = None,
+    *,
+    run: int = 1,
+    failed: int | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+    deleting: bool = False,
+) -> JobObservation:
+    """A Job of `work`: running (outcome None), "Succeeded" or "Failed"."""
+    if failed is None:
+        failed = 1 if outcome == "Failed" else 0
+    return JobObservation(
+        name=f"{FLOW.name}-{run}-{work}",
+        work=work,
+        run=run,
+        active=1 if outcome is None else 0,
+        succeeded=1 if outcome == "Succeeded" else 0,
+        failed=failed,
+        outcome=outcome,
+        reason=reason or ("BackoffLimitExceeded" if outcome == "Failed" else None),
+        message=message,
+        started_at=EARLIER,
+        finished_at=NOW if outcome else None,
+        deleting=deleting,
+    )
+
+
+def deploy_obs(
+    work: str, *, available: bool = True, run: int = 1, message: str | None = None
+) -> DeploymentObservation:
+    return DeploymentObservation(
+        name=f"{FLOW.name}-{work}",
+        work=work,
+        run=run,
+        replicas=1,
+        available=available,
+        started_at=EARLIER,
+        available_at=NOW if available else None,
+        message=message,
+    )
+
+
+def plan(
+    flow_spec: DAGFlowSpec,
+    jobs: Iterable[JobObservation] = (),
+    deployments: Iterable[DeploymentObservation] = (),
+    previous: Mapping[str, Mapping[str, Any]] | None = None,
+    run: int = 1,
+) -> Plan:
+    return plan_run(
+        FLOW,
+        flow_spec,
+        topological_order(flow_spec),
+        run,
+        {job.work: job for job in jobs},
+        {deployment.work: deployment for deployment in deployments},
+        previous or {},
+        NOW,
+    )
+
+
+def phases(result: Plan) -> dict[str, str]:
+    return {state.name: state.phase.value for state in result.works}
+
+
+def started(result: Plan) -> list[str]:
+    return [w.name for w in result.start]
+
+
+def state(result: Plan, name: str) -> Any:
+    return next(s for s in result.works if s.name == name)
+
+
+def previous_of(result: Plan) -> dict[str, dict[str, Any]]:
+    """`status.works` of a plan by name, as the next pass reads it back."""
+    return {s.name: s.to_status() for s in result.works}
+
+
+CLASSIC = spec(
+    work("process"),
+    work("train-a", "process", gpu=1, retries=2, timeoutSeconds=3600),
+    work("train-b", "process", gpu=1),
+    serve_work("serve", "train-a", "train-b"),
+    work("smoke-test", "serve"),
+)
+
+
+# -- what starts when ----------------------------------------------------------------------------
+
+
+def test_first_pass_starts_only_the_works_without_dependencies() -> None:
+    result = plan(CLASSIC)
+    assert started(result) == ["process"]
+    assert phases(result) == {
+        "process": "Running",
+        "train-a": "Pending",
+        "train-b": "Pending",
+        "serve": "Pending",
+        "smoke-test": "Pending",
+    }
+    process = state(result, "process")
+    assert process.job == "ml-pipeline-1-process"
+    assert process.started_at == NOW
+    assert result.phase == FlowPhase.RUNNING
+    assert result.progress == "0/5"
+
+
+def test_a_running_job_is_not_started_again() -> None:
+    result = plan(CLASSIC, jobs=[job_obs("process")])
+    assert started(result) == []
+    assert phases(result)["process"] == "Running"
+    assert state(result, "process").started_at == EARLIER
+
+
+def test_dependents_start_together_once_their_dependency_succeeded() -> None:
+    result = plan(CLASSIC, jobs=[job_obs("process", "Succeeded")])
+    assert started(result) == ["train-a", "train-b"]
+    assert phases(result)["serve"] == "Pending"
+    assert result.progress == "1/5"
+
+
+def test_job_names_carry_the_run() -> None:
+    result = plan(CLASSIC, run=7)
+    assert state(result, "process").job == "ml-pipeline-7-process"
+
+
+def test_works_are_listed_in_spec_order_whatever_the_dependency_order() -> None:
+    flow_spec = spec(work("last", "first"), work("middle", "first"), work("first"))
+    result = plan(flow_spec)
+    assert [s.name for s in result.works] == ["last", "middle", "first"]
+    assert started(result) == ["first"]
+
+
+def test_a_work_waits_for_every_dependency_by_default() -> None:
+    result = plan(
+        CLASSIC, jobs=[job_obs("process", "Succeeded"), job_obs("train-a", "Succeeded"), job_obs("train-b")]
+    )
+    assert started(result) == []
+    assert phases(result)["serve"] == "Pending"
+
+
+# -- serve works ---------------------------------------------------------------------------------
+
+BOTH_TRAINED = [
+    job_obs("process", "Succeeded"),
+    job_obs("train-a", "Succeeded"),
+    job_obs("train-b", "Succeeded"),
+]
+
+
+def test_serve_work_starts_when_training_succeeded_and_runs_until_available() -> None:
+    result = plan(CLASSIC, jobs=BOTH_TRAINED)
+    assert started(result) == ["serve"]
+    assert phases(result)["serve"] == "Running"
+    assert result.phase == FlowPhase.RUNNING
+
+    rolling = plan(CLASSIC, jobs=BOTH_TRAINED, deployments=[deploy_obs("serve", available=False)])
+    assert started(rolling) == []
+    assert phases(rolling)["serve"] == "Running"
+    assert "available" in (state(rolling, "serve").message or "")
+    assert phases(rolling)["smoke-test"] == "Pending"
+
+
+def test_dependency_on_a_serve_work_is_met_once_it_is_serving() -> None:
+    result = plan(CLASSIC, jobs=BOTH_TRAINED, deployments=[deploy_obs("serve")])
+    assert phases(result)["serve"] == "Serving"
+    assert started(result) == ["smoke-test"]
+    assert result.phase == FlowPhase.RUNNING
+
+
+def test_flow_is_serving_once_every_batch_work_is_done_and_the_serve_work_available() -> None:
+    result = plan(
+        CLASSIC, jobs=[*BOTH_TRAINED, job_obs("smoke-test", "Succeeded")], deployments=[deploy_obs("serve")]
+    )
+    assert result.phase == FlowPhase.SERVING
+    assert result.message is None
+    assert result.progress == "5/5"
+
+
+def test_serve_work_reports_its_endpoint_and_batch_works_none() -> None:
+    result = plan(CLASSIC)
+    assert state(result, "serve").endpoint == "http://ml-pipeline-serve.default.svc:8080"
+    assert state(result, "process").endpoint is None
+
+
+def test_flow_with_two_serve_works_serves_only_when_both_are_available() -> None:
+    flow_spec = spec(work("train"), serve_work("api", "train"), serve_work("ui", "train", port=3000))
+    jobs = [job_obs("train", "Succeeded")]
+    one = plan(flow_spec, jobs=jobs, deployments=[deploy_obs("api"), deploy_obs("ui", available=False)])
+    assert one.phase == FlowPhase.RUNNING
+    both = plan(flow_spec, jobs=jobs, deployments=[deploy_obs("api"), deploy_obs("ui")])
+    assert both.phase == FlowPhase.SERVING
+
+
+def test_serve_work_of_an_earlier_run_keeps_serving_until_this_runs_dependencies_are_met() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"))
+    waiting = plan(flow_spec, jobs=[job_obs("train", run=2)], deployments=[deploy_obs("serve", run=1)], run=2)
+    assert started(waiting) == []
+    assert phases(waiting)["serve"] == "Pending"
+    assert "keeps serving" in (state(waiting, "serve").message or "")
+    assert waiting.phase == FlowPhase.RUNNING
+
+    ready = plan(
+        flow_spec,
+        jobs=[job_obs("train", "Succeeded", run=2)],
+        deployments=[deploy_obs("serve", run=1)],
+        run=2,
+    )
+    assert started(ready) == ["serve"]
+    assert phases(ready)["serve"] == "Running"
+
+
+def test_serve_work_keeps_the_time_it_first_started() -> None:
+    flow_spec = spec(serve_work("serve"))
+    result = plan(
+        flow_spec,
+        deployments=[deploy_obs("serve")],
+        previous={"serve": {"name": "serve", "phase": "Running", "startedAt": "2024-05-01T08:00:00Z"}},
+    )
+    assert state(result, "serve").started_at == "2024-05-01T08:00:00Z"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: status.works[].job never names a serve work's Deployment")
+def test_serve_work_status_names_its_deployment() -> None:
+    # The API documents `job` as "Name of the Job (batch work) or Deployment (serve work)".
+    flow_spec = spec(serve_work("serve"))
+    result = plan(flow_spec, deployments=[deploy_obs("serve", available=False)])
+    assert state(result, "serve").job == "ml-pipeline-serve"
+
+
+# -- flow outcome --------------------------------------------------------------------------------
+
+
+def test_flow_without_serve_works_succeeds_when_every_work_succeeded() -> None:
+    flow_spec = spec(work("a"), work("b", "a"))
+    result = plan(flow_spec, jobs=[job_obs("a", "Succeeded"), job_obs("b", "Succeeded")])
+    assert result.phase == FlowPhase.SUCCEEDED
+    assert result.progress == "2/2"
+    assert started(result) == []
+
+
+def test_finished_work_records_when_it_finished_and_its_attempts() -> None:
+    flow_spec = spec(work("a", retries=3))
+    result = plan(flow_spec, jobs=[job_obs("a", "Succeeded", failed=2)])
+    a = state(result, "a")
+    assert (a.phase, a.started_at, a.finished_at, a.attempts) == (WorkPhase.SUCCEEDED, EARLIER, NOW, 3)
+
+
+def test_progress_counts_failed_skipped_and_serving_works_as_done() -> None:
+    flow_spec = spec(work("a"), work("b", "a"), serve_work("s"), work("c"), failurePolicy="Continue")
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("c")], deployments=[deploy_obs("s")])
+    assert phases(result) == {"a": "Failed", "b": "Skipped", "s": "Serving", "c": "Running"}
+    assert result.progress == "3/4"
+
+
+# -- failures and trigger rules ------------------------------------------------------------------
+
+
+def test_fail_fast_starts_nothing_new_after_a_failure_and_fails_the_flow() -> None:
+    flow_spec = spec(work("a"), work("b"), work("c"), work("after-b", "b"), parallelism=2)
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
+    assert started(result) == []
+    assert phases(result) == {"a": "Failed", "b": "Running", "c": "Skipped", "after-b": "Pending"}
+    assert "a failed" in (state(result, "c").message or "")
+    assert "FailFast" in (state(result, "c").message or "")
+    assert result.phase == FlowPhase.FAILED
+    assert result.message is not None and result.message.startswith("work a failed: ")
+
+    # The running work finishes; its dependent is not started either.
+    later = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Succeeded")])
+    assert started(later) == []
+    assert phases(later)["after-b"] == "Skipped"
+    assert later.phase == FlowPhase.FAILED
+
+
+def test_fail_fast_does_not_start_an_all_done_work_either() -> None:
+    flow_spec = spec(work("a"), work("cleanup", "a", when="AllDone"))
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed")])
+    assert started(result) == []
+    assert phases(result)["cleanup"] == "Skipped"
+
+
+def test_continue_runs_every_work_that_still_can_and_fails_the_flow_at_the_end() -> None:
+    flow_spec = spec(
+        work("a"), work("b"), work("after-a", "a"), work("after-b", "b"), failurePolicy="Continue"
+    )
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Succeeded")])
+    assert started(result) == ["after-b"]
+    assert phases(result)["after-a"] == "Skipped"
+    assert "dependency a failed" in (state(result, "after-a").message or "")
+    assert result.phase == FlowPhase.RUNNING
+
+    done = plan(
+        flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Succeeded"), job_obs("after-b", "Succeeded")]
+    )
+    assert done.phase == FlowPhase.FAILED
+    assert done.message is not None
+    assert "work a failed" in done.message and "skipped: after-a" in done.message
+
+
+def test_skips_cascade_down_a_chain_in_one_pass() -> None:
+    flow_spec = spec(work("a"), work("b", "a"), work("c", "b"), failurePolicy="Continue")
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed")])
+    assert phases(result) == {"a": "Failed", "b": "Skipped", "c": "Skipped"}
+    assert "dependency b skipped" in (state(result, "c").message or "")
+    assert result.phase == FlowPhase.FAILED
+    assert result.progress == "3/3"
+
+
+def test_all_done_waits_for_every_dependency_then_runs_despite_a_failure() -> None:
+    flow_spec = spec(work("a"), work("b"), work("report", "a", "b", when="AllDone"), failurePolicy="Continue")
+    waiting = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
+    assert started(waiting) == []
+    assert phases(waiting)["report"] == "Pending"
+
+    ready = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Succeeded")])
+    assert started(ready) == ["report"]
+
+
+def test_any_succeeded_starts_on_the_first_success_without_waiting_for_the_rest() -> None:
+    flow_spec = spec(work("a"), work("b"), work("best", "a", "b", when="AnySucceeded"))
+    assert started(plan(flow_spec, jobs=[job_obs("a"), job_obs("b")])) == []
+    assert started(plan(flow_spec, jobs=[job_obs("a"), job_obs("b", "Succeeded")])) == ["best"]
+
+
+def test_any_succeeded_is_skipped_when_every_dependency_failed_or_was_skipped() -> None:
+    flow_spec = spec(
+        work("a"),
+        work("b"),
+        work("after-b", "b"),
+        work("best", "a", "after-b", when="AnySucceeded"),
+        failurePolicy="Continue",
+    )
+    waiting = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
+    assert phases(waiting)["best"] == "Pending"
+
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Failed")])
+    assert phases(result)["best"] == "Skipped"
+    assert "none of a, after-b succeeded" in (state(result, "best").message or "")
+
+
+def test_serve_work_that_can_no_longer_start_fails_the_flow_at_once() -> None:
+    flow_spec = spec(
+        work("train-a"), work("train-b"), serve_work("serve", "train-a", "train-b"), failurePolicy="Continue"
+    )
+    result = plan(flow_spec, jobs=[job_obs("train-a", "Failed"), job_obs("train-b")])
+    assert phases(result) == {"train-a": "Failed", "train-b": "Running", "serve": "Skipped"}
+    assert result.phase == FlowPhase.FAILED
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (
+            job_obs("train", "Failed", failed=3, reason="BackoffLimitExceeded"),
+            "failed after 3 attempts, retries used up",
+        ),
+        (
+            job_obs("train", "Failed", failed=1, reason="FailedIndexes"),
+            "failed after 1 attempt, retries used up",
+        ),
+        (job_obs("train", "Failed", reason="DeadlineExceeded"), "timed out after 3600s"),
+        (
+            job_obs("train", "Failed", reason="PodFailurePolicy", message="Container main exited with 42"),
+            "Job failed (PodFailurePolicy): Container main exited with 42",
+        ),
+    ],
+)
+def test_failed_work_says_why(job: JobObservation, expected: str) -> None:
+    flow_spec = spec(work("train", retries=2, timeoutSeconds=3600))
+    result = plan(flow_spec, jobs=[job])
+    assert phases(result)["train"] == "Failed"
+    assert expected in (state(result, "train").message or "")
+    assert result.phase == FlowPhase.FAILED
+    assert expected in (result.message or "")
+
+
+def test_flow_message_summarises_many_failures() -> None:
+    names = [f"w{i}" for i in range(5)]
+    flow_spec = spec(*(work(n) for n in names), failurePolicy="Continue")
+    result = plan(flow_spec, jobs=[job_obs(n, "Failed") for n in names])
+    assert result.message is not None
+    assert "work w0 failed" in result.message and "work w2 failed" in result.message
+    assert "work w3 failed" not in result.message
+    assert "and 2 more failed" in result.message
+
+
+# -- parallelism ---------------------------------------------------------------------------------
+
+
+def test_parallelism_caps_the_batch_works_started_at_once() -> None:
+    flow_spec = spec(work("a"), work("b"), work("c"), parallelism=2)
+    first = plan(flow_spec)
+    assert started(first) == ["a", "b"]
+    assert phases(first)["c"] == "Pending"
+    assert "parallelism 2" in (state(first, "c").message or "")
+
+    still_full = plan(flow_spec, jobs=[job_obs("a"), job_obs("b")])
+    assert started(still_full) == []
+
+    freed = plan(flow_spec, jobs=[job_obs("a", "Succeeded"), job_obs("b")])
+    assert started(freed) == ["c"]
+    assert state(freed, "c").message is None
+
+
+def test_serve_works_do_not_count_against_parallelism() -> None:
+    flow_spec = spec(work("a"), work("b"), serve_work("s"), parallelism=1)
+    result = plan(flow_spec, deployments=[deploy_obs("s", available=False)])
+    assert started(result) == ["a"]
+    result = plan(flow_spec, jobs=[job_obs("a")])
+    assert started(result) == ["s"]
+
+
+def test_zero_parallelism_means_no_limit() -> None:
+    flow_spec = spec(*(work(f"w{i}") for i in range(20)))
+    assert len(started(plan(flow_spec))) == 20
+
+
+# -- restarts, lost Jobs, refused children -------------------------------------------------------
+
+
+def test_a_finished_work_whose_job_disappeared_keeps_its_outcome() -> None:
+    flow_spec = spec(work("a"), work("b", "a"))
+    previous = {
+        "a": {
+            "name": "a",
+            "phase": "Succeeded",
+            "job": "ml-pipeline-1-a",
+            "attempts": 2,
+            "startedAt": EARLIER,
+            "finishedAt": NOW,
+        }
+    }
+    result = plan(flow_spec, previous=previous)
+    assert started(result) == ["b"]
+    a = state(result, "a")
+    assert (a.phase, a.job, a.attempts, a.finished_at) == (WorkPhase.SUCCEEDED, "ml-pipeline-1-a", 2, NOW)
+
+
+def test_a_failed_work_whose_job_disappeared_is_not_retried() -> None:
+    flow_spec = spec(work("a"), work("b", "a"), failurePolicy="Continue")
+    previous = {"a": {"name": "a", "phase": "Failed", "message": "failed after 1 attempt"}}
+    result = plan(flow_spec, previous=previous)
+    assert started(result) == []
+    assert phases(result) == {"a": "Failed", "b": "Skipped"}
+    assert state(result, "a").message == "failed after 1 attempt"
+    assert result.phase == FlowPhase.FAILED
+
+
+def test_a_running_work_whose_job_is_missing_is_started_again_under_the_same_name() -> None:
+    flow_spec = spec(work("a"))
+    previous = {"a": {"name": "a", "phase": "Running", "job": "ml-pipeline-1-a", "startedAt": EARLIER}}
+    result = plan(flow_spec, previous=previous)
+    assert started(result) == ["a"]
+    assert state(result, "a").job == "ml-pipeline-1-a"
+
+
+def test_a_job_being_deleted_is_waited_for_not_duplicated() -> None:
+    flow_spec = spec(work("a"))
+    result = plan(flow_spec, jobs=[job_obs("a", deleting=True)])
+    assert started(result) == []
+    assert phases(result)["a"] == "Running"
+    assert "being deleted" in (state(result, "a").message or "")
+
+
+def test_a_refused_child_fails_its_work_and_the_flow() -> None:
+    flow_spec = spec(work("a"), work("b"), work("c", "a"))
+    result = plan(flow_spec)
+    assert started(result) == ["a", "b"]
+    reject_start(result, flow_spec, "a", "rejected by the API server: quota exceeded")
+    assert started(result) == ["b"]
+    a = state(result, "a")
+    assert (a.phase, a.message, a.job) == (
+        WorkPhase.FAILED,
+        "rejected by the API server: quota exceeded",
+        None,
+    )
+    assert result.phase == FlowPhase.FAILED
+    assert "quota exceeded" in (result.message or "")
+
+    # The next pass does not try again: the refusal sticks and the dependent is skipped.
+    again = plan(flow_spec, jobs=[job_obs("b")], previous=previous_of(result))
+    assert started(again) == []
+    assert phases(again) == {"a": "Failed", "b": "Running", "c": "Skipped"}
+
+
+def test_a_refused_child_under_continue_leaves_the_flow_running_while_others_can_still_run() -> None:
+    flow_spec = spec(work("a"), work("b"), failurePolicy="Continue")
+    result = plan(flow_spec)
+    reject_start(result, flow_spec, "a", "rejected")
+    assert phases(result) == {"a": "Failed", "b": "Running"}
+    assert result.phase == FlowPhase.RUNNING
+    assert started(result) == ["b"]
+
+
+def test_a_refused_serve_child_fails_the_flow() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"), failurePolicy="Continue")
+    result = plan(flow_spec, jobs=[job_obs("train", "Succeeded")])
+    assert started(result) == ["serve"]
+    reject_start(result, flow_spec, "serve", "rejected by the API server: forbidden")
+    assert phases(result)["serve"] == "Failed"
+    assert result.phase == FlowPhase.FAILED
+    assert result.start == []
+
+
+def test_the_same_observations_always_give_the_same_plan() -> None:
+    observations = {"jobs": [job_obs("process", "Succeeded"), job_obs("train-a")]}
+    first, second = plan(CLASSIC, **observations), plan(CLASSIC, **observations)
+    assert started(first) == started(second) == ["train-b"]
+    assert [s.to_status() for s in first.works] == [s.to_status() for s in second.works]
+
+
+# -- property: a flow where every work succeeds runs to the end ----------------------------------
+
+
+@st.composite
+def random_flows(draw: st.DrawFn) -> tuple[DAGFlowSpec, int]:
+    count = draw(st.integers(min_value=1, max_value=9))
+    works = []
+    for index in range(count):
+        depends_on = draw(st.lists(st.integers(0, index - 1), max_size=3, unique=True)) if index else []
+        is_serve = draw(st.integers(0, 4)) == 0
+        fields: dict[str, Any] = {"serve": {"port": 8000 + index}} if is_serve else {}
+        works.append(work(f"w{index}", *(f"w{d}" for d in depends_on), **fields))
+    shuffled = draw(st.permutations(works))
+    parallelism = draw(st.integers(0, 3))
+    return spec(*shuffled, parallelism=parallelism), parallelism
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow=random_flows(), data=st.data())
+def test_a_flow_whose_works_all_succeed_runs_every_work_once_in_dependency_order(
+    flow: tuple[DAGFlowSpec, int], data: st.DataObject
+) -> None:
+    flow_spec, parallelism = flow
+    works = {w.name: w for w in flow_spec.works}
+    order = topological_order(flow_spec)
+    jobs: dict[str, JobObservation] = {}
+    deployments: dict[str, DeploymentObservation] = {}
+    running: list[str] = []
+    met: set[str] = set()
+    previous: dict[str, dict[str, Any]] = {}
+
+    result = None
+    for _ in range(3 * len(works) + 3):
+        result = plan_run(FLOW, flow_spec, order, 1, jobs, deployments, previous, NOW)
+        for started_work in result.start:
+            name = started_work.name
+            assert name not in jobs and name not in deployments, f"{name} started twice"
+            assert set(started_work.depends_on) <= met, f"{name} started before its dependencies"
+            running.append(name)
+            if started_work.serve is None:
+                jobs[name] = job_obs(name)
+            else:
+                deployments[name] = deploy_obs(name, available=False)
+        if parallelism:
+            batch_running = [n for n in running if works[n].serve is None]
+            assert len(batch_running) <= parallelism
+        previous = {s.name: s.to_status() for s in result.works}
+        if not running:
+            break
+        finishing = data.draw(st.lists(st.sampled_from(running), min_size=1, unique=True))
+        for name in finishing:
+            running.remove(name)
+            met.add(name)
+            if works[name].serve is None:
+                jobs[name] = job_obs(name, "Succeeded")
+            else:
+                deployments[name] = deploy_obs(name)
+
+    assert result is not None
+    assert not running
+    assert met == set(works)
+    expected = {n: "Serving" if w.serve is not None else "Succeeded" for n, w in works.items()}
+    assert phases(result) == expected
+    has_serve = any(w.serve is not None for w in works.values())
+    assert result.phase == (FlowPhase.SERVING if has_serve else FlowPhase.SUCCEEDED)
+    assert result.progress == f"{len(works)}/{len(works)}"
