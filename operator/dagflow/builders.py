@@ -81,7 +81,10 @@ def build_deployment(
     container = template["spec"]["containers"][0]
     ports = container.setdefault("ports", [])
     if not any(port.get("containerPort") == work.serve.port for port in ports):
-        ports.append({"name": "http", "containerPort": work.serve.port, "protocol": "TCP"})
+        port: dict[str, Any] = {"containerPort": work.serve.port, "protocol": "TCP"}
+        if not any(existing.get("name") == "http" for existing in ports):
+            port["name"] = "http"
+        ports.append(port)
     if "readinessProbe" not in container:
         container["readinessProbe"] = {"tcpSocket": {"port": work.serve.port}, "periodSeconds": 5}
     return {
@@ -96,13 +99,14 @@ def build_deployment(
     }
 
 
-def build_service(flow: FlowRef, work: Work) -> dict[str, Any]:
-    """The Service in front of a serve work's pods, named like its Deployment."""
+def build_service(flow: FlowRef, work: Work, run: int) -> dict[str, Any]:
+    """The Service in front of a serve work's pods, named like its Deployment; `run` is the last one
+    that rolled it out."""
     assert work.serve is not None, "only serve works have a Service"
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run=None),
+        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run),
         "spec": {
             "selector": _selector_labels(flow, work),
             "ports": [
@@ -117,7 +121,7 @@ def _selector_labels(flow: FlowRef, work: Work) -> dict[str, str]:
     return {key: labels[key] for key in (naming.FLOW_LABEL, naming.WORK_LABEL)}
 
 
-def _child_metadata(flow: FlowRef, name: str, work: Work, run: int | None) -> dict[str, Any]:
+def _child_metadata(flow: FlowRef, name: str, work: Work, run: int) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": flow.namespace,

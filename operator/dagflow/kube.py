@@ -68,7 +68,20 @@ class KubeClient:
                 raise
 
     async def ensure_service(self, service: dict[str, Any]) -> None:
-        await self._create("services", self.core.create_namespaced_service, service)
+        """Create the Service, or bring the existing one's labels and ports up to date."""
+        if await self._create("services", self.core.create_namespaced_service, service):
+            return
+        metadata = service["metadata"]
+        patch = {"metadata": {"labels": metadata["labels"]}, "spec": {"ports": service["spec"]["ports"]}}
+        await self._call(
+            "patch",
+            "services",
+            self.core.patch_namespaced_service,
+            metadata["name"],
+            metadata["namespace"],
+            patch,
+            _content_type=MERGE_PATCH,
+        )
 
     async def ensure_deployment(self, deployment: dict[str, Any]) -> None:
         """Create the Deployment, or roll the existing one in place to this template."""

@@ -111,6 +111,8 @@ def plan_run(
             if work.serve is None:
                 free_slots -= 1
                 state.job = naming.job_name(flow.name, run, name)
+            else:
+                state.job = naming.serve_name(flow.name, name)
             state.phase, state.started_at, state.message = WorkPhase.RUNNING, now, None
             plan.start.append(work)
 
@@ -156,6 +158,7 @@ def _observed_state(
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
     if work.serve is not None:
         if deployment is not None and deployment.run == run:
+            state.job = deployment.name
             state.started_at = deployment.started_at
             if deployment.available:
                 state.phase = WorkPhase.SERVING
@@ -164,6 +167,9 @@ def _observed_state(
                 state.message = deployment.message or "waiting for the Deployment to become available"
             if previous and previous.get("startedAt"):
                 state.started_at = previous["startedAt"]
+        elif previous and previous.get("phase") == WorkPhase.FAILED:
+            # The API server refused its Deployment in this run; asking again would only loop.
+            state.phase, state.message = WorkPhase.FAILED, previous.get("message")
         elif deployment is not None:
             state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
         return state
@@ -231,13 +237,15 @@ def _flow_phase(
     batch = [states[w.name] for w in spec.works if w.serve is None]
     serve = [states[w.name] for w in spec.works if w.serve is not None]
     batch_done = all(state.phase in DONE for state in batch)
+    if fail_fast:
+        return FlowPhase.FAILED, _failure_summary(states, failed)
     if serve and batch_done and all(state.phase == WorkPhase.SERVING for state in serve):
         return FlowPhase.SERVING, None
     if not serve and all(state.phase == WorkPhase.SUCCEEDED for state in batch):
         return FlowPhase.SUCCEEDED, None
     blocked_serve = [state.name for state in serve if state.phase in NOT_MET]
     everything_done = all(state.phase in DONE for state in states.values())
-    if fail_fast or blocked_serve or everything_done:
+    if blocked_serve or everything_done:
         return FlowPhase.FAILED, _failure_summary(states, failed)
     return FlowPhase.RUNNING, None
 

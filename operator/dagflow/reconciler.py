@@ -232,7 +232,7 @@ class Reconciler:
                 tasks.append(start(work.name, partial(self._create_job, job)))
             else:
                 deployment = build_deployment(flow, spec, work, run, self.settings)
-                service = build_service(flow, work)
+                service = build_service(flow, work, run)
                 tasks.append(start(work.name, partial(self._create_serving, deployment, service)))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [result for result in results if isinstance(result, BaseException)]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef
 from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.planner import Plan, plan_run, reject_start
+from dagflow.planner import Plan, WorkState, plan_run, reject_start
 from dagflow.validation import topological_order
 
 FLOW = FlowRef(name="ml-pipeline", namespace="default", uid="0b6c1f7e-uid")
@@ -106,7 +106,7 @@ def started(result: Plan) -> list[str]:
     return [w.name for w in result.start]
 
 
-def state(result: Plan, name: str) -> Any:
+def state(result: Plan, name: str) -> WorkState:
     return next(s for s in result.works if s.name == name)
 
 
@@ -259,7 +259,6 @@ def test_serve_work_keeps_the_time_it_first_started() -> None:
     assert state(result, "serve").started_at == "2024-05-01T08:00:00Z"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: status.works[].job never names a serve work's Deployment")
 def test_serve_work_status_names_its_deployment() -> None:
     # The API documents `job` as "Name of the Job (batch work) or Deployment (serve work)".
     flow_spec = spec(serve_work("serve"))
@@ -543,8 +542,8 @@ def test_a_refused_serve_child_fails_the_flow() -> None:
 
 
 def test_the_same_observations_always_give_the_same_plan() -> None:
-    observations = {"jobs": [job_obs("process", "Succeeded"), job_obs("train-a")]}
-    first, second = plan(CLASSIC, **observations), plan(CLASSIC, **observations)
+    jobs = [job_obs("process", "Succeeded"), job_obs("train-a")]
+    first, second = plan(CLASSIC, jobs=jobs), plan(CLASSIC, jobs=jobs)
     assert started(first) == started(second) == ["train-b"]
     assert [s.to_status() for s in first.works] == [s.to_status() for s in second.works]
 
@@ -553,17 +552,21 @@ def test_the_same_observations_always_give_the_same_plan() -> None:
 
 
 @st.composite
-def random_flows(draw: st.DrawFn) -> tuple[DAGFlowSpec, int]:
+def random_flows(draw: st.DrawFn, rules: bool = False) -> tuple[DAGFlowSpec, int]:
+    """A random DAG in a random spec order; with `rules`, random trigger rules and failure policy."""
     count = draw(st.integers(min_value=1, max_value=9))
     works = []
     for index in range(count):
         depends_on = draw(st.lists(st.integers(0, index - 1), max_size=3, unique=True)) if index else []
         is_serve = draw(st.integers(0, 4)) == 0
         fields: dict[str, Any] = {"serve": {"port": 8000 + index}} if is_serve else {}
+        if rules:
+            fields["when"] = draw(st.sampled_from(["AllSucceeded", "AllDone", "AnySucceeded"]))
         works.append(work(f"w{index}", *(f"w{d}" for d in depends_on), **fields))
     shuffled = draw(st.permutations(works))
     parallelism = draw(st.integers(0, 3))
-    return spec(*shuffled, parallelism=parallelism), parallelism
+    policy = draw(st.sampled_from(["FailFast", "Continue"])) if rules else "FailFast"
+    return spec(*shuffled, parallelism=parallelism, failurePolicy=policy), parallelism
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -615,3 +618,76 @@ def test_a_flow_whose_works_all_succeed_runs_every_work_once_in_dependency_order
     has_serve = any(w.serve is not None for w in works.values())
     assert result.phase == (FlowPhase.SERVING if has_serve else FlowPhase.SUCCEEDED)
     assert result.progress == f"{len(works)}/{len(works)}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow=random_flows(rules=True), data=st.data())
+def test_a_flow_with_failures_always_comes_to_an_end_that_follows_its_rules(
+    flow: tuple[DAGFlowSpec, int], data: st.DataObject
+) -> None:
+    flow_spec, parallelism = flow
+    fail_fast = flow_spec.failure_policy.value == "FailFast"
+    works = {w.name: w for w in flow_spec.works}
+    order = topological_order(flow_spec)
+    jobs: dict[str, JobObservation] = {}
+    deployments: dict[str, DeploymentObservation] = {}
+    running: list[str] = []
+    outcome: dict[str, str] = {}  # what each finished work really did
+    previous: dict[str, dict[str, Any]] = {}
+
+    result = None
+    for _ in range(3 * len(works) + 3):
+        result = plan_run(FLOW, flow_spec, order, 1, jobs, deployments, previous, NOW)
+        skipped = {s.name for s in result.works if s.phase == WorkPhase.SKIPPED}
+        assert not skipped & outcome.keys(), "a work that ran was reported Skipped"
+        for started_work in result.start:
+            name, rule = started_work.name, started_work.when.value
+            assert name not in outcome and name not in running, f"{name} started twice"
+            assert not (fail_fast and "Failed" in outcome.values()), (
+                f"{name} started after a failure (FailFast)"
+            )
+            deps = [outcome.get(d, "Skipped" if d in skipped else None) for d in started_work.depends_on]
+            good = [d in ("Succeeded", "Serving") for d in deps]
+            if rule == "AllSucceeded":
+                assert all(good), f"{name} ({rule}) started with dependencies {deps}"
+            elif rule == "AllDone":
+                assert None not in deps, f"{name} ({rule}) started with dependencies {deps}"
+            else:
+                assert not deps or any(good), f"{name} ({rule}) started with dependencies {deps}"
+            running.append(name)
+            if started_work.serve is None:
+                jobs[name] = job_obs(name)
+            else:
+                deployments[name] = deploy_obs(name, available=False)
+        if parallelism:
+            assert len([n for n in running if works[n].serve is None]) <= parallelism
+        previous = {s.name: s.to_status() for s in result.works}
+        if not running:
+            break
+        finishing = data.draw(st.lists(st.sampled_from(running), min_size=1, unique=True))
+        for name in finishing:
+            running.remove(name)
+            if works[name].serve is not None:
+                outcome[name] = "Serving"
+                deployments[name] = deploy_obs(name)
+            else:
+                outcome[name] = data.draw(st.sampled_from(["Succeeded", "Failed"]))
+                jobs[name] = job_obs(name, outcome[name])
+
+    assert result is not None
+    assert not running, "the flow never came to an end"
+    final = phases(result)
+    assert {n: p for n, p in final.items() if n in outcome} == outcome
+    assert all(p == "Skipped" for n, p in final.items() if n not in outcome), final
+    assert result.progress == f"{len(works)}/{len(works)}"
+    serve = [n for n, w in works.items() if w.serve is not None]
+    batch = [n for n in works if n not in serve]
+    if not serve and all(final[n] == "Succeeded" for n in batch):
+        assert result.phase == FlowPhase.SUCCEEDED
+    elif (
+        serve and all(final[n] == "Serving" for n in serve) and not (fail_fast and "Failed" in final.values())
+    ):
+        assert result.phase == FlowPhase.SERVING
+    else:
+        assert result.phase == FlowPhase.FAILED
+        assert result.message

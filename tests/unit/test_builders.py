@@ -1,0 +1,415 @@
+"""The Jobs, Deployments and Services a flow's works run as."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dagflow.api.models import DAGFlowSpec, Work
+from dagflow.builders import FlowRef, build_deployment, build_job, build_service, endpoint_url
+from dagflow.settings import OperatorSettings
+
+FLOW = FlowRef(name="ml-pipeline", namespace="team-a", uid="7d0c2b2a-uid")
+SETTINGS = OperatorSettings(
+    gpu_resource="nvidia.com/gpu",
+    gpu_node_selector={"nvidia.com/gpu.present": "true"},
+    gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+)
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+OPERATOR_LABELS = ("dagflow.dev/flow", "dagflow.dev/work", "dagflow.dev/run", "app.kubernetes.io/managed-by")
+
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+# -- factories -----------------------------------------------------------------------------------
+
+
+def work(name: str = "train", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "container": {"image": "example/ml:1.0"}, **fields}
+
+
+def spec(*works: dict[str, Any], **fields: Any) -> DAGFlowSpec:
+    return DAGFlowSpec.model_validate({"works": list(works) or [work()], **fields})
+
+
+def job_for(
+    raw_work: dict[str, Any], run: int = 1, flow: FlowRef = FLOW, **spec_fields: Any
+) -> dict[str, Any]:
+    flow_spec = spec(raw_work, **spec_fields)
+    return build_job(flow, flow_spec, flow_spec.works[0], run, SETTINGS)
+
+
+def deployment_for(
+    raw_work: dict[str, Any], run: int = 1, flow: FlowRef = FLOW, **spec_fields: Any
+) -> dict[str, Any]:
+    flow_spec = spec(raw_work, **spec_fields)
+    return build_deployment(flow, flow_spec, flow_spec.works[0], run, SETTINGS)
+
+
+def service_for(raw_work: dict[str, Any], flow: FlowRef = FLOW) -> dict[str, Any]:
+    return build_service(flow, spec(raw_work).works[0], 1)
+
+
+def serve(name: str = "serve", port: int = 8080, **fields: Any) -> dict[str, Any]:
+    return work(name, serve={"port": port, **fields.pop("serve_fields", {})}, **fields)
+
+
+def pod_spec(obj: dict[str, Any]) -> Any:
+    return obj["spec"]["template"]["spec"]
+
+
+def container(obj: dict[str, Any]) -> Any:
+    (only,) = pod_spec(obj)["containers"]
+    return only
+
+
+def pod_labels(obj: dict[str, Any]) -> Any:
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+# -- Jobs ----------------------------------------------------------------------------------------
+
+
+def test_job_runs_the_work_container_once_in_the_flow_namespace() -> None:
+    job = job_for(work("train", container={"image": "example/ml:1.0", "args": ["--model", "a"]}), run=3)
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    assert job["metadata"]["name"] == "ml-pipeline-3-train"
+    assert job["metadata"]["namespace"] == "team-a"
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert container(job) == {"name": "train", "image": "example/ml:1.0", "args": ["--model", "a"]}
+
+
+def test_a_container_keeps_its_own_name() -> None:
+    job = job_for(work("train", container={"image": "example/ml:1.0", "name": "main"}))
+    assert container(job)["name"] == "main"
+
+
+def test_job_and_its_pods_carry_the_flow_work_and_run_labels() -> None:
+    job = job_for(work("train"), run=2)
+    expected = {
+        "dagflow.dev/flow": "ml-pipeline",
+        "dagflow.dev/work": "train",
+        "dagflow.dev/run": "2",
+        "app.kubernetes.io/managed-by": "dagflow-operator",
+    }
+    assert job["metadata"]["labels"] == expected
+    assert {k: pod_labels(job)[k] for k in OPERATOR_LABELS} == expected
+
+
+def test_children_are_controlled_by_the_flow_so_deleting_it_deletes_them() -> None:
+    expected = [
+        {
+            "apiVersion": "dagflow.dev/v1alpha1",
+            "kind": "DAGFlow",
+            "name": "ml-pipeline",
+            "uid": "7d0c2b2a-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert job_for(work())["metadata"]["ownerReferences"] == expected
+    assert deployment_for(serve())["metadata"]["ownerReferences"] == expected
+    assert service_for(serve())["metadata"]["ownerReferences"] == expected
+
+
+@pytest.mark.parametrize("retries", [0, 1, 5])
+def test_retries_become_the_jobs_backoff_limits(retries: int) -> None:
+    job_spec = job_for(work(retries=retries))["spec"]
+    assert job_spec["backoffLimit"] == retries
+    assert job_spec["backoffLimitPerIndex"] == retries
+    # backoffLimitPerIndex needs an Indexed Job; one completion, one pod at a time.
+    assert (job_spec["completionMode"], job_spec["completions"], job_spec["parallelism"]) == ("Indexed", 1, 1)
+
+
+def test_timeout_becomes_the_jobs_active_deadline() -> None:
+    assert job_for(work(timeoutSeconds=3600))["spec"]["activeDeadlineSeconds"] == 3600
+    assert "activeDeadlineSeconds" not in job_for(work())["spec"]
+
+
+# -- GPUs ----------------------------------------------------------------------------------------
+
+
+def test_gpu_work_gets_the_gpu_limit_node_selector_and_toleration() -> None:
+    job = job_for(work(gpu=2))
+    assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert pod_spec(job)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod_spec(job)["tolerations"] == [GPU_TOLERATION]
+
+
+def test_non_gpu_work_gets_nothing_gpu_related() -> None:
+    job = job_for(work(gpu=0))
+    assert "resources" not in container(job)
+    assert "nodeSelector" not in pod_spec(job)
+    assert "tolerations" not in pod_spec(job)
+
+
+def test_gpu_settings_come_from_the_operator_configuration() -> None:
+    custom = OperatorSettings(
+        gpu_resource="amd.com/gpu",
+        gpu_node_selector={"accelerator": "mi300"},
+        gpu_tolerations=[{"key": "amd.com/gpu", "operator": "Exists"}],
+    )
+    flow_spec = spec(work(gpu=1))
+    job = build_job(FLOW, flow_spec, flow_spec.works[0], 1, custom)
+    assert container(job)["resources"]["limits"] == {"amd.com/gpu": "1"}
+    assert pod_spec(job)["nodeSelector"] == {"accelerator": "mi300"}
+    assert pod_spec(job)["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists"}]
+
+
+def test_gpu_limit_keeps_the_containers_other_resources() -> None:
+    resources = {"limits": {"memory": "8Gi"}, "requests": {"cpu": "2", "nvidia.com/gpu": "1"}}
+    job = job_for(work(gpu=4, container={"image": "example/ml:1.0", "resources": resources}))
+    assert container(job)["resources"] == {
+        "limits": {"memory": "8Gi", "nvidia.com/gpu": "4"},
+        # A GPU request must equal the limit, so a stale one follows it.
+        "requests": {"cpu": "2", "nvidia.com/gpu": "4"},
+    }
+
+
+def test_gpu_work_keeps_its_own_placement_and_the_gpu_toleration_is_not_repeated() -> None:
+    raw = work(
+        gpu=1, nodeSelector={"zone": "a"}, tolerations=[GPU_TOLERATION, {"key": "spot", "operator": "Exists"}]
+    )
+    job = job_for(raw)
+    assert pod_spec(job)["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.present": "true"}
+    assert pod_spec(job)["tolerations"] == [GPU_TOLERATION, {"key": "spot", "operator": "Exists"}]
+
+
+def test_building_a_gpu_job_does_not_change_the_spec() -> None:
+    flow_spec = spec(work(gpu=1, tolerations=[{"key": "spot", "operator": "Exists"}]))
+    before = flow_spec.model_dump()
+    build_job(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS)
+    build_job(FLOW, flow_spec, flow_spec.works[0], 2, SETTINGS)
+    assert flow_spec.model_dump() == before
+    assert "resources" not in flow_spec.works[0].container
+
+
+def test_building_a_deployment_twice_gives_the_same_manifest() -> None:
+    flow_spec = spec(serve(gpu=1))
+    before = flow_spec.model_dump()
+    first = build_deployment(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS)
+    second = build_deployment(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS)
+    assert first == second
+    assert len(container(second)["ports"]) == 1
+    assert flow_spec.model_dump() == before
+
+
+# -- podDefaults ---------------------------------------------------------------------------------
+
+POD_DEFAULTS = {
+    "serviceAccountName": "trainer",
+    "nodeSelector": {"pool": "batch", "zone": "a"},
+    "tolerations": [{"key": "batch", "operator": "Exists"}],
+    "imagePullSecrets": [{"name": "registry"}],
+    "env": [{"name": "MLFLOW_URI", "value": "http://mlflow"}, {"name": "LOG_LEVEL", "value": "info"}],
+    "labels": {"team": "ml", "tier": "default"},
+    "annotations": {"owner": "ml-team", "note": "default"},
+}
+
+
+def test_pod_defaults_reach_a_work_that_sets_nothing() -> None:
+    job = job_for(work(), podDefaults=POD_DEFAULTS)
+    pod = pod_spec(job)
+    assert pod["serviceAccountName"] == "trainer"
+    assert pod["nodeSelector"] == {"pool": "batch", "zone": "a"}
+    assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert container(job)["env"] == POD_DEFAULTS["env"]
+    assert pod_labels(job)["team"] == "ml"
+    assert job["spec"]["template"]["metadata"]["annotations"]["owner"] == "ml-team"
+
+
+def test_a_works_own_settings_win_over_pod_defaults() -> None:
+    raw = work(
+        serviceAccountName="special",
+        nodeSelector={"zone": "b"},
+        tolerations=[{"key": "spot", "operator": "Exists"}],
+        labels={"tier": "gold"},
+        annotations={"note": "mine"},
+        container={"image": "example/ml:1.0", "env": [{"name": "LOG_LEVEL", "value": "debug"}]},
+    )
+    job = job_for(raw, podDefaults=POD_DEFAULTS)
+    pod = pod_spec(job)
+    assert pod["serviceAccountName"] == "special"
+    assert pod["nodeSelector"] == {"pool": "batch", "zone": "b"}
+    assert pod["tolerations"] == [
+        {"key": "batch", "operator": "Exists"},
+        {"key": "spot", "operator": "Exists"},
+    ]
+    env = container(job)["env"]
+    assert [e["name"] for e in env].count("LOG_LEVEL") == 1
+    assert {e["name"]: e["value"] for e in env} == {"MLFLOW_URI": "http://mlflow", "LOG_LEVEL": "debug"}
+    labels = pod_labels(job)
+    assert (labels["team"], labels["tier"]) == ("ml", "gold")
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["owner"], annotations["note"]) == ("ml-team", "mine")
+
+
+def test_a_user_label_never_hides_a_pod_from_its_flow() -> None:
+    # The validator refuses these labels; the builder holds even when one slips through.
+    job = job_for(work(labels={"dagflow.dev/flow": "other", "dagflow.dev/run": "9"}), run=1)
+    assert pod_labels(job)["dagflow.dev/flow"] == "ml-pipeline"
+    assert pod_labels(job)["dagflow.dev/run"] == "1"
+
+
+def test_pod_metadata_labels_reach_the_pods_not_the_job() -> None:
+    job = job_for(work(labels={"pod-complete.stage.kwok.x-k8s.io/delay": "1s"}, annotations={"a": "b"}))
+    assert pod_labels(job)["pod-complete.stage.kwok.x-k8s.io/delay"] == "1s"
+    assert job["spec"]["template"]["metadata"]["annotations"]["a"] == "b"
+
+
+def test_volumes_reach_the_pod() -> None:
+    volumes = [{"name": "data", "emptyDir": {}}]
+    raw = work(
+        volumes=volumes, container={"image": "x", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}
+    )
+    job = job_for(raw)
+    assert pod_spec(job)["volumes"] == volumes
+    assert container(job)["volumeMounts"] == [{"name": "data", "mountPath": "/d"}]
+
+
+# -- serve works ---------------------------------------------------------------------------------
+
+
+def test_deployment_serves_the_work_with_a_tcp_readiness_probe_on_its_port() -> None:
+    deployment = deployment_for(serve("serve", port=8080, serve_fields={"replicas": 3}), run=4)
+    assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
+    assert deployment["metadata"]["name"] == "ml-pipeline-serve"
+    assert deployment["metadata"]["namespace"] == "team-a"
+    assert deployment["spec"]["replicas"] == 3
+    assert pod_spec(deployment)["restartPolicy"] == "Always"
+    main = container(deployment)
+    assert main["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert main["readinessProbe"]["tcpSocket"] == {"port": 8080}
+
+
+def test_deployment_keeps_the_containers_own_readiness_probe_and_port() -> None:
+    probe = {"httpGet": {"path": "/healthz", "port": 8080}}
+    ports = [{"name": "web", "containerPort": 8080}]
+    raw = serve(port=8080, container={"image": "example/ml:1.0", "readinessProbe": probe, "ports": ports})
+    main = container(deployment_for(raw))
+    assert main["readinessProbe"] == probe
+    assert main["ports"] == ports
+
+
+def test_deployment_port_names_stay_unique_when_the_container_has_its_own_http_port() -> None:
+    # Kubernetes refuses a pod whose container ports share a name.
+    ports = [{"name": "http", "containerPort": 8080}]
+    raw = serve(port=50051, container={"image": "example/ml:1.0", "ports": ports})
+    main = container(deployment_for(raw))
+    assert 50051 in [p["containerPort"] for p in main["ports"]]
+    names = [p.get("name") for p in main["ports"] if p.get("name")]
+    assert len(names) == len(set(names))
+
+
+def test_deployment_pods_match_its_selector_and_carry_every_operator_label() -> None:
+    deployment = deployment_for(serve(), run=2)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    labels = pod_labels(deployment)
+    assert selector.items() <= labels.items()
+    assert labels["dagflow.dev/run"] == "2"
+    assert deployment["metadata"]["labels"]["dagflow.dev/run"] == "2"
+    assert all(key in labels for key in OPERATOR_LABELS)
+
+
+def test_a_new_run_rolls_the_same_deployment() -> None:
+    first, second = deployment_for(serve(), run=1), deployment_for(serve(), run=2)
+    assert first["metadata"]["name"] == second["metadata"]["name"]
+    # The selector is immutable in Kubernetes: it must not change from run to run.
+    assert first["spec"]["selector"] == second["spec"]["selector"]
+    assert pod_labels(first) != pod_labels(second)
+
+
+def test_service_fronts_the_deployments_pods_on_the_serve_port() -> None:
+    raw = serve("serve", port=9000)
+    service, deployment = service_for(raw), deployment_for(raw)
+    assert (service["apiVersion"], service["kind"]) == ("v1", "Service")
+    assert service["metadata"]["name"] == deployment["metadata"]["name"]
+    assert service["metadata"]["namespace"] == "team-a"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": 9000, "protocol": "TCP"}]
+    labels = service["metadata"]["labels"]
+    assert labels["dagflow.dev/flow"] == "ml-pipeline"
+    assert labels["dagflow.dev/work"] == "serve"
+    assert labels["app.kubernetes.io/managed-by"] == "dagflow-operator"
+
+
+def test_service_carries_the_run_label_like_every_child() -> None:
+    assert "dagflow.dev/run" in service_for(serve())["metadata"]["labels"]
+
+
+def test_endpoint_is_the_services_cluster_url() -> None:
+    flow_spec = spec(work("train"), serve("serve", port=8080))
+    assert endpoint_url(FLOW, flow_spec.works[1]) == "http://ml-pipeline-serve.team-a.svc:8080"
+    assert endpoint_url(FLOW, flow_spec.works[0]) is None
+
+
+def test_serve_children_of_a_flow_named_with_a_leading_digit_are_valid_service_names() -> None:
+    flow = FlowRef(name="2024-pipeline", namespace="team-a", uid="u")
+    service = service_for(serve(), flow=flow)
+    assert DNS_1035_LABEL.match(service["metadata"]["name"])
+    assert (
+        endpoint_url(flow, spec(serve()).works[0]) == f"http://{service['metadata']['name']}.team-a.svc:8080"
+    )
+
+
+# -- names and label values are always valid -----------------------------------------------------
+
+flow_names = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+work_names = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+def check_child(obj: dict[str, Any], flow_name: str, work_name: str) -> None:
+    for labels in (
+        obj["metadata"]["labels"],
+        obj["spec"].get("template", {}).get("metadata", {}).get("labels", {}),
+    ):
+        for value in labels.values():
+            assert len(value) <= 63 and LABEL_VALUE.match(value), value
+    annotations = obj["metadata"]["annotations"]
+    assert (annotations["dagflow.dev/flow-name"], annotations["dagflow.dev/work-name"]) == (
+        flow_name,
+        work_name,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(flow_name=flow_names, work_name=work_names, run=st.integers(1, 10**6))
+def test_child_names_and_labels_are_always_valid(flow_name: str, work_name: str, run: int) -> None:
+    flow = FlowRef(name=flow_name, namespace="team-a", uid="u")
+    batch = spec(work(work_name)).works[0]
+    served = spec(serve(work_name)).works[0]
+    flow_spec = spec(work(work_name))
+
+    job = build_job(flow, flow_spec, batch, run, SETTINGS)
+    assert len(job["metadata"]["name"]) <= 63 and DNS_1123_LABEL.match(job["metadata"]["name"])
+    check_child(job, flow_name, work_name)
+
+    deployment = build_deployment(flow, spec(serve(work_name)), served, run, SETTINGS)
+    service = build_service(flow, served, run)
+    for obj in (deployment, service):
+        assert len(obj["metadata"]["name"]) <= 63 and DNS_1035_LABEL.match(obj["metadata"]["name"])
+        check_child(obj, flow_name, work_name)
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels(deployment).items()
+
+
+def test_different_long_flows_get_different_job_names() -> None:
+    base = "a" * 70
+    one = FlowRef(name=base + "x", namespace="n", uid="u")
+    two = FlowRef(name=base + "y", namespace="n", uid="u")
+    flow_spec = spec(work())
+    w: Work = flow_spec.works[0]
+    assert (
+        build_job(one, flow_spec, w, 1, SETTINGS)["metadata"]["name"]
+        != build_job(two, flow_spec, w, 1, SETTINGS)["metadata"]["name"]
+    )
+    assert (
+        build_job(one, flow_spec, w, 1, SETTINGS)["metadata"]["labels"]["dagflow.dev/flow"]
+        != build_job(two, flow_spec, w, 1, SETTINGS)["metadata"]["labels"]["dagflow.dev/flow"]
+    )
