@@ -72,6 +72,14 @@ run: venv install ## Run the operator in the foreground against the cluster in K
 test: venv tools lint ## Run the whole suite: lint, unit, integration and end-to-end tests.
 	$(PYTEST) $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: venv tools ## Measure latency, makespan, API cost and memory on a local cluster (~20 min).
+	$(PY) -m bench.harness
+
+.PHONY: bench-quick
+bench-quick: venv tools ## A small run of the benchmarks that proves the harness works (~3 min).
+	$(PY) -m bench.harness --quick
+
 .PHONY: test-unit
 test-unit: venv ## Run the unit tests only (no cluster).
 	$(PYTEST) tests/unit $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -13,9 +13,12 @@ from kubernetes.client.exceptions import ApiException
 from dagflow import metrics
 from dagflow.api.models import GROUP, PLURAL, VERSION
 
-T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "dagflow-operator"
+
+
+class NameTakenError(Exception):
+    """A child's deterministic name is held by an object this flow does not own."""
 
 
 class KubeClient:
@@ -38,8 +41,8 @@ class KubeClient:
         self._slots = asyncio.Semaphore(concurrency)
 
     async def _call(
-        self, verb: str, resource: str, function: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> T:
+        self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         async with self._slots:
             try:
                 # Responses are not turned into client models: the operator never reads them.
@@ -50,8 +53,21 @@ class KubeClient:
                 raise
 
     async def create_job(self, job: dict[str, Any]) -> bool:
-        """Create a Job; False when it already exists (a restart must never duplicate work)."""
-        return await self._create("jobs", self.batch.create_namespaced_job, job)
+        """Create a Job; False when this flow's Job already exists (a restart never duplicates work).
+
+        Raises NameTakenError when an object of another owner holds the name.
+        """
+        if await self._create("jobs", self.batch.create_namespaced_job, job):
+            return True
+        metadata = job["metadata"]
+        response = await self._call(
+            "get", "jobs", self.batch.read_namespaced_job, metadata["name"], metadata["namespace"]
+        )
+        existing = json.loads(response.data)
+        owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
+        if metadata["ownerReferences"][0]["uid"] not in owners:
+            raise NameTakenError(f"Job {metadata['name']} already exists and belongs to something else")
+        return False
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -183,9 +184,15 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    namespaces = args.namespace or OperatorSettings().namespaces
+    operator_settings = OperatorSettings()
+    namespaces = args.namespace or operator_settings.namespaces
+    # With peering, the replica of the highest priority works and the others stand by; a random
+    # priority keeps two replicas from ever having the same one (which would freeze both).
+    peering = operator_settings.peering
     kopf.run(
-        standalone=True,
+        standalone=peering is None,
+        peering_name=peering,
+        priority=secrets.randbelow(2**31) if peering else None,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness or None,

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from dagflow import metrics
 from dagflow.api.models import DAGFlowSpec, WorkPhase
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service
-from dagflow.kube import KubeClient, api_error_message
+from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation
 from dagflow.planner import Plan, plan_run, reject_start
 from dagflow.settings import OperatorSettings
@@ -214,6 +214,8 @@ class Reconciler:
                 refuse(work_name, f"rejected by the API server: {api_error_message(error)}")
             except ValueError as error:  # the client's own checks of the manifest
                 refuse(work_name, f"invalid child object: {error}")
+            except NameTakenError as error:
+                refuse(work_name, str(error))
 
         def refuse(work_name: str, message: str) -> None:
             reject_start(plan, spec, work_name, message)

@@ -47,6 +47,10 @@ class OperatorSettings(BaseSettings):
     webhook_managed: bool = Field(
         True, description="Let the operator create and update its ValidatingWebhookConfiguration."
     )
+    peering: str | None = Field(
+        None,
+        description="kopf peering object to coordinate several replicas; unset: run standalone.",
+    )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch (comma-free JSON list); empty: all."
     )

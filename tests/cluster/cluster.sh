@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
-# with nodes and pods played by kwok. Usage: cluster.sh up|down|stop|start|status|env
+# with nodes and pods played by kwok. Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,6 +68,9 @@ up() {
     release_node_leases
   else
     log "Creating cluster $cluster_name"
+    local audit_args=()
+    # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
+    if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
     kwokctl create cluster --name "$cluster_name" --runtime binary \
       --kubeconfig "$kubeconfig" \
       --etcd-binary "$bin_dir/etcd" \
@@ -78,6 +81,7 @@ up() {
       --disable-qps-limits \
       --heartbeat-factor 1 --node-lease-duration-seconds 20 \
       --config "$here/stages.yaml" \
+      "${audit_args[@]}" \
       --wait 2m >&2
   fi
   kubectl --kubeconfig "$kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
@@ -101,5 +105,6 @@ case "${1:-}" in
   start) kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
-  *) echo "usage: $0 up|down|stop|start|status|env" >&2; exit 2 ;;
+  dir) echo "$KWOK_WORKDIR/clusters/$cluster_name" ;;
+  *) echo "usage: $0 up|down|stop|start|status|env|dir" >&2; exit 2 ;;
 esac

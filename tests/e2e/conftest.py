@@ -110,7 +110,9 @@ def install_crds() -> None:
     )
 
 
-@pytest.fixture(scope="session")
+# Package scope: the operator stops after the end-to-end tests, so it never reconciles the flows that
+# other tests write by hand.
+@pytest.fixture(scope="package")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     install_crds()
     process = OperatorProcess(tmp_path_factory.mktemp("operator"))

@@ -132,3 +132,27 @@ def test_invalid_flow_that_reached_the_operator_fails_once_without_retrying(
     version = get_json("dagflow", "sneaky", namespace=namespace)["metadata"]["resourceVersion"]
     time.sleep(3)
     assert get_json("dagflow", "sneaky", namespace=namespace)["metadata"]["resourceVersion"] == version
+
+
+def test_a_job_name_held_by_someone_else_fails_the_work_instead_of_adopting_it(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    stranger = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "taken-1-a"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "example.invalid/x:1"}],
+                }
+            }
+        },
+    }
+    apply(stranger, namespace=namespace)
+    create(flow("taken", [work("a"), work("b", "a")]), namespace)
+    final = wait_for_phase(namespace, "taken", "Failed", timeout=60)
+    entries = works_by_name(final)
+    assert "belongs to something else" in entries["a"]["message"]
+    assert entries["b"]["phase"] == "Skipped"
