@@ -42,11 +42,21 @@ class KubeClient:
 
     async def _call(
         self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> Any:
+    ) -> bytes:
+        """Call the API in a worker thread; return the raw response body."""
+
+        def call() -> bytes:
+            # Responses are not turned into client models: the operator hardly reads them. The
+            # body must still be read and the connection released, or every call opens a new one.
+            response = function(*args, _preload_content=False, **kwargs)
+            try:
+                return bytes(response.data)
+            finally:
+                response.release_conn()
+
         async with self._slots:
             try:
-                # Responses are not turned into client models: the operator never reads them.
-                return await asyncio.to_thread(function, *args, _preload_content=False, **kwargs)
+                return await asyncio.to_thread(call)
             except ApiException as error:
                 if error.status not in (404, 409):
                     metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(error.status)).inc()
@@ -60,10 +70,11 @@ class KubeClient:
         if await self._create("jobs", self.batch.create_namespaced_job, job):
             return True
         metadata = job["metadata"]
-        response = await self._call(
-            "get", "jobs", self.batch.read_namespaced_job, metadata["name"], metadata["namespace"]
+        existing = json.loads(
+            await self._call(
+                "get", "jobs", self.batch.read_namespaced_job, metadata["name"], metadata["namespace"]
+            )
         )
-        existing = json.loads(response.data)
         owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
         if metadata["ownerReferences"][0]["uid"] not in owners:
             raise NameTakenError(f"Job {metadata['name']} already exists and belongs to something else")

@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs every handled event at INFO; at thousands of Job events that is noise and CPU.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     operator_settings = OperatorSettings()
     namespaces = args.namespace or operator_settings.namespaces
     # With peering, the replica of the highest priority works and the others stand by; a random

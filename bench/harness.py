@@ -1,0 +1,549 @@
+"""`make bench`: the operator's speed, cost and scale, measured on the local cluster.
+
+The harness runs its own cluster (`bench`, with an audit log), its own operator process, and its own
+watch on Jobs, so every number comes from outside the operator. It prints one markdown table and
+writes the same numbers as JSON. `--quick` runs small sizes only, to prove the harness works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from tests.e2e.conftest import OperatorProcess
+
+from dagflow import naming
+from dagflow.api.models import DAGFlowSpec
+from dagflow.builders import FlowRef, build_job
+from dagflow.settings import OperatorSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_SCRIPT = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
+KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
+IMAGE = "example.invalid/bench:1.0"
+OPERATOR_AGENTS = ("dagflow-operator", "kopf")
+
+
+# -- the cluster and the objects' life, seen from outside ------------------------------------------
+
+
+def cluster_env() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DAGFLOW_CLUSTER_NAME": os.environ.get("DAGFLOW_CLUSTER_NAME", "bench"),
+        "DAGFLOW_AUDIT": "1",
+    }
+    return env
+
+
+def cluster(*args: str) -> str:
+    result = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, env=cluster_env(), check=False
+    )
+    if result.returncode != 0 and args[0] != "status":
+        raise RuntimeError(f"cluster.sh {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([str(KUBECTL), *args], input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+class JobWatcher:
+    """Records when each Job is first seen created and first seen complete."""
+
+    def __init__(self, batch: client.BatchV1Api) -> None:
+        self.batch = batch
+        self.created: dict[tuple[str, str], float] = {}
+        self.completed: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            listing = self.batch.list_job_for_all_namespaces(_preload_content=False)
+            version = json.loads(listing.data)["metadata"]["resourceVersion"]
+            self._ready.set()
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.batch.list_job_for_all_namespaces,
+                    resource_version=version,
+                    timeout_seconds=60,
+                    _preload_content=False,
+                ):
+                    self._record(event["raw_object"] if "raw_object" in event else event["object"])
+                    if self._stop.is_set():
+                        break
+            except Exception:  # a dropped watch is resumed from a fresh list
+                time.sleep(0.1)
+
+    def _record(self, job: Any) -> None:
+        now = time.monotonic()
+        if not isinstance(job, dict):
+            job = client.ApiClient().sanitize_for_serialization(job)
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        self.created.setdefault(key, now)
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Complete" and condition.get("status") == "True":
+                self.completed.setdefault(key, now)
+
+    def wait_complete(self, keys: Iterable[tuple[str, str]], timeout: float) -> None:
+        wanted = list(keys)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(key in self.completed for key in wanted):
+                return
+            time.sleep(0.02)
+        missing = [key for key in wanted if key not in self.completed]
+        raise TimeoutError(f"{len(missing)} Jobs did not complete, e.g. {missing[:3]}")
+
+
+# -- the operator's own cost ------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def operator_pid(operator: OperatorProcess) -> int:
+    assert operator.process is not None, "the operator is not running"
+    return operator.process.pid
+
+
+def memory_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class AuditLog:
+    """Counts the operator's requests in the API server's audit log, by verb and resource."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def mark(self) -> None:
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def operator_requests(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        if not self.path.exists():
+            return counts
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            for line in log:
+                entry = json.loads(line)
+                if entry.get("stage") != "ResponseComplete":
+                    continue
+                if not str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                    continue
+                ref = entry.get("objectRef") or {}
+                resource = ref.get("resource", "?") + (
+                    f"/{ref['subresource']}" if ref.get("subresource") else ""
+                )
+                counts[f"{entry.get('verb')} {resource}"] += 1
+        return counts
+
+
+# -- flows --------------------------------------------------------------------------------------------
+
+
+def work(name: str, *depends_on: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "container": {"image": IMAGE}}
+    if depends_on:
+        entry["dependsOn"] = list(depends_on)
+    return entry
+
+
+def chain(length: int) -> list[dict[str, Any]]:
+    return [work("s000"), *[work(f"s{i:03d}", f"s{i - 1:03d}") for i in range(1, length)]]
+
+
+def fan(width: int) -> list[dict[str, Any]]:
+    middle = [work(f"w{i:04d}", "root") for i in range(width)]
+    return [work("root"), *middle, work("join", *[entry["name"] for entry in middle])]
+
+
+def manifest(name: str, works: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "dagflow.dev/v1alpha1",
+        "kind": "DAGFlow",
+        "metadata": {"name": name},
+        "spec": {"works": works},
+    }
+
+
+@dataclass
+class Bench:
+    namespace: str
+    operator: OperatorProcess
+    watcher: JobWatcher
+    audit: AuditLog
+    custom: client.CustomObjectsApi
+    batch: client.BatchV1Api
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def create_flows(self, flows: list[dict[str, Any]]) -> None:
+        for flow in flows:
+            self.custom.create_namespaced_custom_object(
+                "dagflow.dev", "v1alpha1", self.namespace, "dagflows", flow, _preload_content=False
+            )
+
+    def wait_flows(self, names: list[str], timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            listing = json.loads(
+                self.custom.list_namespaced_custom_object(
+                    "dagflow.dev", "v1alpha1", self.namespace, "dagflows", _preload_content=False
+                ).data
+            )
+            for item in listing["items"]:
+                phase = (item.get("status") or {}).get("phase")
+                if item["metadata"]["name"] in pending and phase in ("Succeeded", "Failed"):
+                    if phase == "Failed":
+                        raise RuntimeError(f"flow {item['metadata']['name']} failed: {item['status']}")
+                    pending.discard(item["metadata"]["name"])
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise TimeoutError(f"flows did not finish: {sorted(pending)[:3]}")
+        return time.monotonic()
+
+    def dependency_latencies(self, flows: list[dict[str, Any]]) -> list[float]:
+        latencies = []
+        for flow in flows:
+            name = flow["metadata"]["name"]
+            for entry in flow["spec"]["works"]:
+                if not entry.get("dependsOn"):
+                    continue
+                job = (self.namespace, naming.job_name(name, 1, entry["name"]))
+                done = [
+                    self.watcher.completed.get((self.namespace, naming.job_name(name, 1, dep)))
+                    for dep in entry["dependsOn"]
+                ]
+                if job in self.watcher.created and all(d is not None for d in done):
+                    latencies.append(self.watcher.created[job] - max(d for d in done if d is not None))
+        return latencies
+
+    def measure(self, label: str, works_count: int, body: Callable[[], None]) -> dict[str, Any]:
+        """Run a scenario; record makespan, operator CPU, API requests per work."""
+        pid = operator_pid(self.operator)
+        self.audit.mark()
+        cpu_before, started = cpu_seconds(pid), time.monotonic()
+        body()
+        elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu_before
+        time.sleep(1.0)  # let the audit log catch up with the last status patch
+        requests = self.audit.operator_requests()
+        writes = sum(
+            n
+            for key, n in requests.items()
+            if key.split()[0] in ("create", "patch", "update", "delete") and not key.endswith(" events")
+        )
+        events = sum(n for key, n in requests.items() if key.endswith(" events"))
+        record = {
+            "works": works_count,
+            "makespan_s": round(elapsed, 2),
+            "operator_cpu_s": round(cpu, 2),
+            "cpu_ms_per_work": round(1000 * cpu / works_count, 2),
+            "api_requests": dict(sorted(requests.items())),
+            "api_writes_per_work": round(writes / works_count, 2),
+            "events_per_work": round(events / works_count, 2),
+            "rss_mib": round(memory_kib(pid, "VmRSS") / 1024, 1),
+        }
+        self.results[label] = record
+        return record
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {
+        "n": len(values),
+        "p50_s": round(pick(0.5), 4),
+        "p90_s": round(pick(0.9), 4),
+        "p99_s": round(pick(0.99), 4),
+        "max_s": round(ordered[-1], 4),
+        "mean_s": round(statistics.fmean(values), 4),
+    }
+
+
+# -- scenarios ----------------------------------------------------------------------------------------
+
+
+def scenario_chain(bench: Bench, length: int) -> None:
+    flows = [manifest(f"chain-{length}", chain(length))]
+    bench.measure(
+        "chain", length, lambda: (bench.create_flows(flows), bench.wait_flows(["chain-" + str(length)], 1800))
+    )
+    bench.results["chain"]["dependency_latency"] = percentiles(bench.dependency_latencies(flows))
+
+
+def scenario_concurrent(bench: Bench, count: int, length: int) -> None:
+    flows = [manifest(f"conc-{i:03d}", chain(length)) for i in range(count)]
+    names = [flow["metadata"]["name"] for flow in flows]
+    bench.measure(
+        "concurrent", count * length, lambda: (bench.create_flows(flows), bench.wait_flows(names, 1800))
+    )
+    bench.results["concurrent"]["flows"] = count
+    bench.results["concurrent"]["dependency_latency"] = percentiles(bench.dependency_latencies(flows))
+
+
+def scenario_fan(bench: Bench, width: int) -> None:
+    name = f"fan-{width}"
+    flow = manifest(name, fan(width))
+    bench.measure("fanout", width + 2, lambda: (bench.create_flows([flow]), bench.wait_flows([name], 1800)))
+    bench.results["fanout"]["baseline_makespan_s"] = round(baseline_fan(bench, width), 2)
+    bench.results["fanout"]["ratio"] = round(
+        bench.results["fanout"]["makespan_s"] / bench.results["fanout"]["baseline_makespan_s"], 3
+    )
+
+
+def baseline_fan(bench: Bench, width: int) -> float:
+    """The same Jobs created by a bare script that respects the dependencies: the floor."""
+    flow_name = f"base-{width}"
+    spec = DAGFlowSpec.model_validate({"works": fan(width)})
+    settings = OperatorSettings()
+    ref = FlowRef(name=flow_name, namespace=bench.namespace, uid="")
+    manifests = {}
+    for entry in spec.works:
+        job = build_job(ref, spec, entry, 1, settings)
+        job["metadata"].pop("ownerReferences")
+        manifests[entry.name] = job
+
+    def create(names: list[str]) -> list[tuple[str, str]]:
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda n: bench.batch.create_namespaced_job(
+                        bench.namespace, manifests[n], _preload_content=False
+                    ),
+                    names,
+                )
+            )
+        return [(bench.namespace, manifests[n]["metadata"]["name"]) for n in names]
+
+    started = time.monotonic()
+    bench.watcher.wait_complete(create(["root"]), 600)
+    bench.watcher.wait_complete(create([f"w{i:04d}" for i in range(width)]), 1800)
+    bench.watcher.wait_complete(create(["join"]), 600)
+    return time.monotonic() - started
+
+
+def scenario_sweep(bench: Bench, sizes: list[int]) -> None:
+    """Makespan and cost against flow size (1 -> n-2 -> 1); the fan-out above is one more point."""
+    sweep = []
+    for size in sizes:
+        name = f"sweep-{size}"
+        record = bench.measure(
+            name,
+            size,
+            lambda n=name, s=size: (
+                bench.create_flows([manifest(n, fan(s - 2))]),
+                bench.wait_flows([n], 1800),
+            ),
+        )
+        sweep.append(
+            {key: record[key] for key in ("works", "makespan_s", "cpu_ms_per_work", "api_writes_per_work")}
+        )
+        bench.results.pop(name)
+    fanout = bench.results["fanout"]
+    sweep.append(
+        {key: fanout[key] for key in ("works", "makespan_s", "cpu_ms_per_work", "api_writes_per_work")}
+    )
+    bench.results["sweep"] = sorted(sweep, key=lambda point: point["works"])
+    largest = f"sweep-{max(sizes)}"
+    stored = json.loads(
+        bench.custom.get_namespaced_custom_object(
+            "dagflow.dev", "v1alpha1", bench.namespace, "dagflows", largest, _preload_content=False
+        ).data
+    )
+    compact = lambda obj: len(json.dumps(obj, separators=(",", ":")))  # noqa: E731
+    bench.results["object_size"] = {
+        "works": max(sizes),
+        "status_kib": round(compact(stored["status"]) / 1024, 1),
+        "object_kib": round(compact(stored) / 1024, 1),
+    }
+
+
+def scenario_memory(bench: Bench, jobs_wanted: int) -> None:
+    """Operator memory while it tracks `jobs_wanted` Jobs of its flows.
+
+    The Jobs beyond those the scenarios above left are created suspended (no pods), owned by one
+    flow and labelled as its children: the operator indexes them like any other.
+    """
+    flow_name = "memory"
+    bench.create_flows([manifest(flow_name, [work("only")])])
+    bench.wait_flows([flow_name], 600)
+    owner = json.loads(
+        bench.custom.get_namespaced_custom_object(
+            "dagflow.dev", "v1alpha1", bench.namespace, "dagflows", flow_name, _preload_content=False
+        ).data
+    )
+    ref = FlowRef(name=flow_name, namespace=bench.namespace, uid=owner["metadata"]["uid"])
+    spec = DAGFlowSpec.model_validate({"works": [work("idle")]})
+    template = build_job(ref, spec, spec.works[0], 1, OperatorSettings())
+    template["spec"]["suspend"] = True
+    existing = len(
+        json.loads(bench.batch.list_namespaced_job(bench.namespace, _preload_content=False).data)["items"]
+    )
+
+    def create(index: int) -> None:
+        job = json.loads(json.dumps(template))
+        job["metadata"]["name"] = f"memory-idle-{index:05d}"
+        job["metadata"]["labels"][naming.WORK_LABEL] = f"idle-{index:05d}"
+        job["metadata"]["annotations"][naming.WORK_ANNOTATION] = f"idle-{index:05d}"
+        bench.batch.create_namespaced_job(bench.namespace, job, _preload_content=False)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, range(max(jobs_wanted - existing, 0))))
+    time.sleep(10)  # let the watch deliver them all
+    tracked = len(
+        json.loads(bench.batch.list_namespaced_job(bench.namespace, _preload_content=False).data)["items"]
+    )
+    pid = operator_pid(bench.operator)
+    bench.results["memory"] = {
+        "jobs_tracked": tracked,
+        "rss_mib": round(memory_kib(pid, "VmRSS") / 1024, 1),
+        "peak_rss_mib": round(memory_kib(pid, "VmHWM") / 1024, 1),
+    }
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = ["| measure | value | target |", "| --- | --- | --- |"]
+    chain_latency = results["chain"]["dependency_latency"]
+    conc = results["concurrent"]
+    conc_latency = conc["dependency_latency"]
+    fanout = results["fanout"]
+
+    def spread(latency: dict[str, Any]) -> str:
+        return f"{latency.get('p50_s')} / {latency.get('p90_s')} / {latency.get('p99_s')} s"
+
+    rows += [
+        f"| dependency latency, {results['chain']['works']}-step chain (p50 / p90 / p99) | "
+        f"{spread(chain_latency)} | p50 <= 0.1 s, p99 <= 0.5 s |",
+        f"| dependency latency, {conc['flows']} concurrent {conc['works'] // conc['flows']}-work flows "
+        f"(p50 / p90 / p99) | {spread(conc_latency)} | p50 <= 0.1 s, p99 <= 0.5 s |",
+        f"| fan-out 1 -> {results['fanout']['works'] - 2} -> 1 makespan: operator / bare script | "
+        f"{results['fanout']['makespan_s']} s / {results['fanout']['baseline_makespan_s']} s "
+        f"(ratio {results['fanout']['ratio']}) | ratio <= 1.2 |",
+        f"| API writes per work, Events aside (fan-out) | {fanout['api_writes_per_work']} | <= 3 |",
+        f"| Events posted per work (fan-out) | {results['fanout']['events_per_work']} | |",
+        f"| operator CPU per 1,000 works (fan-out) | {round(results['fanout']['cpu_ms_per_work'], 1)} s | |",
+        f"| status / whole object of a {results['object_size']['works']}-work flow | "
+        f"{results['object_size']['status_kib']} KiB / {results['object_size']['object_kib']} KiB | "
+        "status < 512 KiB |",
+        f"| operator RSS with {results['memory']['jobs_tracked']} Jobs tracked (now / peak) | "
+        f"{results['memory']['rss_mib']} / {results['memory']['peak_rss_mib']} MiB | <= 250 MiB at 10,000 |",
+    ]
+    for point in results["sweep"]:
+        rows.append(
+            f"| sweep {point['works']} works: makespan, CPU per work, writes per work | "
+            f"{point['makespan_s']} s, {point['cpu_ms_per_work']} ms, {point['api_writes_per_work']} | |"
+        )
+    requests = ", ".join(f"{key}: {count}" for key, count in results["fanout"]["api_requests"].items())
+    rows.append(f"| operator requests during the fan-out, by verb and resource | {requests} | |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: proves the harness, not the speed")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results" / "bench.json")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")
+    args = parser.parse_args(argv)
+    sizes = (
+        {"chain": 10, "flows": 5, "flow_length": 5, "fan": 20, "sweep": [10, 50], "jobs": 300}
+        if args.quick
+        else {
+            "chain": 100,
+            "flows": 100,
+            "flow_length": 10,
+            "fan": 1000,
+            "sweep": [10, 100, 2000],
+            "jobs": 10000,
+        }
+    )
+    was_running = cluster("status") == "running"
+    kubeconfig = cluster("up").splitlines()[-1].removeprefix("export KUBECONFIG=")
+    os.environ["KUBECONFIG"] = kubeconfig
+    audit = AuditLog(Path(cluster("dir")) / "logs" / "audit.log")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/dagflows.dagflow.dev", "--timeout=60s")
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    config.load_kube_config(config_file=kubeconfig)
+    batch, custom = client.BatchV1Api(), client.CustomObjectsApi()
+    watcher = JobWatcher(batch)
+    watcher.start()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(args.output.parent)
+    operator.start()
+    bench = Bench(namespace, operator, watcher, audit, custom, batch)
+    try:
+        scenarios: list[tuple[str, Callable[[], None]]] = [
+            ("dependency latency, chain", lambda: scenario_chain(bench, sizes["chain"])),
+            (
+                "dependency latency, concurrent flows",
+                lambda: scenario_concurrent(bench, sizes["flows"], sizes["flow_length"]),
+            ),
+            ("fan-out and bare-script baseline", lambda: scenario_fan(bench, sizes["fan"])),
+            ("size sweep", lambda: scenario_sweep(bench, sizes["sweep"])),
+            ("memory", lambda: scenario_memory(bench, sizes["jobs"])),
+        ]
+        for title, scenario in scenarios:
+            started = time.monotonic()
+            print(f"Running: {title}", file=sys.stderr, flush=True)
+            scenario()
+            print(f"Finished: {title} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+            args.output.write_text(json.dumps(bench.results, indent=2))
+    finally:
+        watcher.stop()
+        operator.stop()
+        kubectl("delete", "namespace", namespace, "--wait=false")
+        if not was_running and not args.keep_cluster:
+            cluster("down")
+    bench.results["mode"] = "quick" if args.quick else "full"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(bench.results, indent=2))
+    print(table(bench.results))
+    print(f"\nJSON: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
