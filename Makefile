@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
-		/^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+		/^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
 		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Setup
@@ -52,7 +52,7 @@ lint: venv ## Run ruff and mypy.
 
 .PHONY: crds
 crds: venv ## Generate the CRD YAML from the pydantic models.
-	$(PY) -m dagflow.api.crd $(CRD_FILE) $(wildcard $(dir $(CHART_CRD_FILE)))
+	$(PY) -m dagflow.api.crd $(CRD_FILE) $(if $(wildcard $(dir $(CHART_CRD_FILE))),$(CHART_CRD_FILE))
 
 .PHONY: install
 install: venv ## Apply the CRDs to the cluster in KUBECONFIG.
@@ -83,3 +83,6 @@ bench-quick: venv tools ## A small run of the benchmarks that proves the harness
 .PHONY: test-unit
 test-unit: venv ## Run the unit tests only (no cluster).
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+include mk/deploy.mk
+include mk/demo.mk

@@ -39,6 +39,10 @@ MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
 
 state: dict[str, Any] = {}
+LOG_FORMATS = {
+    "text": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    "json": '{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}',
+}
 
 
 def _reconciler() -> Reconciler:
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMATS[OperatorSettings().log_format],
     )
     if not args.verbose:
         # kopf logs every handled event at INFO; at thousands of Job events that is noise and CPU.

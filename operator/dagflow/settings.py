@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,7 @@ class OperatorSettings(BaseSettings):
     webhook_managed: bool = Field(
         True, description="Let the operator create and update its ValidatingWebhookConfiguration."
     )
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or JSON.")
     peering: str | None = Field(
         None,
         description="kopf peering object to coordinate several replicas; unset: run standalone.",

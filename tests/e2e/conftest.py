@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,13 @@ def free_port() -> int:
 class OperatorProcess:
     """One `dagflow-operator` process at a time, which a test may kill and start again."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self, log_dir: Path, kubeconfig: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        """`kubeconfig` (default: $KUBECONFIG) is the identity it runs as; `env` adds settings."""
         self.log_path = log_dir / "operator.log"
+        self.kubeconfig = kubeconfig
+        self.extra_env = dict(env or {})
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.webhook_port = free_port()
@@ -45,7 +50,10 @@ class OperatorProcess:
             **os.environ,
             "DAGFLOW_METRICS_PORT": str(self.metrics_port),
             "DAGFLOW_WEBHOOK_PORT": str(self.webhook_port),
+            **self.extra_env,
         }
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(VENV_BIN / "dagflow-operator"), "--liveness", self.health_url],

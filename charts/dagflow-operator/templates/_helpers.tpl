@@ -1,0 +1,130 @@
+{{/* Names, labels and the RBAC rules shared by the templates. */}}
+
+{{- define "dagflow-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name; objects are named after it (at most 55 characters, so suffixes fit). */}}
+{{- define "dagflow-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dagflow-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dagflow-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dagflow-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "dagflow-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dagflow
+{{- end }}
+
+{{- define "dagflow-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dagflow-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "dagflow-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "dagflow-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "dagflow-operator.fullname" .) }}
+{{- end }}
+
+{{/* The host the webhook is registered at: the Service's DNS name, also the certificate's name. */}}
+{{- define "dagflow-operator.webhookHost" -}}
+{{- printf "%s.%s.svc" (include "dagflow-operator.webhookServiceName" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "dagflow-operator.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "dagflow-operator.fullname" .) }}
+{{- end }}
+
+{{/* Name of the kopf peering object(s), used only with more than one replica. */}}
+{{- define "dagflow-operator.peeringName" -}}
+{{- if gt (int .Values.replicas) 1 }}
+{{- include "dagflow-operator.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's name for its webhook configurations (WEBHOOK_CONFIGURATION in dagflow/main.py):
+kopf creates and patches them, the operator deletes them on a clean shutdown.
+*/}}
+{{- define "dagflow-operator.webhookConfigurationName" -}}
+dagflow.dev
+{{- end }}
+
+{{/*
+Permissions in each namespace the operator works in: what kopf watches, what the operator writes.
+*/}}
+{{- define "dagflow-operator.namespacedRules" -}}
+# kopf watches DAGFlows; the operator writes only their status.
+- apiGroups: ["dagflow.dev"]
+  resources: ["dagflows"]
+  verbs: ["list", "watch"]
+- apiGroups: ["dagflow.dev"]
+  resources: ["dagflows/status"]
+  verbs: ["patch"]
+# Batch works: created, read back when the name is taken (409), deleted when a run supersedes them.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Serve works: created, and rolled in place by a patch; never deleted by the operator.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "patch"]
+# One Event per work transition (kopf posts core/v1 Events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Cluster-scoped permissions needed in every mode. */}}
+{{- define "dagflow-operator.clusterRules" -}}
+# kopf lists the CRDs to find the resources it serves, and watches them for changes.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.webhook.enabled }}
+# kopf creates (create cannot be limited to a name) and patches the webhook configurations; the
+# operator deletes them when it stops.
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+  verbs: ["create"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+  resourceNames: [{{ include "dagflow-operator.webhookConfigurationName" . | quote }}]
+  verbs: ["patch", "delete"]
+{{- end }}
+{{- end }}
+
+{{/* kopf peering: watch the peering objects, patch our own with keep-alives. */}}
+{{- define "dagflow-operator.peeringRules" -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ .resource | quote }}]
+  verbs: ["list", "watch"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ .resource | quote }}]
+  resourceNames: [{{ .name | quote }}]
+  verbs: ["patch"]
+{{- end }}

@@ -1,0 +1,395 @@
+"""The Helm chart without a cluster: lint, rendering, the values schema and the CRD copy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from dagflow.settings import OperatorSettings
+from tests.chart.helm import (
+    CHART_DIR,
+    NAMESPACED_VALUES,
+    container_env,
+    helm,
+    objects_of,
+    one,
+    rbac_rules,
+    render,
+    render_text,
+    values_args,
+)
+from tests.kube import REPO_ROOT
+
+PEERING_VALUES: dict[str, Any] = {"replicas": 2, "webhook": {"certManager": {"enabled": True}}}
+EVERYTHING_VALUES: dict[str, Any] = {
+    **NAMESPACED_VALUES,
+    **PEERING_VALUES,
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "logFormat": "json",
+    "logLevel": "debug",
+}
+VARIANTS = {
+    "defaults": None,
+    "namespaced": NAMESPACED_VALUES,
+    "peering": PEERING_VALUES,
+    "everything": EVERYTHING_VALUES,
+    "no-webhook-no-metrics": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
+}
+# What the operator must never be able to do, whatever the values.
+FORBIDDEN_RESOURCES = {"secrets", "pods", "pods/exec", "pods/attach", "pods/portforward", "*"}
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_helm_lint_strict_passes(values: dict[str, Any] | None, tmp_path: Any) -> None:
+    result = helm("lint", "--strict", str(CHART_DIR), *values_args(values, tmp_path))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_defaults_render_a_cluster_wide_operator() -> None:
+    objects = render()
+    kinds = sorted(item["kind"] for item in objects)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "ValidatingWebhookConfiguration",
+    ]
+    binding = one(objects, "ClusterRoleBinding")
+    account = one(objects, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "dagflow-system"}
+    ]
+    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    assert container_env(objects)["DAGFLOW_NAMESPACES"] == "[]"
+
+
+def test_deployment_is_one_recreated_restricted_pod() -> None:
+    deployment = one(render(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["image"] == "dagflow/operator:0.1.0"
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert pod["serviceAccountName"] == one(render(), "ServiceAccount")["metadata"]["name"]
+
+
+def test_services_front_the_metrics_and_webhook_ports() -> None:
+    objects = render()
+    env = container_env(objects)
+    services = {item["metadata"]["name"]: item for item in objects_of(objects, "Service")}
+    assert services["dagflow-dagflow-operator-metrics"]["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    webhook = services["dagflow-dagflow-operator-webhook"]
+    assert webhook["spec"]["ports"][0]["port"] == int(env["DAGFLOW_WEBHOOK_PORT"]) == 9443
+    assert env["DAGFLOW_METRICS_PORT"] == "9090"
+    assert env["DAGFLOW_WEBHOOK_HOST"] == "dagflow-dagflow-operator-webhook.dagflow-system.svc"
+    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    for service in services.values():
+        assert service["spec"]["selector"] == selector
+
+
+def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions() -> None:
+    objects = render(NAMESPACED_VALUES)
+    roles = {item["metadata"]["namespace"]: item for item in objects_of(objects, "Role")}
+    bindings = {item["metadata"]["namespace"]: item for item in objects_of(objects, "RoleBinding")}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[namespace]["metadata"]["name"],
+        }
+        assert binding["subjects"][0]["name"] == account
+        assert binding["subjects"][0]["namespace"] == "dagflow-system"
+    cluster_role = one(objects, "ClusterRole")
+    cluster_resources = {resource for rule in cluster_role["rules"] for resource in rule["resources"]}
+    assert cluster_resources == {
+        "customresourcedefinitions",
+        "namespaces",
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    }
+    namespaced_resources = {resource for rule in roles["team-a"]["rules"] for resource in rule["resources"]}
+    assert namespaced_resources == {
+        "dagflows",
+        "dagflows/status",
+        "jobs",
+        "deployments",
+        "services",
+        "events",
+    }
+    assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
+
+
+def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
+    rules = {
+        (group, resource, tuple(rule.get("resourceNames", ()))): sorted(rule["verbs"])
+        for rule in rbac_rules(render())
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("dagflow.dev", "dagflows", ()): ["list", "watch"],
+        ("dagflow.dev", "dagflows/status", ()): ["patch"],
+        ("batch", "jobs", ()): ["create", "delete", "get", "list", "watch"],
+        ("apps", "deployments", ()): ["create", "list", "patch", "watch"],
+        ("", "services", ()): ["create", "patch"],
+        ("", "events", ()): ["create"],
+        ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ()): ["create"],
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ()): ["create"],
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("dagflow.dev",)): [
+            "delete",
+            "patch",
+        ],
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("dagflow.dev",)): [
+            "delete",
+            "patch",
+        ],
+    }
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_no_values_grant_secrets_pods_exec_or_wildcards(values: dict[str, Any] | None) -> None:
+    for rule in rbac_rules(render(values)):
+        assert not FORBIDDEN_RESOURCES & set(rule["resources"]), rule
+        assert "*" not in rule["verbs"] and "*" not in rule["apiGroups"], rule
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_without_the_webhook_nothing_touches_webhook_configurations() -> None:
+    objects = render({"webhook": {"enabled": False}})
+    assert not objects_of(objects, "ValidatingWebhookConfiguration")
+    assert "webhook" not in {item["metadata"]["name"].rsplit("-", 1)[-1] for item in objects}
+    assert not [rule for rule in rbac_rules(objects) if "admissionregistration.k8s.io" in rule["apiGroups"]]
+    assert container_env(objects)["DAGFLOW_WEBHOOK_ENABLED"] == "false"
+
+
+def test_metrics_off_sets_port_zero_and_drops_the_service() -> None:
+    objects = render({"metrics": {"enabled": False}})
+    assert container_env(objects)["DAGFLOW_METRICS_PORT"] == "0"
+    assert not [
+        item for item in objects_of(objects, "Service") if item["metadata"]["name"].endswith("-metrics")
+    ]
+
+
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    monitor = one(objects, "ServiceMonitor")
+    metrics_service = next(
+        item for item in objects_of(objects, "Service") if item["metadata"]["name"].endswith("-metrics")
+    )
+    labels = metrics_service["metadata"]["labels"]
+    assert all(labels[key] == value for key, value in monitor["spec"]["selector"]["matchLabels"].items())
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert not objects_of(render(), "ServiceMonitor")
+
+
+def test_cert_manager_certificate_names_the_webhook_host_and_is_mounted() -> None:
+    objects = render({"webhook": {"certManager": {"enabled": True}}})
+    env = container_env(objects)
+    certificate = one(objects, "Certificate")
+    issuer = one(objects, "Issuer")
+    assert env["DAGFLOW_WEBHOOK_HOST"] in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    assert issuer["spec"] == {"selfSigned": {}}
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    secret_volumes = {
+        volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume
+    }
+    assert list(secret_volumes.values()) == [certificate["spec"]["secretName"]]
+    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    (volume_name,) = secret_volumes
+    assert env["DAGFLOW_WEBHOOK_CERT_FILE"] == f"{mounts[volume_name]}/tls.crt"
+    assert env["DAGFLOW_WEBHOOK_KEY_FILE"] == f"{mounts[volume_name]}/tls.key"
+
+
+def test_cert_manager_with_an_existing_issuer_creates_none() -> None:
+    objects = render(
+        {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}}
+    )
+    assert not objects_of(objects, "Issuer")
+    assert one(objects, "Certificate")["spec"]["issuerRef"] == {
+        "name": "ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+
+
+def test_default_webhook_certificate_is_made_by_the_operator() -> None:
+    env = container_env(render())
+    assert "DAGFLOW_WEBHOOK_CERT_FILE" not in env and "DAGFLOW_WEBHOOK_KEY_FILE" not in env
+
+
+def test_more_than_one_replica_turns_peering_on() -> None:
+    objects = render(PEERING_VALUES)
+    env = container_env(objects)
+    peering = one(objects, "ClusterKopfPeering")
+    assert env["DAGFLOW_PEERING"] == peering["metadata"]["name"]
+    rules = rbac_rules(objects)
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "verbs": ["list", "watch"],
+    } in rules
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "resourceNames": [peering["metadata"]["name"]],
+        "verbs": ["patch"],
+    } in rules
+    assert "DAGFLOW_PEERING" not in container_env(render())
+    assert not objects_of(render(), "ClusterKopfPeering")
+
+
+def test_peering_in_watched_namespaces_uses_one_kopf_peering_each() -> None:
+    objects = render({**PEERING_VALUES, **NAMESPACED_VALUES})
+    assert {item["metadata"]["namespace"] for item in objects_of(objects, "KopfPeering")} == {
+        "team-a",
+        "team-b",
+    }
+    assert not objects_of(objects, "ClusterKopfPeering")
+    for role in objects_of(objects, "Role"):
+        assert any(rule["resources"] == ["kopfpeerings"] for rule in role["rules"])
+
+
+def test_replicas_with_a_self_signed_webhook_certificate_are_refused() -> None:
+    result = render_text({"replicas": 2}, check=False)
+    assert result.returncode != 0
+    assert "webhook.certManager.enabled" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DAGFLOW_NAMESPACES",
+        "DAGFLOW_GPU_RESOURCE",
+        "DAGFLOW_GPU_NODE_SELECTOR",
+        "DAGFLOW_GPU_TOLERATIONS",
+        "DAGFLOW_HISTORY_RUNS",
+        "DAGFLOW_API_CONCURRENCY",
+        "DAGFLOW_LOG_FORMAT",
+        "DAGFLOW_METRICS_PORT",
+        "DAGFLOW_WEBHOOK_ENABLED",
+        "DAGFLOW_WEBHOOK_PORT",
+        "DAGFLOW_WEBHOOK_HOST",
+        "DAGFLOW_WEBHOOK_CERT_FILE",
+        "DAGFLOW_WEBHOOK_KEY_FILE",
+        "DAGFLOW_PEERING",
+    ],
+)
+def test_the_operator_reads_each_setting_the_chart_sets(name: str) -> None:
+    env = container_env(render(EVERYTHING_VALUES))
+    assert name in env
+    field = name.removeprefix("DAGFLOW_").lower()
+    assert field in OperatorSettings.model_fields, f"{name} is not an operator setting"
+
+
+def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "gpu": {
+            "resourceName": "amd.com/gpu",
+            # Helm merges maps with the defaults: null drops the default label.
+            "nodeSelector": {"accelerator": "mi300", "zone": "a", "nvidia.com/gpu.present": None},
+            "tolerations": [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+        "watchNamespaces": ["ml"],
+        "historyRuns": 5,
+    }
+    env = container_env(render(values))
+    for name in list(OperatorSettings.model_fields):
+        monkeypatch.delenv(f"DAGFLOW_{name.upper()}", raising=False)
+    for name, value in env.items():
+        if (
+            name.startswith("DAGFLOW_")
+            and name.removeprefix("DAGFLOW_").lower() in OperatorSettings.model_fields
+        ):
+            monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    assert settings.gpu_resource == "amd.com/gpu"
+    assert settings.gpu_node_selector == {"accelerator": "mi300", "zone": "a"}
+    assert settings.gpu_tolerations == values["gpu"]["tolerations"]  # type: ignore[index]
+    assert settings.namespaces == ["ml"]
+    assert settings.history_runs == 5
+    assert settings.webhook_host == "dagflow-dagflow-operator-webhook.dagflow-system.svc"
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replica": 2}, "additional properties 'replica' not allowed"),
+        ({"image": {"registry": "x"}}, "additional properties 'registry' not allowed"),
+        ({"webhook": {"certManager": {"issuer": "x"}}}, "additional properties 'issuer' not allowed"),
+        (
+            {"metrics": {"serviceMonitor": {"namespace": "x"}}},
+            "additional properties 'namespace' not allowed",
+        ),
+        ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "effects": "x"}]}}, "'effects'"),
+        ({"logFormat": "xml"}, "logFormat"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"extraEnv": [{"name": "PATH", "value": "/"}]}, "extraEnv"),
+    ],
+)
+def test_values_schema_refuses_unknown_keys_and_bad_values(values: dict[str, Any], complaint: str) -> None:
+    result = render_text(values, check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+
+
+def test_values_schema_closes_every_object() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    open_objects: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                extra = node.get("additionalProperties")
+                # Objects with named properties are closed; maps say what their values are.
+                closed = extra is False if "properties" in node else isinstance(extra, dict) and extra
+                if not closed:
+                    open_objects.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    walk(schema, "")
+    assert not open_objects
+
+
+def test_values_yaml_and_schema_know_the_same_keys() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"])
+
+
+def test_chart_crd_is_a_copy_of_the_generated_one() -> None:
+    generated = (REPO_ROOT / "crds" / "dagflow.dev_dagflows.yaml").read_bytes()
+    copy = (CHART_DIR / "crds" / "dagflow.dev_dagflows.yaml").read_bytes()
+    assert copy == generated, "charts/dagflow-operator/crds/ differs from crds/: run `make crds`"

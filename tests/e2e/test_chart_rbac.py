@@ -1,0 +1,233 @@
+"""The chart's RBAC is enough and no more: the operator runs the classic pipeline as the chart's
+ServiceAccount (a TokenRequest token, no other credentials), and that identity cannot read Secrets or
+exec into pods. The chart's ServiceAccount, RBAC, peering objects and webhook configurations are
+rendered by `helm template` and applied; the operator itself runs on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helm import container_env, install_chart_crds, render
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.flows import create, wait_for_phase, works_by_name
+from tests.e2e.test_pipelines import TRAININGS, classic
+from tests.kube import apply, get_json, kubectl, wait_for
+
+WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+# What the operator must be able to do in a namespace whose flows it runs.
+GRANTED = [
+    ("list", "dagflows.dagflow.dev"),
+    ("watch", "dagflows.dagflow.dev"),
+    ("patch", "dagflows.dagflow.dev/status"),
+    ("get", "jobs.batch"),
+    ("list", "jobs.batch"),
+    ("watch", "jobs.batch"),
+    ("create", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("create", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("create", "services"),
+    ("patch", "services"),
+    ("create", "events"),
+]
+# What it never needs, anywhere.
+REFUSED = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "pods/exec"),
+    ("create", "pods"),
+    ("get", "pods"),
+    ("get", "configmaps"),
+    ("create", "dagflows.dagflow.dev"),
+    ("update", "dagflows.dagflow.dev"),
+    ("delete", "dagflows.dagflow.dev"),
+    ("delete", "deployments.apps"),
+    ("delete", "services"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("create", "serviceaccounts/token"),
+]
+REFUSED_CLUSTER_WIDE = [
+    ("list", "secrets"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("impersonate", "serviceaccounts"),
+]
+
+
+def can_i(kubeconfig: Path, verb: str, resource: str, namespace: str | None) -> bool:
+    """`kubectl auth can-i` as the account; `resource` may name a subresource (`pods/exec`)."""
+    scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
+    resource, _, subresource = resource.partition("/")
+    if subresource:
+        scope.append(f"--subresource={subresource}")
+    result = kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource, *scope, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def service_account_kubeconfig(account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the local API server (server and CA of the admin one) with `account`'s token."""
+    admin = json.loads(kubectl("config", "view", "--minify", "--raw", "--flatten", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    token = kubectl("create", "token", account, "--duration", "1h", namespace=namespace).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}
+        ],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def webhooks_registered() -> bool:
+    configuration = get_json("validatingwebhookconfiguration", "dagflow.dev")
+    return bool(configuration.get("webhooks"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chart_crds(cluster: Any) -> list[str]:
+    """kopf's peering CRDs come with the chart."""
+    return install_chart_crds()
+
+
+@pytest.fixture
+def operator_namespace(namespace: str) -> Iterator[str]:
+    """The namespace the release goes to, apart from the one the flows run in."""
+    name = f"op-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+MODES = ["cluster-wide", "namespaced", "peering", "peering-namespaced"]
+
+
+def chart_values(mode: str, flows_namespace: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if mode.endswith("namespaced"):
+        values["watchNamespaces"] = [flows_namespace]
+    if mode.startswith("peering"):
+        values.update(replicas=2, webhook={"certManager": {"enabled": True}})
+    return values
+
+
+# What the operator's permissions are made of; the Deployment (and cert-manager's objects) are not
+# needed, since the operator runs on this machine.
+PERMISSION_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ClusterKopfPeering",
+    "KopfPeering",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+}
+
+
+def chart_permissions(release: str, namespace: str, values: dict[str, Any]) -> str:
+    """The chart's ServiceAccount, RBAC, peering objects and webhook configurations, as YAML."""
+    objects = render(values, release=release, namespace=namespace)
+    return yaml.safe_dump_all([item for item in objects if item["kind"] in PERMISSION_KINDS])
+
+
+def operator_settings(release: str, namespace: str, values: dict[str, Any]) -> dict[str, str]:
+    """The DAGFLOW_* settings the release would give its operator, as far as they bear on permissions."""
+    env = container_env(render(values, release=release, namespace=namespace))
+    wanted = ("DAGFLOW_NAMESPACES", "DAGFLOW_WEBHOOK_ENABLED", "DAGFLOW_PEERING")
+    return {name: value for name, value in env.items() if name in wanted}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_operator_runs_the_classic_pipeline_with_only_the_charts_rbac(
+    mode: str, namespace: str, operator_namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    release = f"rbac{uuid.uuid4().hex[:6]}"
+    account = f"{release}-dagflow-operator"
+    values = chart_values(mode, namespace)
+    as_account: OperatorProcess | None = None
+    manifest = ""
+    # The session's operator (an admin) must not run alongside; its webhook configurations, which
+    # the release takes over, go with it.
+    operator.stop()
+    kubectl("delete", *[f"{kind}/dagflow.dev" for kind in WEBHOOK_CONFIGURATIONS], "--ignore-not-found")
+    try:
+        manifest = chart_permissions(release, operator_namespace, values)
+        apply(manifest)
+        kubeconfig = service_account_kubeconfig(account, operator_namespace, tmp_path / "account.kubeconfig")
+        whoami = kubectl("--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json").stdout
+        assert json.loads(whoami)["status"]["userInfo"]["username"] == (
+            f"system:serviceaccount:{operator_namespace}:{account}"
+        )
+
+        # The operator on this machine, as the account, with the settings the release gives the pod.
+        settings = operator_settings(release, operator_namespace, values)
+        as_account = OperatorProcess(tmp_path, kubeconfig=kubeconfig, env=settings)
+        as_account.start()
+        wait_for(webhooks_registered, timeout=30, what="the operator to register its webhook")
+
+        create(classic("ml"), namespace)
+        final = wait_for_phase(namespace, "ml", timeout=180)
+        assert final["phase"] == "Serving", final
+        assert {works_by_name(final)[name]["phase"] for name in TRAININGS} == {"Succeeded"}
+        events = get_json("events", "--field-selector", "involvedObject.name=ml", namespace=namespace)[
+            "items"
+        ]
+        assert {"WorkStarted", "WorkSucceeded", "WorkServing"} <= {event["reason"] for event in events}
+        if "DAGFLOW_PEERING" in settings:
+            assert keep_alives(settings["DAGFLOW_PEERING"], values.get("watchNamespaces")), "no keep-alive"
+
+        for verb, resource in GRANTED:
+            assert can_i(kubeconfig, verb, resource, namespace), f"cannot {verb} {resource}"
+        for verb, resource in REFUSED:
+            assert not can_i(kubeconfig, verb, resource, namespace), f"can {verb} {resource}"
+        for verb, resource in REFUSED_CLUSTER_WIDE:
+            assert not can_i(kubeconfig, verb, resource, None), f"can {verb} {resource} cluster-wide"
+        if "watchNamespaces" in values:
+            for verb, resource in GRANTED:
+                assert not can_i(kubeconfig, verb, resource, "default"), f"can {verb} {resource} in default"
+        refused = kubectl("--kubeconfig", str(kubeconfig), "get", "secrets", namespace=namespace, check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+
+        # A clean stop removes the webhook configurations, with the account's own permissions.
+        as_account.stop()
+        for kind in WEBHOOK_CONFIGURATIONS:
+            assert kubectl("get", kind, "dagflow.dev", check=False).returncode != 0
+        log = as_account.log_path.read_text()
+        # RBAC refusals name the user; other 403s (a namespace being deleted) do not count.
+        refusal = re.compile(
+            rf"system:serviceaccount:{operator_namespace}:{account}\\?\" cannot|Not enough permissions"
+        )
+        found = refusal.search(log)
+        assert not found, f"the operator was refused something: {found.group(0)!r}; see {as_account.log_path}"
+    finally:
+        if as_account is not None:
+            as_account.stop()
+        if manifest:
+            kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
+        operator.start()
+
+
+def keep_alives(peering: str, namespaces: list[str] | None) -> bool:
+    """Whether the operator wrote its keep-alive into each peering object (it may patch them)."""
+    if not namespaces:
+        return bool(get_json("clusterkopfpeering", peering).get("status"))
+    return all(
+        get_json("kopfpeering", peering, namespace=namespace).get("status") for namespace in namespaces
+    )

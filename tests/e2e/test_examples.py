@@ -1,0 +1,124 @@
+"""Every file in examples/, applied as a user applies it, runs to its end on the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.flows import pods_of_work, wait_for_phase, works_by_name
+from tests.kube import REPO_ROOT, apply, get_json, kubectl
+
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+GPU_RESOURCE = "nvidia.com/gpu"
+EXAMPLE_IMAGE = "dagflow/examples:"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [document for document in docs if document.get("kind") == kind]
+
+
+def simulated_cluster() -> bool:
+    """Whether kwok plays the nodes (the local cluster, tests/cluster/nodes.yaml): no container runs."""
+    nodes = get_json("nodes")["items"]
+    return bool(nodes) and all(
+        (node["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake" for node in nodes
+    )
+
+
+def gpu_node_names() -> set[str]:
+    return {
+        node["metadata"]["name"]
+        for node in get_json("nodes")["items"]
+        if int((node["status"].get("allocatable") or {}).get(GPU_RESOURCE, 0)) > 0
+    }
+
+
+@pytest.fixture
+def volumes() -> Iterator[list[str]]:
+    """Names of the PersistentVolumes a test made; deleted afterwards."""
+    created: list[str] = []
+    yield created
+    for name in created:
+        kubectl("delete", "persistentvolume", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def bind_claims_in_advance(claims: list[dict[str, Any]], namespace: str, created: list[str]) -> None:
+    """The local cluster has no storage provisioner: give each claim a volume bound to it in advance.
+
+    Created before the claims, so the claim binds as soon as it exists. Nothing mounts the volume.
+    """
+    for claim in claims:
+        claim_name = claim["metadata"]["name"]
+        name = f"{namespace}-{claim_name}"
+        apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
+                    "accessModes": claim["spec"]["accessModes"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "claimRef": {"namespace": namespace, "name": claim_name},
+                    "hostPath": {"path": f"/tmp/dagflow-e2e/{name}", "type": "DirectoryOrCreate"},
+                },
+            }
+        )
+        created.append(name)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_example_runs_to_its_end(
+    path: Path, namespace: str, running_operator: OperatorProcess, volumes: list[str]
+) -> None:
+    docs = documents(path)
+    flows = of_kind(docs, "DAGFlow")
+    assert flows, f"{path.name} holds no DAGFlow"
+    all_works = [(flow["metadata"]["name"], work) for flow in flows for work in flow["spec"]["works"]]
+    gpu_works = {(flow_name, work["name"]) for flow_name, work in all_works if work.get("gpu", 0) > 0}
+    claims = of_kind(docs, "PersistentVolumeClaim")
+    example_image = any(work["container"]["image"].startswith(EXAMPLE_IMAGE) for _, work in all_works)
+    if (claims or example_image) and not simulated_cluster():
+        # Real containers need the example image on the nodes and a ReadWriteMany volume that every
+        # node mounts; the simulated cluster runs no container and needs neither.
+        pytest.skip(f"{path.name} runs on real nodes only with its image loaded and ReadWriteMany storage")
+    if gpu_works and not gpu_node_names():
+        pytest.skip(f"{path.name} has GPU works and the cluster has no node with {GPU_RESOURCE}")
+
+    bind_claims_in_advance(claims, namespace, volumes)
+    kubectl("apply", "-f", str(path), namespace=namespace)
+
+    for flow in flows:
+        name = flow["metadata"]["name"]
+        works = flow["spec"]["works"]
+        expected = "Serving" if any("serve" in work for work in works) else "Succeeded"
+        final = wait_for_phase(namespace, name, timeout=180)
+        assert final["phase"] == expected, final
+        assert final["progress"] == f"{len(works)}/{len(works)}"
+        ready = next(condition for condition in final["conditions"] if condition["type"] == "Ready")
+        assert ready["status"] == "True"
+        phases = {work_name: entry["phase"] for work_name, entry in works_by_name(final).items()}
+        assert phases == {work["name"]: "Serving" if "serve" in work else "Succeeded" for work in works}
+
+    gpu_nodes = gpu_node_names()
+    for flow_name, work_name in gpu_works:
+        pods = [
+            pod
+            for pod in pods_of_work(namespace, work_name)
+            if pod["metadata"]["annotations"].get("dagflow.dev/flow-name") == flow_name
+        ]
+        assert pods and all(pod["spec"]["nodeName"] in gpu_nodes for pod in pods), work_name
+
+    for claim in claims:
+        bound = get_json("persistentvolumeclaim", claim["metadata"]["name"], namespace=namespace)
+        assert bound["status"]["phase"] == "Bound"

@@ -1,0 +1,197 @@
+"""The example pipeline's steps as plain local processes, in the order the flow runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kube import REPO_ROOT
+
+PACKAGE_ROOT = REPO_ROOT / "images" / "examples"
+MODELS = ("linear", "forest", "gbr")
+FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+ROW = dict(zip(FEATURES, [0.04, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02], strict=True))
+
+
+def step_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_step(module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", f"pipeline.{module}", *args],
+        capture_output=True,
+        text=True,
+        env=step_env(),
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"pipeline.{module} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory after `process` and the three trainings (run at once, as in the flow)."""
+    data = tmp_path_factory.mktemp("data")
+    termination_log = data.parent / "process-termination-log"
+    termination_log.touch()
+    run_step("process", "--data", str(data), "--termination-log", str(termination_log))
+    assert termination_log.read_text().startswith("process: 353 training rows, 89 test rows")
+    trainings = {
+        model: subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "--model", model, "--data", str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=step_env(),
+        )
+        for model in MODELS
+    }
+    for model, process in trainings.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, f"training {model} failed:\n{stderr}"
+        assert stdout.startswith(f"train {model}: r2="), stdout
+    return data
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path) -> Iterator[str]:
+    port = free_port()
+    log_path = trained.parent / "serve.log"
+    command = [sys.executable, "-m", "pipeline.serve", "--data", str(trained)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=step_env(),
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"pipeline.serve exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            http(f"{url}/healthz")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, f"serve did not stop cleanly on SIGTERM:\n{log_path.read_text()}"
+
+
+def test_process_writes_the_split(trained: Path) -> None:
+    train = (trained / "dataset" / "train.csv").read_text().splitlines()
+    test = (trained / "dataset" / "test.csv").read_text().splitlines()
+    assert train[0].split(",") == [*FEATURES, "target"]
+    assert (len(train) - 1, len(test) - 1) == (353, 89)
+
+
+def test_each_training_writes_its_model_and_metrics(trained: Path) -> None:
+    for model in MODELS:
+        assert (trained / "models" / f"{model}.joblib").stat().st_size > 0
+        metrics = json.loads((trained / "models" / f"{model}.json").read_text())
+        assert metrics["model"] == model
+        assert 0.3 < metrics["r2"] < 1, metrics
+        assert metrics["mae"] > 0 and metrics["rmse"] >= metrics["mae"]
+        assert (metrics["train_rows"], metrics["test_rows"]) == (353, 89)
+    # No temporary files are left behind by the atomic writes.
+    assert sorted(path.name for path in (trained / "models").iterdir()) == sorted(
+        f"{model}.{suffix}" for model in MODELS for suffix in ("joblib", "json")
+    )
+
+
+def test_serve_answers_health_and_predictions_with_the_best_model(trained: Path, server: str) -> None:
+    scores = {model: json.loads((trained / "models" / f"{model}.json").read_text())["r2"] for model in MODELS}
+    best = max(scores, key=lambda model: scores[model])
+
+    status, health = http(f"{server}/healthz")
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["model"] == best
+    assert health["features"] == FEATURES
+
+    status, answer = http(f"{server}/predict", {"rows": [ROW, list(ROW.values())]})
+    assert status == 200, answer
+    assert answer["model"] == best
+    first, second = answer["predictions"]
+    assert first == pytest.approx(second)
+    assert 25 <= first <= 346  # the range of the data set's target
+
+    status, answer = http(f"{server}/predict", [ROW])  # a bare list of rows works too
+    assert status == 200 and answer["predictions"] == [first]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"rows": [{"age": 0.1}]}, "row 0 lacks sex"),
+        ({"rows": [[1, 2]]}, "row 0 has 2 values, the model takes 10"),
+        ({"rows": [{**ROW, "bmi": "high"}]}, "not a number"),
+        ({"rows": []}, "rows"),
+        (b"not json", "not JSON"),
+    ],
+)
+def test_serve_refuses_bad_rows_with_400(server: str, body: Any, error: str) -> None:
+    status, answer = http(f"{server}/predict", body)
+    assert status == 400
+    assert error in answer["error"]
+
+
+def test_unknown_paths_answer_404(server: str) -> None:
+    assert http(f"{server}/nope")[0] == 404
+    assert http(f"{server}/healthz", {"rows": [ROW]})[0] == 404
+
+
+def test_training_before_process_fails_with_a_clear_message(tmp_path: Path) -> None:
+    termination_log = tmp_path / "termination-log"
+    termination_log.touch()
+    arguments = ["--model", "linear", "--data", str(tmp_path / "empty")]
+    result = run_step("train", *arguments, "--termination-log", str(termination_log), check=False)
+    assert result.returncode == 1
+    assert "run `python -m pipeline.process` first" in result.stderr
+    assert "run `python -m pipeline.process` first" in termination_log.read_text()
+
+
+def test_serve_without_a_model_fails_with_a_clear_message(tmp_path: Path) -> None:
+    result = run_step("serve", "--data", str(tmp_path), "--port", "0", check=False)
+    assert result.returncode == 1
+    assert "no trained model" in result.stderr
+
+
+def test_the_termination_log_is_left_alone_where_it_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file"
+    run_step("process", "--data", str(tmp_path / "data"), "--termination-log", str(missing))
+    assert not missing.exists()
