@@ -503,7 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["KUBECONFIG"] = kubeconfig
     audit = AuditLog(Path(cluster("dir")) / "logs" / "audit.log")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/dagflows.dagflow.dev", "--timeout=60s")
+    # A CRD just applied has no conditions yet, which `kubectl wait` takes for an error: poll instead.
+    for _ in range(120):
+        established = kubectl(
+            "get",
+            "crd",
+            "dagflows.dagflow.dev",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+        )
+        if "True" in established:
+            break
+        time.sleep(0.5)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
     config.load_kube_config(config_file=kubeconfig)
