@@ -98,3 +98,27 @@ def wait_for(
             last_error = error
         time.sleep(interval)
     raise AssertionError(f"Timed out after {timeout}s waiting for {what}; last error: {last_error}")
+
+
+def apply_crds(directory: Path) -> list[str]:
+    """Apply every CRD in `directory` as users do and wait until each is Established; their names."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+    names = [
+        document["metadata"]["name"]
+        for path in sorted(directory.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document and document.get("kind") == "CustomResourceDefinition"
+    ]
+
+    def established() -> bool:
+        return all(
+            any(
+                condition["type"] == "Established" and condition["status"] == "True"
+                for condition in get_json("crd", name).get("status", {}).get("conditions") or []
+            )
+            for name in names
+        )
+
+    # Polled rather than `kubectl wait`, which fails while a new CRD has no conditions at all.
+    wait_for(established, timeout=60, what=f"the CRDs {', '.join(names)} to be Established")
+    return names

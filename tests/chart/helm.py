@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.kube import REPO_ROOT, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, apply_crds
 
 CHART_DIR = REPO_ROOT / "charts" / "dagflow-operator"
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build.sh"
@@ -144,22 +144,4 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
 
 def install_chart_crds() -> list[str]:
     """Apply the chart's crds/ (as Helm does on a first install), wait until Established; their names."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART_DIR / "crds"))
-    names = [
-        crd["metadata"]["name"]
-        for path in sorted((CHART_DIR / "crds").glob("*.yaml"))
-        for crd in load_yaml_documents(path)
-    ]
-
-    def established() -> bool:
-        return all(
-            any(
-                condition["type"] == "Established" and condition["status"] == "True"
-                for condition in get_json("crd", name).get("status", {}).get("conditions", [])
-            )
-            for name in names
-        )
-
-    # Polled rather than `kubectl wait`, which fails while a new CRD has no conditions at all.
-    wait_for(established, timeout=60, what="the chart's CRDs to be Established")
-    return names
+    return apply_crds(CHART_DIR / "crds")

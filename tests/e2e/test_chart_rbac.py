@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from tests.chart.helm import container_env, install_chart_crds, render
-from tests.e2e.conftest import OperatorProcess
 from tests.e2e.flows import create, wait_for_phase, works_by_name
 from tests.e2e.test_pipelines import TRAININGS, classic
 from tests.kube import apply, get_json, kubectl, wait_for
+from tests.operator_process import OperatorProcess
 
 WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 # What the operator must be able to do in a namespace whose flows it runs.

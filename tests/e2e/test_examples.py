@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import OperatorProcess
 from tests.e2e.flows import pods_of_work, wait_for_phase, works_by_name
 from tests.kube import REPO_ROOT, apply, get_json, kubectl
+from tests.operator_process import OperatorProcess
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 GPU_RESOURCE = "nvidia.com/gpu"

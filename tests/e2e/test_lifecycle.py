@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import time
 
-from tests.e2e.conftest import OperatorProcess
 from tests.e2e.flows import (
     create,
     flow,
@@ -17,6 +16,7 @@ from tests.e2e.flows import (
     works_by_name,
 )
 from tests.kube import apply, get_json, kubectl, wait_for
+from tests.operator_process import OperatorProcess
 
 
 def children(namespace: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from tests.e2e.conftest import OperatorProcess
 from tests.e2e.flows import (
     create,
     failing,
@@ -18,6 +17,7 @@ from tests.e2e.flows import (
     works_by_name,
 )
 from tests.kube import get_json, kubectl, wait_for
+from tests.operator_process import OperatorProcess
 
 TRAININGS = ("train-linear", "train-forest", "train-gbr")
 

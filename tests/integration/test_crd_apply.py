@@ -10,7 +10,7 @@ import yaml
 
 from dagflow.api.models import DAGFlowStatus
 from dagflow.validation import validate_flow
-from tests.kube import REPO_ROOT, apply, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -20,14 +20,7 @@ CRD_NAME = "dagflows.dagflow.dev"
 @pytest.fixture(scope="module", autouse=True)
 def dagflow_crd(cluster: Any) -> Iterator[None]:
     """The CRD from crds/, installed the way users install it, and Established."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-
-    def established() -> bool:
-        conditions = get_json("crd", CRD_NAME).get("status", {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    # Polled rather than `kubectl wait`, which fails while the new CRD has no conditions at all.
-    wait_for(established, timeout=60, what=f"CRD {CRD_NAME} to be Established")
+    apply_crds(REPO_ROOT / "crds")
     yield
 
 
