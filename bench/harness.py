@@ -8,8 +8,10 @@ writes the same numbers as JSON. `--quick` runs small sizes only, to prove the h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -17,9 +19,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +71,11 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-class JobWatcher:
-    """Records when each Job is first seen created and first seen complete."""
+class Watcher:
+    """A list-then-watch of one kind of object, cluster-wide, recording what each event shows."""
 
-    def __init__(self, batch: client.BatchV1Api) -> None:
-        self.batch = batch
-        self.created: dict[tuple[str, str], float] = {}
-        self.completed: dict[tuple[str, str], float] = {}
+    def __init__(self, list_function: Callable[..., Any]) -> None:
+        self.list_function = list_function
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -86,47 +87,72 @@ class JobWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def record(self, obj: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            listing = json.loads(self.batch.list_job_for_all_namespaces(_preload_content=False).data)
-            # Jobs that changed while no watch was open are seen here, or they would be missed.
-            for job in listing["items"]:
-                self._record(job)
-            version = listing["metadata"]["resourceVersion"]
-            self._ready.set()
-            stream = watch.Watch()
             try:
+                listing = json.loads(self.list_function(_preload_content=False).data)
+                # Objects that changed while no watch was open are seen here, or they would be missed.
+                for item in listing["items"]:
+                    self.record(item, time.monotonic())
+                self._ready.set()
+                stream = watch.Watch()
                 for event in stream.stream(
-                    self.batch.list_job_for_all_namespaces,
-                    resource_version=version,
+                    self.list_function,
+                    resource_version=listing["metadata"]["resourceVersion"],
                     timeout_seconds=60,
                     _preload_content=False,
                 ):
-                    self._record(event["raw_object"] if "raw_object" in event else event["object"])
+                    self.record(event["raw_object"], time.monotonic())
                     if self._stop.is_set():
                         break
             except Exception:  # a dropped watch is resumed from a fresh list
                 time.sleep(0.1)
 
-    def _record(self, job: Any) -> None:
-        now = time.monotonic()
-        if not isinstance(job, dict):
-            job = client.ApiClient().sanitize_for_serialization(job)
-        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+    def wait(self, seen: dict[tuple[str, str], Any], keys: Iterable[tuple[str, str]], timeout: float) -> None:
+        wanted = list(keys)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(key in seen for key in wanted):
+                return
+            time.sleep(0.02)
+        missing = [key for key in wanted if key not in seen]
+        raise TimeoutError(f"{len(missing)} of {len(wanted)} did not finish, e.g. {missing[:3]}")
+
+
+class JobWatcher(Watcher):
+    """Records when each Job is first seen created and first seen complete."""
+
+    def __init__(self, batch: client.BatchV1Api) -> None:
+        super().__init__(batch.list_job_for_all_namespaces)
+        self.created: dict[tuple[str, str], float] = {}
+        self.completed: dict[tuple[str, str], float] = {}
+
+    def record(self, obj: dict[str, Any], now: float) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         self.created.setdefault(key, now)
-        for condition in (job.get("status") or {}).get("conditions") or []:
+        for condition in (obj.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Complete" and condition.get("status") == "True":
                 self.completed.setdefault(key, now)
 
     def wait_complete(self, keys: Iterable[tuple[str, str]], timeout: float) -> None:
-        wanted = list(keys)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(key in self.completed for key in wanted):
-                return
-            time.sleep(0.02)
-        missing = [key for key in wanted if key not in self.completed]
-        raise TimeoutError(f"{len(missing)} Jobs did not complete, e.g. {missing[:3]}")
+        self.wait(self.completed, keys, timeout)
+
+
+class FlowWatcher(Watcher):
+    """Records when each DAGFlow is first seen in a final phase, and which."""
+
+    def __init__(self, custom: client.CustomObjectsApi) -> None:
+        super().__init__(partial(custom.list_cluster_custom_object, "dagflow.dev", "v1alpha1", "dagflows"))
+        self.finished: dict[tuple[str, str], tuple[float, str, str]] = {}
+
+    def record(self, obj: dict[str, Any], now: float) -> None:
+        status = obj.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            self.finished.setdefault(key, (now, status["phase"], str(status.get("message", ""))))
 
 
 # -- the operator's own cost ------------------------------------------------------------------------
@@ -212,6 +238,7 @@ class Bench:
     namespace: str
     operator: OperatorProcess
     watcher: JobWatcher
+    flow_watcher: FlowWatcher
     audit: AuditLog
     custom: client.CustomObjectsApi
     batch: client.BatchV1Api
@@ -223,26 +250,12 @@ class Bench:
                 "dagflow.dev", "v1alpha1", self.namespace, "dagflows", flow, _preload_content=False
             )
 
-    def wait_flows(self, names: list[str], timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        pending = set(names)
-        while pending and time.monotonic() < deadline:
-            listing = json.loads(
-                self.custom.list_namespaced_custom_object(
-                    "dagflow.dev", "v1alpha1", self.namespace, "dagflows", _preload_content=False
-                ).data
-            )
-            for item in listing["items"]:
-                phase = (item.get("status") or {}).get("phase")
-                if item["metadata"]["name"] in pending and phase in ("Succeeded", "Failed"):
-                    if phase == "Failed":
-                        raise RuntimeError(f"flow {item['metadata']['name']} failed: {item['status']}")
-                    pending.discard(item["metadata"]["name"])
-            if pending:
-                time.sleep(0.1)
-        if pending:
-            raise TimeoutError(f"flows did not finish: {sorted(pending)[:3]}")
-        return time.monotonic()
+    def wait_flows(self, names: list[str], timeout: float) -> None:
+        keys = [(self.namespace, name) for name in names]
+        self.flow_watcher.wait(self.flow_watcher.finished, keys, timeout)
+        failed = [key for key in keys if self.flow_watcher.finished[key][1] == "Failed"]
+        if failed:
+            raise RuntimeError(f"flow {failed[0][1]} failed: {self.flow_watcher.finished[failed[0]][2]}")
 
     def dependency_latencies(self, flows: list[dict[str, Any]]) -> list[float]:
         latencies = []
@@ -446,6 +459,22 @@ def scenario_memory(bench: Bench, jobs_wanted: int) -> None:
     }
 
 
+@contextlib.contextmanager
+def profiled(pid: int, output: Path) -> Iterator[None]:
+    """py-spy samples `pid` meanwhile; its collapsed stacks (frames, then a count) land in `output`."""
+    command = [str(REPO_ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+    sampler = subprocess.Popen(
+        [*command, "--format", "raw", "--output", str(output), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+
+
 # -- report ------------------------------------------------------------------------------------------
 
 
@@ -494,6 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the operator with py-spy during each scenario (results/profile-<scenario>.txt)",
+    )
     args = parser.parse_args(argv)
     sizes = (
         {"chain": 10, "flows": 5, "flow_length": 5, "fan": 20, "sweep": [10, 50], "jobs": 300}
@@ -516,12 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     kubectl("create", "namespace", namespace)
     config.load_kube_config(config_file=kubeconfig)
     batch, custom = client.BatchV1Api(), client.CustomObjectsApi()
-    watcher = JobWatcher(batch)
+    watcher, flow_watcher = JobWatcher(batch), FlowWatcher(custom)
     watcher.start()
+    flow_watcher.start()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     operator = OperatorProcess(args.output.parent)
     operator.start()
-    bench = Bench(namespace, operator, watcher, audit, custom, batch)
+    bench = Bench(namespace, operator, watcher, flow_watcher, audit, custom, batch)
     try:
         scenarios: dict[str, tuple[str, Callable[[], None]]] = {
             "chain": ("dependency latency, chain", lambda: scenario_chain(bench, sizes["chain"])),
@@ -538,11 +573,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             started = time.monotonic()
             print(f"Running: {title}", file=sys.stderr, flush=True)
-            scenario()
+            if args.profile:
+                with profiled(operator_pid(operator), args.output.parent / f"profile-{key}.txt"):
+                    scenario()
+            else:
+                scenario()
             print(f"Finished: {title} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
             args.output.write_text(json.dumps(bench.results, indent=2))
     finally:
         watcher.stop()
+        flow_watcher.stop()
         operator.stop()
         kubectl("delete", "namespace", namespace, "--wait=false")
         if not was_running and not args.keep_cluster:

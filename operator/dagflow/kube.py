@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
@@ -39,6 +40,8 @@ class KubeClient:
         self.custom = client.CustomObjectsApi(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
         self._slots = asyncio.Semaphore(concurrency)
+        # Its own threads: asyncio's default pool has only a handful on a small machine.
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="dagflow-api")
 
     async def _call(
         self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any
@@ -56,7 +59,7 @@ class KubeClient:
 
         async with self._slots:
             try:
-                return await asyncio.to_thread(call)
+                return await asyncio.get_running_loop().run_in_executor(self._threads, call)
             except ApiException as error:
                 if error.status not in (404, 409):
                     metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(error.status)).inc()
@@ -154,6 +157,35 @@ class KubeClient:
             except ApiException as error:
                 if error.status != 404:
                     raise
+
+    def peering_status(self, peering: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        """The peers recorded in kopf's peering object(s) `peering`: cluster-wide, or one per namespace."""
+        if namespaces:
+            found = [
+                self._read_peering(
+                    self.custom.get_namespaced_custom_object, namespace, "kopfpeerings", peering
+                )
+                for namespace in namespaces
+            ]
+        else:
+            found = [
+                self._read_peering(self.custom.get_cluster_custom_object, "clusterkopfpeerings", peering)
+            ]
+        return [status for status in found if status]
+
+    @staticmethod
+    def _read_peering(read: Callable[..., Any], *args: str) -> dict[str, Any]:
+        try:
+            response = read("kopf.dev", "v1", *args, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        try:
+            status: dict[str, Any] = json.loads(response.data).get("status") or {}
+        finally:
+            response.release_conn()
+        return status
 
     async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:
         try:

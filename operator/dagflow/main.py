@@ -18,7 +18,6 @@ import kopf
 from dagflow import kube as kube_module
 from dagflow import metrics, naming
 from dagflow.api.models import GROUP, PLURAL, VERSION
-from dagflow.certs import write_self_signed
 from dagflow.observe import (
     DeploymentObservation,
     FlowKey,
@@ -31,6 +30,7 @@ from dagflow.reconciler import Reconciler
 from dagflow.settings import OperatorSettings
 from dagflow.status import Transition
 from dagflow.validation import validate_flow
+from dagflow.webhook import build_webhook_server, live_peers
 
 logger = logging.getLogger("dagflow")
 
@@ -55,6 +55,23 @@ def _flow_key(namespace: str | None, body: Mapping[str, Any]) -> FlowKey | None:
     return (namespace, flow) if namespace and flow else None
 
 
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """No last-handled state: the operator has no on.create/on.update handlers that would diff it.
+
+    kopf's own storages deep-copy every object on every event to build that state, which for a
+    2,000-work flow or thousands of Jobs is most of the operator's CPU.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     operator_settings = OperatorSettings()
@@ -62,23 +79,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Events are posted on purpose, per work transition; kopf's own log lines stay out of them.
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dagflow.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dagflow.dev")
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
     settings.watching.server_timeout = 300
     if operator_settings.webhook_enabled:
-        host = operator_settings.webhook_host or "localhost"
-        certfile, pkeyfile = operator_settings.webhook_cert_file, operator_settings.webhook_key_file
-        if not (certfile and pkeyfile):
-            cert_path, key_path = write_self_signed([host, "localhost", "127.0.0.1"])
-            certfile, pkeyfile = str(cert_path), str(key_path)
-        settings.admission.server = kopf.WebhookServer(
-            addr="0.0.0.0" if operator_settings.webhook_host else "127.0.0.1",
-            port=operator_settings.webhook_port,
-            host=host,
-            certfile=certfile,
-            pkeyfile=pkeyfile,
-        )
+        settings.admission.server = build_webhook_server(operator_settings)
         if operator_settings.webhook_managed:
             settings.admission.managed = WEBHOOK_CONFIGURATION
     if operator_settings.metrics_port:
@@ -92,22 +98,33 @@ async def stop(**_: Any) -> None:
         await reconciler.stop()
     operator_settings: OperatorSettings | None = state.get("settings")
     if operator_settings and operator_settings.webhook_enabled and operator_settings.webhook_managed:
-        # Without the operator nobody answers the webhook; leave DAGFlows writable.
+        # Without the operator nobody answers the webhook; leave DAGFlows writable, unless a peer
+        # replica is still there to answer it.
         try:
             kube = kube_module.KubeClient(1)
+            if operator_settings.peering:
+                peers = await asyncio.to_thread(
+                    kube.peering_status, operator_settings.peering, operator_settings.namespaces
+                )
+                others = [peer for status in peers for peer in live_peers(status, state["priority"])]
+                if others:
+                    logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
+                    return
             await asyncio.to_thread(kube.delete_webhook_configurations, WEBHOOK_CONFIGURATION)
         except Exception as error:  # shutting down anyway
             logger.warning("Could not delete the ValidatingWebhookConfiguration: %s", error)
 
 
+# Indexers and handlers are coroutines: kopf runs plain functions in a thread pool, a hop per
+# event that costs more than the work they do.
 @kopf.index("batch", "v1", "jobs", labels=CHILD_FILTER)
-def flow_jobs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+async def flow_jobs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
     key = _flow_key(namespace, body)
     return {key: observe_job(body)} if key else None
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD_FILTER)
-def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+async def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
     key = _flow_key(namespace, body)
     return {key: observe_deployment(body)} if key else None
 
@@ -142,7 +159,6 @@ async def flow_changed(
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
-@kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow")
 def refuse_invalid_flow(spec: kopf.Spec, name: str | None, **_: Any) -> None:
     """What the CRD schema cannot check (cycles, unknown dependencies) is refused here."""
     problems = validate_flow(dict(spec), flow_name=name)
@@ -163,7 +179,12 @@ def _ensure_reconciler(
     if "reconciler" not in state:
         settings: OperatorSettings = state["settings"]
         state["reconciler"] = Reconciler(
-            settings, kube_module.KubeClient(settings.api_concurrency), jobs, deployments, _post_event
+            settings,
+            kube_module.KubeClient(settings.api_concurrency),
+            jobs,
+            deployments,
+            _post_event,
+            workers=settings.reconcile_workers,
         )
     return _reconciler()
 
@@ -196,10 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     # With peering, the replica of the highest priority works and the others stand by; a random
     # priority keeps two replicas from ever having the same one (which would freeze both).
     peering = operator_settings.peering
+    state["priority"] = secrets.randbelow(2**31) if peering else 0
+    if operator_settings.webhook_enabled:
+        # Registered only when served: kopf refuses to start with admission handlers and no server.
+        kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow")(refuse_invalid_flow)
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
-        priority=secrets.randbelow(2**31) if peering else None,
+        priority=state["priority"] if peering else None,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness or None,

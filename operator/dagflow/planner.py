@@ -114,6 +114,8 @@ def plan_run(
             else:
                 state.job = naming.serve_name(flow.name, name)
             state.phase, state.started_at, state.message = WorkPhase.RUNNING, now, None
+            if work.serve is None:
+                state.attempts = 1
             plan.start.append(work)
 
     plan.works = [states[work.name] for work in spec.works]
@@ -188,14 +190,17 @@ def _observed_state(
         return state
     state.job = job.name
     state.attempts = job.attempts
-    state.started_at = job.started_at
+    # Kept from when the operator started the work, so that the pod's own start (the Job's
+    # startTime) does not cost another status patch.
+    state.started_at = (previous or {}).get("startedAt") or job.started_at
     if job.outcome == "Succeeded":
         state.phase, state.finished_at = WorkPhase.SUCCEEDED, job.finished_at
     elif job.outcome == "Failed":
         state.phase, state.finished_at = WorkPhase.FAILED, job.finished_at
         state.message = _failure_message(job, work)
     else:
-        state.phase = WorkPhase.RUNNING
+        # The first attempt counts from the Job's creation, not from its pod's: one patch less.
+        state.phase, state.attempts = WorkPhase.RUNNING, max(job.attempts, 1)
         if job.deleting:
             state.message = "its Job is being deleted; it is created again once gone"
     return state

@@ -26,13 +26,15 @@ from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation
 from dagflow.planner import Plan, plan_run, reject_start
 from dagflow.settings import OperatorSettings
-from dagflow.status import Transition, build_status, invalid_status, transitions
+from dagflow.status import Transition, build_status, invalid_status, summarize, transitions
 from dagflow.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
 
 PostEvent = Callable[[Mapping[str, Any], Transition], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+# After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
+UNSEEN_JOB_TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,24 @@ class ParsedSpec:
     spec: DAGFlowSpec | None
     order: list[str]
     problem: str | None
+
+
+def just_created(name: str, work: str, run: int) -> JobObservation:
+    """A Job as it is the moment it is created: no pod yet, no outcome."""
+    return JobObservation(
+        name=name,
+        work=work,
+        run=run,
+        active=0,
+        succeeded=0,
+        failed=0,
+        outcome=None,
+        reason=None,
+        message=None,
+        started_at=None,
+        finished_at=None,
+        deleting=False,
+    )
 
 
 def utc_now() -> str:
@@ -83,6 +103,10 @@ class Reconciler:
         self._queued: set[FlowKey] = set()
         self._active: set[FlowKey] = set()
         self._dirty: set[FlowKey] = set()
+        # Jobs this operator created whose watch event has not reached the index yet, by flow and
+        # name, with when they were created: a pass in between must neither create them again nor
+        # report their works as not started.
+        self._unseen_jobs: dict[FlowKey, dict[str, tuple[JobObservation, float]]] = {}
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
         ]
@@ -93,6 +117,7 @@ class Reconciler:
         """Record the newest state of a flow (None: deleted) and schedule a pass."""
         if body is None:
             self.flows.pop(key, None)
+            self._unseen_jobs.pop(key, None)
             self._parsed.pop(key, None)
             self._phases.pop(key, None)
             self._update_phase_gauge()
@@ -167,6 +192,7 @@ class Reconciler:
         flow = FlowRef.from_body(body)
         all_jobs = list(self.jobs.get(key) or [])
         current_jobs = {job.work: job for job in all_jobs if job.run == run}
+        self._add_unseen_jobs(key, run, all_jobs, current_jobs)
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment for deployment in self.deployments.get(key) or []
         }
@@ -175,14 +201,16 @@ class Reconciler:
         )
         plan = plan_run(flow, parsed.spec, parsed.order, run, current_jobs, deployments, previous_works, now)
         await asyncio.gather(
-            self._start_children(flow, parsed.spec, run, plan),
+            self._start_children(key, flow, parsed.spec, run, plan),
             self._retire_old_jobs(flow, run, all_jobs),
         )
         new_status = build_status(plan, status, run, generation, now)
         if await self._write_status(key, body, new_status):
-            for transition in transitions(previous_works, plan):
-                self.post_event(body, transition)
+            changed = transitions(previous_works, plan)
+            for transition in changed:
                 self._observe_duration(plan, transition)
+            for event in summarize(changed):
+                self.post_event(body, event)
 
     def _parse(self, key: FlowKey, metadata: Mapping[str, Any], raw_spec: Mapping[str, Any]) -> ParsedSpec:
         uid, generation = str(metadata.get("uid")), int(metadata.get("generation") or 1)
@@ -203,7 +231,25 @@ class Reconciler:
             return last_run
         return last_run + 1
 
-    async def _start_children(self, flow: FlowRef, spec: DAGFlowSpec, run: int, plan: Plan) -> None:
+    def _add_unseen_jobs(
+        self, key: FlowKey, run: int, indexed: list[JobObservation], current: dict[str, JobObservation]
+    ) -> None:
+        unseen = self._unseen_jobs.get(key)
+        if not unseen:
+            return
+        seen = {job.name for job in indexed}
+        deadline = time.monotonic() - UNSEEN_JOB_TTL_SECONDS
+        for name, (job, created) in list(unseen.items()):
+            if name in seen or created < deadline:
+                del unseen[name]
+            elif job.run == run:
+                current.setdefault(job.work, job)
+        if not unseen:
+            del self._unseen_jobs[key]
+
+    async def _start_children(
+        self, key: FlowKey, flow: FlowRef, spec: DAGFlowSpec, run: int, plan: Plan
+    ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             try:
                 await create()
@@ -231,7 +277,7 @@ class Reconciler:
         for work in list(plan.start):
             if work.serve is None:
                 job = build_job(flow, spec, work, run, self.settings)
-                tasks.append(start(work.name, partial(self._create_job, job)))
+                tasks.append(start(work.name, partial(self._create_job, key, work.name, run, job)))
             else:
                 deployment = build_deployment(flow, spec, work, run, self.settings)
                 service = build_service(flow, work, run)
@@ -241,10 +287,13 @@ class Reconciler:
         if errors:
             raise errors[0]
 
-    async def _create_job(self, job: dict[str, Any]) -> None:
+    async def _create_job(self, key: FlowKey, work: str, run: int, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
         if await self.kube.create_job(job):
             metrics.CHILDREN_CREATED.labels(kind="Job").inc()
-            logger.info("Created Job %s/%s", job["metadata"]["namespace"], job["metadata"]["name"])
+            logger.info("Created Job %s/%s", job["metadata"]["namespace"], name)
+        if key in self.flows:
+            self._unseen_jobs.setdefault(key, {})[name] = (just_created(name, work, run), time.monotonic())
 
     async def _create_serving(self, deployment: dict[str, Any], service: dict[str, Any]) -> None:
         await self.kube.ensure_service(service)

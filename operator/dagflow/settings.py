@@ -33,6 +33,9 @@ class OperatorSettings(BaseSettings):
         description="How long a reconcile waits after the first event so a burst becomes one status patch.",
     )
     api_concurrency: int = Field(16, ge=1, description="Kubernetes API calls in flight at once.")
+    reconcile_workers: int = Field(
+        8, ge=1, description="Flows reconciled at once (each flow is only ever reconciled by one)."
+    )
     metrics_port: int = Field(
         9090, ge=0, description="Port of the Prometheus metrics endpoint; 0 turns it off."
     )
@@ -41,6 +44,14 @@ class OperatorSettings(BaseSettings):
     webhook_host: str | None = Field(
         None,
         description="Host the API server reaches the webhook at; unset: kopf detects it for a local run.",
+    )
+    webhook_service: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "`<namespace>/<name>` of the Service in front of the operator (port: webhook_port): the"
+            " webhook is registered as that Service, as in a cluster; unset: registered by URL."
+        ),
     )
     webhook_cert_file: str | None = Field(None, description="TLS certificate of the webhook server.")
     webhook_key_file: str | None = Field(None, description="TLS private key of the webhook server.")

@@ -11,6 +11,8 @@ from dagflow.planner import Plan
 
 READY_CONDITION = "Ready"
 FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED})
+# More works than this making the same move in one pass get one Event between them.
+EVENTS_PER_PASS_AND_REASON = 5
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,40 @@ def transitions(previous_works: Mapping[str, Mapping[str, Any]], plan: Plan) -> 
     return changed
 
 
+def summarize(changed: list[Transition], limit: int = EVENTS_PER_PASS_AND_REASON) -> list[Transition]:
+    """The Events to post for one pass: one per work, unless more than `limit` works made the
+    same move at once, in which case a single Event names them (the first `limit` of them).
+
+    A wide flow would otherwise post thousands of Events, each an API write; the status holds every
+    work's detail anyway.
+    """
+    by_phase: dict[WorkPhase, list[Transition]] = {}
+    for transition in changed:
+        by_phase.setdefault(transition.phase, []).append(transition)
+    events = []
+    for phase, group in by_phase.items():
+        if len(group) <= limit:
+            events.extend(group)
+            continue
+        names = ", ".join(transition.work for transition in group[:limit])
+        shown = f"{names} and {len(group) - limit} more"
+        verb = _PLURAL_VERBS.get(phase, phase.value.lower())
+        events.append(Transition(shown, phase, f"{len(group)} works {verb}: {shown}"))
+    return events
+
+
+_VERBS = {
+    WorkPhase.RUNNING: "started",
+    WorkPhase.SUCCEEDED: "succeeded",
+    WorkPhase.FAILED: "failed",
+    WorkPhase.SKIPPED: "was skipped",
+    WorkPhase.SERVING: "is serving",
+}
+_PLURAL_VERBS = {**_VERBS, WorkPhase.SKIPPED: "were skipped", WorkPhase.SERVING: "are serving"}
+
+
 def _event_message(work: str, phase: WorkPhase, detail: str | None) -> str:
-    verb = {
-        WorkPhase.RUNNING: "started",
-        WorkPhase.SUCCEEDED: "succeeded",
-        WorkPhase.FAILED: "failed",
-        WorkPhase.SKIPPED: "was skipped",
-        WorkPhase.SERVING: "is serving",
-    }.get(phase, phase.value.lower())
+    verb = _VERBS.get(phase, phase.value.lower())
     return f"Work {work} {verb}" + (f": {detail}" if detail else "")
 
 

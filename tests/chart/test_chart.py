@@ -105,7 +105,7 @@ def test_services_front_the_metrics_and_webhook_ports() -> None:
     webhook = services["dagflow-dagflow-operator-webhook"]
     assert webhook["spec"]["ports"][0]["port"] == int(env["DAGFLOW_WEBHOOK_PORT"]) == 9443
     assert env["DAGFLOW_METRICS_PORT"] == "9090"
-    assert env["DAGFLOW_WEBHOOK_HOST"] == "dagflow-dagflow-operator-webhook.dagflow-system.svc"
+    assert env["DAGFLOW_WEBHOOK_SERVICE"] == "dagflow-system/dagflow-dagflow-operator-webhook"
     selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     for service in services.values():
         assert service["spec"]["selector"] == selector
@@ -210,12 +210,14 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     assert not objects_of(render(), "ServiceMonitor")
 
 
-def test_cert_manager_certificate_names_the_webhook_host_and_is_mounted() -> None:
+def test_cert_manager_certificate_names_the_webhook_service_and_is_mounted() -> None:
     objects = render({"webhook": {"certManager": {"enabled": True}}})
     env = container_env(objects)
     certificate = one(objects, "Certificate")
     issuer = one(objects, "Issuer")
-    assert env["DAGFLOW_WEBHOOK_HOST"] in certificate["spec"]["dnsNames"]
+    namespace, service = env["DAGFLOW_WEBHOOK_SERVICE"].split("/")
+    # The name the API server checks the certificate against when it calls a Service reference.
+    assert f"{service}.{namespace}.svc" in certificate["spec"]["dnsNames"]
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
     assert issuer["spec"] == {"selfSigned": {}}
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
@@ -297,7 +299,7 @@ def test_replicas_with_a_self_signed_webhook_certificate_are_refused() -> None:
         "DAGFLOW_METRICS_PORT",
         "DAGFLOW_WEBHOOK_ENABLED",
         "DAGFLOW_WEBHOOK_PORT",
-        "DAGFLOW_WEBHOOK_HOST",
+        "DAGFLOW_WEBHOOK_SERVICE",
         "DAGFLOW_WEBHOOK_CERT_FILE",
         "DAGFLOW_WEBHOOK_KEY_FILE",
         "DAGFLOW_PEERING",
@@ -336,7 +338,7 @@ def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.Monk
     assert settings.gpu_tolerations == values["gpu"]["tolerations"]  # type: ignore[index]
     assert settings.namespaces == ["ml"]
     assert settings.history_runs == 5
-    assert settings.webhook_host == "dagflow-dagflow-operator-webhook.dagflow-system.svc"
+    assert settings.webhook_service == "dagflow-system/dagflow-dagflow-operator-webhook"
 
 
 @pytest.mark.parametrize(

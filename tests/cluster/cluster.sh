@@ -71,6 +71,8 @@ up() {
     local audit_args=()
     # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
     if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
+    # enable-aggregator-routing: the API server calls a webhook registered as a Service at one of
+    # the Service's endpoints, as no kube-proxy routes ClusterIPs here.
     kwokctl create cluster --name "$cluster_name" --runtime binary \
       --kubeconfig "$kubeconfig" \
       --etcd-binary "$bin_dir/etcd" \
@@ -79,6 +81,7 @@ up() {
       --kube-scheduler-binary "$bin_dir/kube-scheduler" \
       --kwok-controller-binary "$bin_dir/kwok" \
       --disable-qps-limits \
+      --extra-args kube-apiserver=enable-aggregator-routing=true \
       --heartbeat-factor 1 --node-lease-duration-seconds 20 \
       --config "$here/stages.yaml" \
       "${audit_args[@]}" \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -691,3 +692,27 @@ def test_a_flow_with_failures_always_comes_to_an_end_that_follows_its_rules(
     else:
         assert result.phase == FlowPhase.FAILED
         assert result.message
+
+
+# -- status churn ------------------------------------------------------------------------------------
+
+
+def test_a_started_work_reads_the_same_from_job_creation_to_its_pod_running() -> None:
+    """Its Job appearing and its pod starting change nothing a user sees: no status patch each time."""
+    flow_spec = spec(work("train"))
+    started = plan(flow_spec)
+    assert [w.name for w in started.start] == ["train"]
+    recorded = {state.name: state.to_status() for state in started.works}
+
+    created = job_obs("train")
+    just_created = dataclasses.replace(created, active=0, started_at=None)
+    pod_running = dataclasses.replace(created, started_at="2024-05-01T10:00:07Z")
+    for observed in (just_created, pod_running):
+        again = plan(flow_spec, [observed], previous=recorded)
+        assert {state.name: state.to_status() for state in again.works} == recorded
+
+
+def test_a_retried_work_counts_each_attempt() -> None:
+    retrying = dataclasses.replace(job_obs("train"), failed=1, active=1)
+    state = plan(spec(work("train", retries=2)), [retrying]).works[0]
+    assert (state.phase, state.attempts) == (WorkPhase.RUNNING, 2)

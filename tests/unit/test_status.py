@@ -8,7 +8,7 @@ import pytest
 
 from dagflow.api.models import DAGFlowStatus, FlowPhase, WorkPhase
 from dagflow.planner import Plan, WorkState
-from dagflow.status import build_status, invalid_status, transitions
+from dagflow.status import Transition, build_status, invalid_status, summarize, transitions
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"
@@ -249,3 +249,19 @@ def test_each_outcome_has_its_own_reason(phase: str, reason: str) -> None:
 
 def test_a_work_going_back_to_pending_is_not_announced() -> None:
     assert transitions({"a": {"phase": "Running"}}, plan_of("Running", ws("a"))) == []
+
+
+def test_a_few_works_moving_together_get_an_event_each() -> None:
+    changed = [Transition(name, WorkPhase.SUCCEEDED, f"Work {name} succeeded") for name in "abc"]
+    assert summarize(changed, limit=5) == changed
+
+
+def test_many_works_moving_together_share_one_event_per_move() -> None:
+    started = [Transition(f"w{i}", WorkPhase.RUNNING, f"Work w{i} started") for i in range(8)]
+    failed = Transition("bad", WorkPhase.FAILED, "Work bad failed: exit code 1")
+    events = summarize([*started, failed], limit=3)
+    assert [(event.reason, event.message) for event in events] == [
+        ("WorkStarted", "8 works started: w0, w1, w2 and 5 more"),
+        ("WorkFailed", "Work bad failed: exit code 1"),
+    ]
+    assert events[1].event_type == "Warning"

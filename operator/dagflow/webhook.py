@@ -1,0 +1,96 @@
+"""How the API server reaches the admission webhook: kopf's server, registered by URL or by Service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from dagflow.certs import write_self_signed
+from dagflow.settings import OperatorSettings
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS server, registered as a Service reference instead of a URL.
+
+    In a cluster the API server reaches webhooks through a Service: it resolves the Service itself
+    and checks the certificate against `<name>.<namespace>.svc`. A URL with that host name would
+    need the API server to resolve cluster DNS, which it usually cannot.
+    """
+
+    def __init__(self, *, service_namespace: str, service_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service_namespace = service_namespace
+        self.service_name = service_name
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for served in super().__call__(fn):
+            service = kopf.WebhookClientConfigService(
+                namespace=self.service_namespace,
+                name=self.service_name,
+                port=self.port,
+                # kopf appends "/<handler id>" to this path.
+                path=(self.path or "").rstrip("/"),
+            )
+            config = kopf.WebhookClientConfig(service=service)
+            if served.get("caBundle"):
+                config["caBundle"] = served["caBundle"]
+            yield config
+
+
+def service_host_names(namespace: str, name: str) -> list[str]:
+    """The names an in-cluster client may use for the Service; the first is what the API server checks."""
+    return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}", name]
+
+
+def build_webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
+    """The webhook server the settings ask for, with a self-signed certificate unless one is given."""
+    certfile, pkeyfile = settings.webhook_cert_file, settings.webhook_key_file
+    if settings.webhook_service:
+        namespace, name = settings.webhook_service.split("/")
+        if not (certfile and pkeyfile):
+            cert_path, key_path = write_self_signed(service_host_names(namespace, name))
+            certfile, pkeyfile = str(cert_path), str(key_path)
+        return ServiceWebhookServer(
+            service_namespace=namespace,
+            service_name=name,
+            addr="0.0.0.0",
+            port=settings.webhook_port,
+            certfile=certfile,
+            pkeyfile=pkeyfile,
+        )
+    host = settings.webhook_host or "localhost"
+    if not (certfile and pkeyfile):
+        cert_path, key_path = write_self_signed([host, "localhost", "127.0.0.1"])
+        certfile, pkeyfile = str(cert_path), str(key_path)
+    return kopf.WebhookServer(
+        addr="0.0.0.0" if settings.webhook_host else "127.0.0.1",
+        port=settings.webhook_port,
+        host=host,
+        certfile=certfile,
+        pkeyfile=pkeyfile,
+    )
+
+
+def live_peers(peering_status: dict[str, Any], own_priority: int, now: datetime | None = None) -> list[str]:
+    """Identities of the other operators whose keep-alive in a kopf peering object has not expired.
+
+    An operator is told apart from its peers by its priority, which each replica draws at random.
+    """
+    moment = now or datetime.now(UTC)
+    alive = []
+    for identity, peer in peering_status.items():
+        if not isinstance(peer, dict) or peer.get("priority") == own_priority:
+            continue
+        try:
+            seen = datetime.fromisoformat(str(peer["lastseen"]))
+            lifetime = timedelta(seconds=int(peer.get("lifetime", 60)))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        if seen + lifetime > moment:
+            alive.append(identity)
+    return alive

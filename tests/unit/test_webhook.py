@@ -1,0 +1,93 @@
+"""How the webhook is registered, and which peers keep it alive on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from dagflow.settings import OperatorSettings
+from dagflow.webhook import ServiceWebhookServer, build_webhook_server, live_peers
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def first_client_config(server: Any) -> dict[str, Any]:
+    async def never_called(*_: Any, **__: Any) -> Any:
+        raise AssertionError("no admission request is sent in this test")
+
+    async with server:
+        stream = server(never_called)
+        try:
+            return dict(await anext(stream))
+        finally:
+            await stream.aclose()
+
+
+def test_service_setting_registers_a_service_reference_with_a_certificate_for_its_name() -> None:
+    port = free_port()
+    settings = OperatorSettings(webhook_service="dagflow-system/dagflow-webhook", webhook_port=port)
+    server = build_webhook_server(settings)
+    assert isinstance(server, ServiceWebhookServer)
+
+    config = asyncio.run(first_client_config(server))
+
+    assert "url" not in config
+    assert config["service"] == {
+        "namespace": "dagflow-system",
+        "name": "dagflow-webhook",
+        "port": port,
+        "path": "",
+    }
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(config["caBundle"]))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    # The API server checks the serving certificate against this name when it calls the Service.
+    assert "dagflow-webhook.dagflow-system.svc" in names.get_values_for_type(x509.DNSName)
+
+
+def test_without_a_service_the_webhook_is_registered_by_url_on_localhost() -> None:
+    port = free_port()
+    server = build_webhook_server(OperatorSettings(webhook_port=port))
+
+    config = asyncio.run(first_client_config(server))
+
+    assert config["url"] == f"https://localhost:{port}"
+    assert "service" not in config
+    assert ssl.PEM_cert_to_DER_cert(base64.b64decode(config["caBundle"]).decode())
+
+
+@pytest.mark.parametrize("value", ["webhook", "Ns/name", "ns/name/extra", "/name"])
+def test_a_service_setting_that_is_not_namespace_slash_name_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="webhook_service"):
+        OperatorSettings(webhook_service=value)
+
+
+def peer(priority: int, seen_ago: timedelta, lifetime: int = 60) -> dict[str, Any]:
+    return {"priority": priority, "lifetime": lifetime, "lastseen": (NOW - seen_ago).isoformat()}
+
+
+def test_live_peers_are_the_others_with_an_unexpired_keep_alive() -> None:
+    status = {
+        "me@host": peer(7, timedelta(seconds=1)),
+        "fresh@host": peer(3, timedelta(seconds=10)),
+        "stale@host": peer(5, timedelta(seconds=61)),
+        "gone@host": peer(9, timedelta(seconds=0), lifetime=0),
+    }
+    assert live_peers(status, own_priority=7, now=NOW) == ["fresh@host"]
+
+
+def test_a_peering_object_without_peers_or_with_unreadable_ones_has_no_live_peers() -> None:
+    assert live_peers({}, own_priority=1, now=NOW) == []
+    assert live_peers({"odd": "text", "partial": {"priority": 2}}, own_priority=1, now=NOW) == []
