@@ -118,7 +118,8 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 {{- end }}
 {{- end }}
 
-{{/* kopf peering: watch the peering objects, patch our own with keep-alives. */}}
+{{/* kopf peering: watch the peering objects, patch our own with keep-alives, and read it on the
+way out (a replica leaves the webhook configuration in place while a peer lives). */}}
 {{- define "dagflow-operator.peeringRules" -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ .resource | quote }}]
@@ -126,5 +127,5 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: ["kopf.dev"]
   resources: [{{ .resource | quote }}]
   resourceNames: [{{ .name | quote }}]
-  verbs: ["patch"]
+  verbs: ["get", "patch"]
 {{- end }}
