@@ -46,8 +46,8 @@ cluster-down: ## Stop and delete the local cluster.
 ##@ Development
 .PHONY: lint
 lint: venv ## Run ruff and mypy.
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: crds
