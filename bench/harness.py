@@ -172,6 +172,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+
+
+def control_plane_cpu(cluster_dir: str) -> dict[str, float]:
+    """CPU seconds used so far by each process of the bench cluster (found by its folder)."""
+    used: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            name = (proc / "comm").read_text().strip()
+            if cluster_dir in command and name.startswith(CONTROL_PLANE):
+                used[name] = used.get(name, 0.0) + cpu_seconds(int(proc.name))
+        except (OSError, ValueError):  # the process ended meanwhile
+            continue
+    return used
+
+
+def cpu_since(before: dict[str, float], cluster_dir: str) -> dict[str, float]:
+    after = control_plane_cpu(cluster_dir)
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in sorted(after)}
+
+
 def operator_pid(operator: OperatorProcess) -> int:
     assert operator.process is not None, "the operator is not running"
     return operator.process.pid
@@ -260,6 +284,7 @@ class Bench:
     watcher: JobWatcher
     flow_watcher: FlowWatcher
     audit: AuditLog
+    cluster_dir: str
     custom: client.CustomObjectsApi
     batch: client.BatchV1Api
     results: dict[str, Any] = field(default_factory=dict)
@@ -363,11 +388,34 @@ def scenario_concurrent(bench: Bench, count: int, length: int) -> None:
 def scenario_fan(bench: Bench, width: int) -> None:
     name = f"fan-{width}"
     flow = manifest(name, fan(width))
+    started, cpu_before = time.monotonic(), control_plane_cpu(bench.cluster_dir)
     bench.measure("fanout", width + 2, partial(bench.run_flows, [flow], 1800))
-    bench.results["fanout"]["baseline_makespan_s"] = round(baseline_fan(bench, width), 2)
-    bench.results["fanout"]["ratio"] = round(
-        bench.results["fanout"]["makespan_s"] / bench.results["fanout"]["baseline_makespan_s"], 3
-    )
+    record = bench.results["fanout"]
+    record["control_plane_cpu_s"] = cpu_since(cpu_before, bench.cluster_dir)
+    record["timeline"] = fan_timeline(bench, name, width, started)
+    baseline_started, cpu_before = time.monotonic(), control_plane_cpu(bench.cluster_dir)
+    record["baseline_makespan_s"] = round(baseline_fan(bench, width), 2)
+    record["baseline_control_plane_cpu_s"] = cpu_since(cpu_before, bench.cluster_dir)
+    record["baseline_timeline"] = fan_timeline(bench, f"base-{width}", width, baseline_started)
+    record["ratio"] = round(record["makespan_s"] / record["baseline_makespan_s"], 3)
+
+
+def fan_timeline(bench: Bench, flow_name: str, width: int, started: float) -> dict[str, float]:
+    """When each stage of a fan-out was seen, in seconds from its start: where the time goes."""
+
+    def key(work_name: str) -> tuple[str, str]:
+        return (bench.namespace, naming.job_name(flow_name, 1, work_name))
+
+    middle = [key(f"w{i:04d}") for i in range(width)]
+    seen = {
+        "root_complete": bench.watcher.completed[key("root")],
+        "first_middle_created": min(bench.watcher.created[job] for job in middle),
+        "last_middle_created": max(bench.watcher.created[job] for job in middle),
+        "last_middle_complete": max(bench.watcher.completed[job] for job in middle),
+        "join_created": bench.watcher.created[key("join")],
+        "join_complete": bench.watcher.completed[key("join")],
+    }
+    return {stage: round(moment - started, 2) for stage, moment in seen.items()}
 
 
 def baseline_fan(bench: Bench, width: int) -> float:
@@ -549,6 +597,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample the operator with py-spy during each scenario (results/profile-<scenario>.txt)",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="DAGFLOW_NAME=VALUE",
+        help="run the operator with this setting (repeatable), to compare settings",
+    )
     args = parser.parse_args(argv)
     sizes: Sizes = (
         {"chain": 10, "flows": 5, "flow_length": 5, "fan": 20, "sweep": [10, 50], "jobs": 300}
@@ -575,9 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     watcher.start()
     flow_watcher.start()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(args.output.parent)
+    operator = OperatorProcess(args.output.parent, env=dict(item.split("=", 1) for item in args.setting))
     operator.start()
-    bench = Bench(namespace, operator, watcher, flow_watcher, audit, custom, batch)
+    bench = Bench(namespace, operator, watcher, flow_watcher, audit, cluster("dir"), custom, batch)
     try:
         scenarios: dict[str, tuple[str, Callable[[], None]]] = {
             "chain": ("dependency latency, chain", lambda: scenario_chain(bench, sizes["chain"])),

@@ -56,8 +56,8 @@ kind-down: | $(KIND) ## Delete the kind cluster.
 	$(KIND) delete cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
 
 .PHONY: kind-load
-kind-load: | $(KIND) ## Load the operator's image into the kind cluster's nodes.
-	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+kind-load: | $(KIND) ## Load the operator's and the example pipeline's images into the kind cluster's nodes.
+	$(KIND) load docker-image $(IMAGE) $(EXAMPLES_IMAGE) --name $(KIND_CLUSTER)
 
 .PHONY: deploy
 deploy: venv ## Install or upgrade the Helm release (RELEASE, DEPLOY_NAMESPACE) in the cluster of KUBECONFIG.
@@ -74,10 +74,11 @@ undeploy: ## Uninstall the Helm release; the CRDs and every DAGFlow stay (see th
 
 # The end-to-end suite against kind: the cluster is the one in KUBECONFIG (the tests neither start nor
 # stop it: DAGFLOW_TEST_CLUSTER=external) and the operator is the release deployed above
-# (DAGFLOW_TEST_OPERATOR=<namespace>/<release>). Works run in real containers there, so tests that
-# steer kwok's simulated pods skip themselves.
+# (DAGFLOW_TEST_OPERATOR=<namespace>/<release>), stopped and started by scaling its Deployment. Works
+# run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods or
+# run their own operator process) are left out, which leaves the examples/ flows.
 .PHONY: e2e-kind
-e2e-kind: venv image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
+e2e-kind: venv image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
 	$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
 	KUBECONFIG=$(KIND_KUBECONFIG) DAGFLOW_TEST_CLUSTER=external \
 		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) \

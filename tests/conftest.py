@@ -42,7 +42,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The local cluster, with KUBECONFIG pointing at it for the whole session."""
+    """The local cluster, with KUBECONFIG pointing at it for the whole session.
+
+    DAGFLOW_TEST_CLUSTER=external: the cluster of $KUBECONFIG as it is (kind, for `make e2e-kind`),
+    neither started nor stopped here.
+    """
+    if os.environ.get("DAGFLOW_TEST_CLUSTER") == "external":
+        kubeconfig = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+        reachable = kubectl("get", "--raw", "/readyz", check=False)
+        if reachable.returncode != 0:
+            pytest.fail(f"The cluster of {kubeconfig} does not answer:\n{reachable.stderr}", pytrace=False)
+        yield Cluster(kubeconfig=kubeconfig, started_here=False)
+        return
     running = run_cluster_script("status", check=False).returncode == 0
     result = run_cluster_script("env" if running else "up", check=False)
     if result.returncode != 0:

@@ -63,6 +63,11 @@ class OperatorProcess:
         if self.extra_env.get("DAGFLOW_WEBHOOK_ENABLED", "true") != "false":
             wait_for(self._webhook_registered, timeout=30, what="the validating webhook to be registered")
 
+    def ensure_running(self) -> None:
+        """Started again if an earlier test left it stopped."""
+        if self.process is None:
+            self.start()
+
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers run, exactly like a crash or an OOM kill."""
         assert self.process is not None
@@ -96,3 +101,39 @@ class OperatorProcess:
     def _webhook_registered() -> bool:
         result = kubectl("get", "validatingwebhookconfiguration", "dagflow.dev", "-o", "name", check=False)
         return result.returncode == 0
+
+
+class DeployedOperator:
+    """The operator a Helm release runs in the cluster (`make e2e-kind`), stopped and started by
+    scaling its Deployment, as the end-to-end tests stop and start a local process."""
+
+    def __init__(self, namespace: str, release: str) -> None:
+        self.namespace = namespace
+        self.selector = f"app.kubernetes.io/instance={release}"
+        self.replicas = 1
+
+    @property
+    def deployment(self) -> str:
+        names = kubectl("get", "deployments", "-l", self.selector, "-o", "name", namespace=self.namespace)
+        found = names.stdout.split()
+        assert len(found) == 1, f"expected one Deployment labelled {self.selector}, found {found}"
+        return found[0]
+
+    def ensure_running(self) -> None:
+        kubectl("scale", self.deployment, f"--replicas={self.replicas}", namespace=self.namespace)
+        kubectl("rollout", "status", self.deployment, "--timeout=180s", namespace=self.namespace, timeout=200)
+
+    def start(self) -> None:
+        self.ensure_running()
+
+    def stop(self) -> None:
+        """Scale to zero: the pods get SIGTERM and clean up, as on a rollout."""
+        deployment = self.deployment
+        current = kubectl("get", deployment, "-o", "jsonpath={.spec.replicas}", namespace=self.namespace)
+        self.replicas = max(int(current.stdout or 1), 1)
+        kubectl("scale", deployment, "--replicas=0", namespace=self.namespace)
+        wait_for(self._no_pods, timeout=120, what=f"the pods of {deployment} to be gone")
+
+    def _no_pods(self) -> bool:
+        pods = kubectl("get", "pods", "-l", self.selector, "-o", "name", namespace=self.namespace)
+        return not pods.stdout.split()

@@ -35,6 +35,7 @@ PostEvent = Callable[[Mapping[str, Any], Transition], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 # After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
 UNSEEN_JOB_TTL_SECONDS = 60.0
+FINAL_PHASES = ("Succeeded", "Failed", "Serving")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ def just_created(name: str, work: str, run: int) -> JobObservation:
         finished_at=None,
         deleting=False,
     )
+
+
+def status_hold(last_patch: float | None, now: float, spacing: float, phase: str) -> float:
+    """Seconds a flow's status must wait before its next patch; 0: patch now.
+
+    Each patch of a big flow costs the API server in proportion to the object's size, so a flow's
+    patches are `spacing` apart (`status_interval_per_1000_works` scaled by its works). Its first
+    patch and a final phase never wait.
+    """
+    if last_patch is None or phase in FINAL_PHASES:
+        return 0.0
+    return max(0.0, last_patch + spacing - now)
 
 
 def utc_now() -> str:
@@ -99,6 +112,8 @@ class Reconciler:
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
         self._phases: dict[FlowKey, str] = {}
         self._failures: Counter[FlowKey] = Counter()
+        self._last_patch: dict[FlowKey, float] = {}
+        self._held: dict[FlowKey, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[FlowKey] = asyncio.Queue()
         self._queued: set[FlowKey] = set()
         self._active: set[FlowKey] = set()
@@ -118,6 +133,10 @@ class Reconciler:
         if body is None:
             self.flows.pop(key, None)
             self._unseen_jobs.pop(key, None)
+            self._last_patch.pop(key, None)
+            held = self._held.pop(key, None)
+            if held is not None:
+                held.cancel()
             self._parsed.pop(key, None)
             self._phases.pop(key, None)
             self._update_phase_gauge()
@@ -139,6 +158,8 @@ class Reconciler:
             self._queue.put_nowait(key)
 
     async def stop(self) -> None:
+        for held in self._held.values():
+            held.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -204,6 +225,12 @@ class Reconciler:
             self._start_children(key, flow, parsed.spec, run, plan),
             self._retire_old_jobs(flow, run, all_jobs),
         )
+        hold = self._status_hold(key, len(parsed.spec.works), plan.phase.value)
+        if hold > 0:
+            # Children are never held back, only the status of a big flow between two patches.
+            if key not in self._held:
+                self._held[key] = asyncio.get_running_loop().call_later(hold, self._release, key)
+            return
         new_status = build_status(plan, status, run, generation, now)
         if await self._write_status(key, body, new_status):
             changed = transitions(previous_works, plan)
@@ -211,6 +238,14 @@ class Reconciler:
                 self._observe_duration(plan, transition)
             for event in summarize(changed):
                 self.post_event(body, event)
+
+    def _release(self, key: FlowKey) -> None:
+        self._held.pop(key, None)
+        self.enqueue(key)
+
+    def _status_hold(self, key: FlowKey, works: int, phase: str) -> float:
+        spacing = self.settings.status_interval_per_1000_works * works / 1000
+        return status_hold(self._last_patch.get(key), time.monotonic(), spacing, phase)
 
     def _parse(self, key: FlowKey, metadata: Mapping[str, Any], raw_spec: Mapping[str, Any]) -> ParsedSpec:
         uid, generation = str(metadata.get("uid")), int(metadata.get("generation") or 1)
@@ -330,6 +365,7 @@ class Reconciler:
         # Later passes must see this status before the watch brings it back, or they would
         # announce the same transitions again.
         body["status"] = status
+        self._last_patch[key] = time.monotonic()
         self._phases[key] = status["phase"]
         self._update_phase_gauge()
         return True

@@ -32,6 +32,14 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="How long a reconcile waits after the first event so a burst becomes one status patch.",
     )
+    status_interval_per_1000_works: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "Least time between two status patches of one flow, in seconds per 1,000 works: a big"
+            " flow's object costs the API server more per patch. A final phase is never held back."
+        ),
+    )
     api_concurrency: int = Field(16, ge=1, description="Kubernetes API calls in flight at once.")
     reconcile_workers: int = Field(
         8, ge=1, description="Flows reconciled at once (each flow is only ever reconciled by one)."

@@ -22,6 +22,8 @@ from tests.e2e.test_pipelines import TRAININGS, classic
 from tests.kube import apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
+pytestmark = pytest.mark.local_cluster
+
 WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 # What the operator must be able to do in a namespace whose flows it runs.
 GRANTED = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from tests.e2e.flows import (
     create,
     flow,
@@ -17,6 +19,8 @@ from tests.e2e.flows import (
 )
 from tests.kube import apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.local_cluster
 
 
 def children(namespace: str) -> list[str]:

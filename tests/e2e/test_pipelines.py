@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from tests.e2e.flows import (
     create,
     failing,
@@ -18,6 +20,8 @@ from tests.e2e.flows import (
 )
 from tests.kube import get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.local_cluster
 
 TRAININGS = ("train-linear", "train-forest", "train-gbr")
 

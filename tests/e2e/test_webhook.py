@@ -16,6 +16,8 @@ from tests.e2e.flows import create, flow, wait_for_phase, work
 from tests.kube import apply, get_json, kubectl
 from tests.operator_process import OperatorProcess, free_port
 
+pytestmark = pytest.mark.local_cluster
+
 CONFIGURATION = "dagflow.dev"
 CYCLE = [work("a", "c"), work("b", "a"), work("c", "b")]
 

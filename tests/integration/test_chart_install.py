@@ -18,6 +18,7 @@ import yaml
 
 from tests.chart.helm import CHART_DIR, helm, install, install_chart_crds, render_text, uninstall
 from tests.kube import get_json, kubectl, wait_for
+from tests.operator_process import DeployedOperator
 
 pytestmark = pytest.mark.cluster
 
@@ -113,6 +114,17 @@ def test_install_runs_the_operator_and_uninstall_leaves_only_the_crds(
         if values.get("watchNamespaces"):
             for watched in values["watchNamespaces"]:
                 assert len(labelled("role,rolebinding", release, watched)) == 2
+        else:
+            # How `make e2e-kind` stops and starts the release's operator between tests.
+            deployed = DeployedOperator(namespace, release)
+            deployed.stop()
+            assert (
+                get_json("deployment", f"{release}-dagflow-operator", namespace=namespace)["spec"]["replicas"]
+                == 0
+            )
+            deployed.start()
+            restarted = get_json("deployment", f"{release}-dagflow-operator", namespace=namespace)
+            assert restarted["status"].get("availableReplicas") == 1
     finally:
         uninstalled = uninstall(release, namespace)
     assert uninstalled.returncode == 0, uninstalled.stderr

@@ -1,0 +1,21 @@
+"""When a flow's status may be patched: big flows space their patches, final phases never wait."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagflow.reconciler import status_hold
+
+
+def test_the_first_patch_of_a_flow_never_waits() -> None:
+    assert status_hold(None, now=100.0, spacing=5.0, phase="Running") == 0.0
+
+
+def test_a_running_flow_waits_out_the_rest_of_its_spacing() -> None:
+    assert status_hold(98.0, now=100.0, spacing=5.0, phase="Running") == pytest.approx(3.0)
+    assert status_hold(90.0, now=100.0, spacing=5.0, phase="Running") == 0.0
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Serving"])
+def test_a_final_phase_is_patched_at_once(phase: str) -> None:
+    assert status_hold(99.9, now=100.0, spacing=5.0, phase=phase) == 0.0
