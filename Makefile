@@ -57,7 +57,11 @@ crds: venv ## Generate the CRD YAML from the pydantic models.
 .PHONY: install
 install: venv ## Apply the CRDs to the cluster in KUBECONFIG.
 	kubectl apply --server-side --force-conflicts -f crds/
-	kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s
+	@# `kubectl wait` fails, rather than waits, while a brand-new CRD has no conditions yet.
+	@for attempt in $$(seq 30); do \
+		kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s 2>/dev/null && exit 0; \
+		sleep 1; \
+	done; kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=5s
 
 .PHONY: uninstall
 uninstall: venv ## Delete the CRDs (and with them every DAGFlow) from the cluster in KUBECONFIG.

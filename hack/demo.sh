@@ -90,7 +90,12 @@ install_crd() {
     log "Trying again in 2 s (a fresh API server may still be initialising its storage)"
     sleep 2
   done
-  kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s >/dev/null
+  # `kubectl wait` fails, rather than waits, while a brand-new CRD has no conditions yet.
+  for attempt in $(seq 30); do
+    kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=5s >/dev/null
 }
 
 webhook_points_at() {
