@@ -36,6 +36,8 @@ RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 # After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
 UNSEEN_JOB_TTL_SECONDS = 60.0
 FINAL_PHASES = ("Succeeded", "Failed", "Serving")
+# A pass over a flow waits at least this long per work for more events: 0.1 s for 1,000 works.
+DELAY_PER_WORK_SECONDS = 0.0001
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,9 @@ class Reconciler:
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
-            # Wait a moment so a burst of child events becomes one pass and one status patch.
-            await asyncio.sleep(self.settings.reconcile_delay_seconds)
+            # Wait a moment so a burst of child events becomes one pass and one status patch. A pass
+            # over a big flow costs more, so it waits longer and so runs less often.
+            await asyncio.sleep(self._delay(key))
             self._queued.discard(key)
             self._active.add(key)
             retry_after: float | None = None
@@ -238,6 +241,11 @@ class Reconciler:
                 self._observe_duration(plan, transition)
             for event in summarize(changed):
                 self.post_event(body, event)
+
+    def _delay(self, key: FlowKey) -> float:
+        cached = self._parsed.get(key)
+        works = len(cached[2].spec.works) if cached and cached[2].spec else 0
+        return max(self.settings.reconcile_delay_seconds, works * DELAY_PER_WORK_SECONDS)
 
     def _release(self, key: FlowKey) -> None:
         self._held.pop(key, None)
