@@ -75,11 +75,11 @@ undeploy: ## Uninstall the Helm release; the CRDs and every DAGFlow stay (see th
 # The end-to-end suite against kind: the cluster is the one in KUBECONFIG (the tests neither start nor
 # stop it: DAGFLOW_TEST_CLUSTER=external) and the operator is the release deployed above
 # (DAGFLOW_TEST_OPERATOR=<namespace>/<release>), stopped and started by scaling its Deployment. Works
-# run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods or
-# run their own operator process) are left out, which leaves the examples/ flows.
+# run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods, run
+# their own operator process, or need the example image and shared storage) are not selected.
 .PHONY: e2e-kind
 e2e-kind: venv image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
 	$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
 	KUBECONFIG=$(KIND_KUBECONFIG) DAGFLOW_TEST_CLUSTER=external \
 		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) \
-		$(PYTEST) tests/e2e $(PYTEST_ARGS)
+		$(PYTEST) tests/e2e -m 'not local_cluster' $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from kubernetes import client, config
@@ -48,18 +49,11 @@ class KubeClient:
     ) -> bytes:
         """Call the API in a worker thread; return the raw response body."""
 
-        def call() -> bytes:
-            # Responses are not turned into client models: the operator hardly reads them. The
-            # body must still be read and the connection released, or every call opens a new one.
-            response = function(*args, _preload_content=False, **kwargs)
-            try:
-                return bytes(response.data)
-            finally:
-                response.release_conn()
-
         async with self._slots:
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._threads, partial(read_body, function, *args, **kwargs)
+                )
             except ApiException as error:
                 if error.status not in (404, 409):
                     metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(error.status)).inc()
@@ -176,15 +170,12 @@ class KubeClient:
     @staticmethod
     def _read_peering(read: Callable[..., Any], *args: str) -> dict[str, Any]:
         try:
-            response = read("kopf.dev", "v1", *args, _preload_content=False)
+            body = read_body(read, "kopf.dev", "v1", *args)
         except ApiException as error:
             if error.status == 404:
                 return {}
             raise
-        try:
-            status: dict[str, Any] = json.loads(response.data).get("status") or {}
-        finally:
-            response.release_conn()
+        status: dict[str, Any] = json.loads(body).get("status") or {}
         return status
 
     async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:
@@ -195,6 +186,19 @@ class KubeClient:
                 return False
             raise
         return True
+
+
+def read_body(function: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    """Call the API and return the raw response body.
+
+    Responses are not turned into client models: the operator hardly reads them. The body must
+    still be read and the connection released, or every call opens a new one.
+    """
+    response = function(*args, _preload_content=False, **kwargs)
+    try:
+        return bytes(response.data)
+    finally:
+        response.release_conn()
 
 
 def api_error_message(error: ApiException) -> str:

@@ -58,8 +58,8 @@ def _flow_key(namespace: str | None, body: Mapping[str, Any]) -> FlowKey | None:
 class NoDiffBaseStorage(kopf.DiffBaseStorage):
     """No last-handled state: the operator has no on.create/on.update handlers that would diff it.
 
-    kopf's own storages deep-copy every object on every event to build that state, which for a
-    2,000-work flow or thousands of Jobs is most of the operator's CPU.
+    kopf's own storages deep-copy every object on every event to build that state: a large share
+    of the operator's CPU with thousands of Jobs or a 2,000-work flow (docs/performance.md).
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import metrics
-from dagflow.api.models import DAGFlowSpec, WorkPhase
+from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation
@@ -35,7 +35,7 @@ PostEvent = Callable[[Mapping[str, Any], Transition], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 # After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
 UNSEEN_JOB_TTL_SECONDS = 60.0
-FINAL_PHASES = ("Succeeded", "Failed", "Serving")
+FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING})
 # A pass over a flow waits at least this long per work for more events: 0.1 s for 1,000 works.
 DELAY_PER_WORK_SECONDS = 0.0001
 
@@ -67,7 +67,7 @@ def just_created(name: str, work: str, run: int) -> JobObservation:
     )
 
 
-def status_hold(last_patch: float | None, now: float, spacing: float, phase: str) -> float:
+def status_hold(last_patch: float | None, now: float, spacing: float, phase: FlowPhase) -> float:
     """Seconds a flow's status must wait before its next patch; 0: patch now.
 
     Each patch of a big flow costs the API server in proportion to the object's size, so a flow's
@@ -228,7 +228,7 @@ class Reconciler:
             self._start_children(key, flow, parsed.spec, run, plan),
             self._retire_old_jobs(flow, run, all_jobs),
         )
-        hold = self._status_hold(key, len(parsed.spec.works), plan.phase.value)
+        hold = self._status_hold(key, len(parsed.spec.works), plan.phase)
         if hold > 0:
             # Children are never held back, only the status of a big flow between two patches.
             if key not in self._held:
@@ -251,7 +251,7 @@ class Reconciler:
         self._held.pop(key, None)
         self.enqueue(key)
 
-    def _status_hold(self, key: FlowKey, works: int, phase: str) -> float:
+    def _status_hold(self, key: FlowKey, works: int, phase: FlowPhase) -> float:
         spacing = self.settings.status_interval_per_1000_works * works / 1000
         return status_hold(self._last_patch.get(key), time.monotonic(), spacing, phase)
 

@@ -2,8 +2,8 @@
 
 `make e2e-kind` points the suite at a kind cluster instead (DAGFLOW_TEST_CLUSTER=external) and at the
 operator a Helm release runs there (DAGFLOW_TEST_OPERATOR=<namespace>/<release>). Works run in real
-containers there; the tests marked `local_cluster`, which steer kwok's simulated pods or run their
-own operator process, are left out of that run.
+containers there; `make e2e-kind` leaves out (`-m 'not local_cluster'`) the tests marked
+`local_cluster`, which steer kwok's simulated pods or run their own operator process.
 """
 
 from __future__ import annotations
@@ -36,13 +36,7 @@ def operator(
     process.start()
     yield process
     process.stop()
-    kubectl(
-        "delete",
-        "validatingwebhookconfiguration,mutatingwebhookconfiguration",
-        "dagflow.dev",
-        "--ignore-not-found",
-        check=False,
-    )
+    delete_webhook_configurations()
 
 
 @pytest.fixture
@@ -52,10 +46,20 @@ def running_operator(operator: OperatorProcess) -> OperatorProcess:
     return operator
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("DAGFLOW_TEST_CLUSTER") != "external":
-        return
-    leave_out = pytest.mark.skip(reason="needs the simulated local cluster and a local operator process")
-    for item in items:
-        if item.get_closest_marker("local_cluster"):
-            item.add_marker(leave_out)
+@pytest.fixture
+def without_shared_operator(operator: OperatorProcess) -> Iterator[None]:
+    """The session's operator stops (and its webhook configurations go) while a test runs its own."""
+    operator.stop()
+    delete_webhook_configurations()
+    yield
+    operator.start()
+
+
+def delete_webhook_configurations() -> None:
+    kubectl(
+        "delete",
+        "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+        "dagflow.dev",
+        "--ignore-not-found",
+        check=False,
+    )

@@ -158,17 +158,15 @@ def operator_settings(release: str, namespace: str, values: dict[str, Any]) -> d
 
 @pytest.mark.parametrize("mode", MODES)
 def test_operator_runs_the_classic_pipeline_with_only_the_charts_rbac(
-    mode: str, namespace: str, operator_namespace: str, operator: OperatorProcess, tmp_path: Path
+    mode: str, namespace: str, operator_namespace: str, tmp_path: Path, without_shared_operator: None
 ) -> None:
     release = f"rbac{uuid.uuid4().hex[:6]}"
     account = f"{release}-dagflow-operator"
     values = chart_values(mode, namespace)
     as_account: OperatorProcess | None = None
     manifest = ""
-    # The session's operator (an admin) must not run alongside; its webhook configurations, which
-    # the release takes over, go with it.
-    operator.stop()
-    kubectl("delete", *[f"{kind}/dagflow.dev" for kind in WEBHOOK_CONFIGURATIONS], "--ignore-not-found")
+    # The session's operator (an admin) does not run alongside (without_shared_operator); its
+    # webhook configurations, which the release takes over, went with it.
     try:
         manifest = chart_permissions(release, operator_namespace, values)
         apply(manifest)
@@ -234,7 +232,6 @@ def test_operator_runs_the_classic_pipeline_with_only_the_charts_rbac(
             as_account.stop()
         if manifest:
             kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
-        operator.start()
 
 
 def keep_alives(peering: str, namespaces: list[str] | None) -> bool:

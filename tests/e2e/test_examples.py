@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,25 @@ def bind_claims_in_advance(claims: list[dict[str, Any]], namespace: str, created
         created.append(name)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def needs_simulated_nodes(path: Path) -> bool:
+    """Whether the example's works use the example image or a claim: on real nodes they would need
+    the image loaded and ReadWriteMany storage; the simulated cluster runs no container."""
+    docs = documents(path)
+    works = [work for flow in of_kind(docs, "DAGFlow") for work in flow["spec"]["works"]]
+    uses_image = any(work["container"]["image"].startswith(EXAMPLE_IMAGE) for work in works)
+    return uses_image or bool(of_kind(docs, "PersistentVolumeClaim"))
+
+
+LOCAL_ONLY = [pytest.mark.local_cluster]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(path, id=path.name, marks=LOCAL_ONLY if needs_simulated_nodes(path) else [])
+        for path in EXAMPLES
+    ],
+)
 def test_example_runs_to_its_end(
     path: Path, namespace: str, running_operator: OperatorProcess, volumes: list[str]
 ) -> None:
@@ -88,15 +105,8 @@ def test_example_runs_to_its_end(
     all_works = [(flow["metadata"]["name"], work) for flow in flows for work in flow["spec"]["works"]]
     gpu_works = {(flow_name, work["name"]) for flow_name, work in all_works if work.get("gpu", 0) > 0}
     claims = of_kind(docs, "PersistentVolumeClaim")
-    example_image = any(work["container"]["image"].startswith(EXAMPLE_IMAGE) for _, work in all_works)
-    if (claims or example_image) and not simulated_cluster():
-        # Real containers need the example image on the nodes and a ReadWriteMany volume that every
-        # node mounts; the simulated cluster runs no container and needs neither. Only the kind path
-        # (an external cluster) may leave such an example out; the local cluster never does.
-        assert os.environ.get("DAGFLOW_TEST_CLUSTER") == "external", (
-            f"{path.name} needs the simulated cluster"
-        )
-        pytest.skip(f"{path.name} runs on real nodes only with its image loaded and ReadWriteMany storage")
+    # Marked local_cluster, such an example is never selected against real nodes (make e2e-kind).
+    assert not needs_simulated_nodes(path) or simulated_cluster(), f"{path.name} needs the simulated cluster"
     assert not gpu_works or gpu_node_names(), f"{path.name} has GPU works and no node has {GPU_RESOURCE}"
 
     bind_claims_in_advance(claims, namespace, volumes)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import delete_webhook_configurations
 from tests.e2e.flows import create, flow, wait_for_phase, work
 from tests.kube import apply, get_json, kubectl
 from tests.operator_process import OperatorProcess, free_port
@@ -32,24 +32,6 @@ def host_address() -> str:
         address = str(probe.getsockname()[0])
     assert not address.startswith("127."), "this machine has no non-loopback IPv4 address"
     return address
-
-
-@pytest.fixture
-def without_shared_operator(operator: OperatorProcess) -> Iterator[None]:
-    """The session's operator stops (and its webhook configuration goes) while a test runs its own."""
-    operator.stop()
-    delete_configurations()
-    yield
-    operator.start()
-
-
-def delete_configurations() -> None:
-    kubectl(
-        "delete",
-        f"validatingwebhookconfiguration/{CONFIGURATION}",
-        f"mutatingwebhookconfiguration/{CONFIGURATION}",
-        "--ignore-not-found",
-    )
 
 
 def service_in_front_of_this_machine(namespace: str, name: str, port: int) -> None:
@@ -102,7 +84,7 @@ def test_webhook_registered_as_a_service_is_called_through_it(namespace: str, tm
         assert wait_for_phase(namespace, "fine")["phase"] == "Succeeded"
     finally:
         operator.stop()
-    delete_configurations()
+    delete_webhook_configurations()
 
 
 @pytest.mark.usefixtures("without_shared_operator")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from dagflow.api.models import FlowPhase
 from dagflow.reconciler import status_hold
 
 
 def test_the_first_patch_of_a_flow_never_waits() -> None:
-    assert status_hold(None, now=100.0, spacing=5.0, phase="Running") == 0.0
+    assert status_hold(None, now=100.0, spacing=5.0, phase=FlowPhase.RUNNING) == 0.0
 
 
 def test_a_running_flow_waits_out_the_rest_of_its_spacing() -> None:
-    assert status_hold(98.0, now=100.0, spacing=5.0, phase="Running") == pytest.approx(3.0)
-    assert status_hold(90.0, now=100.0, spacing=5.0, phase="Running") == 0.0
+    assert status_hold(98.0, now=100.0, spacing=5.0, phase=FlowPhase.RUNNING) == pytest.approx(3.0)
+    assert status_hold(90.0, now=100.0, spacing=5.0, phase=FlowPhase.RUNNING) == 0.0
 
 
-@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Serving"])
-def test_a_final_phase_is_patched_at_once(phase: str) -> None:
+@pytest.mark.parametrize("phase", [FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING])
+def test_a_final_phase_is_patched_at_once(phase: FlowPhase) -> None:
     assert status_hold(99.9, now=100.0, spacing=5.0, phase=phase) == 0.0
