@@ -103,8 +103,7 @@ def plan_run(
         elif verdict == "wait":
             continue
         elif fail_fast:
-            state.phase = WorkPhase.SKIPPED
-            state.message = f"not started: {failed[0]} failed and failurePolicy is FailFast"
+            state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
         elif work.serve is None and free_slots <= 0:
             state.message = f"waiting for a free slot (parallelism {spec.parallelism})"
         else:
@@ -129,7 +128,34 @@ def reject_start(plan: Plan, spec: DAGFlowSpec, work: str, message: str) -> None
         if state.name == work:
             state.phase, state.message, state.job = WorkPhase.FAILED, message, None
     plan.start = [start for start in plan.start if start.name != work]
+    _skip_what_can_no_longer_start(plan, spec)
     reassess(plan, spec)
+
+
+def _skip_what_can_no_longer_start(plan: Plan, spec: DAGFlowSpec) -> None:
+    """After a refusal, the pending works it dooms are Skipped in the same pass, so the status
+    never shows a failed flow whose dependents still wait."""
+    states = {state.name: state for state in plan.works}
+    failed = [state.name for state in plan.works if state.phase == WorkPhase.FAILED]
+    fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
+    started = {work.name for work in plan.start}
+    # Dependencies come first in `spec.works` order only by chance: repeat until nothing changes.
+    changed = True
+    while changed:
+        changed = False
+        for work in spec.works:
+            state = states[work.name]
+            if state.phase != WorkPhase.PENDING or work.name in started:
+                continue
+            verdict, reason = _judge_trigger(work, states)
+            if verdict == "skip":
+                state.phase, state.message, changed = WorkPhase.SKIPPED, reason, True
+            elif verdict == "start" and fail_fast:
+                state.phase, state.message, changed = WorkPhase.SKIPPED, _fail_fast_reason(failed), True
+
+
+def _fail_fast_reason(failed: Sequence[str]) -> str:
+    return f"not started: {failed[0]} failed and failurePolicy is FailFast"
 
 
 def reassess(plan: Plan, spec: DAGFlowSpec) -> None:

@@ -516,6 +516,8 @@ def test_a_refused_child_fails_its_work_and_the_flow() -> None:
     )
     assert result.phase == FlowPhase.FAILED
     assert "quota exceeded" in (result.message or "")
+    # Its dependent is Skipped in the same pass: a failed flow never shows it still waiting.
+    assert state(result, "c").phase == WorkPhase.SKIPPED
 
     # The next pass does not try again: the refusal sticks and the dependent is skipped.
     again = plan(flow_spec, jobs=[job_obs("b")], previous=previous_of(result))
