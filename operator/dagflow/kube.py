@@ -17,6 +17,9 @@ from dagflow.api.models import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "dagflow-operator"
+# (connect, read) seconds for every call: a hung API server must never hang a reconcile pass or a
+# shutdown; the pass fails and is retried instead.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 class NameTakenError(Exception):
@@ -147,7 +150,7 @@ class KubeClient:
             self.admission.delete_mutating_webhook_configuration,
         ):
             try:
-                delete(name)
+                delete(name, _request_timeout=REQUEST_TIMEOUT)
             except ApiException as error:
                 if error.status != 404:
                     raise
@@ -194,6 +197,7 @@ def read_body(function: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
     Responses are not turned into client models: the operator hardly reads them. The body must
     still be read and the connection released, or every call opens a new one.
     """
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
     response = function(*args, _preload_content=False, **kwargs)
     try:
         return bytes(response.data)

@@ -120,6 +120,7 @@ class Reconciler:
         self._queued: set[FlowKey] = set()
         self._active: set[FlowKey] = set()
         self._dirty: set[FlowKey] = set()
+        self._last_progress = time.monotonic()
         # Jobs this operator created whose watch event has not reached the index yet, by flow and
         # name, with when they were created: a pass in between must neither create them again nor
         # report their works as not started.
@@ -153,11 +154,22 @@ class Reconciler:
         self.enqueue(key)
 
     def enqueue(self, key: FlowKey) -> None:
+        if not (self._queued or self._active):
+            self._last_progress = time.monotonic()  # the stall clock starts with the first wish
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+
+    def stalled_seconds(self) -> float:
+        """How long passes have been wanted (queued or running) without one finishing; 0: idle.
+
+        A loop stuck on a call that never returns shows here, for the liveness probe.
+        """
+        if not (self._queued or self._active):
+            return 0.0
+        return time.monotonic() - self._last_progress
 
     async def stop(self) -> None:
         for held in self._held.values():
@@ -190,6 +202,7 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
                 self._active.discard(key)
+                self._last_progress = time.monotonic()
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.enqueue(key)
