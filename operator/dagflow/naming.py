@@ -3,7 +3,8 @@
 Every name is a function of (flow, run, work) only, so a restarted operator finds the children it
 created before instead of creating them twice. Kubernetes limits names and label values to 63
 characters; longer ones are cut and end in a hash of the full, uncut value, which keeps them unique
-and stable.
+and stable. Job names are kept shorter still: the pods of an Indexed Job are given the host name
+`{job}-{index}`, which must fit in 63 characters too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL
 
 MAX_LENGTH = 63
 HASH_LENGTH = 10
+# Kubernetes allows an Indexed Job with per-index backoff at most 100,000 completions, so a pod's
+# index has at most five digits; its host name `{job}-{index}` needs six characters past the Job's.
+MAX_COMPLETION_INDEX = 99_999
+MAX_JOB_NAME_LENGTH = MAX_LENGTH - len(f"-{MAX_COMPLETION_INDEX}")
 # Prefix of a Service name whose flow name starts with a digit: Service names must start with a
 # letter (DNS-1035), flow names need not.
 SERVICE_PREFIX = "df-"
@@ -54,8 +59,9 @@ def is_label_value(value: str) -> bool:
 
 
 def job_name(flow: str, run: int, work: str) -> str:
-    """Name of the Job of `work` in run `run` of `flow`: `{flow}-{run}-{work}`, a DNS-1123 label."""
-    return _dns_label_name([flow, str(run), work])
+    """Name of the Job of `work` in run `run` of `flow`: `{flow}-{run}-{work}`, a DNS-1123 label of
+    at most MAX_JOB_NAME_LENGTH characters, so that every pod's host name `{job}-{index}` is valid."""
+    return _dns_label_name([flow, str(run), work], MAX_JOB_NAME_LENGTH)
 
 
 def serve_name(flow: str, work: str) -> str:
@@ -101,16 +107,16 @@ def flow_selector(flow: str) -> str:
     return f"{FLOW_LABEL}={label_value(flow)},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 
-def _dns_label_name(parts: list[str]) -> str:
-    """Join parts with '-'; if the result is not a valid DNS-1123 label, make it one.
+def _dns_label_name(parts: list[str], max_length: int = MAX_LENGTH) -> str:
+    """Join parts with '-'; if the result is not a DNS-1123 label of at most `max_length`, make it one.
 
     The longest part is cut first, so every part stays recognisable, and a hash of the uncut name
     keeps two different inputs from meeting in the same shortened name.
     """
     joined = "-".join(parts)
-    if is_dns1123_label(joined):
+    if len(joined) <= max_length and is_dns1123_label(joined):
         return joined
-    budget = MAX_LENGTH - HASH_LENGTH - 1
+    budget = max_length - HASH_LENGTH - 1
     cleaned = [_NOT_IN_DNS_LABEL.sub("-", part.lower()).strip("-") for part in parts]
     cleaned = [part for part in cleaned if part]
     while cleaned and len("-".join(cleaned)) > budget:

@@ -11,7 +11,8 @@ from dagflow import naming
 
 DNS_LABEL_CHARS = string.ascii_lowercase + string.digits + "-"
 dns_labels = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
-flow_names = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,120}[a-z0-9])?\Z")
+# Object names are DNS-1123 subdomains: up to 253 characters.
+flow_names = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
 runs = st.integers(min_value=1, max_value=10**9)
 
 
@@ -23,9 +24,9 @@ def test_serve_name_is_flow_work_when_short() -> None:
     assert naming.serve_name("ml-pipeline", "serve") == "ml-pipeline-serve"
 
 
-def test_long_job_name_is_cut_to_63_with_a_hash_and_keeps_every_part() -> None:
+def test_long_job_name_is_cut_with_a_hash_and_keeps_every_part() -> None:
     name = naming.job_name("f" * 70, 12, "w" * 63)
-    assert len(name) == naming.MAX_LENGTH
+    assert len(name) == naming.MAX_JOB_NAME_LENGTH
     assert naming.is_dns1123_label(name)
     readable, _, digest = name.rpartition("-")
     assert digest == naming.short_hash(f"{'f' * 70}-12-{'w' * 63}")
@@ -75,6 +76,26 @@ def test_job_names_are_always_valid_and_deterministic(flow: str, run: int, work:
     name = naming.job_name(flow, run, work)
     assert naming.is_dns1123_label(name), name
     assert name == naming.job_name(flow, run, work)
+
+
+@given(flow=flow_names, run=runs, work=dns_labels)
+def test_every_pod_host_name_of_a_job_is_valid(flow: str, run: int, work: str) -> None:
+    # An Indexed Job's pods are named and host-named `{job}-{index}`; the API server refuses a pod
+    # whose host name is not a DNS label of at most 63 characters.
+    name = naming.job_name(flow, run, work)
+    assert naming.is_dns1123_label(f"{name}-{naming.MAX_COMPLETION_INDEX}"), name
+
+
+def test_job_names_that_fit_alone_but_not_with_an_index_are_shortened() -> None:
+    # 61 characters: a valid name, but its pod's host name `...-0` would have 63 + 1.
+    flow, work = "recsys-weekly-model-refresh-pipeline", "evaluate-candidates-v2"
+    for run in (1, 9, 10, 12, 100_000):
+        name = naming.job_name(flow, run, work)
+        assert len(name) <= naming.MAX_JOB_NAME_LENGTH, name
+        assert f"-{run}-" in name
+    assert naming.job_name("customer-churn-nightly-retraining-pipeline", 1, "feature-engineering").startswith(
+        "customer-churn-"
+    )
 
 
 @given(flow=flow_names, work=dns_labels)
