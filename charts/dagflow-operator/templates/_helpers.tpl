@@ -86,17 +86,19 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Serve works: created, and rolled in place by a patch; never deleted by the operator.
+# Serve works: read to check their owner, made and rolled in place by server-side apply (a patch),
+# watched to bring back a deleted one, deleted when the work leaves the spec or stops serving.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch"]
-# One Event per work transition (kopf posts core/v1 Events).
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# One Event per work transition (kopf posts core/v1 Events); a Job's FailedCreate Events are
+# listed to say why its pods are refused.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}
