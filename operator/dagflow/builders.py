@@ -20,11 +20,17 @@ class FlowRef:
     name: str
     namespace: str
     uid: str
+    generation: int = 1
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> FlowRef:
         metadata = body["metadata"]
-        return cls(name=metadata["name"], namespace=metadata["namespace"], uid=metadata["uid"])
+        return cls(
+            name=metadata["name"],
+            namespace=metadata["namespace"],
+            uid=metadata["uid"],
+            generation=int(metadata.get("generation") or 1),
+        )
 
     def owner_reference(self) -> dict[str, Any]:
         return {
@@ -52,7 +58,8 @@ def build_job(
 
     It is an Indexed Job of one completion: `backoffLimitPerIndex` makes the Job controller count
     the failures of the work's pod on the pod itself, and both limits equal `retries`, so the work
-    gets exactly `retries` retries.
+    gets exactly `retries` retries. A pod that was disrupted (evicted, preempted, its node drained)
+    did not fail: its pod failure policy replaces it without using up a retry.
     """
     job_spec: dict[str, Any] = {
         "completions": 1,
@@ -60,6 +67,9 @@ def build_job(
         "completionMode": "Indexed",
         "backoffLimit": work.retries,
         "backoffLimitPerIndex": work.retries,
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        },
         "template": _pod_template(flow, spec, work, run, settings, restart_policy="Never"),
     }
     if work.timeout_seconds is not None:
@@ -67,7 +77,9 @@ def build_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run),
+        "metadata": _child_metadata(
+            flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True
+        ),
         "spec": job_spec,
     }
 
@@ -90,7 +102,7 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run),
+        "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run, stamped=True),
         "spec": {
             "replicas": work.serve.replicas,
             "selector": {"matchLabels": _selector_labels(flow, work)},
@@ -121,12 +133,16 @@ def _selector_labels(flow: FlowRef, work: Work) -> dict[str, str]:
     return {key: labels[key] for key in (naming.FLOW_LABEL, naming.WORK_LABEL)}
 
 
-def _child_metadata(flow: FlowRef, name: str, work: Work, run: int) -> dict[str, Any]:
+def _child_metadata(flow: FlowRef, name: str, work: Work, run: int, stamped: bool = False) -> dict[str, Any]:
+    """`stamped`: the child carries the generation of the spec it was built from."""
+    annotations = naming.child_annotations(flow.name, work.name)
+    if stamped:
+        annotations[naming.GENERATION_ANNOTATION] = str(flow.generation)
     return {
         "name": name,
         "namespace": flow.namespace,
         "labels": naming.child_labels(flow.name, work.name, run),
-        "annotations": naming.child_annotations(flow.name, work.name),
+        "annotations": annotations,
         "ownerReferences": [flow.owner_reference()],
     }
 

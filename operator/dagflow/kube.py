@@ -22,8 +22,46 @@ USER_AGENT = "dagflow-operator"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "dagflow-operator"
+
+
 class NameTakenError(Exception):
-    """A child's deterministic name is held by an object this flow does not own."""
+    """A child's deterministic name is held by an object this flow does not own.
+
+    `owner_uid`/`owner_name` name the DAGFlow that controls the object, if one does; `deleting`
+    says the object is on its way out already.
+    """
+
+    def __init__(
+        self, kind: str, name: str, owner_name: str | None, owner_uid: str | None, deleting: bool
+    ) -> None:
+        self.kind, self.name = kind, name
+        self.owner_name, self.owner_uid, self.deleting = owner_name, owner_uid, deleting
+        owner = f"DAGFlow {owner_name} (uid {owner_uid})" if owner_name else "something else"
+        super().__init__(f"{kind} {name} already exists and belongs to {owner}")
+
+
+def check_owner(kind: str, existing: dict[str, Any], uid: str) -> None:
+    """Raise NameTakenError unless the DAGFlow of `uid` controls `existing`."""
+    metadata = existing.get("metadata") or {}
+    controller = next(
+        (
+            ref
+            for ref in metadata.get("ownerReferences") or []
+            if ref.get("controller") and ref.get("kind") == "DAGFlow"
+        ),
+        None,
+    )
+    if controller is not None and controller.get("uid") == uid:
+        return
+    raise NameTakenError(
+        kind,
+        str(metadata.get("name")),
+        controller.get("name") if controller else None,
+        controller.get("uid") if controller else None,
+        metadata.get("deletionTimestamp") is not None,
+    )
 
 
 class KubeClient:
@@ -75,62 +113,92 @@ class KubeClient:
                 "get", "jobs", self.batch.read_namespaced_job, metadata["name"], metadata["namespace"]
             )
         )
-        owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
-        if metadata["ownerReferences"][0]["uid"] not in owners:
-            raise NameTakenError(f"Job {metadata['name']} already exists and belongs to something else")
+        check_owner("Job", existing, metadata["ownerReferences"][0]["uid"])
         return False
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, wait_for_pods: bool = False) -> None:
+        """Delete a Job; `wait_for_pods`: the Job stays (being deleted) until its pods are gone."""
+        await self._delete(
+            "jobs",
+            self.batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Foreground" if wait_for_pods else "Background",
+        )
+
+    async def delete_serving(self, namespace: str, name: str) -> None:
+        """Delete a serve work's Deployment and Service."""
+        await self._delete("deployments", self.apps.delete_namespaced_deployment, name, namespace)
+        await self._delete("services", self.core.delete_namespaced_service, name, namespace)
+
+    async def ensure_service(self, service: dict[str, Any]) -> None:
+        """Create the Service, or make the existing one of this flow exactly what it should be."""
+        await self._apply_owned(
+            "services", self.core.read_namespaced_service, self.core.patch_namespaced_service, service
+        )
+
+    async def ensure_deployment(self, deployment: dict[str, Any]) -> None:
+        """Create the Deployment, or roll the existing one of this flow in place to this one.
+
+        Server-side apply: what the new manifest leaves out (a GPU limit, a volume, a label) is
+        removed from the object, which a merge patch would keep.
+        """
+        await self._apply_owned(
+            "deployments",
+            self.apps.read_namespaced_deployment,
+            self.apps.patch_namespaced_deployment,
+            deployment,
+        )
+
+    async def _apply_owned(
+        self, resource: str, read: Callable[..., Any], patch: Callable[..., Any], body: dict[str, Any]
+    ) -> None:
+        """Server-side apply `body`, unless an object of that name exists that its flow does not own
+        (NameTakenError)."""
+        metadata = body["metadata"]
         try:
-            await self._call(
-                "delete",
-                "jobs",
-                self.batch.delete_namespaced_job,
-                name,
-                namespace,
-                propagation_policy="Background",
+            existing = json.loads(
+                await self._call("get", resource, read, metadata["name"], metadata["namespace"])
             )
         except ApiException as error:
             if error.status != 404:
                 raise
-
-    async def ensure_service(self, service: dict[str, Any]) -> None:
-        """Create the Service, or bring the existing one's labels and ports up to date."""
-        if await self._create("services", self.core.create_namespaced_service, service):
-            return
-        metadata = service["metadata"]
-        patch = {"metadata": {"labels": metadata["labels"]}, "spec": {"ports": service["spec"]["ports"]}}
+        else:
+            check_owner(body["kind"], existing, metadata["ownerReferences"][0]["uid"])
+            if existing["metadata"].get("deletionTimestamp"):
+                raise NameTakenError(body["kind"], metadata["name"], metadata["name"], None, deleting=True)
         await self._call(
-            "patch",
-            "services",
-            self.core.patch_namespaced_service,
+            "apply",
+            resource,
+            patch,
             metadata["name"],
             metadata["namespace"],
-            patch,
-            _content_type=MERGE_PATCH,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_PATCH,
         )
 
-    async def ensure_deployment(self, deployment: dict[str, Any]) -> None:
-        """Create the Deployment, or roll the existing one in place to this template."""
-        if await self._create("deployments", self.apps.create_namespaced_deployment, deployment):
-            return
-        metadata = deployment["metadata"]
-        patch = {
-            "metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]},
-            "spec": {"replicas": deployment["spec"]["replicas"], "template": deployment["spec"]["template"]},
-        }
-        await self._call(
-            "patch",
-            "deployments",
-            self.apps.patch_namespaced_deployment,
-            metadata["name"],
-            metadata["namespace"],
-            patch,
-            _content_type=MERGE_PATCH,
+    async def pod_refusal(self, namespace: str, job_uid: str) -> str | None:
+        """The newest reason the Job controller gave for not creating the Job's pods, if any."""
+        listing = json.loads(
+            await self._call(
+                "list",
+                "events",
+                self.core.list_namespaced_event,
+                namespace,
+                field_selector=f"involvedObject.uid={job_uid},reason=FailedCreate",
+            )
         )
+        events = listing.get("items") or []
+        if not events:
+            return None
+        newest = max(events, key=lambda event: event.get("lastTimestamp") or event.get("eventTime") or "")
+        return str(newest.get("message") or "")
 
-    async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call(
+    async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status; the flow as the API server returned it."""
+        response = await self._call(
             "patch",
             "dagflows/status",
             self.custom.patch_namespaced_custom_object_status,
@@ -142,6 +210,8 @@ class KubeClient:
             {"status": status},
             _content_type=MERGE_PATCH,
         )
+        flow: dict[str, Any] = json.loads(response)
+        return flow
 
     def delete_webhook_configurations(self, name: str) -> None:
         """Remove the validating and mutating webhook configurations `name`; gone already is fine."""
@@ -180,6 +250,16 @@ class KubeClient:
             raise
         status: dict[str, Any] = json.loads(body).get("status") or {}
         return status
+
+    async def _delete(
+        self, resource: str, function: Callable[..., Any], name: str, namespace: str, **kwargs: Any
+    ) -> None:
+        """Delete; gone already is fine."""
+        try:
+            await self._call("delete", resource, function, name, namespace, **kwargs)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:
         try:

@@ -21,6 +21,8 @@ MANAGED_BY_VALUE = "dagflow-operator"
 # The full names, for when a label value had to be shortened.
 FLOW_ANNOTATION = "dagflow.dev/flow-name"
 WORK_ANNOTATION = "dagflow.dev/work-name"
+# The flow's generation a child was built from: the run that holds it runs that generation's spec.
+GENERATION_ANNOTATION = "dagflow.dev/generation"
 RESERVED_LABEL_PREFIX = "dagflow.dev/"
 RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL})
 

@@ -28,10 +28,21 @@ class JobObservation:
     started_at: str | None
     finished_at: str | None
     deleting: bool
+    # The uid of the DAGFlow that owns it: a flow deleted and made again under the same name is
+    # another flow, whose children these are not.
+    owner_uid: str | None = None
+    # The flow's generation whose spec the Job was built from.
+    generation: int | None = None
+    uid: str | None = None
 
     @property
     def attempts(self) -> int:
         return self.failed + self.succeeded + self.active
+
+    @property
+    def starved(self) -> bool:
+        """Running, yet no pod of it was ever made: the API server may be refusing its pods."""
+        return self.outcome is None and not self.deleting and self.attempts == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +57,45 @@ class DeploymentObservation:
     started_at: str | None
     available_at: str | None
     message: str | None
+    owner_uid: str | None = None
+    generation: int | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceObservation:
+    """A serve work's Service: only whether it is there."""
+
+    name: str
+    work: str
+    owner_uid: str | None
+    deleting: bool
+
+
+def _controller_ref(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "DAGFlow" and ref.get("controller"):
+            return dict(ref)
+    return None
 
 
 def owner_flow(body: Mapping[str, Any]) -> str | None:
     """The name of the DAGFlow that controls this child, from its owner references."""
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "DAGFlow" and ref.get("controller"):
-            return str(ref["name"])
-    return None
+    ref = _controller_ref(body)
+    return str(ref["name"]) if ref else None
+
+
+def owner_uid(body: Mapping[str, Any]) -> str | None:
+    """The uid of the DAGFlow that controls this child."""
+    ref = _controller_ref(body)
+    return str(ref.get("uid")) if ref else None
+
+
+def _generation_of(metadata: Mapping[str, Any]) -> int | None:
+    try:
+        return int((metadata.get("annotations") or {})[naming.GENERATION_ANNOTATION])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _run_of(labels: Mapping[str, str]) -> int:
@@ -95,6 +137,9 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         started_at=status.get("startTime") or metadata.get("creationTimestamp"),
         finished_at=status.get("completionTime") or finished_at,
         deleting=metadata.get("deletionTimestamp") is not None,
+        owner_uid=owner_uid(body),
+        generation=_generation_of(metadata),
+        uid=metadata.get("uid"),
     )
 
 
@@ -127,4 +172,17 @@ def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
         started_at=metadata.get("creationTimestamp"),
         available_at=available_at,
         message=message,
+        owner_uid=owner_uid(body),
+        generation=_generation_of(metadata),
+        deleting=metadata.get("deletionTimestamp") is not None,
+    )
+
+
+def observe_service(body: Mapping[str, Any]) -> ServiceObservation:
+    metadata = body.get("metadata", {})
+    return ServiceObservation(
+        name=str(metadata.get("name", "")),
+        work=_work_of(metadata),
+        owner_uid=owner_uid(body),
+        deleting=metadata.get("deletionTimestamp") is not None,
     )

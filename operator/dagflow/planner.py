@@ -72,18 +72,26 @@ def plan_run(
     deployments: Mapping[str, DeploymentObservation],
     previous: Mapping[str, Mapping[str, Any]],
     now: str,
+    draining: int = 0,
+    pod_refusals: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
     `order` is a topological order of the works; `jobs` holds this run's Job per work, `deployments`
     the serve works' Deployments (of any run); `previous` is `status.works` of this run by name.
+    `draining` counts the Jobs of earlier runs still running or being deleted: no batch work starts
+    before they are gone, so a work never runs twice at once and the run's parallelism and GPUs are
+    never exceeded. `pod_refusals` holds, per work, why the API server refuses its Job's pods.
     """
     works = {work.name: work for work in spec.works}
+    refusals = pod_refusals or {}
     states: dict[str, WorkState] = {}
     for name in order:
         states[name] = _observed_state(
             flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name)
         )
+        if name in refusals and states[name].phase == WorkPhase.RUNNING:
+            states[name].message = f"its pods are refused: {refusals[name]}"
 
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
@@ -104,6 +112,9 @@ def plan_run(
             continue
         elif fail_fast:
             state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
+        elif work.serve is None and draining:
+            jobs_word = "Job" if draining == 1 else "Jobs"
+            state.message = f"waiting for {draining} {jobs_word} of an earlier run to stop"
         elif work.serve is None and free_slots <= 0:
             state.message = f"waiting for a free slot (parallelism {spec.parallelism})"
         else:
@@ -120,6 +131,17 @@ def plan_run(
     plan.works = [states[work.name] for work in spec.works]
     reassess(plan, spec)
     return plan
+
+
+def defer_start(plan: Plan, spec: DAGFlowSpec, work: str, message: str) -> None:
+    """Record that a work's child cannot be made yet (its name is still held by a deleted flow's
+    object, or the API server refuses it for now): the work stays Pending and says why."""
+    for state in plan.works:
+        if state.name == work:
+            state.phase, state.message, state.job = WorkPhase.PENDING, message, None
+            state.started_at, state.attempts = None, 0
+    plan.start = [start for start in plan.start if start.name != work]
+    reassess(plan, spec)
 
 
 def reject_start(plan: Plan, spec: DAGFlowSpec, work: str, message: str) -> None:
@@ -190,6 +212,10 @@ def _observed_state(
             state.started_at = deployment.started_at
             if deployment.available:
                 state.phase = WorkPhase.SERVING
+            elif previous and previous.get("phase") == WorkPhase.SERVING:
+                state.phase = WorkPhase.RUNNING
+                detail = deployment.message or "fewer available replicas than wanted"
+                state.message = f"Deployment {deployment.name} lost availability: {detail}"
             else:
                 state.phase = WorkPhase.RUNNING
                 state.message = deployment.message or "waiting for the Deployment to become available"

@@ -19,12 +19,13 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from dagflow import metrics
+from dagflow import metrics, naming
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
-from dagflow.observe import DeploymentObservation, FlowKey, JobObservation
-from dagflow.planner import Plan, plan_run, reject_start
+from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
+from dagflow.planner import Plan, defer_start, plan_run, reject_start
+from dagflow.runs import current_run
 from dagflow.settings import OperatorSettings
 from dagflow.status import Transition, build_status, invalid_status, summarize, transitions
 from dagflow.validation import topological_order, validate_flow
@@ -38,6 +39,14 @@ UNSEEN_JOB_TTL_SECONDS = 60.0
 FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING})
 # A pass over a flow waits at least this long per work for more events: 0.1 s for 1,000 works.
 DELAY_PER_WORK_SECONDS = 0.0001
+# A Job without a single pod this long after it started is asked about (its FailedCreate Events),
+# and asked again at most this often.
+STARVED_AFTER_SECONDS = 3.0
+# A create the API server refused for now (403: RBAC or quota; 404) is tried again after these
+# delays, the last one repeating.
+CREATE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
+# A Service made for a serve work is not made again for this long while the watch catches up.
+SERVICE_RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class ParsedSpec:
     problem: str | None
 
 
-def just_created(name: str, work: str, run: int) -> JobObservation:
+def just_created(name: str, work: str, run: int, flow: FlowRef) -> JobObservation:
     """A Job as it is the moment it is created: no pod yet, no outcome."""
     return JobObservation(
         name=name,
@@ -64,7 +73,21 @@ def just_created(name: str, work: str, run: int) -> JobObservation:
         started_at=None,
         finished_at=None,
         deleting=False,
+        owner_uid=flow.uid,
+        generation=flow.generation,
     )
+
+
+def newer_or_same(version: Any, than: Any) -> bool:
+    """Whether resourceVersion `version` is not older than `than`.
+
+    resourceVersions are etcd revisions, so they grow; should one ever not be a number, it is
+    taken as new, as before this check.
+    """
+    try:
+        return int(version) >= int(than)
+    except (TypeError, ValueError):
+        return True
 
 
 def status_hold(last_patch: float | None, now: float, spacing: float, phase: FlowPhase) -> float:
@@ -104,11 +127,13 @@ class Reconciler:
         deployments: Mapping[FlowKey, Iterable[DeploymentObservation]],
         post_event: PostEvent,
         workers: int = 4,
+        services: Mapping[FlowKey, Iterable[ServiceObservation]] | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
         self.jobs = jobs
         self.deployments = deployments
+        self.services: Mapping[FlowKey, Iterable[ServiceObservation]] = services or {}
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -125,6 +150,13 @@ class Reconciler:
         # name, with when they were created: a pass in between must neither create them again nor
         # report their works as not started.
         self._unseen_jobs: dict[FlowKey, dict[str, tuple[JobObservation, float]]] = {}
+        # Creates refused for now, by (flow, uid, run, work): failures so far, when to try again, why.
+        self._create_backoff: dict[tuple[FlowKey, str, int, str], tuple[int, float, str]] = {}
+        # Why the pods of a starved Job are refused, by (flow, Job uid): when asked, the answer.
+        self._pod_refusals: dict[tuple[FlowKey, str], tuple[float, str | None]] = {}
+        # Services made recently, by (flow, name): when.
+        self._services_made: dict[tuple[FlowKey, str], float] = {}
+        self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
         ]
@@ -135,15 +167,18 @@ class Reconciler:
         """Record the newest state of a flow (None: deleted) and schedule a pass."""
         if body is None:
             self.flows.pop(key, None)
-            self._unseen_jobs.pop(key, None)
-            self._last_patch.pop(key, None)
-            held = self._held.pop(key, None)
-            if held is not None:
-                held.cancel()
-            self._parsed.pop(key, None)
-            self._phases.pop(key, None)
-            self._update_phase_gauge()
+            self._forget(key)
             return
+        known = self.flows.get(key)
+        if known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
+            if not newer_or_same(
+                body["metadata"].get("resourceVersion"), known["metadata"].get("resourceVersion")
+            ):
+                # An event from before the status patch this operator made last: its status is
+                # older than the one already known, and its spec no newer.
+                return
+        elif known is not None:
+            self._forget(key)  # deleted and made again under the same name: another flow
         self.flows[key] = {
             "apiVersion": body.get("apiVersion"),
             "kind": body.get("kind"),
@@ -152,6 +187,42 @@ class Reconciler:
             "status": body.get("status") or {},
         }
         self.enqueue(key)
+
+    def _forget(self, key: FlowKey) -> None:
+        self._unseen_jobs.pop(key, None)
+        self._last_patch.pop(key, None)
+        held = self._held.pop(key, None)
+        if held is not None:
+            held.cancel()
+        recheck = self._rechecks.pop(key, None)
+        if recheck is not None:
+            recheck[1].cancel()
+        self._create_backoff = {
+            entry: value for entry, value in self._create_backoff.items() if entry[0] != key
+        }
+        self._pod_refusals = {entry: value for entry, value in self._pod_refusals.items() if entry[0] != key}
+        self._services_made = {
+            entry: value for entry, value in self._services_made.items() if entry[0] != key
+        }
+        self._parsed.pop(key, None)
+        self._phases.pop(key, None)
+        self._update_phase_gauge()
+
+    def _recheck(self, key: FlowKey, delay: float) -> None:
+        """Make sure a pass comes within `delay` seconds, even if no event does."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        scheduled = self._rechecks.get(key)
+        if scheduled is not None:
+            if scheduled[0] <= due:
+                return
+            scheduled[1].cancel()
+
+        def fire() -> None:
+            self._rechecks.pop(key, None)
+            self.enqueue(key)
+
+        self._rechecks[key] = (due, loop.call_at(due, fire))
 
     def enqueue(self, key: FlowKey) -> None:
         if not (self._queued or self._active):
@@ -225,21 +296,49 @@ class Reconciler:
             await self._write_status(key, body, invalid_status(parsed.problem, status, generation, now))
             return
 
-        run = self._current_run(status, generation)
         flow = FlowRef.from_body(body)
-        all_jobs = list(self.jobs.get(key) or [])
-        current_jobs = {job.work: job for job in all_jobs if job.run == run}
-        self._add_unseen_jobs(key, run, all_jobs, current_jobs)
+        # Children are this flow's only if it owns them: a flow deleted and made again under the
+        # same name must not take over what the old one left for the garbage collector.
+        all_jobs = [job for job in self.jobs.get(key) or [] if job.owner_uid == flow.uid]
+        all_jobs += self._unseen(key, all_jobs)
         deployments: dict[str, DeploymentObservation] = {
-            deployment.work: deployment for deployment in self.deployments.get(key) or []
+            deployment.work: deployment
+            for deployment in self.deployments.get(key) or []
+            if deployment.owner_uid == flow.uid and not deployment.deleting
         }
+        services = {
+            service.work: service
+            for service in self.services.get(key) or []
+            if service.owner_uid == flow.uid and not service.deleting
+        }
+        run = current_run(
+            status,
+            generation,
+            [(job.run, job.generation) for job in all_jobs]
+            + [(deployment.run, deployment.generation) for deployment in deployments.values()],
+        )
+        current_jobs = {job.work: job for job in all_jobs if job.run == run}
+        draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
-        plan = plan_run(flow, parsed.spec, parsed.order, run, current_jobs, deployments, previous_works, now)
+        refusals = await self._pod_refusals_of(key, current_jobs)
+        plan = plan_run(
+            flow,
+            parsed.spec,
+            parsed.order,
+            run,
+            current_jobs,
+            deployments,
+            previous_works,
+            now,
+            draining=draining,
+            pod_refusals=refusals,
+        )
         await asyncio.gather(
             self._start_children(key, flow, parsed.spec, run, plan),
             self._retire_old_jobs(flow, run, all_jobs),
+            self._keep_serving(key, flow, parsed.spec, plan, deployments, services),
         )
         hold = self._status_hold(key, len(parsed.spec.works), plan.phase)
         if hold > 0:
@@ -279,45 +378,97 @@ class Reconciler:
         self._parsed[key] = (uid, generation, parsed)
         return parsed
 
-    @staticmethod
-    def _current_run(status: Mapping[str, Any], generation: int) -> int:
-        """The run of this generation: a new spec (generation) starts the next run."""
-        last_run = int(status.get("run") or 0)
-        if last_run and status.get("observedGeneration") == generation:
-            return last_run
-        return last_run + 1
-
-    def _add_unseen_jobs(
-        self, key: FlowKey, run: int, indexed: list[JobObservation], current: dict[str, JobObservation]
-    ) -> None:
+    def _unseen(self, key: FlowKey, indexed: list[JobObservation]) -> list[JobObservation]:
+        """Jobs this operator created for the flow that the watch has not brought yet."""
         unseen = self._unseen_jobs.get(key)
         if not unseen:
-            return
+            return []
         seen = {job.name for job in indexed}
         deadline = time.monotonic() - UNSEEN_JOB_TTL_SECONDS
+        found = []
         for name, (job, created) in list(unseen.items()):
             if name in seen or created < deadline:
                 del unseen[name]
-            elif job.run == run:
-                current.setdefault(job.work, job)
+            else:
+                found.append(job)
         if not unseen:
             del self._unseen_jobs[key]
+        return found
+
+    async def _pod_refusals_of(self, key: FlowKey, jobs: Mapping[str, JobObservation]) -> dict[str, str]:
+        """Why the API server refuses the pods of this run's Jobs that have none, by work.
+
+        A Job whose pods are refused (Pod Security, quota) changes no more, so no event would ever
+        bring the reason: the Job's FailedCreate Events are asked for, and asked again later.
+        """
+        found: dict[str, str] = {}
+        now, wall = time.monotonic(), datetime.now(UTC)
+        starved_uids = set()
+        for work, job in jobs.items():
+            if not job.starved or not job.uid or not job.started_at:
+                continue
+            starved_uids.add(job.uid)
+            age = (wall - datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))).total_seconds()
+            if age < STARVED_AFTER_SECONDS:
+                self._recheck(key, STARVED_AFTER_SECONDS - age + 0.1)
+                continue
+            asked = self._pod_refusals.get((key, job.uid))
+            if asked is None or now - asked[0] >= STARVED_AFTER_SECONDS:
+                namespace = key[0]
+                asked = (now, await self.kube.pod_refusal(namespace, job.uid))
+                self._pod_refusals[(key, job.uid)] = asked
+            if asked[1]:
+                found[work] = asked[1]
+            self._recheck(key, STARVED_AFTER_SECONDS)
+        for entry in [
+            entry for entry in self._pod_refusals if entry[0] == key and entry[1] not in starved_uids
+        ]:
+            del self._pod_refusals[entry]
+        return found
 
     async def _start_children(
         self, key: FlowKey, flow: FlowRef, spec: DAGFlowSpec, run: int, plan: Plan
     ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
+            backoff_key = (key, flow.uid, run, work_name)
+            backoff = self._create_backoff.get(backoff_key)
+            if backoff is not None and backoff[1] > time.monotonic():
+                defer_start(plan, spec, work_name, backoff[2])
+                self._recheck(key, backoff[1] - time.monotonic())
+                return
             try:
                 await create()
+                self._create_backoff.pop(backoff_key, None)
             except ApiException as error:
+                if error.status in (403, 404):
+                    # Forbidden (RBAC, a quota) or not found (yet): may pass later, so it is asked
+                    # again with growing pauses while the work waits and says why.
+                    failures = (backoff[0] if backoff else 0) + 1
+                    delay = CREATE_RETRY_DELAYS[min(failures, len(CREATE_RETRY_DELAYS)) - 1]
+                    message = (
+                        f"waiting: the API server refused its child ({api_error_message(error)}); retrying"
+                    )
+                    self._create_backoff[backoff_key] = (failures, time.monotonic() + delay, message)
+                    defer_start(plan, spec, work_name, message)
+                    self._recheck(key, delay)
+                    return
                 if error.status is None or not 400 <= error.status < 500 or error.status == 429:
                     raise
-                # The API server will refuse this child every time: fail the work, do not loop.
+                # An invalid object (400, 422): the API server will refuse it every time.
                 refuse(work_name, f"rejected by the API server: {api_error_message(error)}")
             except ValueError as error:  # the client's own checks of the manifest
                 refuse(work_name, f"invalid child object: {error}")
             except NameTakenError as error:
-                refuse(work_name, str(error))
+                if error.deleting or (error.owner_uid and not self._flow_alive(key[0], error)):
+                    defer_start(
+                        plan,
+                        spec,
+                        work_name,
+                        f"waiting for {error.kind} {error.name}, left by a deleted flow, to be removed",
+                    )
+                    self._recheck(key, 2.0)
+                else:
+                    refuse(work_name, str(error))
 
         def refuse(work_name: str, message: str) -> None:
             reject_start(plan, spec, work_name, message)
@@ -337,11 +488,16 @@ class Reconciler:
             else:
                 deployment = build_deployment(flow, spec, work, run, self.settings)
                 service = build_service(flow, work, run)
-                tasks.append(start(work.name, partial(self._create_serving, deployment, service)))
+                tasks.append(start(work.name, partial(self._create_serving, key, deployment, service)))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             raise errors[0]
+
+    def _flow_alive(self, namespace: str, error: NameTakenError) -> bool:
+        """Whether the DAGFlow that owns the object in the way still exists."""
+        owner = self.flows.get((namespace, error.owner_name or ""))
+        return owner is not None and owner["metadata"].get("uid") == error.owner_uid
 
     async def _create_job(self, key: FlowKey, work: str, run: int, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
@@ -349,24 +505,78 @@ class Reconciler:
             metrics.CHILDREN_CREATED.labels(kind="Job").inc()
             logger.info("Created Job %s/%s", job["metadata"]["namespace"], name)
         if key in self.flows:
-            self._unseen_jobs.setdefault(key, {})[name] = (just_created(name, work, run), time.monotonic())
+            flow = FlowRef.from_body(self.flows[key])
+            self._unseen_jobs.setdefault(key, {})[name] = (
+                just_created(name, work, run, flow),
+                time.monotonic(),
+            )
 
-    async def _create_serving(self, deployment: dict[str, Any], service: dict[str, Any]) -> None:
+    async def _create_serving(
+        self, key: FlowKey, deployment: dict[str, Any], service: dict[str, Any]
+    ) -> None:
         await self.kube.ensure_service(service)
+        self._services_made[(key, service["metadata"]["name"])] = time.monotonic()
         await self.kube.ensure_deployment(deployment)
         logger.info(
             "Rolled out Deployment %s/%s", deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         )
 
+    async def _keep_serving(
+        self,
+        key: FlowKey,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        plan: Plan,
+        deployments: Mapping[str, DeploymentObservation],
+        services: Mapping[str, ServiceObservation],
+    ) -> None:
+        """Bring back a serve work's deleted Service; remove the Deployment and Service of a work
+        that is no longer a serve work (removed from the spec, or now a batch work)."""
+        serve_works = {work.name: work for work in spec.works if work.serve is not None}
+        starting = {work.name for work in plan.start}
+        states = {state.name: state for state in plan.works}
+        calls = []
+        now = time.monotonic()
+        for name, work in serve_works.items():
+            if name in starting or name in services or name not in deployments:
+                continue
+            if states[name].phase not in (WorkPhase.RUNNING, WorkPhase.SERVING):
+                continue
+            made = self._services_made.get((key, naming.serve_name(flow.name, name)))
+            if made is not None and now - made < SERVICE_RECHECK_SECONDS:
+                continue
+            service = build_service(flow, work, deployments[name].run)
+            logger.info("Restored Service %s/%s", flow.namespace, service["metadata"]["name"])
+            self._services_made[(key, service["metadata"]["name"])] = now
+            calls.append(self.kube.ensure_service(service))
+        gone = {*deployments, *services} - serve_works.keys()
+        for work_name in sorted(gone):
+            child = deployments.get(work_name) or services.get(work_name)
+            assert child is not None
+            logger.info(
+                "Deleted the Deployment and Service %s/%s of a work that no longer serves",
+                flow.namespace,
+                child.name,
+            )
+            calls.append(self.kube.delete_serving(flow.namespace, child.name))
+        await asyncio.gather(*calls)
+
     async def _retire_old_jobs(self, flow: FlowRef, run: int, jobs: Iterable[JobObservation]) -> None:
-        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history."""
+        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
+
+        A running Job is deleted in the foreground: it stays, being deleted, until its pods are
+        gone, so the new run waits for them (see `draining` in the planner).
+        """
         oldest_kept = run - self.settings.history_runs + 1
-        doomed = [
-            job
-            for job in jobs
-            if job.run != run and not job.deleting and (job.outcome is None or job.run < oldest_kept)
-        ]
-        await asyncio.gather(*(self.kube.delete_job(flow.namespace, job.name) for job in doomed))
+        calls = []
+        for job in jobs:
+            if job.run == run or job.deleting:
+                continue
+            if job.outcome is None:
+                calls.append(self.kube.delete_job(flow.namespace, job.name, wait_for_pods=True))
+            elif job.run < oldest_kept:
+                calls.append(self.kube.delete_job(flow.namespace, job.name))
+        await asyncio.gather(*calls)
 
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:
         """Patch the status if it changed; True when it did."""
@@ -378,14 +588,31 @@ class Reconciler:
             patch[field] = None  # a merge patch removes a field only when told so
         metadata = body["metadata"]
         try:
-            await self.kube.patch_flow_status(metadata["namespace"], metadata["name"], patch)
+            written = await self.kube.patch_flow_status(metadata["namespace"], metadata["name"], patch)
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile
                 return False
             raise
         # Later passes must see this status before the watch brings it back, or they would
-        # announce the same transitions again.
+        # announce the same transitions again; and no event from before this patch may bring the
+        # old status back (see `flow_seen`).
         body["status"] = status
+        known = self.flows.get(key)
+        written_metadata = written.get("metadata") or {}
+        if (
+            known is not None
+            and known["metadata"].get("uid") == written_metadata.get("uid")
+            and newer_or_same(
+                written_metadata.get("resourceVersion"), known["metadata"].get("resourceVersion")
+            )
+        ):
+            self.flows[key] = {
+                "apiVersion": written.get("apiVersion"),
+                "kind": written.get("kind"),
+                "metadata": dict(written_metadata),
+                "spec": written.get("spec") or {},
+                "status": written.get("status") or {},
+            }
         self._last_patch[key] = time.monotonic()
         self._phases[key] = status["phase"]
         self._update_phase_gauge()

@@ -22,9 +22,17 @@ class Transition:
     work: str
     phase: WorkPhase
     message: str
+    previous: WorkPhase | None = None
+
+    @property
+    def unavailable(self) -> bool:
+        """A serve work that was serving and no longer is."""
+        return self.previous == WorkPhase.SERVING and self.phase == WorkPhase.RUNNING
 
     @property
     def reason(self) -> str:
+        if self.unavailable:
+            return "WorkUnavailable"
         return {
             WorkPhase.RUNNING: "WorkStarted",
             WorkPhase.SUCCEEDED: "WorkSucceeded",
@@ -36,7 +44,7 @@ class Transition:
 
     @property
     def event_type(self) -> str:
-        return "Warning" if self.phase == WorkPhase.FAILED else "Normal"
+        return "Warning" if self.phase == WorkPhase.FAILED or self.unavailable else "Normal"
 
 
 def build_status(
@@ -93,9 +101,11 @@ def transitions(previous_works: Mapping[str, Mapping[str, Any]], plan: Plan) -> 
     for state in plan.works:
         before = previous_works.get(state.name, {}).get("phase", WorkPhase.PENDING.value)
         if state.phase.value != before and state.phase != WorkPhase.PENDING:
-            changed.append(
-                Transition(state.name, state.phase, _event_message(state.name, state.phase, state.message))
-            )
+            previous = WorkPhase(before) if before in WorkPhase._value2member_map_ else None
+            transition = Transition(state.name, state.phase, "", previous)
+            verb = "is unavailable" if transition.unavailable else None
+            message = _event_message(state.name, state.phase, state.message, verb)
+            changed.append(Transition(state.name, state.phase, message, previous))
     return changed
 
 
@@ -106,18 +116,19 @@ def summarize(changed: list[Transition], limit: int = EVENTS_PER_PASS_AND_REASON
     A wide flow would otherwise post thousands of Events, each an API write; the status holds every
     work's detail anyway.
     """
-    by_phase: dict[WorkPhase, list[Transition]] = {}
+    by_reason: dict[str, list[Transition]] = {}
     for transition in changed:
-        by_phase.setdefault(transition.phase, []).append(transition)
+        by_reason.setdefault(transition.reason, []).append(transition)
     events = []
-    for phase, group in by_phase.items():
+    for group in by_reason.values():
+        phase = group[0].phase
         if len(group) <= limit:
             events.extend(group)
             continue
         names = ", ".join(transition.work for transition in group[:limit])
         shown = f"{names} and {len(group) - limit} more"
-        verb = _PLURAL_VERBS.get(phase, phase.value.lower())
-        events.append(Transition(shown, phase, f"{len(group)} works {verb}: {shown}"))
+        verb = "are unavailable" if group[0].unavailable else _PLURAL_VERBS.get(phase, phase.value.lower())
+        events.append(Transition(shown, phase, f"{len(group)} works {verb}: {shown}", group[0].previous))
     return events
 
 
@@ -131,8 +142,8 @@ _VERBS = {
 _PLURAL_VERBS = {**_VERBS, WorkPhase.SKIPPED: "were skipped", WorkPhase.SERVING: "are serving"}
 
 
-def _event_message(work: str, phase: WorkPhase, detail: str | None) -> str:
-    verb = _VERBS.get(phase, phase.value.lower())
+def _event_message(work: str, phase: WorkPhase, detail: str | None, verb: str | None = None) -> str:
+    verb = verb or _VERBS.get(phase, phase.value.lower())
     return f"Work {work} {verb}" + (f": {detail}" if detail else "")
 
 

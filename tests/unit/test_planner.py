@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef
 from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.planner import Plan, WorkState, plan_run, reject_start
+from dagflow.planner import Plan, WorkState, defer_start, plan_run, reject_start
 from dagflow.validation import topological_order
 
 FLOW = FlowRef(name="ml-pipeline", namespace="default", uid="0b6c1f7e-uid")
@@ -718,3 +718,54 @@ def test_a_retried_work_counts_each_attempt() -> None:
     retrying = dataclasses.replace(job_obs("train"), failed=1, active=1)
     state = plan(spec(work("train", retries=2)), [retrying]).works[0]
     assert (state.phase, state.attempts) == (WorkPhase.RUNNING, 2)
+
+
+# -- runs that follow one another ----------------------------------------------------------------
+
+
+def test_no_batch_work_of_a_new_run_starts_while_an_earlier_runs_jobs_stop() -> None:
+    flow_spec = spec(work("a"), serve_work("web"))
+    result = plan_run(FLOW, flow_spec, topological_order(flow_spec), 2, {}, {}, {}, NOW, draining=2)
+    assert started(result) == ["web"]
+    assert state(result, "a").phase == WorkPhase.PENDING
+    assert state(result, "a").message == "waiting for 2 Jobs of an earlier run to stop"
+    assert result.phase == FlowPhase.RUNNING
+
+
+def test_a_deferred_start_leaves_the_work_pending_with_the_reason() -> None:
+    flow_spec = spec(work("a"), work("b", "a"))
+    result = plan(flow_spec)
+    assert started(result) == ["a"]
+    defer_start(result, flow_spec, "a", "waiting for Job x, left by a deleted flow, to be removed")
+    assert started(result) == []
+    a = state(result, "a")
+    assert (a.phase, a.job, a.started_at, a.attempts) == (WorkPhase.PENDING, None, None, 0)
+    assert a.message == "waiting for Job x, left by a deleted flow, to be removed"
+    assert result.phase == FlowPhase.RUNNING
+
+
+def test_a_job_whose_pods_are_refused_says_why() -> None:
+    flow_spec = spec(work("a"))
+    result = plan_run(
+        FLOW,
+        flow_spec,
+        ["a"],
+        1,
+        {"a": job_obs("a")},
+        {},
+        {},
+        NOW,
+        pod_refusals={"a": 'pods "x" is forbidden: exceeded quota'},
+    )
+    assert state(result, "a").phase == WorkPhase.RUNNING
+    assert state(result, "a").message == 'its pods are refused: pods "x" is forbidden: exceeded quota'
+
+
+def test_a_serving_work_whose_deployment_loses_availability_says_so() -> None:
+    flow_spec = spec(serve_work("web"))
+    result = plan(
+        flow_spec, deployments=[deploy_obs("web", available=False)], previous={"web": {"phase": "Serving"}}
+    )
+    web = state(result, "web")
+    assert web.phase == WorkPhase.RUNNING
+    assert web.message == "Deployment ml-pipeline-web lost availability: fewer available replicas than wanted"

@@ -265,3 +265,17 @@ def test_many_works_moving_together_share_one_event_per_move() -> None:
         ("WorkFailed", "Work bad failed: exit code 1"),
     ]
     assert events[1].event_type == "Warning"
+
+
+def test_a_serving_work_that_loses_its_deployment_is_a_warning_not_a_start() -> None:
+    lost = ws(
+        "web", "Running", message="Deployment f-web lost availability: fewer available replicas than wanted"
+    )
+    (only,) = transitions({"web": {"phase": "Serving"}}, plan_of("Running", lost))
+    assert (only.reason, only.event_type) == ("WorkUnavailable", "Warning")
+    assert only.message.startswith("Work web is unavailable: Deployment f-web lost availability")
+
+
+def test_a_work_that_starts_is_not_unavailable() -> None:
+    (only,) = transitions({"web": {"phase": "Pending"}}, plan_of("Running", ws("web", "Running")))
+    assert (only.reason, only.event_type) == ("WorkStarted", "Normal")
