@@ -29,8 +29,7 @@ from dagflow.observe import (
 from dagflow.reconciler import Reconciler
 from dagflow.settings import OperatorSettings
 from dagflow.status import Transition
-from dagflow.validation import validate_flow
-from dagflow.webhook import build_webhook_server, live_peers
+from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server, live_peers
 
 logger = logging.getLogger("dagflow")
 
@@ -159,11 +158,21 @@ async def flow_changed(
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
-def refuse_invalid_flow(spec: kopf.Spec, name: str | None, **_: Any) -> None:
-    """What the CRD schema cannot check (cycles, unknown dependencies) is refused here."""
-    problems = validate_flow(dict(spec), flow_name=name)
-    if problems:
-        raise kopf.AdmissionError("; ".join(str(problem) for problem in problems[:20]), code=422)
+def refuse_invalid_flow(
+    name: str | None,
+    operation: str | None,
+    old: kopf.Body | None,
+    new: kopf.Body | None,
+    **_: Any,
+) -> None:
+    """What the CRD schema cannot check (cycles, unknown dependencies) is refused here.
+
+    Only a new spec is judged: an update that leaves the spec as it was (labels, annotations,
+    finalizers) passes, so a flow that got in while the webhook was absent can still be cleaned up.
+    """
+    problem = admission_problem(operation, old, new, name)
+    if problem:
+        raise kopf.AdmissionError(problem, code=422)
 
 
 @kopf.on.probe(id="flows")
@@ -220,7 +229,10 @@ def main(argv: list[str] | None = None) -> None:
     state["priority"] = secrets.randbelow(2**31) if peering else 0
     if operator_settings.webhook_enabled:
         # Registered only when served: kopf refuses to start with admission handlers and no server.
-        kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow")(refuse_invalid_flow)
+        # CREATE and UPDATE only: a DELETE is never refused, whatever the flow's spec.
+        kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow", operations=ADMITTED_OPERATIONS)(
+            refuse_invalid_flow
+        )
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +10,31 @@ import kopf
 
 from dagflow.certs import write_self_signed
 from dagflow.settings import OperatorSettings
+from dagflow.validation import validate_flow
+
+# What the webhook is registered for: a DELETE (of a flow, or of its namespace) is never refused.
+ADMITTED_OPERATIONS: list[kopf.Operation] = ["CREATE", "UPDATE"]
+
+
+def admission_problem(
+    operation: str | None,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    name: str | None = None,
+) -> str | None:
+    """Why the API server should refuse this write of a DAGFlow, or None to let it through.
+
+    Only a spec that is new is judged: a CREATE, or an UPDATE that changes the spec. An UPDATE that
+    keeps the spec (labels, annotations, finalizers, a deletion in progress) passes even when that
+    spec is invalid (it got in while the webhook was absent), so such a flow can always be cleaned up.
+    """
+    if operation not in ADMITTED_OPERATIONS or new is None:
+        return None
+    spec = new.get("spec") or {}
+    if operation == "UPDATE" and old is not None and (old.get("spec") or {}) == spec:
+        return None
+    problems = validate_flow(dict(spec), flow_name=name)
+    return "; ".join(str(problem) for problem in problems[:20]) or None
 
 
 class ServiceWebhookServer(kopf.WebhookServer):

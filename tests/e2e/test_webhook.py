@@ -108,3 +108,49 @@ def test_operator_without_webhook_runs_flows_and_fails_invalid_ones_in_status(
         assert operator.process is not None and operator.process.poll() is None, "the operator exited"
     finally:
         operator.stop()
+
+
+@pytest.mark.usefixtures("without_shared_operator")
+def test_an_invalid_flow_that_got_in_without_the_webhook_can_still_be_cleaned_up(
+    namespace: str, tmp_path: Path
+) -> None:
+    """The webhook judges new specs only: labels, finalizers and deletions of a flow pass."""
+    doomed_namespace = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", doomed_namespace)
+    # No operator and no webhook: invalid flows get in, one held by a finalizer of some other tool.
+    held = flow("loop", CYCLE)
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    create(held, namespace)
+    create(flow("loop", CYCLE), doomed_namespace)
+    operator = OperatorProcess(tmp_path)
+    operator.start()
+    try:
+        assert wait_for_phase(namespace, "loop", "Failed")["conditions"][0]["reason"] == "Invalid"
+        # A new invalid spec is still refused.
+        changed = flow("loop", [*CYCLE, work("d")])
+        refused = apply(changed, namespace=namespace, check=False)
+        assert refused.returncode != 0 and names_the_cycle(refused.stderr), refused.stderr
+
+        kubectl("label", "dagflow", "loop", "team=ml", namespace=namespace)
+        kubectl("annotate", "dagflow", "loop", "note=cleaning up", namespace=namespace)
+        kubectl("delete", "dagflow", "loop", "--wait=false", namespace=namespace)
+        assert get_json("dagflow", "loop", namespace=namespace)["metadata"].get("deletionTimestamp")
+        kubectl(
+            "patch",
+            "dagflow",
+            "loop",
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            namespace=namespace,
+        )
+        gone = kubectl("get", "dagflow", "loop", namespace=namespace, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
+
+        # Deleting a namespace deletes its flows, and ends.
+        kubectl("delete", "namespace", doomed_namespace, "--timeout=90s", timeout=120)
+        assert kubectl("get", "namespace", doomed_namespace, check=False).returncode != 0
+    finally:
+        operator.stop()
+        kubectl("delete", "namespace", doomed_namespace, "--wait=false", "--ignore-not-found", check=False)
+    delete_webhook_configurations()

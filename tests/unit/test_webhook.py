@@ -13,7 +13,13 @@ import pytest
 from cryptography import x509
 
 from dagflow.settings import OperatorSettings
-from dagflow.webhook import ServiceWebhookServer, build_webhook_server, live_peers
+from dagflow.webhook import (
+    ADMITTED_OPERATIONS,
+    ServiceWebhookServer,
+    admission_problem,
+    build_webhook_server,
+    live_peers,
+)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -91,3 +97,37 @@ def test_live_peers_are_the_others_with_an_unexpired_keep_alive() -> None:
 def test_a_peering_object_without_peers_or_with_unreadable_ones_has_no_live_peers() -> None:
     assert live_peers({}, own_priority=1, now=NOW) == []
     assert live_peers({"odd": "text", "partial": {"priority": 2}}, own_priority=1, now=NOW) == []
+
+
+CYCLE_SPEC = {
+    "works": [
+        {"name": "a", "dependsOn": ["b"], "container": {"image": "x"}},
+        {"name": "b", "dependsOn": ["a"], "container": {"image": "x"}},
+    ]
+}
+FINE_SPEC = {"works": [{"name": "a", "container": {"image": "x"}}]}
+
+
+def flow_body(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "f", **metadata}, "spec": spec}
+
+
+def test_the_webhook_is_registered_for_create_and_update_only() -> None:
+    assert ADMITTED_OPERATIONS == ["CREATE", "UPDATE"]
+
+
+def test_a_new_invalid_spec_is_refused_on_create_and_on_update() -> None:
+    assert admission_problem("CREATE", None, flow_body(CYCLE_SPEC), "f")
+    problem = admission_problem("UPDATE", flow_body(FINE_SPEC), flow_body(CYCLE_SPEC), "f")
+    assert problem and "cycle" in problem
+    assert admission_problem("CREATE", None, flow_body(FINE_SPEC), "f") is None
+    assert admission_problem("UPDATE", flow_body(CYCLE_SPEC), flow_body(FINE_SPEC), "f") is None
+
+
+def test_an_update_that_keeps_an_invalid_spec_passes_so_the_flow_can_be_cleaned_up() -> None:
+    held = flow_body(CYCLE_SPEC, finalizers=["example.com/hold"])
+    labelled = flow_body(CYCLE_SPEC, finalizers=["example.com/hold"], labels={"team": "ml"})
+    released = flow_body(CYCLE_SPEC, deletionTimestamp="2026-11-26T12:00:00Z")
+    assert admission_problem("UPDATE", held, labelled, "f") is None
+    assert admission_problem("UPDATE", labelled, released, "f") is None
+    assert admission_problem("DELETE", held, None, "f") is None
