@@ -18,12 +18,25 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 CLUSTER_SCRIPT_PATH = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
 
 
+# The tests' own local cluster, unless DAGFLOW_CLUSTER_NAME names another: never the demo's
+# (`dagflow`), so `make test` leaves a running `make demo` and its operator alone.
+TEST_CLUSTER_NAME = "dagflow-test"
+
+
+def local_cluster_name() -> str:
+    return os.environ.get("DAGFLOW_CLUSTER_NAME") or TEST_CLUSTER_NAME
+
+
 def run_cluster_script(
     *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
-    """Run tests/cluster/cluster.sh (up, down, stop, start, status, env)."""
+    """Run tests/cluster/cluster.sh (up, down, stop, start, status, env, dir) on the tests' cluster."""
     result = subprocess.run(
-        ["bash", str(CLUSTER_SCRIPT_PATH), *args], capture_output=True, text=True, timeout=timeout
+        ["bash", str(CLUSTER_SCRIPT_PATH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"cluster.sh {' '.join(args)} failed:\n{result.stderr}")
