@@ -8,6 +8,9 @@ PYTEST := $(VENV)/bin/pytest
 CLUSTER := tests/cluster/cluster.sh
 CRD_FILE := crds/dagflow.dev_dagflows.yaml
 CHART_CRD_FILE := charts/dagflow-operator/crds/dagflow.dev_dagflows.yaml
+# kopf's peering CRDs (operators on one cluster see each other there); the chart's copy is the source.
+PEERING_CRD_FILE := charts/dagflow-operator/crds/kopf.dev_peerings.yaml
+CRD_NAMES := crd/dagflows.dagflow.dev crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
 # kubectl and helm that match the local control plane.
 BIN_DIR = $(shell tests/cluster/build.sh bin-dir)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -51,17 +54,18 @@ lint: venv ## Run ruff and mypy.
 	$(VENV)/bin/mypy
 
 .PHONY: crds
-crds: venv ## Generate the CRD YAML from the pydantic models.
+crds: venv ## Generate the CRD YAML from the pydantic models; copy kopf's peering CRDs next to it.
 	$(PY) -m dagflow.api.crd $(CRD_FILE) $(if $(wildcard $(dir $(CHART_CRD_FILE))),$(CHART_CRD_FILE))
+	cp $(PEERING_CRD_FILE) crds/
 
 .PHONY: install
-install: venv ## Apply the CRDs to the cluster in KUBECONFIG.
+install: venv ## Apply the CRDs (DAGFlow and kopf's peerings) to the cluster in KUBECONFIG.
 	kubectl apply --server-side --force-conflicts -f crds/
 	@# `kubectl wait` fails, rather than waits, while a brand-new CRD has no conditions yet.
 	@for attempt in $$(seq 30); do \
-		kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s 2>/dev/null && exit 0; \
+		kubectl wait --for=condition=Established $(CRD_NAMES) --timeout=60s 2>/dev/null && exit 0; \
 		sleep 1; \
-	done; kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=5s
+	done; kubectl wait --for=condition=Established $(CRD_NAMES) --timeout=5s
 
 .PHONY: uninstall
 uninstall: venv ## Delete the CRDs (and with them every DAGFlow) from the cluster in KUBECONFIG.

@@ -82,7 +82,7 @@ start_cluster() {
 }
 
 install_crd() {
-  say "DAGFlow CRD"
+  say "CRDs: DAGFlow, and kopf's peerings (where operators see each other)"
   local attempt
   for attempt in 1 2 3 4 5; do
     kubectl apply --server-side --force-conflicts -f "$repo/crds/" && break
@@ -91,11 +91,12 @@ install_crd() {
     sleep 2
   done
   # `kubectl wait` fails, rather than waits, while a brand-new CRD has no conditions yet.
+  local crds=(crd/dagflows.dagflow.dev crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev)
   for attempt in $(seq 30); do
-    kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=60s >/dev/null 2>&1 && return 0
+    kubectl wait --for=condition=Established "${crds[@]}" --timeout=60s >/dev/null 2>&1 && return 0
     sleep 1
   done
-  kubectl wait --for=condition=Established crd/dagflows.dagflow.dev --timeout=5s >/dev/null
+  kubectl wait --for=condition=Established "${crds[@]}" --timeout=5s >/dev/null
 }
 
 webhook_points_at() {

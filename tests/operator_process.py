@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class OperatorProcess:
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.webhook_port = free_port()
+        # Its name among peers (kopf peering), kept across restarts as a pod's name is: a restart
+        # after a kill takes over its own keep-alive at once instead of waiting for it to expire.
+        self.identity = f"dagflow-operator-test-{uuid.uuid4().hex[:8]}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +51,7 @@ class OperatorProcess:
             **os.environ,
             "DAGFLOW_METRICS_PORT": str(self.metrics_port),
             "DAGFLOW_WEBHOOK_PORT": str(self.webhook_port),
+            "POD_ID": self.identity,
             **self.extra_env,
         }
         if self.kubeconfig is not None:

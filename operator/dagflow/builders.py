@@ -99,6 +99,10 @@ def build_deployment(
         ports.append(port)
     if "readinessProbe" not in container:
         container["readinessProbe"] = {"tcpSocket": {"port": work.serve.port}, "periodSeconds": 5}
+    # Always named, with its deprecated twin: the API server fills a missing serviceAccountName
+    # from `serviceAccount`, so a rollout that merely left it out would keep the old account.
+    account = template["spec"].get("serviceAccountName") or "default"
+    template["spec"]["serviceAccountName"] = template["spec"]["serviceAccount"] = account
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 import secrets
-from collections.abc import Mapping
-from typing import Any, cast
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from dagflow import kube as kube_module
 from dagflow import metrics, naming
@@ -36,6 +45,12 @@ logger = logging.getLogger("dagflow")
 WEBHOOK_CONFIGURATION = "dagflow.dev"
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
+# kopf's own API calls and watches (seconds): none may hang forever on an API server that stopped.
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+WATCH_SERVER_TIMEOUT = 300
+# Start times count down from here (the year 2286) into peering priorities.
+PRIORITY_EPOCH_MILLIS = 10**13
 
 state: dict[str, Any] = {}
 LOG_FORMATS = {
@@ -81,7 +96,28 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
-    settings.watching.server_timeout = 300
+    # No call of kopf's own may hang forever on an API server that stopped answering: requests give
+    # up, watches are ended by the server and, failing that, by the client, then start again.
+    settings.networking.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.request_timeout = REQUEST_TIMEOUT
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
+    if operator_settings.peering:
+        working = await asyncio.to_thread(
+            ensure_peering, operator_settings.peering, operator_settings.namespaces
+        )
+        logger.info(
+            "Peering %r as %s: of the operators on this cluster, the one that started first works",
+            operator_settings.peering,
+            state["identity"],
+        )
+        if working:
+            logger.warning(
+                "Standing by: %s started earlier and works on this cluster; this operator takes over"
+                " when it stops (kopf then logs 'Resuming operations after the pause')",
+                ", ".join(working),
+            )
     if operator_settings.webhook_enabled:
         settings.admission.server = build_webhook_server(operator_settings)
         if operator_settings.webhook_managed:
@@ -91,27 +127,182 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.cleanup()
+    # The clean-up after SIGTERM is bounded: kopf's own clean-up calls retry for about a minute
+    # when the API server is gone. kopf's backstop kills the process a little after the deadline.
+    settings.process.ultimate_exiting_timeout = operator_settings.shutdown_timeout_seconds + 3
+    await asyncio.sleep(0)
+    arm_exit_deadline_on_signals(operator_settings.shutdown_timeout_seconds)
+
+
+def arm_exit_deadline_on_signals(seconds: float) -> None:
+    """On SIGTERM or SIGINT, start the exit deadline, then let kopf's own handling go on.
+
+    kopf handles these signals in its event loop (through the loop's wakeup descriptor, which this
+    Python-level handler leaves in place); it must have set that up already, as it has by the time
+    the startup handler yields.
+    """
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            exit_deadline.extend_to(seconds)
+            if callable(previous):
+                previous(signum, frame)
+
+        try:
+            signal.signal(number, handler)
+        except ValueError:  # not the main thread (kopf run embedded): no deadline
+            return
 async def stop(**_: Any) -> None:
     reconciler: Reconciler | None = state.pop("reconciler", None)
     if reconciler is not None:
         await reconciler.stop()
     operator_settings: OperatorSettings | None = state.get("settings")
+    budget = operator_settings.shutdown_timeout_seconds if operator_settings else 5.0
+    # kopf's own clean-up (its webhook patches, the peering keep-alive's removal) retries for about a
+    # minute when the API server is gone: the process leaves at the deadline whatever is left.
+    exit_deadline.extend_to(budget)
     if operator_settings and operator_settings.webhook_enabled and operator_settings.webhook_managed:
         # Without the operator nobody answers the webhook; leave DAGFlows writable, unless a peer
         # replica is still there to answer it.
         try:
-            kube = kube_module.KubeClient(1)
-            if operator_settings.peering:
-                peers = await asyncio.to_thread(
-                    kube.peering_status, operator_settings.peering, operator_settings.namespaces
-                )
-                others = [peer for status in peers for peer in live_peers(status, state["priority"])]
-                if others:
-                    logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
-                    return
-            await asyncio.to_thread(kube.delete_webhook_configurations, WEBHOOK_CONFIGURATION)
+            await in_daemon_thread(lambda: remove_webhook(operator_settings), timeout=exit_deadline.left())
         except Exception as error:  # shutting down anyway
-            logger.warning("Could not delete the ValidatingWebhookConfiguration: %s", error)
+            logger.warning("Could not delete the ValidatingWebhookConfiguration: %r", error)
+            if isinstance(error, (TimeoutError, OSError, urllib3.exceptions.HTTPError)):
+                # The API server does not answer: no other clean-up call will get through either.
+                exit_deadline.shorten_to(1.0)
+
+
+class ExitDeadline:
+    """Ends the process at a deadline, from a thread of its own, if it has not ended by then."""
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def extend_to(self, seconds: float) -> None:
+        self._set(time.monotonic() + seconds, later=True)
+
+    def shorten_to(self, seconds: float) -> None:
+        self._set(time.monotonic() + seconds, later=False)
+
+    def left(self) -> float:
+        return max(0.0, (self._at or time.monotonic()) - time.monotonic())
+
+    def _set(self, moment: float, later: bool) -> None:
+        with self._lock:
+            current = self._at
+            if current is None or (moment > current if later else moment < current):
+                self._at = moment
+        if current is None:
+            threading.Thread(target=self._watch, name="dagflow-exit-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        while self._at is None or time.monotonic() < self._at:
+            time.sleep(0.1)
+        logger.warning("Clean-up did not finish in time (is the API server gone?); exiting anyway")
+        exit_now()
+
+
+exit_deadline = ExitDeadline()
+
+
+def exit_now() -> None:
+    """Leave at once: calls that wait on a hung API server in worker threads must not hold the exit."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def remove_webhook(operator_settings: OperatorSettings) -> None:
+    kube = kube_module.KubeClient(1)
+    if operator_settings.peering:
+        peers = kube.peering_status(operator_settings.peering, operator_settings.namespaces)
+        others = [peer for status in peers for peer in live_peers(status, state["identity"])]
+        if others:
+            logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
+            return
+    kube.delete_webhook_configurations(WEBHOOK_CONFIGURATION)
+
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(function: Callable[[], T], timeout: float) -> T:
+    """Run a blocking call in a thread of its own that the process does not wait for at exit.
+
+    A call into a hung API server may outlast `timeout`; the caller goes on without its result.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="dagflow-cleanup", daemon=True).start()
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no answer from the API server in {timeout:g}s") from None
+
+
+def ensure_peering(name: str, namespaces: list[str]) -> list[str]:
+    """Create the kopf peering object(s) `name` unless they exist: cluster-wide, or one per namespace.
+
+    Without it, kopf would keep the operator paused. The chart creates it itself (its operator may
+    only read and patch it). Returns the live peers that kopf will let work instead of this one.
+    """
+    kube = kube_module.KubeClient(1)
+    custom = kube.custom
+    scopes: list[str | None] = list(namespaces) or [None]
+    for namespace in scopes:
+        scope: tuple[str, ...] = (namespace, "kopfpeerings") if namespace else ("clusterkopfpeerings",)
+        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+        where = f"{kind} {namespace + '/' if namespace else ''}{name}"
+        create = custom.create_namespaced_custom_object if namespace else custom.create_cluster_custom_object
+        read = custom.get_namespaced_custom_object if namespace else custom.get_cluster_custom_object
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+        try:
+            kube_module.read_body(create, "kopf.dev", "v1", *scope, body)
+            logger.info("Created the peering object %s", where)
+        except ApiException as error:
+            if error.status == 403:
+                # May not create it (the chart makes it and grants only reading and patching it).
+                try:
+                    kube_module.read_body(read, "kopf.dev", "v1", *scope, name)
+                    continue
+                except ApiException as read_error:
+                    error = read_error
+            if error.status == 409:
+                continue
+            if error.status == 404:
+                raise kopf.PermanentError(
+                    f"{where} is missing and cannot be created: are kopf's peering CRDs installed?"
+                    " Apply them (`make install`, or `kubectl apply -f crds/`), or run standalone with"
+                    " DAGFLOW_PEERING=''"
+                ) from error
+            raise
+    return [
+        identity
+        for status in kube.peering_status(name, namespaces)
+        for identity in live_peers(status, state["identity"])
+        if int(status[identity].get("priority") or 0) >= state["priority"]
+    ]
 
 
 # Indexers and handlers are coroutines: kopf runs plain functions in a thread pool, a hop per
@@ -131,6 +322,9 @@ async def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
 async def child_changed(
+    key = _flow_key(namespace, body)
+
+
     namespace: str | None,
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
@@ -139,7 +333,6 @@ async def child_changed(
 ) -> None:
     key = _flow_key(namespace, body)
     if key:
-        _ensure_reconciler(flow_jobs, flow_deployments).enqueue(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -154,7 +347,6 @@ async def flow_changed(
 ) -> None:
     if not namespace or not name:
         return
-    reconciler = _ensure_reconciler(flow_jobs, flow_deployments)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
@@ -192,6 +384,19 @@ def _ensure_reconciler(
             kube_module.KubeClient(settings.api_concurrency),
             jobs,
             deployments,
+@kopf.on.probe(id="reconcileStalledSeconds", errors=kopf.ErrorsMode.PERMANENT)
+def reconcile_progress(**_: Any) -> float:
+    """Liveness fails (HTTP 500) once passes are wanted and none has finished for too long."""
+    reconciler: Reconciler | None = state.get("reconciler")
+    stalled = reconciler.stalled_seconds() if reconciler else 0.0
+    limit = state["settings"].liveness_stall_seconds if "settings" in state else None
+    if limit is not None and stalled > limit:
+        raise kopf.PermanentError(
+            f"no reconcile pass finished for {stalled:.0f}s while flows wait (limit {limit:g}s)"
+        )
+    return round(stalled, 1)
+
+
             _post_event,
             workers=settings.reconcile_workers,
         )
@@ -223,10 +428,9 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     operator_settings = OperatorSettings()
     namespaces = args.namespace or operator_settings.namespaces
-    # With peering, the replica of the highest priority works and the others stand by; a random
-    # priority keeps two replicas from ever having the same one (which would freeze both).
     peering = operator_settings.peering
-    state["priority"] = secrets.randbelow(2**31) if peering else 0
+    state["identity"] = own_identity()
+    state["priority"] = start_priority() if peering else 0
     if operator_settings.webhook_enabled:
         # Registered only when served: kopf refuses to start with admission handlers and no server.
         # CREATE and UPDATE only: a DELETE is never refused, whatever the flow's spec.
@@ -245,3 +449,26 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+        identity=state["identity"],
+    # Clean-up is done. A call still waiting on a hung API server in a worker thread must not keep
+    # the process alive until it times out.
+    exit_now()
+
+
+def own_identity() -> str:
+    """This operator's name among its peers: the pod's name (POD_ID) if set, which a restarted
+    container keeps, so it takes over its own record at once; else user, host, time and a random
+    suffix, new at every start."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    started = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return f"{getpass.getuser()}@{socket.gethostname()}/{started}/{secrets.token_hex(3)}"
+
+
+def start_priority(now: float | None = None) -> int:
+    """kopf peering priority: the earlier an operator started, the higher, so one that is already
+    working keeps working and a newcomer stands by. Distinct per millisecond, plus a random last
+    digits so two operators started at once never tie (a tie would pause both)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return (PRIORITY_EPOCH_MILLIS - millis) * 100 + secrets.randbelow(100)

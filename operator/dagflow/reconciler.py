@@ -46,7 +46,7 @@ STARVED_AFTER_SECONDS = 3.0
 # delays, the last one repeating.
 CREATE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
 # A Service made for a serve work is not made again for this long while the watch catches up.
-SERVICE_RECHECK_SECONDS = 10.0
+SERVICE_RECHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -335,6 +335,17 @@ class Reconciler:
             draining=draining,
             pod_refusals=refusals,
         )
+        new_run = status.get("run") != run
+        if new_run:
+            # The status must name a new run before the old run's Jobs go: once they are gone,
+            # nothing else would remember that the run was started (see `dagflow.runs`).
+            await self._start_children(key, flow, parsed.spec, run, plan)
+            await self._publish(key, body, plan, previous_works, run, generation, now)
+            await asyncio.gather(
+                self._retire_old_jobs(flow, run, all_jobs),
+                self._keep_serving(key, flow, parsed.spec, plan, deployments, services),
+            )
+            return
         await asyncio.gather(
             self._start_children(key, flow, parsed.spec, run, plan),
             self._retire_old_jobs(flow, run, all_jobs),
@@ -346,7 +357,20 @@ class Reconciler:
             if key not in self._held:
                 self._held[key] = asyncio.get_running_loop().call_later(hold, self._release, key)
             return
-        new_status = build_status(plan, status, run, generation, now)
+        await self._publish(key, body, plan, previous_works, run, generation, now)
+
+    async def _publish(
+        self,
+        key: FlowKey,
+        body: dict[str, Any],
+        plan: Plan,
+        previous_works: Mapping[str, Mapping[str, Any]],
+        run: int,
+        generation: int,
+        now: str,
+    ) -> None:
+        """Write the plan's status and announce the works' moves since the last status written."""
+        new_status = build_status(plan, body["status"], run, generation, now)
         if await self._write_status(key, body, new_status):
             changed = transitions(previous_works, plan)
             for transition in changed:
@@ -484,7 +508,7 @@ class Reconciler:
         for work in list(plan.start):
             if work.serve is None:
                 job = build_job(flow, spec, work, run, self.settings)
-                tasks.append(start(work.name, partial(self._create_job, key, work.name, run, job)))
+                tasks.append(start(work.name, partial(self._create_job, key, flow, work.name, run, job)))
             else:
                 deployment = build_deployment(flow, spec, work, run, self.settings)
                 service = build_service(flow, work, run)
@@ -499,13 +523,14 @@ class Reconciler:
         owner = self.flows.get((namespace, error.owner_name or ""))
         return owner is not None and owner["metadata"].get("uid") == error.owner_uid
 
-    async def _create_job(self, key: FlowKey, work: str, run: int, job: dict[str, Any]) -> None:
+    async def _create_job(
+        self, key: FlowKey, flow: FlowRef, work: str, run: int, job: dict[str, Any]
+    ) -> None:
         name = job["metadata"]["name"]
         if await self.kube.create_job(job):
             metrics.CHILDREN_CREATED.labels(kind="Job").inc()
             logger.info("Created Job %s/%s", job["metadata"]["namespace"], name)
         if key in self.flows:
-            flow = FlowRef.from_body(self.flows[key])
             self._unseen_jobs.setdefault(key, {})[name] = (
                 just_created(name, work, run, flow),
                 time.monotonic(),
@@ -544,6 +569,7 @@ class Reconciler:
                 continue
             made = self._services_made.get((key, naming.serve_name(flow.name, name)))
             if made is not None and now - made < SERVICE_RECHECK_SECONDS:
+                self._recheck(key, made + SERVICE_RECHECK_SECONDS - now)
                 continue
             service = build_service(flow, work, deployments[name].run)
             logger.info("Restored Service %s/%s", flow.namespace, service["metadata"]["name"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,9 +68,33 @@ class OperatorSettings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or JSON.")
     peering: str | None = Field(
-        None,
-        description="kopf peering object to coordinate several replicas; unset: run standalone.",
+        "dagflow",
+        description=(
+            "kopf peering object through which operators on one cluster see each other: the one that"
+            " started first works, the others stand by. Created at start if absent. Empty: standalone."
+        ),
+    )
+    liveness_stall_seconds: float = Field(
+        300,
+        gt=0,
+        description=(
+            "The liveness probe fails once reconcile passes have been wanted for this long without"
+            " one finishing (a loop stuck on a call), so Kubernetes restarts the operator."
+        ),
+    )
+    shutdown_timeout_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "Longest the clean-up on SIGTERM may take; the operator then exits anyway (with its API"
+            " server gone, it exits a second after its first clean-up call fails)."
+        ),
     )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch (comma-free JSON list); empty: all."
     )
+
+    @field_validator("peering")
+    @classmethod
+    def _empty_peering_is_standalone(cls, value: str | None) -> str | None:
+        return value or None

@@ -99,15 +99,12 @@ def build_webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
     )
 
 
-def live_peers(peering_status: dict[str, Any], own_priority: int, now: datetime | None = None) -> list[str]:
-    """Identities of the other operators whose keep-alive in a kopf peering object has not expired.
-
-    An operator is told apart from its peers by its priority, which each replica draws at random.
-    """
+def live_peers(peering_status: dict[str, Any], own_identity: str, now: datetime | None = None) -> list[str]:
+    """Identities of the other operators whose keep-alive in a kopf peering object has not expired."""
     moment = now or datetime.now(UTC)
     alive = []
     for identity, peer in peering_status.items():
-        if not isinstance(peer, dict) or peer.get("priority") == own_priority:
+        if not isinstance(peer, dict) or identity == own_identity:
             continue
         try:
             seen = datetime.fromisoformat(str(peer["lastseen"]))

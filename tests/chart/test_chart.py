@@ -52,6 +52,7 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
     objects = render()
     kinds = sorted(item["kind"] for item in objects)
     assert kinds == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -141,6 +142,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "deployments",
         "services",
         "events",
+        "kopfpeerings",
     }
     assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
 
@@ -170,6 +172,9 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
             "delete",
             "patch",
         ],
+        # Peering is always on: a second operator on the cluster stands by.
+        ("kopf.dev", "clusterkopfpeerings", ()): ["list", "watch"],
+        ("kopf.dev", "clusterkopfpeerings", ("dagflow-dagflow-operator",)): ["get", "patch"],
     }
 
 
@@ -248,8 +253,10 @@ def test_default_webhook_certificate_is_made_by_the_operator() -> None:
     assert "DAGFLOW_WEBHOOK_CERT_FILE" not in env and "DAGFLOW_WEBHOOK_KEY_FILE" not in env
 
 
-def test_more_than_one_replica_turns_peering_on() -> None:
-    objects = render(PEERING_VALUES)
+@pytest.mark.parametrize("values", [{}, PEERING_VALUES], ids=["one replica", "two replicas"])
+def test_operators_of_a_release_always_peer(values: dict[str, Any]) -> None:
+    """Also with one replica: a second operator on the cluster stands by instead of acting too."""
+    objects = render(values)
     env = container_env(objects)
     peering = one(objects, "ClusterKopfPeering")
     assert env["DAGFLOW_PEERING"] == peering["metadata"]["name"]
@@ -266,8 +273,6 @@ def test_more_than_one_replica_turns_peering_on() -> None:
         # get: a stopping replica reads whether a peer lives on to answer the webhook.
         "verbs": ["get", "patch"],
     } in rules
-    assert "DAGFLOW_PEERING" not in container_env(render())
-    assert not objects_of(render(), "ClusterKopfPeering")
 
 
 def test_peering_in_watched_namespaces_uses_one_kopf_peering_each() -> None:

@@ -72,7 +72,9 @@ up() {
     # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
     if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
     # enable-aggregator-routing: the API server calls a webhook registered as a Service at one of
-    # the Service's endpoints, as no kube-proxy routes ClusterIPs here.
+    # the Service's endpoints, as no kube-proxy routes ClusterIPs here. leader-elect=false: the one
+    # controller-manager and scheduler keep running through an API server that stops answering for
+    # a while (with leader election they would exit once their lease could not be renewed).
     kwokctl create cluster --name "$cluster_name" --runtime binary \
       --kubeconfig "$kubeconfig" \
       --etcd-binary "$bin_dir/etcd" \
@@ -82,6 +84,8 @@ up() {
       --kwok-controller-binary "$bin_dir/kwok" \
       --disable-qps-limits \
       --extra-args kube-apiserver=enable-aggregator-routing=true \
+      --extra-args kube-controller-manager=leader-elect=false \
+      --extra-args kube-scheduler=leader-elect=false \
       --heartbeat-factor 1 --node-lease-duration-seconds 20 \
       --config "$here/stages.yaml" \
       "${audit_args[@]}" \

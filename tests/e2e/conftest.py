@@ -8,6 +8,7 @@ containers there; `make e2e-kind` leaves out (`-m 'not local_cluster'`) the test
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -61,5 +62,19 @@ def delete_webhook_configurations() -> None:
         "validatingwebhookconfiguration,mutatingwebhookconfiguration",
         "dagflow.dev",
         "--ignore-not-found",
+        check=False,
+    )
+
+
+def forget_peer(identity: str, peering: str = "dagflow") -> None:
+    """Remove an operator's keep-alive that it could not remove itself (its API server was gone when
+    it stopped), so that the next operator does not stand by until it expires."""
+    kubectl(
+        "patch",
+        "clusterkopfpeering",
+        peering,
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {identity: None}}),
         check=False,
     )

@@ -4,6 +4,7 @@ check a whole history (runs never going back, a Job never made twice, pods never
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ class Recorder:
     """Watches DAGFlows, Jobs and pods of one namespace in background threads."""
 
     def __init__(self, namespace: str) -> None:
-        api_client = config.new_client_from_config()
+        api_client = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
         custom, batch, core = (
             client.CustomObjectsApi(api_client),
             client.BatchV1Api(api_client),

@@ -91,12 +91,12 @@ def test_live_peers_are_the_others_with_an_unexpired_keep_alive() -> None:
         "stale@host": peer(5, timedelta(seconds=61)),
         "gone@host": peer(9, timedelta(seconds=0), lifetime=0),
     }
-    assert live_peers(status, own_priority=7, now=NOW) == ["fresh@host"]
+    assert live_peers(status, own_identity="me@host", now=NOW) == ["fresh@host"]
 
 
 def test_a_peering_object_without_peers_or_with_unreadable_ones_has_no_live_peers() -> None:
-    assert live_peers({}, own_priority=1, now=NOW) == []
-    assert live_peers({"odd": "text", "partial": {"priority": 2}}, own_priority=1, now=NOW) == []
+    assert live_peers({}, own_identity="me@host", now=NOW) == []
+    assert live_peers({"odd": "text", "partial": {"priority": 2}}, own_identity="me@host", now=NOW) == []
 
 
 CYCLE_SPEC = {

@@ -56,11 +56,12 @@ app.kubernetes.io/part-of: dagflow
 {{- printf "%s-webhook-tls" (include "dagflow-operator.fullname" .) }}
 {{- end }}
 
-{{/* Name of the kopf peering object(s), used only with more than one replica. */}}
+{{/*
+Name of the kopf peering object(s). Always used, with one replica too: a second operator on the
+cluster (another replica, a rollout overlapping, `make run` beside the release) then stands by.
+*/}}
 {{- define "dagflow-operator.peeringName" -}}
-{{- if gt (int .Values.replicas) 1 }}
 {{- include "dagflow-operator.fullname" . }}
-{{- end }}
 {{- end }}
 
 {{/*
