@@ -43,14 +43,14 @@ from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhoo
 logger = logging.getLogger("dagflow")
 
 WEBHOOK_CONFIGURATION = "dagflow.dev"
-MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
-CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
 # kopf's own API calls and watches (seconds): none may hang forever on an API server that stopped.
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 WATCH_SERVER_TIMEOUT = 300
 # Start times count down from here (the year 2286) into peering priorities.
 PRIORITY_EPOCH_MILLIS = 10**13
+MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
+CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
 
 state: dict[str, Any] = {}
 LOG_FORMATS = {
@@ -124,9 +124,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             settings.admission.managed = WEBHOOK_CONFIGURATION
     if operator_settings.metrics_port:
         metrics.serve(operator_settings.metrics_port)
-
-
-@kopf.on.cleanup()
     # The clean-up after SIGTERM is bounded: kopf's own clean-up calls retry for about a minute
     # when the API server is gone. kopf's backstop kills the process a little after the deadline.
     settings.process.ultimate_exiting_timeout = operator_settings.shutdown_timeout_seconds + 3
@@ -153,15 +150,18 @@ def arm_exit_deadline_on_signals(seconds: float) -> None:
             signal.signal(number, handler)
         except ValueError:  # not the main thread (kopf run embedded): no deadline
             return
+
+
+@kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    reconciler: Reconciler | None = state.pop("reconciler", None)
-    if reconciler is not None:
-        await reconciler.stop()
     operator_settings: OperatorSettings | None = state.get("settings")
     budget = operator_settings.shutdown_timeout_seconds if operator_settings else 5.0
     # kopf's own clean-up (its webhook patches, the peering keep-alive's removal) retries for about a
     # minute when the API server is gone: the process leaves at the deadline whatever is left.
     exit_deadline.extend_to(budget)
+    reconciler: Reconciler | None = state.pop("reconciler", None)
+    if reconciler is not None:
+        await reconciler.stop()
     if operator_settings and operator_settings.webhook_enabled and operator_settings.webhook_managed:
         # Without the operator nobody answers the webhook; leave DAGFlows writable, unless a peer
         # replica is still there to answer it.
@@ -322,9 +322,6 @@ async def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
 async def child_changed(
-    key = _flow_key(namespace, body)
-
-
     namespace: str | None,
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
@@ -333,6 +330,7 @@ async def child_changed(
 ) -> None:
     key = _flow_key(namespace, body)
     if key:
+        _ensure_reconciler(flow_jobs, flow_deployments).enqueue(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -347,6 +345,7 @@ async def flow_changed(
 ) -> None:
     if not namespace or not name:
         return
+    reconciler = _ensure_reconciler(flow_jobs, flow_deployments)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
@@ -373,17 +372,6 @@ def tracked_flows(**_: Any) -> int:
     return len(reconciler.flows) if reconciler else 0
 
 
-def _ensure_reconciler(
-    jobs: kopf.Index[FlowKey, JobObservation], deployments: kopf.Index[FlowKey, DeploymentObservation]
-) -> Reconciler:
-    # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
-    if "reconciler" not in state:
-        settings: OperatorSettings = state["settings"]
-        state["reconciler"] = Reconciler(
-            settings,
-            kube_module.KubeClient(settings.api_concurrency),
-            jobs,
-            deployments,
 @kopf.on.probe(id="reconcileStalledSeconds", errors=kopf.ErrorsMode.PERMANENT)
 def reconcile_progress(**_: Any) -> float:
     """Liveness fails (HTTP 500) once passes are wanted and none has finished for too long."""
@@ -397,6 +385,17 @@ def reconcile_progress(**_: Any) -> float:
     return round(stalled, 1)
 
 
+def _ensure_reconciler(
+    jobs: kopf.Index[FlowKey, JobObservation], deployments: kopf.Index[FlowKey, DeploymentObservation]
+) -> Reconciler:
+    # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
+    if "reconciler" not in state:
+        settings: OperatorSettings = state["settings"]
+        state["reconciler"] = Reconciler(
+            settings,
+            kube_module.KubeClient(settings.api_concurrency),
+            jobs,
+            deployments,
             _post_event,
             workers=settings.reconcile_workers,
         )
@@ -441,15 +440,11 @@ def main(argv: list[str] | None = None) -> None:
         standalone=peering is None,
         peering_name=peering,
         priority=state["priority"] if peering else None,
+        identity=state["identity"],
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness or None,
     )
-
-
-if __name__ == "__main__":
-    main()
-        identity=state["identity"],
     # Clean-up is done. A call still waiting on a hung API server in a worker thread must not keep
     # the process alive until it times out.
     exit_now()
@@ -472,3 +467,7 @@ def start_priority(now: float | None = None) -> int:
     digits so two operators started at once never tie (a tie would pause both)."""
     millis = int((time.time() if now is None else now) * 1000)
     return (PRIORITY_EPOCH_MILLIS - millis) * 100 + secrets.randbelow(100)
+
+
+if __name__ == "__main__":
+    main()
