@@ -98,10 +98,23 @@ def running_pod(namespace: str, work_name: str) -> dict[str, Any]:
     return pod
 
 
-def test_an_evicted_or_deleted_pod_does_not_use_up_a_retry(
+def test_evicted_or_deleted_pods_do_not_use_up_retries(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
-    create(flow("disrupted", [work("a", duration="8s", retries=0)]), namespace)
+    # Long enough that no pod finishes before it is disrupted.
+    create(flow("disrupted", [work("a", duration="15s", retries=0)]), namespace)
+
+    def replaced(before: dict[str, Any]) -> dict[str, Any]:
+        pod: dict[str, Any] = wait_for(
+            lambda: (
+                (pod := running_pod(namespace, "a"))["metadata"]["uid"] != before["metadata"]["uid"] and pod
+            ),
+            timeout=45,
+            what=f"a pod in place of {before['metadata']['name']}",
+        )
+        return pod
+
+    # Evicted through the API (as by a drain).
     first = running_pod(namespace, "a")
     eviction = {
         "apiVersion": "policy/v1",
@@ -116,12 +129,34 @@ def test_an_evicted_or_deleted_pod_does_not_use_up_a_retry(
         "-",
         input=json.dumps(eviction),
     )
-    second = wait_for(
-        lambda: (pod := running_pod(namespace, "a"))["metadata"]["uid"] != first["metadata"]["uid"] and pod,
-        timeout=30,
-        what="a new pod after the eviction",
+    # Ended by its node, as a kubelet does under node pressure: failed, marked as a disruption.
+    second = replaced(first)
+    ended = {
+        "status": {
+            "phase": "Failed",
+            "conditions": [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": "memory pressure",
+                }
+            ],
+        }
+    }
+    kubectl(
+        "patch",
+        "pod",
+        second["metadata"]["name"],
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps(ended),
+        namespace=namespace,
     )
-    kubectl("delete", "pod", second["metadata"]["name"], "--wait=false", namespace=namespace)
+    # Deleted by hand.
+    third = replaced(second)
+    kubectl("delete", "pod", third["metadata"]["name"], "--wait=false", namespace=namespace)
     final = wait_for_phase(namespace, "disrupted", timeout=60)
     assert final["phase"] == "Succeeded", final
     job = get_json("job", works_by_name(final)["a"]["job"], namespace=namespace)
