@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dagflow.api.models import FlowPhase
-from dagflow.reconciler import status_hold
+from dagflow.reconciler import newer_or_same, status_hold
 
 
 def test_the_first_patch_of_a_flow_never_waits() -> None:
@@ -20,3 +20,12 @@ def test_a_running_flow_waits_out_the_rest_of_its_spacing() -> None:
 @pytest.mark.parametrize("phase", [FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING])
 def test_a_final_phase_is_patched_at_once(phase: FlowPhase) -> None:
     assert status_hold(99.9, now=100.0, spacing=5.0, phase=phase) == 0.0
+
+
+def test_resource_versions_compare_as_numbers() -> None:
+    assert newer_or_same("100", "99")
+    assert newer_or_same("100", "100")
+    assert not newer_or_same("99", "100")
+    # Not numbers: taken as new rather than dropping an event.
+    assert newer_or_same("abc", "100")
+    assert newer_or_same(None, "100")
