@@ -42,6 +42,8 @@ DELAY_PER_WORK_SECONDS = 0.0001
 # A Job without a single pod this long after it started is asked about (its FailedCreate Events),
 # and asked again at most this often.
 STARVED_AFTER_SECONDS = 3.0
+# At most this many Jobs are asked about per pass: a quota that starves a thousand Jobs has one reason.
+REFUSAL_LOOKUPS_PER_PASS = 10
 # A create the API server refused for now (403: RBAC or quota; 404) is tried again after these
 # delays, the last one repeating.
 CREATE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
@@ -426,6 +428,7 @@ class Reconciler:
         bring the reason: the Job's FailedCreate Events are asked for, and asked again later.
         """
         found: dict[str, str] = {}
+        budget = REFUSAL_LOOKUPS_PER_PASS
         now, wall = time.monotonic(), datetime.now(UTC)
         starved_uids = set()
         for work, job in jobs.items():
@@ -437,11 +440,11 @@ class Reconciler:
                 self._recheck(key, STARVED_AFTER_SECONDS - age + 0.1)
                 continue
             asked = self._pod_refusals.get((key, job.uid))
-            if asked is None or now - asked[0] >= STARVED_AFTER_SECONDS:
-                namespace = key[0]
-                asked = (now, await self.kube.pod_refusal(namespace, job.uid))
+            if (asked is None or now - asked[0] >= STARVED_AFTER_SECONDS) and budget > 0:
+                budget -= 1
+                asked = (now, await self.kube.pod_refusal(key[0], job.uid))
                 self._pod_refusals[(key, job.uid)] = asked
-            if asked[1]:
+            if asked and asked[1]:
                 found[work] = asked[1]
             self._recheck(key, STARVED_AFTER_SECONDS)
         for entry in [
