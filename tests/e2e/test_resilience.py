@@ -109,20 +109,22 @@ def test_liveness_fails_while_the_reconcile_loop_is_stuck_and_recovers_after(
     )
     operator.start()
     try:
-        create(chain("stuck", 3, duration="1s"), namespace)
-        wait_for(
-            lambda: phase_of(namespace, "stuck", "w0") in ("Running", "Succeeded"), timeout=30, what="w0"
-        )
+        manifest = chain("stuck", 3, duration="1s")
+        create(manifest, namespace)
+        wait_for(lambda: status(namespace, "stuck").get("phase") == "Succeeded", timeout=60, what="run 1")
         assert health(operator) == 200
-        # The operator's calls hang from now on, while its watches still bring news: its passes
-        # wait for answers that do not come.
+        # The operator's calls hang from now on, while its watches still bring news (here: an edit
+        # of the flow, which starts run 2): its passes wait for answers that do not come.
         relayed.hang_requests()
+        manifest["spec"]["works"][0]["container"]["args"] = ["--again"]
+        create(manifest, namespace)
         started = time.monotonic()
         wait_for(lambda: health(operator) == 500, timeout=60, interval=1, what="the liveness probe to fail")
         failed_after = time.monotonic() - started
         relayed.resume()
+        wait_for(lambda: status(namespace, "stuck").get("run") == 2, timeout=60, what="run 2")
         final = wait_for_phase(namespace, "stuck", timeout=120)
-        assert final["phase"] == "Succeeded", final
+        assert final["phase"] == "Succeeded" and final["run"] == 2, final
         wait_for(lambda: health(operator) == 200, timeout=30, interval=1, what="the liveness probe to pass")
         assert operator.process is not None and operator.process.poll() is None, "the operator exited"
     finally:
