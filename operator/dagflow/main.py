@@ -31,8 +31,10 @@ from dagflow.observe import (
     DeploymentObservation,
     FlowKey,
     JobObservation,
+    ServiceObservation,
     observe_deployment,
     observe_job,
+    observe_service,
     owner_flow,
 )
 from dagflow.reconciler import Reconciler
@@ -96,6 +98,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["", "services"] = MANAGED_SELECTOR
     # No call of kopf's own may hang forever on an API server that stopped answering: requests give
     # up, watches are ended by the server and, failing that, by the client, then start again.
     settings.networking.connect_timeout = CONNECT_TIMEOUT
@@ -319,18 +322,26 @@ async def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> 
     return {key: observe_deployment(body)} if key else None
 
 
+@kopf.index("", "v1", "services", labels=CHILD_FILTER)
+async def flow_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+    key = _flow_key(namespace, body)
+    return {key: observe_service(body)} if key else None
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
+@kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
 async def child_changed(
     namespace: str | None,
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
-    flow_deployments: kopf.Index[FlowKey, JobObservation],
+    flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
+    flow_services: kopf.Index[FlowKey, ServiceObservation],
     **_: Any,
 ) -> None:
     key = _flow_key(namespace, body)
     if key:
-        _ensure_reconciler(flow_jobs, flow_deployments).enqueue(key)
+        _ensure_reconciler(flow_jobs, flow_deployments, flow_services).enqueue(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -341,11 +352,12 @@ async def flow_changed(
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
+    flow_services: kopf.Index[FlowKey, ServiceObservation],
     **_: Any,
 ) -> None:
     if not namespace or not name:
         return
-    reconciler = _ensure_reconciler(flow_jobs, flow_deployments)
+    reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
@@ -386,7 +398,9 @@ def reconcile_progress(**_: Any) -> float:
 
 
 def _ensure_reconciler(
-    jobs: kopf.Index[FlowKey, JobObservation], deployments: kopf.Index[FlowKey, DeploymentObservation]
+    jobs: kopf.Index[FlowKey, JobObservation],
+    deployments: kopf.Index[FlowKey, DeploymentObservation],
+    services: kopf.Index[FlowKey, ServiceObservation],
 ) -> Reconciler:
     # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
     if "reconciler" not in state:
@@ -398,6 +412,7 @@ def _ensure_reconciler(
             deployments,
             _post_event,
             workers=settings.reconcile_workers,
+            services=services,
         )
     return _reconciler()
 

@@ -87,14 +87,15 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Serve works: read to check their owner, made and rolled in place by server-side apply (a patch),
-# watched to bring back a deleted one, deleted when the work leaves the spec or stops serving.
+# Serve works: read to check their owner, made and rolled in place by server-side apply (a patch
+# that creates needs `create` too), watched to bring back a deleted one, deleted when the work
+# leaves the spec or stops serving.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # One Event per work transition (kopf posts core/v1 Events); a Job's FailedCreate Events are
 # listed to say why its pods are refused.
 - apiGroups: [""]
