@@ -49,7 +49,8 @@ SCENARIOS = ("chain", "concurrent", "fanout", "sweep", "memory")
 def cluster_env() -> dict[str, str]:
     env = {
         **os.environ,
-        "DAGFLOW_CLUSTER_NAME": os.environ.get("DAGFLOW_CLUSTER_NAME", "bench"),
+        # A cluster of its own, made with an audit log: never the one the tests or the demo use.
+        "DAGFLOW_CLUSTER_NAME": os.environ.get("DAGFLOW_BENCH_CLUSTER_NAME", "bench"),
         "DAGFLOW_AUDIT": "1",
     }
     return env

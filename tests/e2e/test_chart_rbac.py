@@ -35,11 +35,18 @@ GRANTED = [
     ("watch", "jobs.batch"),
     ("create", "jobs.batch"),
     ("delete", "jobs.batch"),
+    ("get", "deployments.apps"),
     ("create", "deployments.apps"),
     ("patch", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("get", "services"),
+    ("list", "services"),
+    ("watch", "services"),
     ("create", "services"),
     ("patch", "services"),
+    ("delete", "services"),
     ("create", "events"),
+    ("list", "events"),
 ]
 # What it never needs, anywhere.
 REFUSED = [
@@ -52,8 +59,8 @@ REFUSED = [
     ("create", "dagflows.dagflow.dev"),
     ("update", "dagflows.dagflow.dev"),
     ("delete", "dagflows.dagflow.dev"),
-    ("delete", "deployments.apps"),
-    ("delete", "services"),
+    ("update", "deployments.apps"),
+    ("delete", "events"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts/token"),
 ]

@@ -25,6 +25,16 @@ def set_args(manifest: dict[str, Any], work_name: str, args: list[str], duration
         entry["annotations"]["sim.dagflow.dev/duration"] = duration
 
 
+def wait_until_succeeded(namespace: str, name: str, **expected: int) -> None:
+    """Until the flow's status has the `expected` fields (run, observedGeneration) and Succeeded."""
+
+    def reached() -> bool:
+        current = status(namespace, name)
+        return current.get("phase") == "Succeeded" and all(current.get(k) == v for k, v in expected.items())
+
+    wait_for(reached, timeout=120, what=f"{name} to succeed with {expected}")
+
+
 def flow_events(namespace: str, name: str) -> Counter[tuple[str, str]]:
     """(reason, work) of every Event posted on the flow; a summary Event counts for each work it names."""
     uid = get_json("dagflow", name, namespace=namespace)["metadata"]["uid"]
@@ -90,14 +100,7 @@ def test_three_edits_within_a_second_run_the_last_spec(
         for edit in (1, 2, 3):
             set_args(manifest, "a", [f"edit-{edit}"], duration="1s" if edit == 3 else None)
             apply(manifest, namespace=namespace)
-        wait_for(
-            lambda: (
-                status(namespace, "quick").get("observedGeneration") == 4
-                and status(namespace, "quick").get("phase") == "Succeeded"
-            ),
-            timeout=90,
-            what="the last generation to succeed",
-        )
+        wait_until_succeeded(namespace, "quick", observedGeneration=4)
     assert_the_last_run_runs_the_last_spec(namespace, "quick", ["edit-3"])
     assert_history_moves_forward(recorder, "quick")
     assert_each_move_announced_once(recorder, namespace, "quick")
@@ -125,9 +128,12 @@ def wait_for_run_2_jobs(namespace: str) -> None:
     wait_for(made, timeout=30, what="the Jobs of run 2")
 
 
-def test_an_edit_while_the_status_is_held_back_runs_the_newest_spec(
-    namespace: str, holding_operator: OperatorProcess
+@pytest.mark.parametrize("killed", [False, True], ids=["status-held-back", "operator-killed"])
+def test_an_edit_while_a_run_starts_runs_the_newest_spec(
+    namespace: str, holding_operator: OperatorProcess, killed: bool
 ) -> None:
+    """Run 2 starts, its status held back; generation 3 comes; and (`killed`) the operator is killed
+    at once, with no time to write down what it made of it."""
     manifest = held_flow()
     with recording(namespace) as recorder:
         create(manifest, namespace)
@@ -137,46 +143,14 @@ def test_an_edit_while_the_status_is_held_back_runs_the_newest_spec(
         wait_for_run_2_jobs(namespace)
         set_args(manifest, "a", ["edit-2"], duration="1s")
         apply(manifest, namespace=namespace)
-        wait_for(
-            lambda: (
-                status(namespace, "held").get("observedGeneration") == 3
-                and status(namespace, "held").get("phase") == "Succeeded"
-            ),
-            timeout=90,
-            what="generation 3 to succeed",
-        )
+        if killed:
+            holding_operator.kill()
+            holding_operator.start()
+        wait_until_succeeded(namespace, "held", observedGeneration=3)
     final = assert_the_last_run_runs_the_last_spec(namespace, "held", ["edit-2"])
     assert final["run"] == 3
     assert_history_moves_forward(recorder, "held")
     assert_each_move_announced_once(recorder, namespace, "held")
-
-
-def test_an_operator_killed_before_writing_the_status_runs_the_newest_spec(
-    namespace: str, holding_operator: OperatorProcess
-) -> None:
-    manifest = held_flow()
-    with recording(namespace) as recorder:
-        create(manifest, namespace)
-        wait_for(lambda: status(namespace, "held").get("run") == 1, timeout=30, what="run 1 in the status")
-        set_args(manifest, "a", ["edit-1"])
-        apply(manifest, namespace=namespace)
-        wait_for_run_2_jobs(namespace)
-        set_args(manifest, "a", ["edit-2"], duration="1s")
-        apply(manifest, namespace=namespace)
-        # Killed at once: whatever it made of the edit, it had no time to write it down.
-        holding_operator.kill()
-        holding_operator.start()
-        wait_for(
-            lambda: (
-                status(namespace, "held").get("observedGeneration") == 3
-                and status(namespace, "held").get("phase") == "Succeeded"
-            ),
-            timeout=90,
-            what="generation 3 to succeed",
-        )
-    final = assert_the_last_run_runs_the_last_spec(namespace, "held", ["edit-2"])
-    assert final["run"] == 3
-    assert_history_moves_forward(recorder, "held")
 
 
 def test_a_new_run_waits_for_the_old_runs_pods(namespace: str, running_operator: OperatorProcess) -> None:
@@ -195,14 +169,7 @@ def test_a_new_run_waits_for_the_old_runs_pods(namespace: str, running_operator:
         for entry in manifest["spec"]["works"]:
             entry["annotations"]["sim.dagflow.dev/duration"] = "1s"
         apply(manifest, namespace=namespace)
-        wait_for(
-            lambda: (
-                status(namespace, "drain").get("run") == 2
-                and status(namespace, "drain").get("phase") == "Succeeded"
-            ),
-            timeout=120,
-            what="run 2 to succeed",
-        )
+        wait_until_succeeded(namespace, "drain", run=2)
     lives = recorder.pod_lifetimes()
     moments = sorted({first for first, _, _ in lives.values()})
     for moment in moments:
