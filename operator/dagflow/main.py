@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
-import os
-import secrets
-import signal
-import socket
-import sys
-import threading
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 import urllib3
-from kubernetes.client.exceptions import ApiException
 
 from dagflow import kube as kube_module
 from dagflow import metrics, naming
@@ -37,8 +28,10 @@ from dagflow.observe import (
     observe_service,
     owner_flow,
 )
+from dagflow.peering import ensure_peering, own_identity, start_priority
 from dagflow.reconciler import Reconciler
 from dagflow.settings import OperatorSettings
+from dagflow.shutdown import arm_exit_deadline_on_signals, exit_deadline, exit_now, in_daemon_thread
 from dagflow.status import Transition
 from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server, live_peers
 
@@ -49,8 +42,6 @@ WEBHOOK_CONFIGURATION = "dagflow.dev"
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 WATCH_SERVER_TIMEOUT = 300
-# Start times count down from here (the year 2286) into peering priorities.
-PRIORITY_EPOCH_MILLIS = 10**13
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
 
@@ -108,7 +99,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
     if operator_settings.peering:
         working = await asyncio.to_thread(
-            ensure_peering, operator_settings.peering, operator_settings.namespaces
+            ensure_peering,
+            operator_settings.peering,
+            operator_settings.namespaces,
+            state["identity"],
+            state["priority"],
         )
         logger.info(
             "Peering %r as %s: of the operators on this cluster, the one that started first works",
@@ -134,27 +129,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     arm_exit_deadline_on_signals(operator_settings.shutdown_timeout_seconds)
 
 
-def arm_exit_deadline_on_signals(seconds: float) -> None:
-    """On SIGTERM or SIGINT, start the exit deadline, then let kopf's own handling go on.
-
-    kopf handles these signals in its event loop (through the loop's wakeup descriptor, which this
-    Python-level handler leaves in place); it must have set that up already, as it has by the time
-    the startup handler yields.
-    """
-    for number in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(number)
-
-        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            exit_deadline.extend_to(seconds)
-            if callable(previous):
-                previous(signum, frame)
-
-        try:
-            signal.signal(number, handler)
-        except ValueError:  # not the main thread (kopf run embedded): no deadline
-            return
-
-
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
     operator_settings: OperatorSettings | None = state.get("settings")
@@ -177,48 +151,6 @@ async def stop(**_: Any) -> None:
                 exit_deadline.shorten_to(1.0)
 
 
-class ExitDeadline:
-    """Ends the process at a deadline, from a thread of its own, if it has not ended by then."""
-
-    def __init__(self) -> None:
-        self._at: float | None = None
-        self._lock = threading.Lock()
-
-    def extend_to(self, seconds: float) -> None:
-        self._set(time.monotonic() + seconds, later=True)
-
-    def shorten_to(self, seconds: float) -> None:
-        self._set(time.monotonic() + seconds, later=False)
-
-    def left(self) -> float:
-        return max(0.0, (self._at or time.monotonic()) - time.monotonic())
-
-    def _set(self, moment: float, later: bool) -> None:
-        with self._lock:
-            current = self._at
-            if current is None or (moment > current if later else moment < current):
-                self._at = moment
-        if current is None:
-            threading.Thread(target=self._watch, name="dagflow-exit-deadline", daemon=True).start()
-
-    def _watch(self) -> None:
-        while self._at is None or time.monotonic() < self._at:
-            time.sleep(0.1)
-        logger.warning("Clean-up did not finish in time (is the API server gone?); exiting anyway")
-        exit_now()
-
-
-exit_deadline = ExitDeadline()
-
-
-def exit_now() -> None:
-    """Leave at once: calls that wait on a hung API server in worker threads must not hold the exit."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def remove_webhook(operator_settings: OperatorSettings) -> None:
     kube = kube_module.KubeClient(1)
     if operator_settings.peering:
@@ -228,84 +160,6 @@ def remove_webhook(operator_settings: OperatorSettings) -> None:
             logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
             return
     kube.delete_webhook_configurations(WEBHOOK_CONFIGURATION)
-
-
-T = TypeVar("T")
-
-
-async def in_daemon_thread(function: Callable[[], T], timeout: float) -> T:
-    """Run a blocking call in a thread of its own that the process does not wait for at exit.
-
-    A call into a hung API server may outlast `timeout`; the caller goes on without its result.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(cast(T, result))
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as error:
-            loop.call_soon_threadsafe(settle, None, error)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="dagflow-cleanup", daemon=True).start()
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError:
-        raise TimeoutError(f"no answer from the API server in {timeout:g}s") from None
-
-
-def ensure_peering(name: str, namespaces: list[str]) -> list[str]:
-    """Create the kopf peering object(s) `name` unless they exist: cluster-wide, or one per namespace.
-
-    Without it, kopf would keep the operator paused. The chart creates it itself (its operator may
-    only read and patch it). Returns the live peers that kopf will let work instead of this one.
-    """
-    kube = kube_module.KubeClient(1)
-    custom = kube.custom
-    scopes: list[str | None] = list(namespaces) or [None]
-    for namespace in scopes:
-        scope: tuple[str, ...] = (namespace, "kopfpeerings") if namespace else ("clusterkopfpeerings",)
-        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
-        where = f"{kind} {namespace + '/' if namespace else ''}{name}"
-        create = custom.create_namespaced_custom_object if namespace else custom.create_cluster_custom_object
-        read = custom.get_namespaced_custom_object if namespace else custom.get_cluster_custom_object
-        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
-        try:
-            kube_module.read_body(create, "kopf.dev", "v1", *scope, body)
-            logger.info("Created the peering object %s", where)
-        except ApiException as error:
-            if error.status == 403:
-                # May not create it (the chart makes it and grants only reading and patching it).
-                try:
-                    kube_module.read_body(read, "kopf.dev", "v1", *scope, name)
-                    continue
-                except ApiException as read_error:
-                    error = read_error
-            if error.status == 409:
-                continue
-            if error.status == 404:
-                raise kopf.PermanentError(
-                    f"{where} is missing and cannot be created: are kopf's peering CRDs installed?"
-                    " Apply them (`make install`, or `kubectl apply -f crds/`), or run standalone with"
-                    " DAGFLOW_PEERING=''"
-                ) from error
-            raise
-    return [
-        identity
-        for status in kube.peering_status(name, namespaces)
-        for identity in live_peers(status, state["identity"])
-        if int(status[identity].get("priority") or 0) >= state["priority"]
-    ]
 
 
 # Indexers and handlers are coroutines: kopf runs plain functions in a thread pool, a hop per
@@ -463,25 +317,6 @@ def main(argv: list[str] | None = None) -> None:
     # Clean-up is done. A call still waiting on a hung API server in a worker thread must not keep
     # the process alive until it times out.
     exit_now()
-
-
-def own_identity() -> str:
-    """This operator's name among its peers: the pod's name (POD_ID) if set, which a restarted
-    container keeps, so it takes over its own record at once; else user, host, time and a random
-    suffix, new at every start."""
-    pod = os.environ.get("POD_ID")
-    if pod:
-        return pod
-    started = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return f"{getpass.getuser()}@{socket.gethostname()}/{started}/{secrets.token_hex(3)}"
-
-
-def start_priority(now: float | None = None) -> int:
-    """kopf peering priority: the earlier an operator started, the higher, so one that is already
-    working keeps working and a newcomer stands by. Distinct per millisecond, plus a random last
-    digits so two operators started at once never tie (a tie would pause both)."""
-    millis = int((time.time() if now is None else now) * 1000)
-    return (PRIORITY_EPOCH_MILLIS - millis) * 100 + secrets.randbelow(100)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import kopf
 import pytest
 
 from dagflow import main
-from dagflow.main import own_identity, start_priority
+from dagflow.peering import own_identity, start_priority
 from dagflow.settings import OperatorSettings
 
 
