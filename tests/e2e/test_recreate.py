@@ -17,6 +17,10 @@ from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
 
+# After a pause the controller-manager first works off what piled up meanwhile (on a busy test
+# cluster: the thousands of Jobs of earlier tests' deleted namespaces) before it runs new Jobs.
+AFTER_PAUSE_SECONDS = 240
+
 
 def stray_job(name: str, owner: dict[str, str] | None = None, finalizer: bool = False) -> dict[str, object]:
     """A Job that the operator did not make for the flow under test (labelled as if it had)."""
@@ -77,7 +81,7 @@ def test_a_flow_deleted_and_applied_again_at_once_runs_every_work_anew(
         assert entry["phase"] == "Pending", entry
         assert status(namespace, "p")["phase"] == "Running"
     new_uid = get_json("dagflow", "p", namespace=namespace)["metadata"]["uid"]
-    final = wait_for_phase(namespace, "p", timeout=90)
+    final = wait_for_phase(namespace, "p", timeout=AFTER_PAUSE_SECONDS)
     assert final["phase"] == "Succeeded", final
 
     current = jobs(namespace)
@@ -140,7 +144,7 @@ def test_a_name_held_by_a_job_of_a_gone_flow_not_yet_collected_is_waited_for(
             return entry if "left by a deleted flow" in str(entry.get("message")) else None
 
         assert wait_for(waiting, timeout=30, what="work a to wait for the old Job")["phase"] == "Pending"
-    final = wait_for_phase(namespace, "late", timeout=60)
+    final = wait_for_phase(namespace, "late", timeout=AFTER_PAUSE_SECONDS)
     assert final["phase"] == "Succeeded", final
     uid = get_json("dagflow", "late", namespace=namespace)["metadata"]["uid"]
     assert [job["metadata"]["ownerReferences"][0]["uid"] for job in jobs(namespace)] == [uid]
