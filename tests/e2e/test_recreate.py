@@ -38,11 +38,14 @@ def stray_job(name: str, owner: dict[str, str] | None = None, finalizer: bool = 
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
+        # Suspended: it makes no pods, so the Job controller has nothing of it in flight when the
+        # flow's own Job of the same name comes.
         "spec": {
+            "suspend": True,
             "template": {
                 "metadata": {"annotations": {"sim.dagflow.dev/duration": "600s"}},
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": IMAGE}]},
-            }
+            },
         },
     }
 
