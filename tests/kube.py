@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,22 @@ def apply_crds(directory: Path) -> list[str]:
     # Polled rather than `kubectl wait`, which fails while a new CRD has no conditions at all.
     wait_for(established, timeout=60, what=f"the CRDs {', '.join(names)} to be Established")
     return names
+
+
+def control_plane_pid(component: str) -> int:
+    """The pid of a process of the local cluster (kwokctl's binary runtime keeps pid files)."""
+    directory = Path(run_cluster_script("dir").stdout.strip())
+    pid = int((directory / "pids" / f"{component}.pid").read_text().strip())
+    assert component in Path(f"/proc/{pid}/cmdline").read_text(), f"not the pid of {component}"
+    return pid
+
+
+@contextmanager
+def paused(component: str) -> Iterator[None]:
+    """A process of the local cluster stopped (SIGSTOP) for as long as the block runs."""
+    pid = control_plane_pid(component)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -164,9 +164,13 @@ class KubeClient:
             if error.status != 404:
                 raise
         else:
-            check_owner(body["kind"], existing, metadata["ownerReferences"][0]["uid"])
+            owner = metadata["ownerReferences"][0]
+            check_owner(body["kind"], existing, owner["uid"])
             if existing["metadata"].get("deletionTimestamp"):
-                raise NameTakenError(body["kind"], metadata["name"], metadata["name"], None, deleting=True)
+                # This flow's own, on its way out: made again once it is gone.
+                raise NameTakenError(
+                    body["kind"], metadata["name"], owner["name"], owner["uid"], deleting=True
+                )
         await self._call(
             "apply",
             resource,

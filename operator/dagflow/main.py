@@ -28,19 +28,19 @@ from dagflow.observe import (
     observe_service,
     owner_flow,
 )
-from dagflow.peering import ensure_peering, own_identity, start_priority
+from dagflow.peering import ensure_peering, other_live_peers, own_identity, start_priority
 from dagflow.reconciler import Reconciler
 from dagflow.settings import OperatorSettings
 from dagflow.shutdown import arm_exit_deadline_on_signals, exit_deadline, exit_now, in_daemon_thread
 from dagflow.status import Transition
-from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server, live_peers
+from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server
 
 logger = logging.getLogger("dagflow")
 
 WEBHOOK_CONFIGURATION = "dagflow.dev"
-# kopf's own API calls and watches (seconds): none may hang forever on an API server that stopped.
-CONNECT_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 30.0
+# kopf's own API calls and watches (seconds), like the operator's own (`kube.REQUEST_TIMEOUT`):
+# none may hang forever on an API server that stopped.
+CONNECT_TIMEOUT, REQUEST_TIMEOUT = kube_module.REQUEST_TIMEOUT
 WATCH_SERVER_TIMEOUT = 300
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
@@ -154,8 +154,9 @@ async def stop(**_: Any) -> None:
 def remove_webhook(operator_settings: OperatorSettings) -> None:
     kube = kube_module.KubeClient(1)
     if operator_settings.peering:
-        peers = kube.peering_status(operator_settings.peering, operator_settings.namespaces)
-        others = [peer for status in peers for peer in live_peers(status, state["identity"])]
+        others = other_live_peers(
+            kube, operator_settings.peering, operator_settings.namespaces, state["identity"]
+        )
         if others:
             logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
             return
@@ -264,9 +265,9 @@ def _ensure_reconciler(
             kube_module.KubeClient(settings.api_concurrency),
             jobs,
             deployments,
+            services,
             _post_event,
             workers=settings.reconcile_workers,
-            services=services,
         )
     return _reconciler()
 

@@ -11,12 +11,13 @@ import os
 import secrets
 import socket
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import kube as kube_module
-from dagflow.webhook import live_peers
 
 logger = logging.getLogger("dagflow")
 
@@ -81,7 +82,36 @@ def ensure_peering(name: str, namespaces: list[str], identity: str, priority: in
             raise
     return [
         peer
+        for peer, its_priority in other_live_peers(kube, name, namespaces, identity).items()
+        if its_priority >= priority
+    ]
+
+
+def other_live_peers(
+    kube: kube_module.KubeClient, name: str, namespaces: list[str], identity: str
+) -> dict[str, int]:
+    """The other operators alive in the peering object(s) `name`, with their priorities."""
+    return {
+        peer: int(status[peer].get("priority") or 0)
         for status in kube.peering_status(name, namespaces)
         for peer in live_peers(status, identity)
-        if int(status[peer].get("priority") or 0) >= priority
-    ]
+    }
+
+
+def live_peers(peering_status: dict[str, Any], own_identity: str, now: datetime | None = None) -> list[str]:
+    """Identities of the other operators whose keep-alive in a kopf peering object has not expired."""
+    moment = now or datetime.now(UTC)
+    alive = []
+    for identity, peer in peering_status.items():
+        if not isinstance(peer, dict) or identity == own_identity:
+            continue
+        try:
+            seen = datetime.fromisoformat(str(peer["lastseen"]))
+            lifetime = timedelta(seconds=int(peer.get("lifetime", 60)))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        if seen + lifetime > moment:
+            alive.append(identity)
+    return alive

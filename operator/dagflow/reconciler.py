@@ -127,15 +127,15 @@ class Reconciler:
         kube: KubeClient,
         jobs: Mapping[FlowKey, Iterable[JobObservation]],
         deployments: Mapping[FlowKey, Iterable[DeploymentObservation]],
+        services: Mapping[FlowKey, Iterable[ServiceObservation]],
         post_event: PostEvent,
         workers: int = 4,
-        services: Mapping[FlowKey, Iterable[ServiceObservation]] | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
         self.jobs = jobs
         self.deployments = deployments
-        self.services: Mapping[FlowKey, Iterable[ServiceObservation]] = services or {}
+        self.services = services
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -171,14 +171,21 @@ class Reconciler:
             self.flows.pop(key, None)
             self._forget(key)
             return
+        if self._remember(key, body):
+            self.enqueue(key)
+
+    def _remember(self, key: FlowKey, body: Mapping[str, Any]) -> bool:
+        """Keep `body` as the flow's newest known state; False when it is older than the one kept.
+
+        A body older than the last status patch this operator made (an event from before it) has
+        an older status and a spec no newer, so it is dropped.
+        """
         known = self.flows.get(key)
         if known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
             if not newer_or_same(
                 body["metadata"].get("resourceVersion"), known["metadata"].get("resourceVersion")
             ):
-                # An event from before the status patch this operator made last: its status is
-                # older than the one already known, and its spec no newer.
-                return
+                return False
         elif known is not None:
             self._forget(key)  # deleted and made again under the same name: another flow
         self.flows[key] = {
@@ -188,7 +195,7 @@ class Reconciler:
             "spec": body.get("spec") or {},
             "status": body.get("status") or {},
         }
-        self.enqueue(key)
+        return True
 
     def _forget(self, key: FlowKey) -> None:
         self._unseen_jobs.pop(key, None)
@@ -486,12 +493,11 @@ class Reconciler:
             except ValueError as error:  # the client's own checks of the manifest
                 refuse(work_name, f"invalid child object: {error}")
             except NameTakenError as error:
-                if error.deleting or (error.owner_uid and not self._flow_alive(key[0], error)):
+                owner_gone = error.owner_uid is not None and not self._flow_alive(key[0], error)
+                if owner_gone or error.deleting:
+                    why = "left by a deleted flow" if owner_gone else "still being deleted"
                     defer_start(
-                        plan,
-                        spec,
-                        work_name,
-                        f"waiting for {error.kind} {error.name}, left by a deleted flow, to be removed",
+                        plan, spec, work_name, f"waiting for {error.kind} {error.name}, {why}, to be removed"
                     )
                     self._recheck(key, 2.0)
                 else:
@@ -624,24 +630,10 @@ class Reconciler:
             raise
         # Later passes must see this status before the watch brings it back, or they would
         # announce the same transitions again; and no event from before this patch may bring the
-        # old status back (see `flow_seen`).
+        # old status back (see `_remember`).
         body["status"] = status
-        known = self.flows.get(key)
-        written_metadata = written.get("metadata") or {}
-        if (
-            known is not None
-            and known["metadata"].get("uid") == written_metadata.get("uid")
-            and newer_or_same(
-                written_metadata.get("resourceVersion"), known["metadata"].get("resourceVersion")
-            )
-        ):
-            self.flows[key] = {
-                "apiVersion": written.get("apiVersion"),
-                "kind": written.get("kind"),
-                "metadata": dict(written_metadata),
-                "spec": written.get("spec") or {},
-                "status": written.get("status") or {},
-            }
+        if key in self.flows:  # not deleted meanwhile
+            self._remember(key, written)
         self._last_patch[key] = time.monotonic()
         self._phases[key] = status["phase"]
         self._update_phase_gauge()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dagflow.api.models import FlowPhase, WorkPhase
@@ -103,9 +103,8 @@ def transitions(previous_works: Mapping[str, Mapping[str, Any]], plan: Plan) -> 
         if state.phase.value != before and state.phase != WorkPhase.PENDING:
             previous = WorkPhase(before) if before in WorkPhase._value2member_map_ else None
             transition = Transition(state.name, state.phase, "", previous)
-            verb = "is unavailable" if transition.unavailable else None
-            message = _event_message(state.name, state.phase, state.message, verb)
-            changed.append(Transition(state.name, state.phase, message, previous))
+            detail = f": {state.message}" if state.message else ""
+            changed.append(replace(transition, message=f"Work {state.name} {_verb(transition)}{detail}"))
     return changed
 
 
@@ -127,24 +126,25 @@ def summarize(changed: list[Transition], limit: int = EVENTS_PER_PASS_AND_REASON
             continue
         names = ", ".join(transition.work for transition in group[:limit])
         shown = f"{names} and {len(group) - limit} more"
-        verb = "are unavailable" if group[0].unavailable else _PLURAL_VERBS.get(phase, phase.value.lower())
+        verb = _verb(group[0], plural=True)
         events.append(Transition(shown, phase, f"{len(group)} works {verb}: {shown}", group[0].previous))
     return events
 
 
+# What an Event says a work did, by its reason: of one work, of several.
 _VERBS = {
-    WorkPhase.RUNNING: "started",
-    WorkPhase.SUCCEEDED: "succeeded",
-    WorkPhase.FAILED: "failed",
-    WorkPhase.SKIPPED: "was skipped",
-    WorkPhase.SERVING: "is serving",
+    "WorkStarted": ("started", "started"),
+    "WorkSucceeded": ("succeeded", "succeeded"),
+    "WorkFailed": ("failed", "failed"),
+    "WorkSkipped": ("was skipped", "were skipped"),
+    "WorkServing": ("is serving", "are serving"),
+    "WorkUnavailable": ("is unavailable", "are unavailable"),
 }
-_PLURAL_VERBS = {**_VERBS, WorkPhase.SKIPPED: "were skipped", WorkPhase.SERVING: "are serving"}
 
 
-def _event_message(work: str, phase: WorkPhase, detail: str | None, verb: str | None = None) -> str:
-    verb = verb or _VERBS.get(phase, phase.value.lower())
-    return f"Work {work} {verb}" + (f": {detail}" if detail else "")
+def _verb(transition: Transition, plural: bool = False) -> str:
+    fallback = transition.phase.value.lower()
+    return _VERBS.get(transition.reason, (fallback, fallback))[plural]
 
 
 def _ready_condition(plan: Plan, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:

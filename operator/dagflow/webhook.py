@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -97,22 +96,3 @@ def build_webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
         certfile=certfile,
         pkeyfile=pkeyfile,
     )
-
-
-def live_peers(peering_status: dict[str, Any], own_identity: str, now: datetime | None = None) -> list[str]:
-    """Identities of the other operators whose keep-alive in a kopf peering object has not expired."""
-    moment = now or datetime.now(UTC)
-    alive = []
-    for identity, peer in peering_status.items():
-        if not isinstance(peer, dict) or identity == own_identity:
-            continue
-        try:
-            seen = datetime.fromisoformat(str(peer["lastseen"]))
-            lifetime = timedelta(seconds=int(peer.get("lifetime", 60)))
-        except (KeyError, ValueError):
-            continue
-        if seen.tzinfo is None:
-            seen = seen.replace(tzinfo=UTC)
-        if seen + lifetime > moment:
-            alive.append(identity)
-    return alive

@@ -3,16 +3,10 @@ flow's children, and waits for the ones whose names it needs to be removed."""
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import pytest
 
 from tests.e2e.flows import IMAGE, create, flow, jobs, status, wait_for_phase, work, works_by_name
-from tests.kube import apply, get_json, kubectl, run_cluster_script, wait_for
+from tests.kube import apply, get_json, kubectl, paused, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -50,19 +44,6 @@ def stray_job(name: str, owner: dict[str, str] | None = None, finalizer: bool = 
     }
 
 
-@contextmanager
-def garbage_collector_paused() -> Iterator[None]:
-    """kube-controller-manager (the garbage collector among its controllers) stopped for a while:
-    a deleted flow's children stay as they are, as they do on a busy cluster."""
-    pids = Path(run_cluster_script("dir").stdout.strip()) / "pids"
-    pid = int((pids / "kube-controller-manager.pid").read_text().strip())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 def test_a_flow_deleted_and_applied_again_at_once_runs_every_work_anew(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -72,7 +53,7 @@ def test_a_flow_deleted_and_applied_again_at_once_runs_every_work_anew(
     assert first["phase"] == "Succeeded", first
     old_jobs = {job["metadata"]["uid"] for job in jobs(namespace)}
 
-    with garbage_collector_paused():
+    with paused("kube-controller-manager"):  # the garbage collector among its controllers
         kubectl("delete", "dagflow", "p", namespace=namespace)  # background cascade, as by default
         create(manifest, namespace)
 
@@ -138,7 +119,7 @@ def test_a_name_held_by_a_job_of_a_gone_flow_not_yet_collected_is_waited_for(
 ) -> None:
     # No finalizer, not being deleted yet: the garbage collector has just not come to it.
     gone = {"name": "late", "uid": "00000000-0000-0000-0000-000000000002"}
-    with garbage_collector_paused():
+    with paused("kube-controller-manager"):  # the garbage collector among its controllers
         apply(stray_job("late-1-a", owner=gone), namespace=namespace)
         create(flow("late", [work("a")]), namespace)
 

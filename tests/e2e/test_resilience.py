@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.api_proxy import ApiProxy
 from tests.e2e.conftest import delete_webhook_configurations, forget_peer
 from tests.e2e.flows import create, flow, jobs_per_run_and_work, status, wait_for_phase, work, works_by_name
-from tests.kube import run_cluster_script, wait_for
+from tests.kube import control_plane_pid, paused, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -134,14 +134,6 @@ def test_liveness_fails_while_the_reconcile_loop_is_stuck_and_recovers_after(
     assert set(jobs_per_run_and_work(namespace).values()) == {1}
 
 
-def control_plane_pid(component: str) -> int:
-    """The pid of a process of the local cluster (kwokctl's binary runtime keeps pid files)."""
-    directory = Path(run_cluster_script("dir").stdout.strip())
-    pid = int((directory / "pids" / f"{component}.pid").read_text().strip())
-    assert component in Path(f"/proc/{pid}/cmdline").read_text(), f"not the pid of {component}"
-    return pid
-
-
 def command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
@@ -159,12 +151,8 @@ def test_flow_completes_after_the_api_server_stopped_answering_for_90s(
             f"{component} would exit after losing its lease; the cluster predates leader-elect=false:"
             " recreate it (tests/cluster/cluster.sh down, then up)"
         )
-    pid = control_plane_pid("kube-apiserver")
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with paused("kube-apiserver"):
         time.sleep(90)
-    finally:
-        os.kill(pid, signal.SIGCONT)
     final = wait_for_phase(namespace, "paused", timeout=240)
     assert final["phase"] == "Succeeded", final
     assert running_operator.process is not None and running_operator.process.pid == operator_pid

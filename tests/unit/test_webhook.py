@@ -1,4 +1,4 @@
-"""How the webhook is registered, and which peers keep it alive on shutdown."""
+"""How the webhook is registered and what it lets through."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import base64
 import socket
 import ssl
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,10 +17,7 @@ from dagflow.webhook import (
     ServiceWebhookServer,
     admission_problem,
     build_webhook_server,
-    live_peers,
 )
-
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def free_port() -> int:
@@ -78,25 +74,6 @@ def test_without_a_service_the_webhook_is_registered_by_url_on_localhost() -> No
 def test_a_service_setting_that_is_not_namespace_slash_name_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="webhook_service"):
         OperatorSettings(webhook_service=value)
-
-
-def peer(priority: int, seen_ago: timedelta, lifetime: int = 60) -> dict[str, Any]:
-    return {"priority": priority, "lifetime": lifetime, "lastseen": (NOW - seen_ago).isoformat()}
-
-
-def test_live_peers_are_the_others_with_an_unexpired_keep_alive() -> None:
-    status = {
-        "me@host": peer(7, timedelta(seconds=1)),
-        "fresh@host": peer(3, timedelta(seconds=10)),
-        "stale@host": peer(5, timedelta(seconds=61)),
-        "gone@host": peer(9, timedelta(seconds=0), lifetime=0),
-    }
-    assert live_peers(status, own_identity="me@host", now=NOW) == ["fresh@host"]
-
-
-def test_a_peering_object_without_peers_or_with_unreadable_ones_has_no_live_peers() -> None:
-    assert live_peers({}, own_identity="me@host", now=NOW) == []
-    assert live_peers({"odd": "text", "partial": {"priority": 2}}, own_identity="me@host", now=NOW) == []
 
 
 CYCLE_SPEC = {
