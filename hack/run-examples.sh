@@ -40,29 +40,4 @@ port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0
 "$python" -m pipeline.serve --data "$data" --host 127.0.0.1 --port "$port" &
 serve_pid=$!
 
-"$python" - "$port" <<'PY'
-import json
-import sys
-import time
-import urllib.request
-
-base = f"http://127.0.0.1:{sys.argv[1]}"
-for _ in range(100):
-    try:
-        with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-            health = json.load(response)
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit("serve did not answer /healthz")
-print(f"GET /healthz -> model {health['model']}, r2 {health['metrics']['r2']:.4f}")
-row = dict(zip(health["features"], [0.04, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]))
-request = urllib.request.Request(
-    f"{base}/predict", data=json.dumps({"rows": [row]}).encode(), headers={"Content-Type": "application/json"}
-)
-with urllib.request.urlopen(request, timeout=5) as response:
-    answer = json.load(response)
-print(f"POST /predict {json.dumps({'rows': [row]})}")
-print(f"  -> {json.dumps(answer)}")
-PY
+"$python" "$here/predict.py" "http://127.0.0.1:$port" --wait 10
