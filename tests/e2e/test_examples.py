@@ -16,6 +16,7 @@ from tests.operator_process import OperatorProcess
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 GPU_RESOURCE = "nvidia.com/gpu"
 EXAMPLE_IMAGE = "dagflow/examples:"
+REAL_POOL_TAINT = "dagflow.dev/pool"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -27,11 +28,17 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def simulated_cluster() -> bool:
-    """Whether kwok plays the nodes (the local cluster, tests/cluster/nodes.yaml): no container runs."""
-    nodes = get_json("nodes")["items"]
+    """Whether kwok plays every node the example's pods can land on (the local cluster,
+    tests/cluster/nodes.yaml): no container runs. The local cluster's real node takes only pods that
+    tolerate its taint, which the examples do not."""
+    nodes = [node for node in get_json("nodes")["items"] if not real_pool_taint(node)]
     return bool(nodes) and all(
         (node["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake" for node in nodes
     )
+
+
+def real_pool_taint(node: dict[str, Any]) -> bool:
+    return any(taint["key"] == REAL_POOL_TAINT for taint in node["spec"].get("taints") or [])
 
 
 def gpu_node_names() -> set[str]:
