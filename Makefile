@@ -33,8 +33,12 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: venv
 venv: $(VENV)/.installed ## Create the Python venv with the package and its dev tools.
 
+.PHONY: host-packages
+host-packages: ## Install the Debian packages of the real node (containerd, runc, CNI plugins, iptables...).
+	@tests/cluster/host-packages.sh
+
 .PHONY: tools
-tools: ## Build etcd, the Kubernetes control plane, kwok and helm (cached in ~/.cache/dagflow).
+tools: host-packages ## Build etcd, the Kubernetes control plane and node, kwok, helm, crictl and the node's images (cached in ~/.cache/dagflow).
 	tests/cluster/build.sh all
 
 ##@ Local cluster

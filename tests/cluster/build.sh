@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane from the official Go modules into a cache outside the repo.
-# Idempotent: a binary already in the cache is not rebuilt.
+# Builds the local control plane from the official Go modules into a cache outside the repo, with the
+# real node's kubelet, kube-proxy, crictl and its two images (pause, busybox) beside it.
+# Idempotent: a binary or image already in the cache is not rebuilt.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,8 +10,9 @@ source "$here/versions.env"
 
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 bin_dir="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION/bin"
+images_dir="$(dirname "$bin_dir")/images"
 work_dir="$cache_root/build"
-mkdir -p "$bin_dir" "$work_dir"
+mkdir -p "$bin_dir" "$images_dir" "$work_dir"
 
 export CGO_ENABLED=0
 export GOFLAGS="-buildvcs=false"
@@ -49,10 +51,12 @@ GO
 }
 
 build_kubernetes() {
-  if [[ -x "$bin_dir/kube-apiserver" && -x "$bin_dir/kube-controller-manager" && -x "$bin_dir/kube-scheduler" ]]; then
-    return
-  fi
-  log "Building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION"
+  local binary missing=0
+  for binary in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+    [[ -x "$bin_dir/$binary" ]] || missing=1
+  done
+  if [[ "$missing" == 0 ]]; then return; fi
+  log "Building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $K8S_VERSION"
   local mod="$work_dir/kubernetes-$K8S_VERSION"
   local staging_version="v0.${K8S_VERSION#v1.}"
   mkdir -p "$mod"
@@ -74,6 +78,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
@@ -83,11 +89,85 @@ GO
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  # One build for all five, so they share the compile cache.
   (cd "$mod" && go mod tidy && go build -p 2 -trimpath -ldflags "$ldflags" -o "$bin_dir/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler)
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy)
 }
+
+build_crictl() {
+  # Not part of the folder's name: rebuilt in place when versions.env names another version.
+  if [[ -x "$bin_dir/crictl" && "$("$bin_dir/crictl" --version 2>/dev/null)" == *" $CRICTL_VERSION" ]]; then return; fi
+  log "Building crictl $CRICTL_VERSION"
+  GOBIN="$bin_dir" go install -p 2 -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
+# Writes a one-layer image in the docker-archive format (what `ctr images import` reads) from a root
+# file system folder. $4 is the JSON of the image's run config (Entrypoint, Cmd, User, Env).
+image_archive() {
+  local rootfs="$1" tag="$2" out="$3" run_config="$4"
+  local tmp; tmp="$(mktemp -d)"
+  # Fixed owners and times: the same input gives the same image id.
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$tmp/layer.tar" .
+  local diff_id; diff_id="$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)"
+  mkdir "$tmp/$diff_id"; mv "$tmp/layer.tar" "$tmp/$diff_id/layer.tar"
+  printf '{"architecture":"%s","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$(go env GOARCH)" "$run_config" "$diff_id" >"$tmp/config.json"
+  local config_id; config_id="$(sha256sum "$tmp/config.json" | cut -d' ' -f1)"
+  mv "$tmp/config.json" "$tmp/$config_id.json"
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' \
+    "$config_id" "$tag" "$diff_id" >"$tmp/manifest.json"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$tmp" -cf "$out.tmp" \
+    manifest.json "$config_id.json" "$diff_id"
+  mv "$out.tmp" "$out"
+  rm -rf "$tmp"
+}
+
+# containerd's sandbox image, compiled from the Kubernetes module's own source as no registry is
+# reachable. Its tag (PAUSE_IMAGE) is containerd's sandbox_image.
+build_pause_image() {
+  local out="$images_dir/pause.tar"
+  if [[ -f "$out" ]]; then return; fi
+  if ! command -v gcc >/dev/null; then log "No gcc: skipping the pause image"; return; fi
+  log "Building the pause image $PAUSE_IMAGE"
+  local source_dir rootfs
+  source_dir="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  rootfs="$(mktemp -d)"
+  gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_IMAGE##*:}-$K8S_VERSION" \
+    -o "$rootfs/pause" "$source_dir/build/pause/linux/pause.c"
+  strip "$rootfs/pause"
+  image_archive "$rootfs" "$PAUSE_IMAGE" "$out" '{"Entrypoint":["/pause"],"User":"65535:65535"}'
+  rm -rf "$rootfs"
+}
+
+# A tiny image for smoke tests on the real node: Debian's static busybox with its applets as links.
+build_busybox_image() {
+  local out="$images_dir/busybox.tar"
+  if [[ -f "$out" ]]; then return; fi
+  if [[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" != "install ok installed" ]]; then
+    log "No busybox-static package (tests/cluster/host-packages.sh installs it): skipping the busybox image"
+    return
+  fi
+  log "Building the busybox image $BUSYBOX_IMAGE"
+  local rootfs applet; rootfs="$(mktemp -d)"
+  mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/var/www"
+  chmod 1777 "$rootfs/tmp"
+  cp "$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')" "$rootfs/bin/busybox"
+  for applet in $("$rootfs/bin/busybox" --list); do
+    [[ -e "$rootfs/bin/$applet" ]] || ln -s busybox "$rootfs/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  image_archive "$rootfs" "$BUSYBOX_IMAGE" "$out" '{"Cmd":["sh"],"Env":["PATH=/bin"]}'
+  rm -rf "$rootfs"
+}
+
+build_images() { build_pause_image; build_busybox_image; }
 
 build_helm() {
   if [[ -x "$bin_dir/helm" ]]; then return; fi
@@ -100,7 +180,8 @@ build_helm() {
 
 case "${1:-all}" in
   bin-dir) echo "$bin_dir"; exit 0 ;;
-  all) build_kwok; build_etcd; build_kubernetes; build_helm ;;
+  images-dir) echo "$images_dir"; exit 0 ;;
+  all) build_kwok; build_etcd; build_kubernetes; build_helm; build_crictl; build_images ;;
   *) "build_$1" ;;
 esac
 log "Binaries ready in $bin_dir"
