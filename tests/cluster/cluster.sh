@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
-# with nodes and pods played by kwok. Usage: cluster.sh up|down|stop|start|status|env|dir
+# with nodes and pods played by kwok, and one real node (real-node.sh) where the machine can run it.
+# Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -71,6 +72,17 @@ up() {
     local audit_args=()
     # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
     if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
+    # For the real node (real-node.sh): kwok plays only the nodes annotated as fake, so it leaves
+    # real-0 to its kubelet. The Service range is the API server's default, named so that the
+    # certificate's SAN in kwokctl.yaml stays right. PodNodeSelector and PodTolerationRestriction
+    # (added to the default admission plugins) let a namespace's annotations send all of its pods
+    # to the real node.
+    local real_node_args=(
+      --extra-args kwok-controller=manage-all-nodes=false
+      --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
+      --extra-args kube-apiserver=service-cluster-ip-range=10.0.0.0/24
+      --extra-args kube-apiserver=enable-admission-plugins=PodNodeSelector,PodTolerationRestriction
+    )
     # enable-aggregator-routing: the API server calls a webhook registered as a Service at one of
     # the Service's endpoints, as no kube-proxy routes ClusterIPs here. leader-elect=false: the one
     # controller-manager and scheduler keep running through an API server that stops answering for
@@ -86,19 +98,47 @@ up() {
       --extra-args kube-apiserver=enable-aggregator-routing=true \
       --extra-args kube-controller-manager=leader-elect=false \
       --extra-args kube-scheduler=leader-elect=false \
+      "${real_node_args[@]}" \
       --heartbeat-factor 1 --node-lease-duration-seconds 20 \
-      --config "$here/stages.yaml" \
+      --config "$here/stages.yaml" --config "$here/kwokctl.yaml" \
       "${audit_args[@]}" \
       --wait 2m >&2
   fi
   kubectl --kubeconfig "$kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
   wait_for_nodes
   wait_for_default_service_account
+  start_real_node
   log "Cluster $cluster_name is ready"
   echo "export KUBECONFIG=$kubeconfig"
 }
 
+# The real node real-0 (real-node.sh), unless DAGFLOW_REAL_NODE=0. Where the machine cannot run
+# one, the cluster goes on with its simulated nodes; DAGFLOW_REAL_NODE=1 makes that an error.
+start_real_node() {
+  if [[ "${DAGFLOW_REAL_NODE:-}" == "0" ]]; then return 0; fi
+  local started=$SECONDS code=0
+  "$here/real-node.sh" up || code=$?
+  if [[ "$code" == 0 ]]; then
+    log "The real node added $((SECONDS - started)) s"
+    return 0
+  fi
+  if [[ "${DAGFLOW_REAL_NODE:-}" == "1" ]]; then
+    log "DAGFLOW_REAL_NODE=1 but the real node did not start"; return 1
+  fi
+  if [[ "$code" == 3 ]]; then
+    log "Going on with the simulated nodes only"
+  else
+    log "The real node failed to start (see above); going on with the simulated nodes only"
+  fi
+}
+
+# Stops the real node if it serves this cluster (it goes back to the cluster it came from).
+release_real_node() {
+  if [[ -x "$here/real-node.sh" ]]; then "$here/real-node.sh" release || log "Could not stop the real node"; fi
+}
+
 down() {
+  release_real_node
   if [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
     kwokctl delete cluster --name "$cluster_name" >&2
   fi
@@ -108,8 +148,11 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  stop) kwokctl stop cluster --name "$cluster_name" >&2 ;;
-  start) kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes ;;
+  stop) release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  start)
+    kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes
+    start_real_node
+    ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
   dir) echo "$KWOK_WORKDIR/clusters/$cluster_name" ;;
