@@ -50,6 +50,14 @@ cluster: venv tools ## Start the local cluster; prints the KUBECONFIG export as 
 cluster-down: ## Stop and delete the local cluster.
 	@$(CLUSTER) down
 
+.PHONY: real-node
+real-node: tools ## Start the real node real-0 for the local cluster (cluster does it too; DAGFLOW_REAL_NODE=0 skips it there).
+	@tests/cluster/real-node.sh up
+
+.PHONY: real-node-down
+real-node-down: ## Stop the real node real-0, whatever cluster it serves (containerd's images stay).
+	@tests/cluster/real-node.sh down
+
 ##@ Development
 .PHONY: lint
 lint: venv ## Run ruff and mypy.

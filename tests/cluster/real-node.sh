@@ -132,12 +132,15 @@ start_daemon() {
   die "$name did not start"
 }
 
+# Alive and not a zombie: the machine's init may take seconds to reap an orphan that exited.
+alive() { [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" =~ ^[^ZX]$ ]]; }
+
 stop_daemon() {
   local name="$1" pid
   pid="$(pid_of "$name" "$name")" || { rm -f "$state/pids/$name.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do [[ -d "/proc/$pid" ]] || break; sleep 0.1; done
-  if [[ -d "/proc/$pid" ]]; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   rm -f "$state/pids/$name.pid"
 }
 
