@@ -53,7 +53,7 @@ sysctls=(
 
 log() { printf '[real-node] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
-cannot() { log "This machine cannot run the real node $node_name: $*"; exit 3; }
+cannot() { log "No real node $node_name: $*"; exit 3; }
 
 kubeconfig_of() { echo "$clusters_dir/$1/kubeconfig.yaml"; }
 kube() { kubectl --kubeconfig "$(kubeconfig_of "$1")" --request-timeout=10s "${@:2}"; }
@@ -142,7 +142,17 @@ stop_daemon() {
   for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
   if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   rm -f "$state/pids/$name.pid"
+  stopped+=("$pid")
 }
+stopped=()
+# containerd's shims, known by the socket on their command line.
+shim_pids() {
+  local pid
+  for pid in $(grep -lsF -- "$socket" /proc/[0-9]*/cmdline | cut -d/ -f3); do
+    if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q containerd-shim; then echo "$pid"; fi
+  done
+}
+any_left() { local pid; for pid in "$@"; do [[ -d "/proc/$pid" ]] && return 0; done; return 1; }
 
 # Fills in a template of real-node/ with this machine's values.
 render() {
@@ -289,13 +299,15 @@ unmount_under() {
 # Stops everything of the node and puts the machine back as it was, but for containerd's images.
 # Idempotent: also clears what a crashed or half-started node left.
 stop_node() {
-  local name pid
+  local name pid pids=()
   name="$(cat "$state/owner" 2>/dev/null || true)"
   stop_daemon kubelet
   if [[ -n "$name" ]] && answers "$name"; then
     kube "$name" delete node "$node_name" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
   stop_daemon kube-proxy
+  mapfile -t pids < <(shim_pids)
+  stopped+=("${pids[@]}")
   if pid_of containerd containerd >/dev/null; then
     # Removing the pods stops their containers, deletes their network (CNI) and unmounts their files.
     crictl_ rmp --all --force >/dev/null 2>&1 || log "crictl rmp failed: $(crictl_ rmp --all --force 2>&1 | tail -1)"
@@ -307,9 +319,7 @@ stop_node() {
   fi
   stop_daemon containerd
   # Shims outlive containerd by design; any left belong to this containerd by their socket.
-  for pid in $(grep -lsF -- "$socket" /proc/[0-9]*/cmdline | cut -d/ -f3); do
-    if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q containerd-shim; then kill -KILL "$pid" 2>/dev/null || true; fi
-  done
+  for pid in $(shim_pids); do kill -KILL "$pid" 2>/dev/null || true; done
   unmount_under "$kubelet_root"
   unmount_under "$containerd_state"
   unmount_under "$containerd_root"
@@ -338,6 +348,9 @@ stop_node() {
   hosts_remove
   rm -f "$state/owner"
   rmdir /run/dagflow 2>/dev/null || true
+  # Until the machine's init has reaped them, the stopped processes still show in ps (defunct).
+  for _ in $(seq 50); do any_left "${stopped[@]}" || break; sleep 0.1; done
+  stopped=()
 }
 
 lock() {
