@@ -77,6 +77,7 @@ up() {
     # certificate's SAN in kwokctl.yaml stays right. PodNodeSelector and PodTolerationRestriction
     # (added to the default admission plugins) let a namespace's annotations send all of its pods
     # to the real node.
+    # shellcheck disable=SC2054 # the commas belong to a flag's value
     local real_node_args=(
       --extra-args kwok-controller=manage-all-nodes=false
       --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake

@@ -206,15 +206,18 @@ start_node() {
   fi
   # Bridged pod traffic must pass iptables, or a pod reaching a Service backed by a pod on the
   # same bridge never gets its reply translated back.
-  sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.ipv4.ip_forward=1
+  sysctl -qw net.ipv4.ip_forward=1
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null \
+    || log "No net.bridge.bridge-nf-call-iptables (br_netfilter): a pod may not reach a Service of a pod beside it"
 
   # containerd reads the CNI folder at start: the conflist is in place before.
   start_daemon containerd containerd --config "$state/containerd.toml"
   for _ in $(seq 100); do
     ctr --address "$socket" version >/dev/null 2>&1 && break
-    pid_of containerd containerd >/dev/null || return 1
+    pid_of containerd containerd >/dev/null || break
     sleep 0.1
   done
+  ctr --address "$socket" version >/dev/null 2>&1 || { log "containerd does not answer at $socket"; return 1; }
   import_image "$images_dir/pause.tar" "$PAUSE_IMAGE"
   import_image "$images_dir/busybox.tar" "$BUSYBOX_IMAGE"
 
@@ -244,11 +247,13 @@ start_node() {
   [[ "$ready" == True ]] || { log "$node_name did not become Ready"; return 1; }
   advertise_gpus "$name"
   # Services answer once kube-proxy has written their rules.
+  local synced=""
   for _ in $(seq 120); do
-    iptables -w -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes' && break
+    iptables -w -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes' && { synced=1; break; }
     pid_of kube-proxy kube-proxy >/dev/null || { log "kube-proxy exited"; return 1; }
     sleep 0.5
   done
+  [[ -n "$synced" ]] || log "kube-proxy has not written the Services' rules yet (see $state/logs/kube-proxy.log)"
   log "$node_name is Ready in cluster $name"
 }
 
