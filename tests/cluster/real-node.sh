@@ -122,7 +122,7 @@ check_cluster() {
   answers "$1" || die "Cluster $1 does not answer"
 }
 
-# Runs a program in a session of its own, so it outlives the caller, with its pid in pids/NAME.pid.
+# Runs a program detached from the caller (setsid), so it outlives it, with its pid in pids/NAME.pid.
 start_daemon() {
   local name="$1"; shift
   rm -f "$state/pids/$name.pid"
