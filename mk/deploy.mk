@@ -28,10 +28,28 @@ KIND ?= $(or $(shell command -v kind 2>/dev/null),$(BIN_DIR)/kind-$(KIND_VERSION
 # What kind nodes lack: GPUs. The GPU worker advertises this many fake ones.
 KIND_FAKE_GPUS ?= 8
 
+# Images: `docker build` where a Docker engine answers; elsewhere (no engine, no registry) buildah builds
+# the same Dockerfiles on a local Debian base into archives for containerd (images/build-local.sh).
+BUILD_LOCAL := images/build-local.sh
+
 ##@ Deploy
 .PHONY: image
-image: ## Build the operator's image (IMAGE_REPOSITORY:IMAGE_TAG; needs Docker).
-	$(DOCKER) build -f images/operator/Dockerfile -t $(IMAGE) .
+image: ## Build the operator's image (IMAGE_REPOSITORY:IMAGE_TAG): with Docker if an engine answers, else buildah.
+	@if $(DOCKER) info >/dev/null 2>&1; then \
+		echo "Docker engine found: $(DOCKER) build"; \
+		$(DOCKER) build -f images/operator/Dockerfile -t $(IMAGE) .; \
+	else \
+		echo "No Docker engine: building with buildah ($(BUILD_LOCAL))"; \
+		OPERATOR_IMAGE=$(IMAGE) $(BUILD_LOCAL) build operator; \
+	fi
+
+.PHONY: images-local
+images-local: ## Build both images with buildah, no Docker or registry needed (archives in ~/.cache/dagflow/images).
+	$(BUILD_LOCAL) build
+
+.PHONY: images-import
+images-import: ## Import those archives into the containerd at DAGFLOW_CONTAINERD_ADDRESS (namespace k8s.io).
+	$(BUILD_LOCAL) import
 
 $(BIN_DIR)/kind-$(KIND_VERSION)/kind:
 	GOBIN=$(dir $@) go install sigs.k8s.io/kind@$(KIND_VERSION)
