@@ -18,7 +18,7 @@ import pytest
 
 from tests.kube import REPO_ROOT, kubectl, run_cluster_script
 
-CLUSTER_TEST_DIRS = ("integration", "e2e")
+CLUSTER_TEST_DIRS = ("integration", "e2e", "real")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
         if item.get_closest_marker("cluster") and isinstance(item, pytest.Function):
             item.fixturenames.insert(0, "cluster")
-    # Tests that stop the shared cluster go last, so nothing else runs while it restarts.
-    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+    # The tests on the real node go first: the operator they install by its chart acts on every
+    # namespace, and is gone before the tests that run their own operator process start. Tests that
+    # stop the shared cluster go last, so nothing else runs while it restarts.
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("real") is None,
+            item.get_closest_marker("disruptive") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

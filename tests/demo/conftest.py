@@ -1,0 +1,3 @@
+from tests.real.conftest import real_node
+
+__all__ = ["real_node"]

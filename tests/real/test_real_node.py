@@ -1,0 +1,232 @@
+"""Real containers on the local cluster's real node: the operator installed by its chart runs there,
+works' exit codes decide their outcome, and the example pipeline trains and serves a real model."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.flows import flow, pods_of_work, wait_for_phase, works_by_name
+from tests.e2e.recorder import recording
+from tests.kube import REPO_ROOT, apply, get_json, kubectl, wait_for
+from tests.operator_process import DeployedOperator
+from tests.real.conftest import (
+    EXAMPLES_IMAGE,
+    OPERATOR_NAMESPACE,
+    REAL_NODE,
+    RELEASE,
+    LocalVolume,
+    bind_local_volume,
+    node_ready,
+)
+
+pytestmark = [pytest.mark.real, pytest.mark.local_cluster]
+
+EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
+
+
+def python_work(name: str, code: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
+    """A work that runs `code` with the examples image's Python, never pulled."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "container": {
+            "image": EXAMPLES_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["python", "-c", code],
+        },
+        **fields,
+    }
+    if depends_on:
+        entry["dependsOn"] = list(depends_on)
+    return entry
+
+
+def terminated_exit_codes(pods: list[dict[str, Any]]) -> list[int]:
+    return [
+        status["state"]["terminated"]["exitCode"]
+        for pod in pods
+        for status in pod["status"].get("containerStatuses", [])
+        if "terminated" in status["state"]
+    ]
+
+
+def post_json(url: str, document: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def get_url(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+def operator_pods() -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(
+        "pods", "-l", f"app.kubernetes.io/instance={RELEASE}", namespace=OPERATOR_NAMESPACE
+    )["items"]
+    return items
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    statuses = pod["status"].get("containerStatuses") or []
+    return bool(statuses) and all(status["ready"] for status in statuses)
+
+
+def test_the_real_node_runs_beside_the_simulated_ones(real_node: dict[str, Any]) -> None:
+    assert real_node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert real_node["metadata"]["labels"]["dagflow.dev/pool"] == "real"
+    assert {"key": "dagflow.dev/pool", "value": "real", "effect": "NoSchedule"} in real_node["spec"]["taints"]
+    # As a device plugin would advertise them: the GPU works of the examples can land here.
+    assert int(real_node["status"]["allocatable"]["nvidia.com/gpu"]) > 0
+    simulated = [
+        node
+        for node in get_json("nodes")["items"]
+        if (node["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake"
+    ]
+    assert len(simulated) == 4 and all(node_ready(node) for node in simulated)
+
+
+def test_a_containers_exit_code_decides_its_work(real_namespace: str) -> None:
+    greeting = "hello from a real container"
+    works = [
+        python_work("greet", f"print({greeting!r})"),
+        python_work("crash", "import sys; print('crashing'); sys.exit(1)", retries=1),
+    ]
+    apply(flow("exits", works, failurePolicy="Continue"), namespace=real_namespace)
+
+    final = wait_for_phase(real_namespace, "exits", timeout=240)
+    assert final["phase"] == "Failed", final
+    by_name = works_by_name(final)
+    assert by_name["greet"]["phase"] == "Succeeded"
+    assert by_name["crash"]["phase"] == "Failed"
+    assert by_name["crash"]["attempts"] == 2
+
+    crash_pods = pods_of_work(real_namespace, "crash")
+    assert len(crash_pods) == 2
+    assert terminated_exit_codes(crash_pods) == [1, 1]
+    assert {pod["spec"]["nodeName"] for pod in crash_pods} == {REAL_NODE}
+
+    logs = kubectl("logs", f"job/{by_name['greet']['job']}", namespace=real_namespace)
+    assert greeting in logs.stdout
+
+
+def test_the_operator_runs_as_the_charts_deployment_under_restricted_pod_security(
+    chart_operator: DeployedOperator, real_namespace: str
+) -> None:
+    labels = get_json("namespace", OPERATOR_NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = operator_pods()
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["spec"]["nodeName"] == REAL_NODE
+    assert pod["spec"]["serviceAccountName"] == f"{RELEASE}-dagflow-operator"
+    # Ready: the kubelet's startup, liveness and readiness probes of /healthz pass.
+    assert pod_ready(pod)
+
+    # The admission webhook, reached through its Service, refuses what the schema cannot.
+    cycle = flow(
+        "circle",
+        [
+            python_work("a", "pass", "b"),
+            python_work("b", "pass", "a"),
+        ],
+    )
+    refused = kubectl("apply", "-f", "-", input=yaml.safe_dump(cycle), namespace=real_namespace, check=False)
+    assert refused.returncode != 0
+    assert "dependency cycle" in refused.stderr
+
+    # Its metrics, through the metrics Service (kube-proxy routes the ClusterIP from this machine).
+    service = get_json("service", f"{RELEASE}-dagflow-operator-metrics", namespace=OPERATOR_NAMESPACE)
+    port = service["spec"]["ports"][0]["port"]
+    metrics = get_url(f"http://{service['spec']['clusterIP']}:{port}/metrics").decode()
+    assert "dagflow_reconcile_duration_seconds" in metrics
+
+
+def test_the_example_pipeline_trains_and_serves_a_real_prediction(
+    real_namespace: str, local_volumes: list[LocalVolume]
+) -> None:
+    documents = [document for document in yaml.safe_load_all(EXAMPLE.read_text()) if document]
+    claim = next(document for document in documents if document["kind"] == "PersistentVolumeClaim")
+    volume = bind_local_volume(real_namespace, claim["metadata"]["name"], local_volumes)
+    kubectl("apply", "-f", str(EXAMPLE), namespace=real_namespace)
+
+    final = wait_for_phase(real_namespace, "ml-pipeline", timeout=600)
+    assert final["phase"] == "Serving", final
+    for training in ("train-linear", "train-forest", "train-gbr"):
+        pods = pods_of_work(real_namespace, training)
+        assert [pod["spec"]["nodeName"] for pod in pods] == [REAL_NODE]
+        assert terminated_exit_codes(pods) == [0]
+    # What the steps really wrote on the node's volume: the split data, each model and its metrics.
+    written = {str(path.relative_to(volume.path)) for path in Path(volume.path).rglob("*") if path.is_file()}
+    models = {f"models/{name}.{kind}" for name in ("linear", "forest", "gbr") for kind in ("joblib", "json")}
+    assert {"dataset/train.csv", "dataset/test.csv", *models} <= written, written
+
+    service = get_json("service", "ml-pipeline-serve", namespace=real_namespace)
+    base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    health = json.loads(wait_for(lambda: _answer(f"{base}/healthz"), timeout=60, what="/healthz to answer"))
+    assert health["model"] in ("linear", "forest", "gbr")
+    row = dict.fromkeys(health["features"], 0.01)
+    answer = post_json(f"{base}/predict", {"rows": [row, row]})
+    assert answer["model"] == health["model"]
+    predictions = answer["predictions"]
+    assert len(predictions) == 2 and all(isinstance(value, float) for value in predictions)
+    assert predictions[0] == predictions[1] and predictions[0] > 0
+
+
+def _answer(url: str) -> bytes | None:
+    try:
+        return get_url(url)
+    except OSError:
+        return None
+
+
+def test_deleting_the_operator_pod_mid_flow_loses_nothing(
+    chart_operator: DeployedOperator, real_namespace: str
+) -> None:
+    sleep = "import time; time.sleep(6)"
+    works = [
+        python_work("first", sleep),
+        python_work("left", sleep, "first"),
+        python_work("right", sleep, "first"),
+        python_work("last", "print('done')", "left", "right"),
+    ]
+    with recording(real_namespace) as recorder:
+        apply(flow("steady", works), namespace=real_namespace)
+        wait_for(
+            lambda: works_by_name(_status(real_namespace)).get("first", {}).get("phase") == "Running",
+            timeout=120,
+            what="work first to run",
+        )
+        (old_pod,) = operator_pods()
+        kubectl("delete", "pod", old_pod["metadata"]["name"], "--wait=false", namespace=OPERATOR_NAMESPACE)
+        replacement = wait_for(
+            lambda: [
+                pod
+                for pod in operator_pods()
+                if pod["metadata"]["uid"] != old_pod["metadata"]["uid"] and pod_ready(pod)
+            ],
+            timeout=180,
+            what="a new operator pod to be ready",
+        )
+        final = wait_for_phase(real_namespace, "steady", timeout=300)
+
+    assert replacement[0]["spec"]["nodeName"] == REAL_NODE
+    assert final["phase"] == "Succeeded", final
+    assert final["progress"] == "4/4"
+    assert all(entry["attempts"] == 1 for entry in final["works"]), final["works"]
+    made = recorder.jobs_added()
+    assert sorted(made) == sorted(set(made)) and len(made) == 4, made
+
+
+def _status(namespace: str) -> dict[str, Any]:
+    result: dict[str, Any] = get_json("dagflow", "steady", namespace=namespace).get("status") or {}
+    return result
