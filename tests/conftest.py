@@ -64,7 +64,9 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(kubeconfig=kubeconfig, started_here=False)
         return
     running = run_cluster_script("status", check=False).returncode == 0
-    result = run_cluster_script("env" if running else "up", check=False)
+    # `up` on a running cluster starts its real node too (moving it from another local cluster, such as
+    # the demo's, which gets it back when this session removes its cluster).
+    result = run_cluster_script("up", check=False)
     if result.returncode != 0:
         pytest.fail(f"The local cluster did not start:\n{result.stderr}", pytrace=False)
     kubeconfig = _kubeconfig_from(result.stdout)
