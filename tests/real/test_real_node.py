@@ -4,6 +4,9 @@ works' exit codes decide their outcome, and the example pipeline trains and serv
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import yaml
 
 from tests.e2e.flows import flow, pods_of_work, wait_for_phase, works_by_name
 from tests.e2e.recorder import recording
-from tests.kube import REPO_ROOT, apply, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, apply, get_json, kubectl, local_cluster_name, wait_for
 from tests.operator_process import DeployedOperator
 from tests.real.conftest import (
     EXAMPLES_IMAGE,
@@ -28,6 +31,7 @@ from tests.real.conftest import (
 pytestmark = [pytest.mark.real, pytest.mark.local_cluster]
 
 EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
+REAL_NODE_SCRIPT = REPO_ROOT / "tests" / "cluster" / "real-node.sh"
 
 
 def python_work(name: str, code: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
@@ -230,3 +234,78 @@ def test_deleting_the_operator_pod_mid_flow_loses_nothing(
 def _status(namespace: str) -> dict[str, Any]:
     result: dict[str, Any] = get_json("dagflow", "steady", namespace=namespace).get("status") or {}
     return result
+
+
+def leftovers_of_the_real_node() -> list[str]:
+    """What a stopped real node could leave on this machine: processes, mounts, links, iptables chains,
+    its /etc/hosts line."""
+    found: list[str] = []
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/run/dagflow/containerd" in command or any(
+            Path(part).name in ("kubelet", "kube-proxy") for part in command.split()[:1]
+        ):
+            found.append(f"process {pid_dir.name}: {command.strip()}")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4]
+        if mount_point.startswith(("/var/lib/dagflow/", "/run/dagflow/")):
+            found.append(f"mount {mount_point}")
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if "dagflow0" in line]
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if ": veth" in line]
+    for save in ("iptables-save", "ip6tables-save"):
+        rules = subprocess.run([save], capture_output=True, text=True, check=False).stdout
+        found += [
+            f"{save}: {line}"
+            for line in rules.splitlines()
+            if not line.startswith("#") and ("KUBE-" in line or "CNI-" in line)
+        ]
+    found += [
+        f"/etc/hosts: {line}" for line in Path("/etc/hosts").read_text().splitlines() if REAL_NODE in line
+    ]
+    return found
+
+
+def real_node_ready() -> bool:
+    found = kubectl("get", "node", REAL_NODE, "-o", "json", check=False)
+    return found.returncode == 0 and node_ready(json.loads(found.stdout))
+
+
+def run_real_node_script(command: str, cluster_name: str, check: bool = True) -> None:
+    result = subprocess.run(
+        ["bash", str(REAL_NODE_SCRIPT), command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DAGFLOW_CLUSTER_NAME": cluster_name},
+        check=False,
+    )
+    assert result.returncode == 0 or not check, f"real-node.sh {command} for {cluster_name}:\n{result.stderr}"
+
+
+# Last of the file: it stops the real node under everything else here, then starts it again.
+def test_stopping_the_real_node_leaves_nothing_behind(real_node: dict[str, Any]) -> None:
+    status = subprocess.run(
+        ["bash", str(REAL_NODE_SCRIPT), "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
+        check=False,
+    ).stdout
+    moved_from = re.findall(r"moved from cluster\(s\) (\S+),", status)
+    earlier_owners = moved_from[0].split(",") if moved_from else []
+
+    run_real_node_script("down", local_cluster_name())
+    try:
+        assert leftovers_of_the_real_node() == []
+        assert kubectl("get", "node", REAL_NODE, check=False).returncode != 0, "the Node object stayed"
+    finally:
+        # As it was: the clusters it had been moved from first (each takes it in turn; one that is
+        # gone meanwhile is passed over), then this one.
+        for owner in earlier_owners:
+            run_real_node_script("up", owner, check=False)
+        run_real_node_script("up", local_cluster_name())
+    wait_for(real_node_ready, timeout=120, what=f"{REAL_NODE} to be Ready again")
