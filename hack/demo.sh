@@ -148,14 +148,9 @@ place_namespace_on_real_node() {
     'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key": "dagflow.dev/pool", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]' >/dev/null
 }
 
-# The claim's volume on the real node: a local PersistentVolume, a folder of this machine that every
-# pod of the flow mounts. It starts empty on every run.
-prepare_local_volume() {
-  local path="$volumes_root/$volume"
-  kubectl delete pv "$volume" --ignore-not-found --wait=true --timeout=60s >/dev/null
-  rm -rf "$path"
-  mkdir -p "$path"
-  chmod 1777 "$path"   # the example image runs as user 10001
+# apply_volume ACCESS_MODES SOURCE: a PersistentVolume bound in advance to the example's claim; SOURCE
+# is the volume's own part of the spec (hostPath, local, ...), indented as in the spec.
+apply_volume() {
   kubectl apply -f - <<YAML
 apiVersion: v1
 kind: PersistentVolume
@@ -164,17 +159,30 @@ metadata:
   labels: {app.kubernetes.io/part-of: dagflow-demo}
 spec:
   capacity: {storage: 1Gi}
-  accessModes: [ReadWriteOnce, ReadWriteMany]
+  accessModes: $1
   persistentVolumeReclaimPolicy: Retain
   storageClassName: ""
   claimRef: {namespace: $namespace, name: $claim}
-  local: {path: $path}
+$2
+YAML
+}
+
+# The claim's volume on the real node: a local PersistentVolume, a folder of this machine that every
+# pod of the flow mounts. It starts empty on every run: the claim of an earlier run goes first (a
+# volume bound to a claim is kept until the claim is gone), then the volume and its files.
+prepare_local_volume() {
+  local path="$volumes_root/$volume"
+  kubectl -n "$namespace" delete pvc "$claim" --ignore-not-found --wait=true --timeout=120s >/dev/null
+  kubectl delete pv "$volume" --ignore-not-found --wait=true --timeout=60s >/dev/null
+  rm -rf "$path"
+  mkdir -p "$path"
+  chmod 1777 "$path"   # the example image runs as user 10001
+  apply_volume "[ReadWriteOnce, ReadWriteMany]" "  local: {path: $path}
   nodeAffinity:
     required:
       nodeSelectorTerms:
       - matchExpressions:
-        - {key: kubernetes.io/hostname, operator: In, values: [$real_node]}
-YAML
+        - {key: kubernetes.io/hostname, operator: In, values: [$real_node]}"
 }
 
 # Back to the simulated nodes: no placement on the real node, no chart operator beside the local one.
@@ -293,20 +301,7 @@ prepare_volume() {
     # Left bound to a claim of an earlier run that is gone: make a fresh one.
     kubectl delete pv "$volume" --wait=true --timeout=60s >/dev/null
   fi
-  kubectl apply -f - <<YAML
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: $volume
-  labels: {app.kubernetes.io/part-of: dagflow-demo}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  claimRef: {namespace: $namespace, name: $claim}
-  hostPath: {path: /tmp/dagflow-demo/$namespace, type: DirectoryOrCreate}
-YAML
+  apply_volume "[ReadWriteMany]" "  hostPath: {path: /tmp/dagflow-demo/$namespace, type: DirectoryOrCreate}"
 }
 
 run_flow() {
