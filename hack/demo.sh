@@ -426,9 +426,9 @@ down() {
 status() {
   local pid
   if pid="$(operator_pid)"; then
-    log "operator: running, pid $pid, log $log_file"
+    log "operator process: running, pid $pid, log $log_file"
   else
-    log "operator: not running"
+    log "operator process (simulated demo): not running"
   fi
   if "$repo/tests/cluster/cluster.sh" status >/dev/null 2>&1; then
     log "cluster $cluster_name: running ($("$repo/tests/cluster/cluster.sh" env))"
