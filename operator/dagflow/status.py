@@ -40,6 +40,7 @@ class Transition:
             WorkPhase.SKIPPED: "WorkSkipped",
             WorkPhase.SERVING: "WorkServing",
             WorkPhase.PENDING: "WorkPending",
+            WorkPhase.STOPPED: "WorkStopped",
         }[self.phase]
 
     @property
@@ -139,6 +140,7 @@ _VERBS = {
     "WorkSkipped": ("was skipped", "were skipped"),
     "WorkServing": ("is serving", "are serving"),
     "WorkUnavailable": ("is unavailable", "are unavailable"),
+    "WorkStopped": ("was stopped", "were stopped"),
 }
 
 

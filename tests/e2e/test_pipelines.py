@@ -72,8 +72,10 @@ def test_classic_pipeline_ends_serving_with_trainings_on_gpu_nodes(
     assert trainings_started[-1] < min(works[name]["finishedAt"] for name in TRAININGS), "trainings overlap"
 
     table = kubectl("get", "dagflows", namespace=namespace).stdout.split("\n")
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "ENDPOINT", "AGE"]
-    assert table[1].split()[:4] == ["ml", "Serving", "5/5", f"http://ml-serve.{namespace}.svc:8080"]
+    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "RUN", "STARTED", "SCHEDULE", "ENDPOINT", "AGE"]
+    row = table[1].split()
+    assert row[:4] == ["ml", "Serving", "5/5", "1"]
+    assert row[5:7] == ["<none>", f"http://ml-serve.{namespace}.svc:8080"]
     ready = next(c for c in final["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 

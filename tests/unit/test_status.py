@@ -240,7 +240,12 @@ def test_a_failure_is_a_warning_with_the_reason() -> None:
 
 @pytest.mark.parametrize(
     ("phase", "reason"),
-    [("Succeeded", "WorkSucceeded"), ("Serving", "WorkServing"), ("Skipped", "WorkSkipped")],
+    [
+        ("Succeeded", "WorkSucceeded"),
+        ("Serving", "WorkServing"),
+        ("Skipped", "WorkSkipped"),
+        ("Stopped", "WorkStopped"),
+    ],
 )
 def test_each_outcome_has_its_own_reason(phase: str, reason: str) -> None:
     (only,) = transitions({"a": {"phase": "Running"}}, plan_of("Running", ws("a", phase)))
