@@ -46,13 +46,13 @@ def five_fields(expression: str) -> str:
     if text.startswith("@"):
         fields = MACROS.get(text.lower())
         if fields is None:
-            raise ScheduleError(f"unknown macro {text!r}: use {_FORM}")
+            raise ScheduleError(f"schedule {expression!r} is no known macro: use {_FORM}")
         return fields
     parts = text.split()
     if parts and parts[0].upper().startswith(("TZ=", "CRON_TZ=")):
-        raise ScheduleError(f"{expression!r}: set the time zone in spec.timeZone, not in the schedule")
+        raise ScheduleError(f"schedule {expression!r}: set the time zone in spec.timeZone, not here")
     if len(parts) != len(FIELDS):
-        raise ScheduleError(f"{expression!r} has {len(parts)} fields: a schedule is {_FORM}")
+        raise ScheduleError(f"schedule {expression!r} has {len(parts)} fields: a schedule is {_FORM}")
     return " ".join(parts)
 
 
@@ -83,7 +83,8 @@ class CronSchedule:
             CronSim(fields, datetime(2000, 1, 1, tzinfo=zone))
         except CronSimError as error:
             # cronsim says "Bad minute"; the field's name is all it knows.
-            raise ScheduleError(f"{self.expression!r}: {str(error).lower()}; a schedule is {_FORM}") from None
+            reason = str(error).lower()
+            raise ScheduleError(f"schedule {self.expression!r}: {reason}; a schedule is {_FORM}") from None
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_zone", zone)
 

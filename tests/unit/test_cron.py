@@ -68,8 +68,8 @@ def test_every_macro_is_usable() -> None:
         ("* * * *", "has 4 fields"),
         ("0 * * * * *", "has 6 fields"),
         ("", "has 0 fields"),
-        ("@reboot", "unknown macro '@reboot'"),
-        ("@every 1h", "unknown macro"),
+        ("@reboot", "'@reboot' is no known macro"),
+        ("@every 1h", "no known macro"),
         ("CRON_TZ=Europe/Berlin 0 3 * * *", "spec.timeZone"),
         ("TZ=UTC 0 3 * * *", "spec.timeZone"),
     ],
@@ -77,7 +77,7 @@ def test_every_macro_is_usable() -> None:
 def test_bad_schedules_are_refused_saying_why(expression: str, says: str) -> None:
     with pytest.raises(ScheduleError, match=says) as refused:
         CronSchedule(expression)
-    assert repr(expression) in str(refused.value) or expression.startswith("@")
+    assert f"schedule {expression!r}" in str(refused.value)
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "/etc/localtime", "../UTC", "europe/berlin"])
