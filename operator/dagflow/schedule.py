@@ -46,6 +46,8 @@ class ScheduleDecision:
     # Ticks before `tick`, since the last one dealt with, that get no run of their own (an outage).
     missed: int = 0
     reason: str | None = None
+    # Skipped for coming later than startingDeadlineSeconds allows (the operator was down).
+    late: bool = False
 
     @property
     def starts_run(self) -> bool:
@@ -60,14 +62,14 @@ class ScheduleDecision:
     def tick_due(self) -> bool:
         return self.action != ScheduleAction.WAIT
 
-    def answered_by_another_run(self) -> ScheduleDecision:
-        """This decision when another run starts in the same pass (a spec change, a request): the
-        due tick is dealt with by that run and starts none of its own."""
+    def answered_by_another_run(
+        self, reason: str = "a run started for another reason answered it"
+    ) -> ScheduleDecision:
+        """This decision when something else happens to the runs in the same pass (a spec change or
+        a request starts a run, a stop ends one): the due tick is dealt with and starts no run."""
         if not self.tick_due:
             return self
-        return replace(
-            self, action=ScheduleAction.SKIP, reason="answered by a run started for another reason"
-        )
+        return replace(self, action=ScheduleAction.SKIP, reason=reason)
 
 
 def schedule_of(spec: DAGFlowSpec) -> CronSchedule | None:
@@ -109,13 +111,16 @@ def decide_schedule(
     missed = max(len(passed) - 1, 0)
     late = (now - tick).total_seconds()
 
-    def skip(reason: str) -> ScheduleDecision:
-        return ScheduleDecision(ScheduleAction.SKIP, last_schedule_time, following, tick, missed, reason)
+    def skip(reason: str, late: bool = False) -> ScheduleDecision:
+        return ScheduleDecision(
+            ScheduleAction.SKIP, last_schedule_time, following, tick, missed, reason, late
+        )
 
     if starting_deadline_seconds is not None and late > starting_deadline_seconds:
         return skip(
             f"the tick at {_timestamp(tick)} is {late:.0f}s past, more than startingDeadlineSeconds "
-            f"({starting_deadline_seconds})"
+            f"({starting_deadline_seconds})",
+            late=True,
         )
     if run_active and concurrency_policy == ConcurrencyPolicy.FORBID:
         return skip(f"the tick at {_timestamp(tick)} came while a run was active (concurrencyPolicy Forbid)")
