@@ -583,7 +583,7 @@ class DAGFlowStatus(ApiModel):
     )
     started_at: AwareDatetime | None = Field(default=None, description="When the current run started.")
     finished_at: AwareDatetime | None = Field(
-        default=None, description="When the current run reached Succeeded or Failed."
+        default=None, description="When the current run ended: Succeeded, Failed or Stopped."
     )
     endpoint: str | None = Field(
         default=None, description="URL of the Service when the flow has exactly one serve work."
