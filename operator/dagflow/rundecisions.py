@@ -177,17 +177,20 @@ def decide_run(
     *,
     generation: int,
     newest_child_run: int = 0,
+    spec_hash: str | None = None,
 ) -> RunDecision:
     """What this pass does about runs; see the module's description for the rules.
 
     `status` is the flow's status as stored (camelCase). `generation` is `metadata.generation`,
     read only for a status written before `runSpecHash` existed. `newest_child_run` is the newest
     run label on the flow's children, so a new run never takes a number already used.
+    `spec_hash` is `run_fingerprint(spec)` when the caller keeps it with the parsed spec (it costs
+    a pass over the whole spec).
     """
     record = _read_status(status)
     run = record.run or 0
     active = run_is_active(run, record.phase)
-    spec_hash = run_fingerprint(spec)
+    spec_hash = spec_hash or run_fingerprint(spec)
     handled = record.handled_requests or HandledRequests()
     asked = requested_tokens(annotations)
     pending = {request: token for request, token in asked.items() if handled.token(request) != token}

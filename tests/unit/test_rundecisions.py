@@ -267,6 +267,17 @@ def test_a_status_from_before_fingerprints_goes_on_for_the_generation_it_observe
     assert newer.new_run is not None and newer.new_run.trigger == RunTrigger.SPEC_CHANGE
 
 
+def test_a_fingerprint_kept_by_the_caller_is_used_as_given() -> None:
+    status = status_of(classic(), run=2)
+    kept = run_fingerprint(model(classic()))
+    assert (
+        decide_run(model(classic()), status, {}, NOW, generation=1, spec_hash=kept).action
+        == RunAction.CONTINUE
+    )
+    other = decide_run(model(classic()), status, {}, NOW, generation=1, spec_hash="0" * 16)
+    assert other.new_run is not None and other.new_run.spec_hash == "0" * 16
+
+
 def test_a_new_run_takes_a_number_no_child_has() -> None:
     decision = decide(classic(parallelism=1), status_of(classic(), run=2), newest_child_run=3)
     assert decision.run == 4
