@@ -87,6 +87,10 @@ class Notice:
     message: str
     warning: bool = False
 
+    @property
+    def event_type(self) -> str:
+        return "Warning" if self.warning else "Normal"
+
 
 @dataclass(frozen=True)
 class NewRun:
