@@ -196,8 +196,10 @@ def test_status_subresource_and_printer_columns(namespace: str) -> None:
         "-p", yaml.safe_dump({"status": status.to_dict()}), namespace=namespace,
     )  # fmt: skip
     table = kubectl("get", "dagflows", namespace=namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "ENDPOINT", "AGE"]
-    assert table[1].split()[:4] == ["columns", "Serving", "2/2", f"http://columns-s.{namespace}.svc:8080"]
+    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "RUN", "STARTED", "SCHEDULE", "ENDPOINT", "AGE"]
+    row = table[1].split()
+    assert row[:4] == ["columns", "Serving", "2/2", "1"]
+    assert row[5:7] == ["<none>", f"http://columns-s.{namespace}.svc:8080"]
     for short_name in ("dag", "dagf"):
         assert "columns" in kubectl("get", short_name, namespace=namespace).stdout
     stored = get_json("dagflow", "columns", namespace=namespace)
