@@ -14,12 +14,11 @@ from tests.e2e.flows import (
     jobs,
     jobs_per_run_and_work,
     pods_of_work,
-    table_row,
     wait_for_phase,
     work,
     works_by_name,
 )
-from tests.kube import get_json, kubectl, wait_for
+from tests.kube import get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster

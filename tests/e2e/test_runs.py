@@ -14,12 +14,11 @@ from tests.e2e.flows import (
     flow,
     jobs,
     status,
-    table_row,
     wait_for_phase,
     work,
     works_by_name,
 )
-from tests.kube import apply, get_json, kubectl, wait_for
+from tests.kube import apply, get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster

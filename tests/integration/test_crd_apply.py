@@ -10,7 +10,7 @@ import yaml
 
 from dagflow.api.models import DAGFlowStatus
 from dagflow.validation import validate_flow
-from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, table_row, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -197,9 +197,10 @@ def test_status_subresource_and_printer_columns(namespace: str) -> None:
     )  # fmt: skip
     table = kubectl("get", "dagflows", namespace=namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "RUN", "STARTED", "SCHEDULE", "ENDPOINT", "AGE"]
-    row = table[1].split()
-    assert row[:4] == ["columns", "Serving", "2/2", "1"]
-    assert row[5:7] == ["<none>", f"http://columns-s.{namespace}.svc:8080"]
+    row = table_row("\n".join(table), "columns")
+    assert [row["NAME"], row["PHASE"], row["PROGRESS"], row["RUN"]] == ["columns", "Serving", "2/2", "1"]
+    assert row["SCHEDULE"] == ""
+    assert row["ENDPOINT"] == f"http://columns-s.{namespace}.svc:8080"
     for short_name in ("dag", "dagf"):
         assert "columns" in kubectl("get", short_name, namespace=namespace).stdout
     stored = get_json("dagflow", "columns", namespace=namespace)
