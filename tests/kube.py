@@ -156,3 +156,18 @@ def paused(component: str) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def table_row(table: str, name: str) -> dict[str, str]:
+    """A row of `kubectl get` output by column header; a column left empty (a field the object does
+    not have) reads as ""."""
+    lines = table.rstrip("\n").split("\n")
+    header = lines[0]
+    starts = [
+        index for index, char in enumerate(header) if char != " " and (index == 0 or header[index - 1] == " ")
+    ]
+    row = next(line for line in lines[1:] if line.split()[0] == name)
+    bounds = [*starts[1:], None]
+    return {
+        header[start:end].strip(): row[start:end].strip() for start, end in zip(starts, bounds, strict=True)
+    }

@@ -32,7 +32,7 @@ from dagflow.peering import ensure_peering, other_live_peers, own_identity, star
 from dagflow.reconciler import Reconciler
 from dagflow.settings import OperatorSettings
 from dagflow.shutdown import arm_exit_deadline_on_signals, exit_deadline, exit_now, in_daemon_thread
-from dagflow.status import Transition
+from dagflow.status import FlowEvent
 from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server
 
 logger = logging.getLogger("dagflow")
@@ -272,7 +272,7 @@ def _ensure_reconciler(
     return _reconciler()
 
 
-def _post_event(body: Mapping[str, Any], transition: Transition) -> None:
+def _post_event(body: Mapping[str, Any], transition: FlowEvent) -> None:
     kopf.event(
         cast(kopf.Body, body),
         type=transition.event_type,

@@ -15,10 +15,13 @@ from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRul
 from dagflow.builders import FlowRef, endpoint_url
 from dagflow.observe import DeploymentObservation, JobObservation
 
-DONE = frozenset({WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING})
+DONE = frozenset(
+    {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
+)
 # A dependency on a serve work is met once it serves.
 MET = frozenset({WorkPhase.SUCCEEDED, WorkPhase.SERVING})
-NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED})
+NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.STOPPED})
+SUSPENDED_MESSAGE = "suspended: starts once spec.suspend is false"
 
 
 @dataclass
@@ -33,6 +36,8 @@ class WorkState:
     finished_at: str | None = None
     message: str | None = None
     endpoint: str | None = None
+    # Set when a retry carried this outcome over from an earlier run instead of running the work.
+    carried_from_run: int | None = None
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
@@ -43,6 +48,7 @@ class WorkState:
             "finishedAt": self.finished_at,
             "message": self.message,
             "endpoint": self.endpoint,
+            "carriedFromRun": self.carried_from_run,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
         return entry
@@ -56,6 +62,10 @@ class Plan:
     works: list[WorkState] = field(default_factory=list)
     phase: FlowPhase = FlowPhase.RUNNING
     message: str | None = None
+    # The serve works, and the run whose Deployment serves each one that has an available one:
+    # an earlier run's model keeps serving while this run retrains, or after it failed.
+    serve_works: list[str] = field(default_factory=list)
+    serving: dict[str, int] = field(default_factory=dict)
 
     @property
     def progress(self) -> str:
@@ -74,6 +84,7 @@ def plan_run(
     now: str,
     draining: int = 0,
     pod_refusals: Mapping[str, str] | None = None,
+    hold: bool = False,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -82,6 +93,7 @@ def plan_run(
     `draining` counts the Jobs of earlier runs still running or being deleted: no batch work starts
     before they are gone, so a work never runs twice at once and the run's parallelism and GPUs are
     never exceeded. `pod_refusals` holds, per work, why the API server refuses its Job's pods.
+    `hold` (spec.suspend) starts nothing: the works that could start wait, saying so.
     """
     works = {work.name: work for work in spec.works}
     refusals = pod_refusals or {}
@@ -112,6 +124,8 @@ def plan_run(
             continue
         elif fail_fast:
             state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
+        elif hold:
+            state.message = SUSPENDED_MESSAGE
         elif work.serve is None and draining:
             jobs_word = "Job" if draining == 1 else "Jobs"
             state.message = f"waiting for {draining} {jobs_word} of an earlier run to stop"
@@ -129,7 +143,15 @@ def plan_run(
             plan.start.append(work)
 
     plan.works = [states[work.name] for work in spec.works]
+    plan.serve_works = [work.name for work in spec.works if work.serve is not None]
+    plan.serving = {
+        name: deployment.run
+        for name, deployment in deployments.items()
+        if name in works and works[name].serve is not None and deployment.available
+    }
     reassess(plan, spec)
+    if hold and plan.phase in (FlowPhase.PENDING, FlowPhase.RUNNING):
+        plan.message = SUSPENDED_MESSAGE
     return plan
 
 
@@ -206,6 +228,8 @@ def _observed_state(
     previous: Mapping[str, Any] | None,
 ) -> WorkState:
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
+    if previous and previous.get("carriedFromRun"):
+        return _carried_state(state, work, deployment, previous)
     if work.serve is not None:
         if deployment is not None and deployment.run == run:
             state.job = deployment.name
@@ -255,6 +279,27 @@ def _observed_state(
         state.phase, state.attempts = WorkPhase.RUNNING, max(job.attempts, 1)
         if job.deleting:
             state.message = "its Job is being deleted; it is created again once gone"
+    return state
+
+
+def _carried_state(
+    state: WorkState, work: Work, deployment: DeploymentObservation | None, previous: Mapping[str, Any]
+) -> WorkState:
+    """A work whose outcome a retry carried over from an earlier run: it stays as it was, except
+    that a carried serve work serves only while that run's Deployment is available."""
+    state.carried_from_run = int(previous["carriedFromRun"])
+    state.phase = WorkPhase(previous.get("phase", WorkPhase.SUCCEEDED.value))
+    state.job = previous.get("job")
+    state.attempts = int(previous.get("attempts", 0))
+    state.started_at = previous.get("startedAt")
+    state.finished_at = previous.get("finishedAt")
+    state.message = previous.get("message")
+    if work.serve is not None and state.phase in (WorkPhase.SERVING, WorkPhase.RUNNING):
+        if deployment is not None and deployment.available:
+            state.phase, state.message = WorkPhase.SERVING, None
+        else:
+            detail = (deployment.message if deployment else None) or "its Deployment is not available"
+            state.phase, state.message = WorkPhase.RUNNING, f"Deployment lost availability: {detail}"
     return state
 
 

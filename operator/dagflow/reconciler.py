@@ -22,21 +22,32 @@ from kubernetes.client.exceptions import ApiException
 from dagflow import metrics, naming
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service
+from dagflow.history import JobRetirement, history_limit, retire_jobs
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
 from dagflow.planner import Plan, defer_start, plan_run, reject_start
-from dagflow.runs import current_run
+from dagflow.runcontrol import (
+    STOPPED_MESSAGE,
+    begun_status,
+    carried_jobs,
+    stopped_status,
+    timestamp,
+    with_run_control,
+)
+from dagflow.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.settings import OperatorSettings
-from dagflow.status import Transition, build_status, invalid_status, summarize, transitions
+from dagflow.status import FlowEvent, Transition, build_status, invalid_status, summarize, transitions
 from dagflow.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
 
-PostEvent = Callable[[Mapping[str, Any], Transition], None]
+PostEvent = Callable[[Mapping[str, Any], FlowEvent], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 # After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
 UNSEEN_JOB_TTL_SECONDS = 60.0
-FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING})
+FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING, FlowPhase.STOPPED})
+# A pass for a schedule tick comes this long after it, so the tick is due by then.
+TICK_MARGIN_SECONDS = 0.5
 # A pass over a flow waits at least this long per work for more events: 0.1 s for 1,000 works.
 DELAY_PER_WORK_SECONDS = 0.0001
 # A Job without a single pod this long after it started is asked about (its FailedCreate Events),
@@ -53,11 +64,13 @@ SERVICE_RECHECK_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class ParsedSpec:
-    """A validated spec with its topological order, or the validator's refusal."""
+    """A validated spec with its topological order and the fingerprint of what runs, or the
+    validator's refusal."""
 
     spec: DAGFlowSpec | None
     order: list[str]
     problem: str | None
+    fingerprint: str | None = None
 
 
 def just_created(name: str, work: str, run: int, flow: FlowRef) -> JobObservation:
@@ -104,10 +117,6 @@ def status_hold(last_patch: float | None, now: float, spacing: float, phase: Flo
     return max(0.0, last_patch + spacing - now)
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_spec(raw: Mapping[str, Any], flow_name: str) -> ParsedSpec:
     problems = validate_flow(raw, flow_name=flow_name)
     if problems:
@@ -115,7 +124,7 @@ def parse_spec(raw: Mapping[str, Any], flow_name: str) -> ParsedSpec:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         return ParsedSpec(None, [], f"invalid flow: {listed}{more}")
     spec = DAGFlowSpec.model_validate(raw)
-    return ParsedSpec(spec, topological_order(spec), None)
+    return ParsedSpec(spec, topological_order(spec), None, run_fingerprint(spec))
 
 
 class Reconciler:
@@ -298,12 +307,15 @@ class Reconciler:
         metadata = body["metadata"]
         generation = int(metadata.get("generation") or 1)
         status: dict[str, Any] = body["status"]
-        now = utc_now()
+        moment = datetime.now(UTC).replace(microsecond=0)
+        now = timestamp(moment)
         parsed = self._parse(key, metadata, body["spec"])
         if parsed.spec is None:
             assert parsed.problem is not None
             await self._write_status(key, body, invalid_status(parsed.problem, status, generation, now))
             return
+        spec = parsed.spec
+        keep = history_limit(spec, self.settings.history_runs)
 
         flow = FlowRef.from_body(body)
         # Children are this flow's only if it owns them: a flow deleted and made again under the
@@ -320,12 +332,42 @@ class Reconciler:
             for service in self.services.get(key) or []
             if service.owner_uid == flow.uid and not service.deleting
         }
-        run = current_run(
+        decision = decide_run(
+            spec,
             status,
-            generation,
-            [(job.run, job.generation) for job in all_jobs]
-            + [(deployment.run, deployment.generation) for deployment in deployments.values()],
+            metadata.get("annotations") or {},
+            moment,
+            generation=generation,
+            newest_child_run=max(
+                [job.run for job in all_jobs] + [deployment.run for deployment in deployments.values()],
+                default=0,
+            ),
+            spec_hash=parsed.fingerprint,
         )
+        if decision.next_schedule_time is not None:
+            wait = (decision.next_schedule_time - moment).total_seconds()
+            self._recheck(key, max(wait, 0.0) + TICK_MARGIN_SECONDS)
+        if decision.action == RunAction.STOP:
+            await self._stop_run(key, body, decision, all_jobs, generation, moment, keep)
+            return
+        if decision.action == RunAction.START:
+            # The status names the new run before any child of it exists and before the old run's
+            # Jobs go: a request is then acted on once, whenever the operator stops.
+            begun = begun_status(status, decision, spec, generation, moment, keep)
+            if not await self._write_status(key, body, begun):
+                return
+            self._announce(body, decision)
+            status = body["status"]
+        run = decision.run
+        retirement = retire_jobs(all_jobs, run, keep, carried_jobs(status.get("works") or []))
+        if status.get("phase") == FlowPhase.STOPPED.value:
+            # A stopped run is not planned again; only the run-control fields move (schedule times,
+            # requests that were answered without a run).
+            await self._retire(flow, retirement)
+            settled = with_run_control(dict(status), decision, keep)
+            if await self._write_status(key, body, settled):
+                self._announce(body, decision)
+            return
         current_jobs = {job.work: job for job in all_jobs if job.run == run}
         draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
         previous_works = (
@@ -334,7 +376,7 @@ class Reconciler:
         refusals = await self._pod_refusals_of(key, current_jobs)
         plan = plan_run(
             flow,
-            parsed.spec,
+            spec,
             parsed.order,
             run,
             current_jobs,
@@ -343,30 +385,58 @@ class Reconciler:
             now,
             draining=draining,
             pod_refusals=refusals,
+            hold=decision.hold,
         )
-        new_run = status.get("run") != run
-        if new_run:
-            # The status must name a new run before the old run's Jobs go: once they are gone,
-            # nothing else would remember that the run was started (see `dagflow.runs`).
-            await self._start_children(key, flow, parsed.spec, run, plan)
-            await self._publish(key, body, plan, previous_works, run, generation, now)
-            await asyncio.gather(
-                self._retire_old_jobs(flow, run, all_jobs),
-                self._keep_serving(key, flow, parsed.spec, plan, deployments, services),
-            )
-            return
+        if decision.waiting:
+            plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         await asyncio.gather(
-            self._start_children(key, flow, parsed.spec, run, plan),
-            self._retire_old_jobs(flow, run, all_jobs),
-            self._keep_serving(key, flow, parsed.spec, plan, deployments, services),
+            self._start_children(key, flow, spec, run, plan),
+            self._retire(flow, retirement),
+            self._keep_serving(key, flow, spec, plan, deployments, services),
         )
-        hold = self._status_hold(key, len(parsed.spec.works), plan.phase)
+        hold = self._status_hold(key, len(spec.works), plan.phase)
         if hold > 0:
             # Children are never held back, only the status of a big flow between two patches.
             if key not in self._held:
                 self._held[key] = asyncio.get_running_loop().call_later(hold, self._release, key)
             return
-        await self._publish(key, body, plan, previous_works, run, generation, now)
+        written = await self._publish(key, body, plan, previous_works, run, generation, now, decision, keep)
+        if written and decision.action != RunAction.START:
+            self._announce(body, decision)
+
+    def _announce(self, body: Mapping[str, Any], decision: RunDecision) -> None:
+        """Post the Events of what a run decision did that no status field shows on its own."""
+        for notice in decision.notices:
+            self.post_event(body, notice)
+
+    async def _stop_run(
+        self,
+        key: FlowKey,
+        body: dict[str, Any],
+        decision: RunDecision,
+        jobs: Iterable[JobObservation],
+        generation: int,
+        moment: datetime,
+        keep: int,
+    ) -> None:
+        """Stop the current run: delete its running Jobs, then record it Stopped.
+
+        The Jobs go first: should the operator stop in between, the next pass finds the request
+        still unanswered and stops the run again.
+        """
+        namespace = body["metadata"]["namespace"]
+        running = [
+            job for job in jobs if job.run == decision.run and job.outcome is None and not job.deleting
+        ]
+        await asyncio.gather(
+            *(self.kube.delete_job(namespace, job.name, wait_for_pods=True) for job in running)
+        )
+        for job in running:
+            logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
+        stopped = stopped_status(body["status"], decision, generation, moment, keep)
+        if await self._write_status(key, body, stopped):
+            self._announce(body, decision)
+            self.post_event(body, Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}"))
 
     async def _publish(
         self,
@@ -377,15 +447,22 @@ class Reconciler:
         run: int,
         generation: int,
         now: str,
-    ) -> None:
-        """Write the plan's status and announce the works' moves since the last status written."""
-        new_status = build_status(plan, body["status"], run, generation, now)
-        if await self._write_status(key, body, new_status):
-            changed = transitions(previous_works, plan)
-            for transition in changed:
-                self._observe_duration(plan, transition)
-            for event in summarize(changed):
-                self.post_event(body, event)
+        decision: RunDecision,
+        keep: int,
+    ) -> bool:
+        """Write the plan's status and announce the works' moves since the last status written;
+        True when the status changed."""
+        new_status = with_run_control(
+            build_status(plan, body["status"], run, generation, now), decision, keep
+        )
+        if not await self._write_status(key, body, new_status):
+            return False
+        changed = transitions(previous_works, plan)
+        for transition in changed:
+            self._observe_duration(plan, transition)
+        for event in summarize(changed):
+            self.post_event(body, event)
+        return True
 
     def _delay(self, key: FlowKey) -> float:
         cached = self._parsed.get(key)
@@ -596,21 +673,14 @@ class Reconciler:
             calls.append(self.kube.delete_serving(flow.namespace, child.name))
         await asyncio.gather(*calls)
 
-    async def _retire_old_jobs(self, flow: FlowRef, run: int, jobs: Iterable[JobObservation]) -> None:
+    async def _retire(self, flow: FlowRef, retirement: JobRetirement) -> None:
         """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
 
         A running Job is deleted in the foreground: it stays, being deleted, until its pods are
         gone, so the new run waits for them (see `draining` in the planner).
         """
-        oldest_kept = run - self.settings.history_runs + 1
-        calls = []
-        for job in jobs:
-            if job.run == run or job.deleting:
-                continue
-            if job.outcome is None:
-                calls.append(self.kube.delete_job(flow.namespace, job.name, wait_for_pods=True))
-            elif job.run < oldest_kept:
-                calls.append(self.kube.delete_job(flow.namespace, job.name))
+        calls = [self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in retirement.stop]
+        calls += [self.kube.delete_job(flow.namespace, name) for name in retirement.delete]
         await asyncio.gather(*calls)
 
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:
@@ -641,8 +711,8 @@ class Reconciler:
 
     def _update_phase_gauge(self) -> None:
         counts = Counter(self._phases.values())
-        for phase in ("Pending", "Running", "Succeeded", "Failed", "Serving"):
-            metrics.FLOWS.labels(phase=phase).set(counts.get(phase, 0))
+        for phase in FlowPhase:
+            metrics.FLOWS.labels(phase=phase.value).set(counts.get(phase.value, 0))
 
     @staticmethod
     def _observe_duration(plan: Plan, transition: Transition) -> None:

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from dagflow.api.models import FlowPhase, WorkPhase
 from dagflow.planner import Plan
 
 READY_CONDITION = "Ready"
-FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED})
+SERVING_CONDITION = "Serving"
+FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.STOPPED})
+# Status fields about runs rather than the current run's works: every status written keeps them
+# (`dagflow.runcontrol` brings them up to date).
+RUN_CONTROL_STATUS_FIELDS = ("runSpecHash", "handledRequests", "lastScheduleTime", "nextScheduleTime", "runs")
 # More works than this making the same move in one pass get one Event between them.
 EVENTS_PER_PASS_AND_REASON = 5
+
+
+class FlowEvent(Protocol):
+    """What an Event on the flow says: a work's move, or a run decision's notice."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def event_type(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,7 @@ class Transition:
             WorkPhase.SKIPPED: "WorkSkipped",
             WorkPhase.SERVING: "WorkServing",
             WorkPhase.PENDING: "WorkPending",
+            WorkPhase.STOPPED: "WorkStopped",
         }[self.phase]
 
     @property
@@ -74,7 +92,15 @@ def build_status(
     if plan.message:
         status["message"] = plan.message
     status["conditions"] = [_ready_condition(plan, previous, generation, now)]
+    if plan.serve_works:
+        status["conditions"].append(_serving_condition(plan, previous, generation, now))
+    status.update(run_control_fields(previous))
     return status
+
+
+def run_control_fields(previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-control fields of a status, to carry into the next one."""
+    return {field: previous[field] for field in RUN_CONTROL_STATUS_FIELDS if previous.get(field) is not None}
 
 
 def invalid_status(message: str, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
@@ -92,6 +118,7 @@ def invalid_status(message: str, previous: Mapping[str, Any], generation: int, n
     status["conditions"] = [
         _condition(False, "Invalid", message, previous, generation, now),
     ]
+    status.update(run_control_fields(previous))
     return status
 
 
@@ -139,6 +166,7 @@ _VERBS = {
     "WorkSkipped": ("was skipped", "were skipped"),
     "WorkServing": ("is serving", "are serving"),
     "WorkUnavailable": ("is unavailable", "are unavailable"),
+    "WorkStopped": ("was stopped", "were stopped"),
 }
 
 
@@ -153,14 +181,44 @@ def _ready_condition(plan: Plan, previous: Mapping[str, Any], generation: int, n
     return _condition(ready, plan.phase.value, message, previous, generation, now)
 
 
+def _serving_condition(plan: Plan, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
+    """Whether every serve work has an available Deployment, of whichever run: the model an earlier
+    run rolled out keeps serving while a later run retrains, and after that run failed."""
+    endpoints = {state.name: state.endpoint for state in plan.works}
+    missing = [name for name in plan.serve_works if name not in plan.serving]
+    if missing:
+        message = f"no available Deployment for {', '.join(missing)}"
+        return _condition(False, "NotServing", message, previous, generation, now, SERVING_CONDITION)
+    served = [
+        f"run {plan.serving[name]}'s model serves at {endpoints.get(name) or name}"
+        if len(plan.serve_works) == 1
+        else f"{name}: run {plan.serving[name]}'s model serves at {endpoints.get(name) or name}"
+        for name in plan.serve_works
+    ]
+    return _condition(True, "Serving", "; ".join(served), previous, generation, now, SERVING_CONDITION)
+
+
+def stopped_ready_condition(
+    message: str, previous: Mapping[str, Any], generation: int, now: str
+) -> dict[str, Any]:
+    """The Ready condition of a stopped run."""
+    return _condition(False, FlowPhase.STOPPED.value, message, previous, generation, now)
+
+
 def _condition(
-    ready: bool, reason: str, message: str, previous: Mapping[str, Any], generation: int, now: str
+    ready: bool,
+    reason: str,
+    message: str,
+    previous: Mapping[str, Any],
+    generation: int,
+    now: str,
+    kind: str = READY_CONDITION,
 ) -> dict[str, Any]:
     status = "True" if ready else "False"
-    earlier = next((c for c in previous.get("conditions") or [] if c.get("type") == READY_CONDITION), None)
+    earlier = next((c for c in previous.get("conditions") or [] if c.get("type") == kind), None)
     since = earlier["lastTransitionTime"] if earlier and earlier.get("status") == status else now
     return {
-        "type": READY_CONDITION,
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,

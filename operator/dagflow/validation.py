@@ -29,6 +29,7 @@ from dagflow.api.models import (
     Work,
     kubernetes_shape_fields,
 )
+from dagflow.cron import CronSchedule, ScheduleError, load_time_zone
 
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -78,6 +79,7 @@ def validate_flow(
     problems += _dependency_problems(works)
     problems += _cycle_problems(works)
     problems += _metadata_key_problems(raw)
+    problems += _schedule_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
     problems += [
@@ -309,6 +311,23 @@ def _metadata_key_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
                 )
             if path.endswith(".nodeSelector") and isinstance(value, str) and not naming.is_label_value(value):
                 problems.append(ValidationProblem(key_path, f"{owner}: {value!r} is not a valid label value"))
+    return problems
+
+
+def _schedule_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """The cron expression and the time zone: neither the CRD schema nor pydantic can read them."""
+    problems = []
+    schedule, time_zone = raw.get("schedule"), raw.get("timeZone")
+    if isinstance(schedule, str):
+        try:
+            CronSchedule(schedule)
+        except ScheduleError as error:
+            problems.append(ValidationProblem("spec.schedule", str(error)))
+    if isinstance(time_zone, str) and time_zone:
+        try:
+            load_time_zone(time_zone)
+        except ScheduleError as error:
+            problems.append(ValidationProblem("spec.timeZone", str(error)))
     return problems
 
 

@@ -18,7 +18,7 @@ from tests.e2e.flows import (
     work,
     works_by_name,
 )
-from tests.kube import get_json, kubectl, wait_for
+from tests.kube import get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -71,9 +71,21 @@ def test_classic_pipeline_ends_serving_with_trainings_on_gpu_nodes(
     trainings_started = sorted(works[name]["startedAt"] for name in TRAININGS)
     assert trainings_started[-1] < min(works[name]["finishedAt"] for name in TRAININGS), "trainings overlap"
 
-    table = kubectl("get", "dagflows", namespace=namespace).stdout.split("\n")
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "ENDPOINT", "AGE"]
-    assert table[1].split()[:4] == ["ml", "Serving", "5/5", f"http://ml-serve.{namespace}.svc:8080"]
+    table = kubectl("get", "dagflows", namespace=namespace).stdout
+    assert table.split("\n")[0].split() == [
+        "NAME",
+        "PHASE",
+        "PROGRESS",
+        "RUN",
+        "STARTED",
+        "SCHEDULE",
+        "ENDPOINT",
+        "AGE",
+    ]
+    row = table_row(table, "ml")
+    assert [row["PHASE"], row["PROGRESS"], row["RUN"]] == ["Serving", "5/5", "1"]
+    assert row["SCHEDULE"] == ""  # no schedule: the flow runs when created or changed
+    assert row["ENDPOINT"] == f"http://ml-serve.{namespace}.svc:8080"
     ready = next(c for c in final["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 

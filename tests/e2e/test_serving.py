@@ -43,8 +43,21 @@ def test_a_deployment_of_the_serve_name_owned_by_no_flow_is_left_alone(
     message = works_by_name(final)["web"]["message"]
     assert "Deployment shop-web already exists and belongs to something else" in message, message
     after = get_json("deployment", "shop-web", namespace=namespace)
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # Not the resourceVersion: the Deployment controller writes the status as the pod comes up.
+    # Nothing but that status may have been written: same generation, labels and writers.
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert spec_writers(after) == spec_writers(before)
     assert "ownerReferences" not in after["metadata"]
+
+
+def spec_writers(deployment: dict[str, Any]) -> set[tuple[str, str]]:
+    """Who wrote the object's fields other than its status (server-side apply's managed fields)."""
+    return {
+        (entry["manager"], entry["operation"])
+        for entry in deployment["metadata"].get("managedFields", [])
+        if entry.get("subresource") != "status"
+    }
 
 
 def test_rolling_a_serve_work_removes_what_the_new_spec_removed(

@@ -10,7 +10,7 @@ import yaml
 
 from dagflow.api.models import DAGFlowStatus
 from dagflow.validation import validate_flow
-from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, table_row, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -196,8 +196,11 @@ def test_status_subresource_and_printer_columns(namespace: str) -> None:
         "-p", yaml.safe_dump({"status": status.to_dict()}), namespace=namespace,
     )  # fmt: skip
     table = kubectl("get", "dagflows", namespace=namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "ENDPOINT", "AGE"]
-    assert table[1].split()[:4] == ["columns", "Serving", "2/2", f"http://columns-s.{namespace}.svc:8080"]
+    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "RUN", "STARTED", "SCHEDULE", "ENDPOINT", "AGE"]
+    row = table_row("\n".join(table), "columns")
+    assert [row["NAME"], row["PHASE"], row["PROGRESS"], row["RUN"]] == ["columns", "Serving", "2/2", "1"]
+    assert row["SCHEDULE"] == ""
+    assert row["ENDPOINT"] == f"http://columns-s.{namespace}.svc:8080"
     for short_name in ("dag", "dagf"):
         assert "columns" in kubectl("get", short_name, namespace=namespace).stdout
     stored = get_json("dagflow", "columns", namespace=namespace)

@@ -304,13 +304,26 @@ def test_names_scope_and_printer_columns(committed: dict[str, Any]) -> None:
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
-    columns = [(column["name"], column["jsonPath"]) for column in version["additionalPrinterColumns"]]
-    assert columns == [
-        ("Phase", ".status.phase"),
-        ("Progress", ".status.progress"),
-        ("Endpoint", ".status.endpoint"),
-        ("Age", ".metadata.creationTimestamp"),
+    columns = [
+        (column["name"], column["jsonPath"], column.get("priority", 0))
+        for column in version["additionalPrinterColumns"]
     ]
+    assert columns == [
+        ("Phase", ".status.phase", 0),
+        ("Progress", ".status.progress", 0),
+        ("Run", ".status.run", 0),
+        ("Started", ".status.startedAt", 0),
+        ("Schedule", ".spec.schedule", 0),
+        ("Endpoint", ".status.endpoint", 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Suspend", ".spec.suspend", 1),
+        ("Last Schedule", ".status.lastScheduleTime", 1),
+        ("Next Schedule", ".status.nextScheduleTime", 1),
+    ]
+
+
+def test_no_schema_node_is_a_yaml_alias() -> None:
+    assert "&id" not in COMMITTED_CRD.read_text()
 
 
 def test_schema_is_structural(schema: dict[str, Any]) -> None:

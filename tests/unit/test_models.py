@@ -9,11 +9,17 @@ import pytest
 from pydantic import ValidationError
 
 from dagflow.api import (
+    RERUN_ANNOTATION,
+    RUN_CONTROL_FIELDS,
+    ConcurrencyPolicy,
     DAGFlow,
     DAGFlowSpec,
     DAGFlowStatus,
     FailurePolicy,
     FlowPhase,
+    HandledRequests,
+    RunRequest,
+    RunTrigger,
     TriggerRule,
     Work,
     WorkPhase,
@@ -165,3 +171,101 @@ def test_snake_case_names_work_in_python() -> None:
         works=[Work(name="a", container={"image": "x"})],
     )
     assert spec.to_dict()["failurePolicy"] == "Continue"
+
+
+def test_run_control_fields_have_kubernetes_like_defaults() -> None:
+    spec = DAGFlowSpec.model_validate({"works": [{"name": "a", "container": {"image": "x"}}]})
+    assert spec.schedule is None
+    assert spec.time_zone == "UTC"
+    assert spec.concurrency_policy is ConcurrencyPolicy.FORBID
+    assert spec.starting_deadline_seconds is None
+    assert spec.suspend is False
+    assert spec.history_runs is None
+    wire = DAGFlowSpec.model_validate(
+        {
+            "works": [{"name": "a", "container": {"image": "x"}}],
+            "schedule": "@daily",
+            "timeZone": "Europe/Berlin",
+            "concurrencyPolicy": "Replace",
+            "startingDeadlineSeconds": 600,
+            "suspend": True,
+            "historyRuns": 5,
+        }
+    ).to_dict()
+    assert {key: wire[key] for key in ("schedule", "timeZone", "concurrencyPolicy")} == {
+        "schedule": "@daily",
+        "timeZone": "Europe/Berlin",
+        "concurrencyPolicy": "Replace",
+    }
+    assert (wire["startingDeadlineSeconds"], wire["suspend"], wire["historyRuns"]) == (600, True, 5)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"concurrencyPolicy": "Allow"},
+        {"startingDeadlineSeconds": 0},
+        {"historyRuns": 0},
+        {"historyRuns": 101},
+        {"timeZone": ""},
+    ],
+)
+def test_run_control_fields_are_bounded(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        DAGFlowSpec.model_validate({"works": [{"name": "a", "container": {"image": "x"}}], **bad})
+
+
+def test_run_control_fields_are_every_spec_field_that_does_not_shape_a_run() -> None:
+    assert DAGFlowSpec.model_fields.keys() > RUN_CONTROL_FIELDS
+    assert DAGFlowSpec.model_fields.keys() - RUN_CONTROL_FIELDS == {
+        "failure_policy",
+        "parallelism",
+        "pod_defaults",
+        "works",
+    }
+
+
+def test_run_requests_are_annotations_of_the_group() -> None:
+    assert {request.annotation for request in RunRequest} == {
+        "dagflow.dev/rerun",
+        "dagflow.dev/retry",
+        "dagflow.dev/stop",
+    }
+    assert RunRequest.RERUN.annotation == RERUN_ANNOTATION
+    handled = HandledRequests(rerun="1", stop="2")
+    assert [handled.token(request) for request in RunRequest] == ["1", None, "2"]
+
+
+def test_run_history_and_schedule_round_trip_in_the_status() -> None:
+    raw = {
+        "phase": "Stopped",
+        "run": 4,
+        "runSpecHash": "0123456789abcdef",
+        "lastScheduleTime": "2025-01-02T03:00:00Z",
+        "nextScheduleTime": "2025-01-03T03:00:00Z",
+        "handledRequests": {"rerun": "1735787045", "stop": "abc"},
+        "works": [
+            {"name": "process", "phase": "Succeeded", "carriedFromRun": 2},
+            {"name": "train", "phase": "Stopped"},
+        ],
+        "runs": [
+            {
+                "number": 3,
+                "trigger": "Schedule",
+                "phase": "Failed",
+                "startedAt": "2025-01-02T03:00:01Z",
+                "finishedAt": "2025-01-02T03:10:00Z",
+            },
+            {"number": 4, "trigger": "Retry", "phase": "Stopped", "startedAt": "2025-01-02T04:00:00Z"},
+        ],
+    }
+    status = DAGFlowStatus.model_validate(raw)
+    assert status.phase is FlowPhase.STOPPED
+    assert status.works[1].phase is WorkPhase.STOPPED
+    assert status.works[0].carried_from_run == 2
+    assert [run.trigger for run in status.runs] == [RunTrigger.SCHEDULE, RunTrigger.RETRY]
+    assert status.handled_requests == HandledRequests(rerun="1735787045", stop="abc")
+    dumped = status.to_dict()
+    assert dumped["runs"] == raw["runs"]
+    assert dumped["lastScheduleTime"] == "2025-01-02T03:00:00Z"
+    assert dumped["works"][0]["carriedFromRun"] == 2

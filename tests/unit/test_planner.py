@@ -86,6 +86,7 @@ def plan(
     deployments: Iterable[DeploymentObservation] = (),
     previous: Mapping[str, Mapping[str, Any]] | None = None,
     run: int = 1,
+    hold: bool = False,
 ) -> Plan:
     return plan_run(
         FLOW,
@@ -96,6 +97,7 @@ def plan(
         {deployment.work: deployment for deployment in deployments},
         previous or {},
         NOW,
+        hold=hold,
     )
 
 
@@ -769,3 +771,68 @@ def test_a_serving_work_whose_deployment_loses_availability_says_so() -> None:
     web = state(result, "web")
     assert web.phase == WorkPhase.RUNNING
     assert web.message == "Deployment ml-pipeline-web lost availability: fewer available replicas than wanted"
+
+
+# -- run control ---------------------------------------------------------------------------------
+
+
+def test_a_held_flow_starts_nothing_and_says_it_is_suspended() -> None:
+    result = plan(CLASSIC, hold=True)
+    assert started(result) == []
+    assert state(result, "process").message == "suspended: starts once spec.suspend is false"
+    assert result.phase == FlowPhase.RUNNING
+    assert result.message and result.message.startswith("suspended")
+
+
+def test_a_held_flow_lets_its_running_works_finish_and_then_resumes_where_it_was() -> None:
+    running = plan(CLASSIC)
+    assert started(running) == ["process"]
+    held = plan(CLASSIC, [job_obs("process", "Succeeded")], previous=previous_of(running), hold=True)
+    assert phases(held)["process"] == "Succeeded"
+    assert started(held) == []
+    resumed = plan(CLASSIC, [job_obs("process", "Succeeded")], previous=previous_of(held))
+    assert started(resumed) == ["train-a", "train-b"]
+
+
+def test_a_carried_work_keeps_its_outcome_and_the_run_it_came_from() -> None:
+    flow_spec = spec(work("process"), work("train", "process"))
+    carried = {
+        "name": "process",
+        "phase": "Succeeded",
+        "job": f"{FLOW.name}-1-process",
+        "attempts": 1,
+        "startedAt": EARLIER,
+        "finishedAt": EARLIER,
+        "carriedFromRun": 1,
+    }
+    result = plan(
+        flow_spec, previous={"process": carried, "train": {"name": "train", "phase": "Pending"}}, run=2
+    )
+    assert state(result, "process").to_status() == carried
+    assert started(result) == ["train"]
+
+
+def test_a_carried_serve_work_serves_while_the_earlier_runs_deployment_is_available() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"), work("report"))
+    previous = {
+        "train": {"name": "train", "phase": "Succeeded", "carriedFromRun": 1, "job": f"{FLOW.name}-1-train"},
+        "serve": {"name": "serve", "phase": "Serving", "carriedFromRun": 1, "job": f"{FLOW.name}-serve"},
+        "report": {"name": "report", "phase": "Pending"},
+    }
+    serving = plan(flow_spec, deployments=[deploy_obs("serve", run=1)], previous=previous, run=2)
+    assert phases(serving)["serve"] == "Serving"
+    assert started(serving) == ["report"]
+    lost = plan(
+        flow_spec, deployments=[deploy_obs("serve", run=1, available=False)], previous=previous, run=2
+    )
+    assert phases(lost)["serve"] == "Running"
+    assert state(lost, "serve").carried_from_run == 1
+
+
+def test_the_plan_names_the_run_whose_deployment_serves() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"))
+    result = plan(flow_spec, [job_obs("train", "Failed", run=2)], [deploy_obs("serve", run=1)], run=2)
+    assert result.phase == FlowPhase.FAILED
+    assert phases(result)["serve"] == "Skipped"
+    assert result.serving == {"serve": 1}
+    assert result.serve_works == ["serve"]

@@ -240,7 +240,12 @@ def test_a_failure_is_a_warning_with_the_reason() -> None:
 
 @pytest.mark.parametrize(
     ("phase", "reason"),
-    [("Succeeded", "WorkSucceeded"), ("Serving", "WorkServing"), ("Skipped", "WorkSkipped")],
+    [
+        ("Succeeded", "WorkSucceeded"),
+        ("Serving", "WorkServing"),
+        ("Skipped", "WorkSkipped"),
+        ("Stopped", "WorkStopped"),
+    ],
 )
 def test_each_outcome_has_its_own_reason(phase: str, reason: str) -> None:
     (only,) = transitions({"a": {"phase": "Running"}}, plan_of("Running", ws("a", phase)))
@@ -279,3 +284,30 @@ def test_a_serving_work_that_loses_its_deployment_is_a_warning_not_a_start() -> 
 def test_a_work_that_starts_is_not_unavailable() -> None:
     (only,) = transitions({"web": {"phase": "Pending"}}, plan_of("Running", ws("web", "Running")))
     assert (only.reason, only.event_type) == ("WorkStarted", "Normal")
+
+
+def test_the_serving_condition_says_which_runs_model_serves_while_the_latest_run_failed() -> None:
+    result = plan_of("Failed", ws("train", "Failed"), ws("serve", "Skipped", endpoint=ENDPOINT))
+    result.serve_works, result.serving = ["serve"], {"serve": 2}
+    built = status(result, run=3)
+    assert ready(built)["status"] == "False"
+    (serving,) = [c for c in built["conditions"] if c["type"] == "Serving"]
+    assert serving["status"] == "True"
+    assert serving["message"] == f"run 2's model serves at {ENDPOINT}"
+
+
+def test_the_serving_condition_is_false_until_a_deployment_is_available() -> None:
+    result = plan_of("Running", ws("train", "Running"), ws("serve", "Pending", endpoint=ENDPOINT))
+    result.serve_works = ["serve"]
+    (serving,) = [c for c in status(result)["conditions"] if c["type"] == "Serving"]
+    assert (serving["status"], serving["reason"]) == ("False", "NotServing")
+
+
+def test_a_flow_without_serve_works_has_no_serving_condition() -> None:
+    built = status(plan_of("Succeeded", ws("train", "Succeeded")))
+    assert [c["type"] for c in built["conditions"]] == ["Ready"]
+
+
+def test_a_stopped_run_is_finished() -> None:
+    built = status(plan_of("Stopped", ws("train", "Stopped")))
+    assert built["finishedAt"] == T0

@@ -341,3 +341,32 @@ def test_a_container_needs_an_image_but_no_name() -> None:
     assert messages(problems) == [
         "spec.works[0].container: work 'a': a work's container needs a non-empty string `image`"
     ]
+
+
+def test_a_schedule_in_a_time_zone_is_valid() -> None:
+    assert validate_flow(spec(work("a"), schedule="0 3 * * 1-5", timeZone="Europe/Berlin")) == []
+    assert validate_flow(spec(work("a"), schedule="@weekly")) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "says"),
+    [
+        ({"schedule": "61 * * * *"}, "spec.schedule", "schedule '61 * * * *': bad minute"),
+        ({"schedule": "0 3 * *"}, "spec.schedule", "schedule '0 3 * *' has 4 fields"),
+        ({"schedule": "@fortnightly"}, "spec.schedule", "schedule '@fortnightly' is no known macro"),
+        ({"schedule": "@daily", "timeZone": "Berlin"}, "spec.timeZone", "unknown time zone 'Berlin'"),
+        ({"timeZone": "UTC+2"}, "spec.timeZone", "unknown time zone 'UTC+2'"),
+        ({"startingDeadlineSeconds": 0}, "spec.startingDeadlineSeconds", "greater than or equal to 1"),
+        ({"concurrencyPolicy": "Allow"}, "spec.concurrencyPolicy", "'Forbid' or 'Replace'"),
+        ({"historyRuns": 0}, "spec.historyRuns", "greater than or equal to 1"),
+    ],
+)
+def test_bad_run_control_fields_are_refused_naming_them(fields: dict[str, Any], path: str, says: str) -> None:
+    (problem,) = validate_flow(spec(work("a"), **fields))
+    assert problem.path == path
+    assert says in problem.message
+
+
+def test_a_bad_schedule_and_a_bad_time_zone_are_both_reported() -> None:
+    problems = validate_flow(spec(work("a"), schedule="* * * * * *", timeZone="Nowhere/Else"))
+    assert [problem.path for problem in problems] == ["spec.schedule", "spec.timeZone"]

@@ -108,3 +108,17 @@ def test_an_update_that_keeps_an_invalid_spec_passes_so_the_flow_can_be_cleaned_
     assert admission_problem("UPDATE", held, labelled, "f") is None
     assert admission_problem("UPDATE", labelled, released, "f") is None
     assert admission_problem("DELETE", held, None, "f") is None
+
+
+def test_a_bad_schedule_or_time_zone_is_refused_naming_it() -> None:
+    bad_schedule = {**FINE_SPEC, "schedule": "0 25 * * *"}
+    problem = admission_problem("UPDATE", flow_body(FINE_SPEC), flow_body(bad_schedule), "f")
+    assert problem and problem.startswith("spec.schedule: schedule '0 25 * * *': bad hour")
+    bad_zone = {**FINE_SPEC, "schedule": "@daily", "timeZone": "Europe/Atlantis"}
+    problem = admission_problem("CREATE", None, flow_body(bad_zone), "f")
+    assert problem and problem.startswith("spec.timeZone: unknown time zone 'Europe/Atlantis'")
+
+
+def test_a_run_request_changes_no_spec_and_always_passes() -> None:
+    requested = flow_body(FINE_SPEC, annotations={"dagflow.dev/rerun": "1735787045"})
+    assert admission_problem("UPDATE", flow_body(FINE_SPEC), requested, "f") is None

@@ -175,7 +175,8 @@ class _Converter:
         if KUBERNETES_SHAPE_KEY in node:
             return self._shaper.schema(node)
 
-        schema: Schema = {key: value for key, value in node.items() if key in _KEPT_KEYWORDS}
+        # Copied: an enum shared by two fields would otherwise come out as a YAML anchor and alias.
+        schema: Schema = {key: copy.deepcopy(value) for key, value in node.items() if key in _KEPT_KEYWORDS}
         default = node.get("default")
         if self._keep_defaults and isinstance(default, str | int | float | bool):
             schema["default"] = default
@@ -207,13 +208,13 @@ def _trim_descriptions(schema: Schema, keep_depth: int) -> None:
             _trim_descriptions(schema[key], keep_depth)
 
 
-def _printer_columns() -> list[dict[str, str]]:
+def _printer_columns() -> list[dict[str, Any]]:
     return [
         {
             "name": "Phase",
             "type": "string",
             "jsonPath": ".status.phase",
-            "description": "Pending, Running, Succeeded, Failed or Serving.",
+            "description": "Pending, Running, Succeeded, Failed, Serving or Stopped.",
         },
         {
             "name": "Progress",
@@ -222,12 +223,53 @@ def _printer_columns() -> list[dict[str, str]]:
             "description": "Works finished or serving, out of all works.",
         },
         {
+            "name": "Run",
+            "type": "integer",
+            "jsonPath": ".status.run",
+            "description": "Number of the current run.",
+        },
+        {
+            "name": "Started",
+            "type": "date",
+            "jsonPath": ".status.startedAt",
+            "description": "When the current run started.",
+        },
+        {
+            "name": "Schedule",
+            "type": "string",
+            "jsonPath": ".spec.schedule",
+            "description": "Cron schedule that starts runs.",
+        },
+        {
             "name": "Endpoint",
             "type": "string",
             "jsonPath": ".status.endpoint",
             "description": "URL of the Service of the serve work.",
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        # Shown by `kubectl get -o wide`. A time still to come shows as <invalid> in a date column,
+        # so the next tick is shown as written.
+        {
+            "name": "Suspend",
+            "type": "boolean",
+            "jsonPath": ".spec.suspend",
+            "description": "Whether the flow is suspended.",
+            "priority": 1,
+        },
+        {
+            "name": "Last Schedule",
+            "type": "date",
+            "jsonPath": ".status.lastScheduleTime",
+            "description": "Tick the latest scheduled run started for.",
+            "priority": 1,
+        },
+        {
+            "name": "Next Schedule",
+            "type": "string",
+            "jsonPath": ".status.nextScheduleTime",
+            "description": "Next tick of the schedule.",
+            "priority": 1,
+        },
     ]
 
 

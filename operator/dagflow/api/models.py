@@ -48,9 +48,38 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_MAX_LENGTH = 63
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 INT32_MAX = 2**31 - 1
+# Most runs a flow keeps a summary of in its status (and the Jobs of), whatever it asks for.
+MAX_HISTORY_RUNS = 100
 
 # Marks a JSON schema node that the CRD generator replaces with an upstream Kubernetes schema.
 KUBERNETES_SHAPE_KEY = "x-dagflow-kubernetes-shape"
+
+
+class RunRequest(StrEnum):
+    """A one-shot request about a flow's runs, made by setting an annotation on the flow.
+
+    The annotation's value is a token: a request is new when its token differs from the last one
+    the operator acted on (`status.handledRequests`), so applying the same request twice acts once.
+    Annotations leave `metadata.generation` alone: a request is no change of the spec.
+    """
+
+    RERUN = "rerun"
+    RETRY = "retry"
+    STOP = "stop"
+
+    @property
+    def annotation(self) -> str:
+        return REQUEST_ANNOTATIONS[self]
+
+
+RERUN_ANNOTATION = f"{GROUP}/rerun"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+STOP_ANNOTATION = f"{GROUP}/stop"
+REQUEST_ANNOTATIONS = {
+    RunRequest.RERUN: RERUN_ANNOTATION,
+    RunRequest.RETRY: RETRY_ANNOTATION,
+    RunRequest.STOP: STOP_ANNOTATION,
+}
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,23 @@ class TriggerRule(StrEnum):
     ANY_SUCCEEDED = "AnySucceeded"
 
 
+class ConcurrencyPolicy(StrEnum):
+    """What a schedule tick does while a run is still active."""
+
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class RunTrigger(StrEnum):
+    """Why a run started."""
+
+    CREATED = "Created"
+    SPEC_CHANGE = "SpecChange"
+    SCHEDULE = "Schedule"
+    RERUN = "Rerun"
+    RETRY = "Retry"
+
+
 class FlowPhase(StrEnum):
     """Where the whole flow stands."""
 
@@ -161,6 +207,7 @@ class FlowPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SERVING = "Serving"
+    STOPPED = "Stopped"
 
 
 class WorkPhase(StrEnum):
@@ -172,6 +219,7 @@ class WorkPhase(StrEnum):
     FAILED = "Failed"
     SKIPPED = "Skipped"
     SERVING = "Serving"
+    STOPPED = "Stopped"
 
 
 class ConditionStatus(StrEnum):
@@ -364,6 +412,50 @@ class DAGFlowSpec(ApiModel):
         "works of this flow and must not form a cycle.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    schedule: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Starts a run at every tick of this cron schedule: five fields (minute hour "
+        "day-of-month month day-of-week, e.g. '0 3 * * *') or one of @yearly, @annually, @monthly, "
+        "@weekly, @daily, @midnight, @hourly, read in timeZone. Unset: runs start only when the flow "
+        "is created, when what runs changes, and on request.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone the schedule is read in, e.g. Europe/Berlin. Defaults to UTC. "
+        "Across daylight saving changes a tick at a fixed time that does not exist runs right after "
+        "the change, and one that happens twice runs once.",
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.FORBID,
+        description="What a tick does while a run is active. Forbid (default): the tick is skipped. "
+        "Replace: the active run is stopped and a new one starts. A flow whose batch works are done "
+        "and whose serve works serve has no active run.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="A tick whose run cannot start within this many seconds (the operator was down) "
+        "is skipped. Unset: no deadline. Either way, after missing several ticks at most one run "
+        "catches up, for the latest of them.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="True: no work starts and no tick starts a run; running works finish. False "
+        "again: the flow goes on where it stood. Spec changes and run requests still start runs, "
+        "which wait too.",
+    )
+    history_runs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_HISTORY_RUNS,
+        description="How many runs, the current one included, keep their summary in status.runs "
+        "and their finished Jobs; older runs' Jobs are deleted. Unset: the operator's default "
+        "(DAGFLOW_HISTORY_RUNS).",
+    )
 
     def work(self, name: str) -> Work:
         """The work called `name`; KeyError when there is none."""
@@ -371,6 +463,13 @@ class DAGFlowSpec(ApiModel):
             if work.name == name:
                 return work
         raise KeyError(name)
+
+
+# Fields of the spec that say when runs happen and how many are kept, not what a run does: a change
+# to one of them starts no run. Every other field of the spec shapes what runs.
+RUN_CONTROL_FIELDS = frozenset(
+    {"schedule", "time_zone", "concurrency_policy", "starting_deadline_seconds", "suspend", "history_runs"}
+)
 
 
 class Condition(ApiModel):
@@ -407,7 +506,8 @@ class WorkStatus(ApiModel):
     phase: WorkPhase = Field(
         default=WorkPhase.PENDING,
         description="Pending, Running, Succeeded, Failed, Skipped (its trigger rule can no longer be "
-        "met) or Serving (a serve work whose Deployment is available).",
+        "met), Serving (a serve work whose Deployment is available) or Stopped (its run was stopped "
+        "before it finished).",
     )
     job: str | None = Field(
         default=None, description="Name of the Job (batch work) or Deployment (serve work) of the work."
@@ -417,6 +517,42 @@ class WorkStatus(ApiModel):
     finished_at: AwareDatetime | None = Field(default=None, description="When the work finished.")
     message: str | None = Field(default=None, description="Why the work is in its phase, if not obvious.")
     endpoint: str | None = Field(default=None, description="URL of the Service of a serve work.")
+    carried_from_run: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set when a retry carried this work's outcome over instead of running it again: "
+        "the run that produced the outcome (its Job is that run's).",
+    )
+
+
+class RunSummary(ApiModel):
+    """One run of the flow, in short."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: int = Field(ge=1, description="Number of the run.")
+    trigger: RunTrigger = Field(
+        description="Why it started: Created, SpecChange (what runs changed), Schedule, Rerun or Retry."
+    )
+    phase: FlowPhase = Field(description="Where the run stands or how it ended.")
+    started_at: AwareDatetime | None = Field(default=None, description="When the run started.")
+    finished_at: AwareDatetime | None = Field(
+        default=None, description="When the run ended (Succeeded, Failed or Stopped)."
+    )
+
+
+class HandledRequests(ApiModel):
+    """The token of the last run request of each kind that the operator acted on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    rerun: str | None = Field(default=None, description="Token of the last rerun request acted on.")
+    retry: str | None = Field(default=None, description="Token of the last retry request acted on.")
+    stop: str | None = Field(default=None, description="Token of the last stop request acted on.")
+
+    def token(self, request: RunRequest) -> str | None:
+        token: str | None = getattr(self, request.value)
+        return token
 
 
 class DAGFlowStatus(ApiModel):
@@ -425,7 +561,7 @@ class DAGFlowStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
     phase: FlowPhase | None = Field(
-        default=None, description="Pending, Running, Succeeded, Failed or Serving."
+        default=None, description="Pending, Running, Succeeded, Failed, Serving or Stopped."
     )
     progress: str | None = Field(
         default=None, description="Works finished or serving, out of all works, e.g. 2/4."
@@ -436,11 +572,18 @@ class DAGFlowStatus(ApiModel):
     run: int | None = Field(
         default=None,
         ge=0,
-        description="Number of the current run; a new generation of the spec starts a new run.",
+        description="Number of the current run. A run starts when the flow is created, when what "
+        "runs changes, at a schedule tick, and on a rerun or retry request.",
+    )
+    run_spec_hash: str | None = Field(
+        default=None,
+        description="Fingerprint of the part of the spec the current run runs (everything but "
+        "schedule, timeZone, concurrencyPolicy, startingDeadlineSeconds, suspend and historyRuns). "
+        "A spec with another fingerprint starts a new run.",
     )
     started_at: AwareDatetime | None = Field(default=None, description="When the current run started.")
     finished_at: AwareDatetime | None = Field(
-        default=None, description="When the current run reached Succeeded or Failed."
+        default=None, description="When the current run ended: Succeeded, Failed or Stopped."
     )
     endpoint: str | None = Field(
         default=None, description="URL of the Service when the flow has exactly one serve work."
@@ -456,6 +599,25 @@ class DAGFlowStatus(ApiModel):
         default_factory=list,
         description="Conditions of the flow. Ready is True exactly when the phase is Succeeded or Serving.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    runs: list[RunSummary] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_RUNS,
+        description="The latest runs, oldest first, the current one last; as many as spec.historyRuns keeps.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["number"]},
+    )
+    last_schedule_time: AwareDatetime | None = Field(
+        default=None, description="The schedule tick the latest scheduled run started for."
+    )
+    next_schedule_time: AwareDatetime | None = Field(
+        default=None,
+        description="The next tick the operator acts on. Unset without a schedule and while suspended.",
+    )
+    handled_requests: HandledRequests | None = Field(
+        default=None,
+        description="Tokens of the last rerun, retry and stop requests (annotations dagflow.dev/rerun, "
+        "dagflow.dev/retry, dagflow.dev/stop) the operator acted on: a request with one of these "
+        "tokens is not acted on again.",
     )
 
 
