@@ -58,8 +58,72 @@ release_node_leases() {
   kubectl --kubeconfig "$kubeconfig" -n kube-node-lease delete leases --all >/dev/null 2>&1 || true
 }
 
+# How a cluster is made: the kwokctl arguments below, stages.yaml and kwokctl.yaml. A cluster made
+# another way (an older checkout) is made anew, as kwokctl keeps these from the day it was created.
+create_args() {
+  local audit_args=()
+  # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
+  if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
+  # For the real node (real-node.sh): kwok plays only the nodes annotated as fake, so it leaves
+  # real-0 to its kubelet. The Service range is the API server's default, named so that the
+  # certificate's SAN in kwokctl.yaml stays right. PodNodeSelector and PodTolerationRestriction
+  # (added to the default admission plugins) let a namespace's annotations send all of its pods
+  # to the real node.
+  # shellcheck disable=SC2054 # the commas belong to a flag's value
+  local real_node_args=(
+    --extra-args kwok-controller=manage-all-nodes=false
+    --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
+    --extra-args kube-apiserver=service-cluster-ip-range=10.0.0.0/24
+    --extra-args kube-apiserver=enable-admission-plugins=PodNodeSelector,PodTolerationRestriction
+  )
+  # enable-aggregator-routing: the API server calls a webhook registered as a Service at one of
+  # the Service's endpoints, as no kube-proxy routes ClusterIPs here. leader-elect=false: the one
+  # controller-manager and scheduler keep running through an API server that stops answering for
+  # a while (with leader election they would exit once their lease could not be renewed).
+  printf '%s\n' --runtime binary \
+    --disable-qps-limits \
+    --extra-args kube-apiserver=enable-aggregator-routing=true \
+    --extra-args kube-controller-manager=leader-elect=false \
+    --extra-args kube-scheduler=leader-elect=false \
+    "${real_node_args[@]}" \
+    --heartbeat-factor 1 --node-lease-duration-seconds 20 \
+    "${audit_args[@]}"
+}
+
+config_fingerprint() {
+  # Contents, not paths: the same cluster serves every checkout of the project.
+  { create_args | sed "s|$here|.|"; cat "$here/stages.yaml" "$here/kwokctl.yaml"; } | sha256sum | cut -d' ' -f1
+}
+
+fingerprint_file() { echo "$KWOK_WORKDIR/clusters/$cluster_name/dagflow-config.sha256"; }
+
+create() {
+  log "Creating cluster $cluster_name"
+  local args
+  mapfile -t args < <(create_args)
+  kwokctl create cluster --name "$cluster_name" \
+    --kubeconfig "$kubeconfig" \
+    --etcd-binary "$bin_dir/etcd" \
+    --kube-apiserver-binary "$bin_dir/kube-apiserver" \
+    --kube-controller-manager-binary "$bin_dir/kube-controller-manager" \
+    --kube-scheduler-binary "$bin_dir/kube-scheduler" \
+    --kwok-controller-binary "$bin_dir/kwok" \
+    "${args[@]}" \
+    --config "$here/stages.yaml" --config "$here/kwokctl.yaml" \
+    --wait 2m >&2
+  config_fingerprint >"$(fingerprint_file)"
+}
+
+made_as_now() {
+  [[ "$(cat "$(fingerprint_file)" 2>/dev/null)" == "$(config_fingerprint)" ]]
+}
+
 up() {
   "$here/build.sh" all >/dev/null
+  if [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]] && ! made_as_now; then
+    log "Cluster $cluster_name was made with another configuration (stages, arguments); making it anew"
+    down
+  fi
   if is_up; then
     log "Cluster $cluster_name is already running"
   elif [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
@@ -68,42 +132,7 @@ up() {
     wait_for_api
     release_node_leases
   else
-    log "Creating cluster $cluster_name"
-    local audit_args=()
-    # DAGFLOW_AUDIT=1: the API server writes an audit log (logs/audit.log in the cluster's folder).
-    if [[ "${DAGFLOW_AUDIT:-0}" == "1" ]]; then audit_args=(--kube-audit-policy "$here/audit-policy.yaml"); fi
-    # For the real node (real-node.sh): kwok plays only the nodes annotated as fake, so it leaves
-    # real-0 to its kubelet. The Service range is the API server's default, named so that the
-    # certificate's SAN in kwokctl.yaml stays right. PodNodeSelector and PodTolerationRestriction
-    # (added to the default admission plugins) let a namespace's annotations send all of its pods
-    # to the real node.
-    # shellcheck disable=SC2054 # the commas belong to a flag's value
-    local real_node_args=(
-      --extra-args kwok-controller=manage-all-nodes=false
-      --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
-      --extra-args kube-apiserver=service-cluster-ip-range=10.0.0.0/24
-      --extra-args kube-apiserver=enable-admission-plugins=PodNodeSelector,PodTolerationRestriction
-    )
-    # enable-aggregator-routing: the API server calls a webhook registered as a Service at one of
-    # the Service's endpoints, as no kube-proxy routes ClusterIPs here. leader-elect=false: the one
-    # controller-manager and scheduler keep running through an API server that stops answering for
-    # a while (with leader election they would exit once their lease could not be renewed).
-    kwokctl create cluster --name "$cluster_name" --runtime binary \
-      --kubeconfig "$kubeconfig" \
-      --etcd-binary "$bin_dir/etcd" \
-      --kube-apiserver-binary "$bin_dir/kube-apiserver" \
-      --kube-controller-manager-binary "$bin_dir/kube-controller-manager" \
-      --kube-scheduler-binary "$bin_dir/kube-scheduler" \
-      --kwok-controller-binary "$bin_dir/kwok" \
-      --disable-qps-limits \
-      --extra-args kube-apiserver=enable-aggregator-routing=true \
-      --extra-args kube-controller-manager=leader-elect=false \
-      --extra-args kube-scheduler=leader-elect=false \
-      "${real_node_args[@]}" \
-      --heartbeat-factor 1 --node-lease-duration-seconds 20 \
-      --config "$here/stages.yaml" --config "$here/kwokctl.yaml" \
-      "${audit_args[@]}" \
-      --wait 2m >&2
+    create
   fi
   kubectl --kubeconfig "$kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
   wait_for_nodes

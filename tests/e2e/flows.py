@@ -25,11 +25,14 @@ def work(name: str, *depends_on: str, duration: str | None = None, **fields: Any
     return entry
 
 
-def failing(exit_code: int = 1, attempts: int | None = None) -> dict[str, str]:
-    """Annotations that make a work's pod fail (only its first `attempts` attempts, if given)."""
+def failing(exit_code: int = 1, attempts: int | None = None, in_run: int | None = None) -> dict[str, str]:
+    """Annotations that make a work's pod fail (only its first `attempts` attempts, and only in run
+    `in_run` of its flow, if given)."""
     annotations = {"sim.dagflow.dev/exit-code": str(exit_code)}
     if attempts is not None:
         annotations["sim.dagflow.dev/fail-attempts"] = str(attempts)
+    if in_run is not None:
+        annotations["sim.dagflow.dev/fail-in-run"] = str(in_run)
     return annotations
 
 

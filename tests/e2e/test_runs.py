@@ -105,6 +105,30 @@ def test_a_retry_reruns_only_the_failed_work_and_its_skipped_dependents(
     assert jobs_of_run(namespace, 1) == ["process", "train-a", "train-b"]
 
 
+def test_a_retry_after_a_passing_fault_finishes_the_flow_and_runs_the_skipped_dependents(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    works = [
+        work("process"),
+        work("train", "process", annotations=failing(in_run=1)),
+        work("report", "train"),
+        work("publish", "report"),
+    ]
+    create(flow("mended", works), namespace)
+    first = wait_for_run(namespace, "mended", 1, "Failed")
+    assert [works_by_name(first)[name]["phase"] for name in ("report", "publish")] == ["Skipped"] * 2
+    request(namespace, "mended", "retry", "after-fix")
+    retried = wait_for_run(namespace, "mended", 2, "Succeeded")
+    by_name = works_by_name(retried)
+    assert {name: by_name[name]["phase"] for name in by_name} == dict.fromkeys(
+        ("process", "train", "report", "publish"), "Succeeded"
+    )
+    assert by_name["process"]["carriedFromRun"] == 1
+    assert [name for name in by_name if "carriedFromRun" in by_name[name]] == ["process"]
+    assert jobs_of_run(namespace, 2) == ["publish", "report", "train"]
+    assert retried["runs"][-1]["phase"] == "Succeeded" and retried["runs"][0]["phase"] == "Failed"
+
+
 def test_suspend_holds_a_flow_mid_way_and_resume_finishes_it(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
