@@ -11,6 +11,7 @@ from typing import Any
 from dagflow import naming
 from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, PodDefaults, Work
 from dagflow.settings import OperatorSettings
+from dagflow.substitution import Values, substitute_container
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,12 @@ def endpoint_url(flow: FlowRef, work: Work) -> str | None:
 
 
 def build_job(
-    flow: FlowRef, spec: DAGFlowSpec, work: Work, run: int, settings: OperatorSettings
+    flow: FlowRef,
+    spec: DAGFlowSpec,
+    work: Work,
+    run: int,
+    settings: OperatorSettings,
+    values: Values | None = None,
 ) -> dict[str, Any]:
     """The Job that runs one attempt-series of a batch work in one run.
 
@@ -60,6 +66,8 @@ def build_job(
     the failures of the work's pod on the pod itself, and both limits equal `retries`, so the work
     gets exactly `retries` retries. A pod that was disrupted (evicted, preempted, its node drained)
     did not fail: its pod failure policy replaces it without using up a retry.
+    `values` resolve the `$(...)` references of the container (substitution.py); BadReference
+    when one cannot be resolved.
     """
     job_spec: dict[str, Any] = {
         "completions": 1,
@@ -70,7 +78,7 @@ def build_job(
         "podFailurePolicy": {
             "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
         },
-        "template": _pod_template(flow, spec, work, run, settings, restart_policy="Never"),
+        "template": _pod_template(flow, spec, work, run, settings, "Never", values),
     }
     if work.timeout_seconds is not None:
         job_spec["activeDeadlineSeconds"] = work.timeout_seconds
@@ -85,11 +93,16 @@ def build_job(
 
 
 def build_deployment(
-    flow: FlowRef, spec: DAGFlowSpec, work: Work, run: int, settings: OperatorSettings
+    flow: FlowRef,
+    spec: DAGFlowSpec,
+    work: Work,
+    run: int,
+    settings: OperatorSettings,
+    values: Values | None = None,
 ) -> dict[str, Any]:
     """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place."""
     assert work.serve is not None, "only serve works have a Deployment"
-    template = _pod_template(flow, spec, work, run, settings, restart_policy="Always")
+    template = _pod_template(flow, spec, work, run, settings, "Always", values)
     container = template["spec"]["containers"][0]
     ports = container.setdefault("ports", [])
     if not any(port.get("containerPort") == work.serve.port for port in ports):
@@ -158,6 +171,7 @@ def _pod_template(
     run: int,
     settings: OperatorSettings,
     restart_policy: str,
+    values: Values | None,
 ) -> dict[str, Any]:
     defaults = spec.pod_defaults or PodDefaults()
     # The operator's own labels come last: a user's label never hides a pod from its flow.
@@ -169,7 +183,7 @@ def _pod_template(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
-        "containers": [_container(work, defaults, settings)],
+        "containers": [_container(work, defaults, settings, values)],
     }
     service_account = work.service_account_name or defaults.service_account_name
     if service_account:
@@ -190,7 +204,9 @@ def _pod_template(
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def _container(work: Work, defaults: PodDefaults, settings: OperatorSettings) -> dict[str, Any]:
+def _container(
+    work: Work, defaults: PodDefaults, settings: OperatorSettings, values: Values | None
+) -> dict[str, Any]:
     container = copy.deepcopy(work.container)
     container.setdefault("name", work.name)
     own_env = container.get("env") or []
@@ -198,6 +214,8 @@ def _container(work: Work, defaults: PodDefaults, settings: OperatorSettings) ->
     inherited = [copy.deepcopy(entry) for entry in defaults.env if entry.get("name") not in own_names]
     if inherited or own_env:
         container["env"] = [*inherited, *own_env]
+    if values is not None:
+        container = substitute_container(container, values)
     if work.gpu > 0:
         resources = container.setdefault("resources", {})
         limits = resources.setdefault("limits", {})

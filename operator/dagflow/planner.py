@@ -14,6 +14,7 @@ from dagflow import naming
 from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
 from dagflow.builders import FlowRef, endpoint_url
 from dagflow.observe import DeploymentObservation, JobObservation
+from dagflow.outputs import OutputsError, parse_outputs
 
 DONE = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
@@ -38,6 +39,8 @@ class WorkState:
     endpoint: str | None = None
     # Set when a retry carried this outcome over from an earlier run instead of running the work.
     carried_from_run: int | None = None
+    # The declared outputs a succeeded batch work reported.
+    outputs: dict[str, Any] | None = None
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
@@ -49,6 +52,7 @@ class WorkState:
             "message": self.message,
             "endpoint": self.endpoint,
             "carriedFromRun": self.carried_from_run,
+            "outputs": self.outputs,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
         return entry
@@ -85,6 +89,7 @@ def plan_run(
     draining: int = 0,
     pod_refusals: Mapping[str, str] | None = None,
     hold: bool = False,
+    termination_messages: Mapping[str, str | None] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -94,14 +99,23 @@ def plan_run(
     before they are gone, so a work never runs twice at once and the run's parallelism and GPUs are
     never exceeded. `pod_refusals` holds, per work, why the API server refuses its Job's pods.
     `hold` (spec.suspend) starts nothing: the works that could start wait, saying so.
+    `termination_messages` holds, per work whose succeeded Job's outputs are not yet in the
+    status, its pod's termination message (None: no pod left to read it from).
     """
     works = {work.name: work for work in spec.works}
     refusals = pod_refusals or {}
+    messages = termination_messages or {}
     states: dict[str, WorkState] = {}
     for name in order:
         states[name] = _observed_state(
             flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name)
         )
+        if (
+            works[name].outputs
+            and states[name].phase == WorkPhase.SUCCEEDED
+            and not states[name].carried_from_run
+        ):
+            _take_outputs(states[name], works[name], previous.get(name), messages, name in jobs)
         if name in refusals and states[name].phase == WorkPhase.RUNNING:
             states[name].message = f"its pods are refused: {refusals[name]}"
 
@@ -262,6 +276,7 @@ def _observed_state(
                 started_at=previous.get("startedAt"),
                 finished_at=previous.get("finishedAt"),
                 message=previous.get("message"),
+                outputs=previous.get("outputs"),
             )
         return state
     state.job = job.name
@@ -282,6 +297,47 @@ def _observed_state(
     return state
 
 
+def needs_outputs_read(work: Work, job: JobObservation | None, previous: Mapping[str, Any] | None) -> bool:
+    """Whether the outputs of a work must be read from its pod: its Job succeeded, and the status
+    holds neither its outputs nor the failure to take them."""
+    if not work.outputs or job is None or job.outcome != "Succeeded":
+        return False
+    previous = previous or {}
+    return "outputs" not in previous and previous.get("phase") != WorkPhase.FAILED
+
+
+def _take_outputs(
+    state: WorkState,
+    work: Work,
+    previous: Mapping[str, Any] | None,
+    messages: Mapping[str, str | None],
+    has_job: bool,
+) -> None:
+    """A succeeded work that declares outputs: with them, or Failed saying why it has none."""
+    previous = previous or {}
+    if "outputs" in previous:
+        state.outputs = dict(previous["outputs"])
+        return
+    if previous.get("phase") == WorkPhase.FAILED:
+        state.phase, state.message = WorkPhase.FAILED, previous.get("message")
+        return
+    if work.name not in messages and has_job:
+        state.phase, state.finished_at = WorkPhase.RUNNING, None
+        state.message = "reading its outputs"
+        return
+    message = messages.get(work.name)
+    if message is None:
+        state.phase, state.message = (
+            WorkPhase.FAILED,
+            "succeeded, but its pod is gone: its outputs cannot be read",
+        )
+        return
+    try:
+        state.outputs = parse_outputs(message, [output.name for output in work.outputs])
+    except OutputsError as error:
+        state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {error}"
+
+
 def _carried_state(
     state: WorkState, work: Work, deployment: DeploymentObservation | None, previous: Mapping[str, Any]
 ) -> WorkState:
@@ -294,6 +350,7 @@ def _carried_state(
     state.started_at = previous.get("startedAt")
     state.finished_at = previous.get("finishedAt")
     state.message = previous.get("message")
+    state.outputs = previous.get("outputs")
     if work.serve is not None and state.phase in (WorkPhase.SERVING, WorkPhase.RUNNING):
         if deployment is not None and deployment.available:
             state.phase, state.message = WorkPhase.SERVING, None

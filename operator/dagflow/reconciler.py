@@ -20,12 +20,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import metrics, naming
-from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
+from dagflow.api.models import DAGFlowSpec, FlowPhase, Work, WorkPhase
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service
 from dagflow.history import JobRetirement, history_limit, retire_jobs
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
-from dagflow.planner import Plan, defer_start, plan_run, reject_start
+from dagflow.params import default_params
+from dagflow.planner import Plan, defer_start, needs_outputs_read, plan_run, reject_start
 from dagflow.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -37,6 +38,7 @@ from dagflow.runcontrol import (
 from dagflow.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.settings import OperatorSettings
 from dagflow.status import FlowEvent, Transition, build_status, invalid_status, summarize, transitions
+from dagflow.substitution import BadReference, Values
 from dagflow.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
@@ -374,6 +376,7 @@ class Reconciler:
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
         refusals = await self._pod_refusals_of(key, current_jobs)
+        messages = await self._termination_messages(flow, spec, current_jobs, previous_works)
         plan = plan_run(
             flow,
             spec,
@@ -386,11 +389,12 @@ class Reconciler:
             draining=draining,
             pod_refusals=refusals,
             hold=decision.hold,
+            termination_messages=messages,
         )
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         await asyncio.gather(
-            self._start_children(key, flow, spec, run, plan),
+            self._start_children(key, flow, spec, run, plan, status.get("params") or default_params(spec)),
             self._retire(flow, retirement),
             self._keep_serving(key, flow, spec, plan, deployments, services),
         )
@@ -537,8 +541,36 @@ class Reconciler:
             del self._pod_refusals[entry]
         return found
 
+    async def _termination_messages(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        jobs: Mapping[str, JobObservation],
+        previous: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, str | None]:
+        """The termination messages of the works whose outputs are to be read now, by work."""
+        wanted = [
+            (work, jobs[work.name])
+            for work in spec.works
+            if needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
+        ]
+
+        async def read(work: Work, job: JobObservation) -> tuple[str, str | None]:
+            if job.uid is None:
+                return work.name, None
+            container = str(work.container.get("name") or work.name)
+            return work.name, await self.kube.termination_message(flow.namespace, job.uid, container)
+
+        return dict(await asyncio.gather(*(read(work, job) for work, job in wanted)))
+
     async def _start_children(
-        self, key: FlowKey, flow: FlowRef, spec: DAGFlowSpec, run: int, plan: Plan
+        self,
+        key: FlowKey,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        plan: Plan,
+        params: Mapping[str, str],
     ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             backoff_key = (key, flow.uid, run, work_name)
@@ -590,13 +622,21 @@ class Reconciler:
                 message,
             )
 
+        outputs = {state.name: state.outputs for state in plan.works if state.outputs is not None}
         tasks = []
         for work in list(plan.start):
+            values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            try:
+                if work.serve is None:
+                    job = build_job(flow, spec, work, run, self.settings, values)
+                else:
+                    deployment = build_deployment(flow, spec, work, run, self.settings, values)
+            except BadReference as error:
+                refuse(work.name, str(error))
+                continue
             if work.serve is None:
-                job = build_job(flow, spec, work, run, self.settings)
                 tasks.append(start(work.name, partial(self._create_job, key, flow, work.name, run, job)))
             else:
-                deployment = build_deployment(flow, spec, work, run, self.settings)
                 service = build_service(flow, work, run)
                 tasks.append(start(work.name, partial(self._create_serving, key, deployment, service)))
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -62,6 +62,8 @@ def begun_status(
     }
     if previous.get("endpoint"):
         status["endpoint"] = previous["endpoint"]
+    if new_run.params:
+        status["params"] = dict(new_run.params)
     _set_decided_fields(status, decision)
     return status
 

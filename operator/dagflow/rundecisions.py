@@ -40,7 +40,7 @@ import hashlib
 import json
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -56,6 +56,7 @@ from dagflow.api.models import (
     WorkPhase,
     WorkStatus,
 )
+from dagflow.params import requested_params, run_params
 from dagflow.schedule import ScheduleAction, decide_schedule, schedule_of
 
 ACTIVE_PHASES = frozenset({FlowPhase.PENDING, FlowPhase.RUNNING})
@@ -67,7 +68,7 @@ FINGERPRINT_LENGTH = 16
 # Tokens up to this long are kept in the status as they are; longer ones by their hash.
 MAX_TOKEN_LENGTH = 128
 # The status fields a decision reads besides the works (read only for a retry).
-_STATUS_FIELDS = ("phase", "run", "runSpecHash", "observedGeneration", "handledRequests")
+_STATUS_FIELDS = ("phase", "run", "runSpecHash", "observedGeneration", "handledRequests", "params")
 _SCHEDULE_FIELDS = ("lastScheduleTime", "nextScheduleTime")
 
 
@@ -107,6 +108,8 @@ class NewRun:
     replaces: int | None = None
     # The schedule tick it starts for (Schedule only).
     schedule_time: datetime | None = None
+    # Parameter values of the run.
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,11 @@ def decide_run(
         ticked = schedule if trigger == RunTrigger.SCHEDULE else schedule.answered_by_another_run()
         if ticked.missed and ticked.starts_run:
             notices.append(Notice("ScheduleMissed", _sentence(ticked.reason or ""), warning=True))
+        requested: dict[str, str] = {}
+        if trigger in (RunTrigger.RERUN, RunTrigger.RETRY):
+            requested, problems = requested_params(spec, annotations)
+            notices.extend(Notice("ParamsIgnored", _sentence(problem), warning=True) for problem in problems)
+        base = record.params if trigger == RunTrigger.RETRY else None
         new_run = NewRun(
             number=max(run, newest_child_run) + 1,
             trigger=trigger,
@@ -229,6 +237,7 @@ def decide_run(
             carried=tuple(carried),
             replaces=run if active else None,
             schedule_time=ticked.tick if ticked.starts_run else None,
+            params=run_params(spec, base, requested),
         )
         return RunDecision(
             action=RunAction.START,

@@ -14,7 +14,14 @@ SERVING_CONDITION = "Serving"
 FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.STOPPED})
 # Status fields about runs rather than the current run's works: every status written keeps them
 # (`dagflow.runcontrol` brings them up to date).
-RUN_CONTROL_STATUS_FIELDS = ("runSpecHash", "handledRequests", "lastScheduleTime", "nextScheduleTime", "runs")
+RUN_CONTROL_STATUS_FIELDS = (
+    "runSpecHash",
+    "handledRequests",
+    "lastScheduleTime",
+    "nextScheduleTime",
+    "runs",
+    "params",
+)
 # More works than this making the same move in one pass get one Event between them.
 EVENTS_PER_PASS_AND_REASON = 5
 

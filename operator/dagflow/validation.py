@@ -24,12 +24,15 @@ from dagflow.api.models import (
     GROUP,
     KIND,
     LABEL_VALUE_PATTERN,
+    PARAMS_ANNOTATION,
     DAGFlowSpec,
     PodDefaults,
     Work,
     kubernetes_shape_fields,
 )
 from dagflow.cron import CronSchedule, ScheduleError, load_time_zone
+from dagflow.params import requested_params
+from dagflow.substitution import BadReference, Reference, container_references
 
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -80,6 +83,7 @@ def validate_flow(
     problems += _cycle_problems(works)
     problems += _metadata_key_problems(raw)
     problems += _schedule_problems(raw)
+    problems += _reference_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
     problems += [
@@ -107,7 +111,24 @@ def validate_object(obj: Mapping[str, Any]) -> list[ValidationProblem]:
         if name is not None:
             problems += _flow_name_problems(name)
         return [*problems, ValidationProblem("spec", "a DAGFlow needs a spec with a list of works")]
-    return problems + validate_flow(obj["spec"], flow_name=name)
+    problems += validate_flow(obj["spec"], flow_name=name)
+    return problems if problems else params_annotation_problems(obj)
+
+
+def params_annotation_problems(obj: Mapping[str, Any]) -> list[ValidationProblem]:
+    """What is wrong with a DAGFlow's parameter values for run requests (dagflow.dev/params), judged
+    against its spec (a spec that is itself invalid is reported by validate_flow instead)."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping) or PARAMS_ANNOTATION not in annotations:
+        return []
+    try:
+        spec = DAGFlowSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return []
+    _, problems = requested_params(spec, annotations)
+    path = f'metadata.annotations["{PARAMS_ANNOTATION}"]'
+    return [ValidationProblem(path, problem) for problem in problems]
 
 
 def is_dagflow(obj: Any) -> bool:
@@ -329,6 +350,101 @@ def _schedule_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
         except ScheduleError as error:
             problems.append(ValidationProblem("spec.timeZone", str(error)))
     return problems
+
+
+def _reference_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """`$(...)` references in works' command, args and env: each must name a parameter of the flow,
+    a declared output of an ancestor, the work's own matrix key, or the run, flow or work name."""
+    works = _mappings(raw.get("works"))
+    by_name = {work["name"]: work for work in works if isinstance(work.get("name"), str)}
+    params = {param.get("name") for param in _mappings(raw.get("params"))}
+    problems = []
+    defaults = raw.get("podDefaults")
+    if isinstance(defaults, Mapping) and isinstance(defaults.get("env"), list):
+        # Every work inherits these: only what every work can resolve may be referenced.
+        try:
+            found = list(container_references({"env": _mappings(defaults["env"])}))
+        except BadReference as error:
+            found = []
+            problems.append(ValidationProblem("spec.podDefaults.env", f"podDefaults: {error}"))
+        for where, reference in found:
+            reason = _unresolvable(reference, params, by_name, set(), set())
+            if reason:
+                problems.append(ValidationProblem(f"spec.podDefaults.{where}", f"podDefaults: {reason}"))
+    listed = raw.get("works")
+    for index, work in enumerate(listed if isinstance(listed, list) else []):
+        if not isinstance(work, Mapping) or not isinstance(work.get("container"), Mapping):
+            continue
+        label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
+        ancestors = _ancestors(by_name, work)
+        matrix = work.get("matrix")
+        keys = set(matrix) if isinstance(matrix, Mapping) else set()
+        try:
+            found = list(container_references(work["container"]))
+        except BadReference as error:
+            problems.append(ValidationProblem(f"spec.works[{index}].container", f"{label}: {error}"))
+            continue
+        for where, reference in found:
+            reason = _unresolvable(reference, params, by_name, ancestors, keys)
+            if reason:
+                problems.append(
+                    ValidationProblem(f"spec.works[{index}].container.{where}", f"{label}: {reason}")
+                )
+    return problems
+
+
+def _unresolvable(
+    reference: Reference,
+    params: set[Any],
+    works: Mapping[str, Mapping[str, Any]],
+    ancestors: set[str],
+    matrix_keys: set[Any],
+) -> str | None:
+    if reference.kind == "params" and reference.name not in params:
+        listed = ", ".join(sorted(str(name) for name in params)) or "none"
+        return f"{reference.text} names no parameter of the flow (spec.params has: {listed})"
+    if reference.kind == "matrix" and reference.name not in matrix_keys:
+        return f"{reference.text} names no key of the work's matrix"
+    if reference.kind != "works":
+        return None
+    if reference.work not in works:
+        return f"{reference.text} names {reference.work!r}, which is not a work of this flow"
+    if reference.work not in ancestors:
+        return (
+            f"{reference.text}: {reference.work!r} is not among the works this one depends on "
+            "(directly or through others), so its outputs may not exist when it starts"
+        )
+    declared = [
+        output.get("name")
+        for output in works[reference.work].get("outputs") or []
+        if isinstance(output, Mapping)
+    ]
+    if reference.name not in declared:
+        listed = ", ".join(str(name) for name in declared) or "none"
+        return (
+            f"{reference.text}: work {reference.work!r} declares no output {reference.name!r} "
+            f"(its outputs: {listed})"
+        )
+    return None
+
+
+def _mappings(items: Any) -> list[Mapping[str, Any]]:
+    """The mappings of a list read leniently from raw input (anything else: none)."""
+    return [item for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
+
+
+def _ancestors(works: Mapping[str, Mapping[str, Any]], work: Mapping[str, Any]) -> set[str]:
+    """Every work `work` depends on, directly or through others (a cycle does not hang it)."""
+    seen: set[str] = set()
+    queue = deque([work])
+    while queue:
+        current = queue.popleft()
+        dependencies = current.get("dependsOn")
+        for name in dependencies if isinstance(dependencies, list) else []:
+            if isinstance(name, str) and name not in seen and name in works:
+                seen.add(name)
+                queue.append(works[name])
+    return seen
 
 
 @functools.cache

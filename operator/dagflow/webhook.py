@@ -7,9 +7,10 @@ from typing import Any
 
 import kopf
 
+from dagflow.api.models import PARAMS_ANNOTATION
 from dagflow.certs import write_self_signed
 from dagflow.settings import OperatorSettings
-from dagflow.validation import validate_flow
+from dagflow.validation import params_annotation_problems, validate_flow
 
 # What the webhook is registered for: a DELETE (of a flow, or of its namespace) is never refused.
 ADMITTED_OPERATIONS: list[kopf.Operation] = ["CREATE", "UPDATE"]
@@ -26,14 +27,23 @@ def admission_problem(
     Only a spec that is new is judged: a CREATE, or an UPDATE that changes the spec. An UPDATE that
     keeps the spec (labels, annotations, finalizers, a deletion in progress) passes even when that
     spec is invalid (it got in while the webhook was absent), so such a flow can always be cleaned up.
+    The parameter values for run requests (annotation dagflow.dev/params) are judged when they or
+    the spec change.
     """
     if operation not in ADMITTED_OPERATIONS or new is None:
         return None
     spec = new.get("spec") or {}
-    if operation == "UPDATE" and old is not None and (old.get("spec") or {}) == spec:
-        return None
-    problems = validate_flow(dict(spec), flow_name=name)
+    spec_changed = operation != "UPDATE" or old is None or (old.get("spec") or {}) != spec
+    problems = validate_flow(dict(spec), flow_name=name) if spec_changed else []
+    if not problems and (spec_changed or _params_of(old) != _params_of(new)):
+        problems += params_annotation_problems(new)
     return "; ".join(str(problem) for problem in problems[:20]) or None
+
+
+def _params_of(obj: Mapping[str, Any] | None) -> str | None:
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(PARAMS_ANNOTATION)
+    return value if isinstance(value, str) else None
 
 
 class ServiceWebhookServer(kopf.WebhookServer):

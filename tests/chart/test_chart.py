@@ -39,7 +39,7 @@ VARIANTS = {
     "no-webhook-no-metrics": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
 }
 # What the operator must never be able to do, whatever the values.
-FORBIDDEN_RESOURCES = {"secrets", "pods", "pods/exec", "pods/attach", "pods/portforward", "*"}
+FORBIDDEN_RESOURCES = {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/log", "*"}
 
 
 @pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
@@ -142,6 +142,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "deployments",
         "services",
         "events",
+        "pods",
         "kopfpeerings",
     }
     assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
@@ -161,6 +162,8 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         ("apps", "deployments", ()): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services", ()): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "events", ()): ["create", "list"],
+        # Outputs of works are their pods' termination messages: pods are listed, nothing more.
+        ("", "pods", ()): ["list"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ()): ["create"],
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ()): ["create"],

@@ -47,6 +47,7 @@ GRANTED = [
     ("delete", "services"),
     ("create", "events"),
     ("list", "events"),
+    ("list", "pods"),
 ]
 # What it never needs, anywhere.
 REFUSED = [
@@ -55,6 +56,7 @@ REFUSED = [
     ("create", "pods/exec"),
     ("create", "pods"),
     ("get", "pods"),
+    ("watch", "pods"),
     ("get", "configmaps"),
     ("create", "dagflows.dagflow.dev"),
     ("update", "dagflows.dagflow.dev"),

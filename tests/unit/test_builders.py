@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dagflow.api.models import DAGFlowSpec, Work
 from dagflow.builders import FlowRef, build_deployment, build_job, build_service, endpoint_url
 from dagflow.settings import OperatorSettings
+from dagflow.substitution import BadReference, Values
 
 FLOW = FlowRef(name="ml-pipeline", namespace="team-a", uid="7d0c2b2a-uid")
 SETTINGS = OperatorSettings(
@@ -413,3 +414,47 @@ def test_different_long_flows_get_different_job_names() -> None:
         build_job(one, flow_spec, w, 1, SETTINGS)["metadata"]["labels"]["dagflow.dev/flow"]
         != build_job(two, flow_spec, w, 1, SETTINGS)["metadata"]["labels"]["dagflow.dev/flow"]
     )
+
+
+# -- references ------------------------------------------------------------------------------------
+
+
+def test_references_are_replaced_in_the_job_and_the_deployment_of_a_run() -> None:
+    flow_spec = spec(
+        work("train", outputs=[{"name": "model"}]),
+        work(
+            "serve",
+            dependsOn=["train"],
+            serve={"port": 8080},
+            container={
+                "image": "example/ml:1.0",
+                "args": ["--model", "$(works.train.outputs.model)", "--run", "$(run)"],
+                "env": [{"name": "DATA", "value": "$(params.data)"}, {"name": "HOME2", "value": "$(HOME)"}],
+            },
+        ),
+        params=[{"name": "data", "default": "/data"}],
+        podDefaults={"env": [{"name": "FLOW", "value": "$(flow.name)/$(work.name)"}]},
+    )
+    values = Values(
+        run=3,
+        flow=FLOW.name,
+        work="serve",
+        params={"data": "/data/v2"},
+        outputs={"train": {"model": "m.pkl"}},
+    )
+    deployment = build_deployment(FLOW, flow_spec, flow_spec.work("serve"), 3, SETTINGS, values)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--model", "m.pkl", "--run", "3"]
+    assert container["env"] == [
+        {"name": "FLOW", "value": "ml-pipeline/serve"},
+        {"name": "DATA", "value": "/data/v2"},
+        {"name": "HOME2", "value": "$(HOME)"},
+    ]
+    job = build_job(FLOW, flow_spec, flow_spec.work("serve").model_copy(update={"serve": None}), 3, SETTINGS)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][1] == "$(works.train.outputs.model)", (
+        "without values nothing is replaced"
+    )
+    with pytest.raises(BadReference, match="work train has reported no outputs"):
+        build_deployment(
+            FLOW, flow_spec, flow_spec.work("serve"), 3, SETTINGS, Values(run=3, flow="f", work="serve")
+        )

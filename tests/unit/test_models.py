@@ -91,6 +91,7 @@ def test_to_dict_is_camel_case_and_leaves_out_unset_fields() -> None:
         "tolerations": [],
         "labels": {},
         "annotations": {},
+        "outputs": [],
     }
     assert Work.model_validate(work.to_dict()) == work
 
@@ -221,6 +222,7 @@ def test_run_control_fields_are_every_spec_field_that_does_not_shape_a_run() -> 
         "failure_policy",
         "parallelism",
         "pod_defaults",
+        "params",
         "works",
     }
 

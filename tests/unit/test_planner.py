@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import FlowRef
 from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.planner import Plan, WorkState, defer_start, plan_run, reject_start
+from dagflow.planner import Plan, WorkState, defer_start, needs_outputs_read, plan_run, reject_start
 from dagflow.validation import topological_order
 
 FLOW = FlowRef(name="ml-pipeline", namespace="default", uid="0b6c1f7e-uid")
@@ -836,3 +836,71 @@ def test_the_plan_names_the_run_whose_deployment_serves() -> None:
     assert phases(result)["serve"] == "Skipped"
     assert result.serving == {"serve": 1}
     assert result.serve_works == ["serve"]
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+SCORED = spec(
+    work("train", outputs=[{"name": "score"}]),
+    work("report", "train"),
+)
+
+
+def plan_with_messages(
+    messages: Mapping[str, str | None],
+    previous: Mapping[str, Mapping[str, Any]] | None = None,
+    jobs: Iterable[JobObservation] = (job_obs("train", "Succeeded"),),
+) -> Plan:
+    return plan_run(
+        FLOW,
+        SCORED,
+        topological_order(SCORED),
+        1,
+        {job.work: job for job in jobs},
+        {},
+        previous or {},
+        NOW,
+        termination_messages=messages,
+    )
+
+
+def test_a_succeeded_work_keeps_its_outputs_and_its_dependent_starts() -> None:
+    result = plan_with_messages({"train": '{"score": 0.93, "extra": 1}'})
+    assert state(result, "train").phase == WorkPhase.SUCCEEDED
+    assert state(result, "train").to_status()["outputs"] == {"score": 0.93}
+    assert started(result) == ["report"]
+    # Read once: the next pass takes them from the status.
+    again = plan_with_messages({}, previous_of(result))
+    assert state(again, "train").outputs == {"score": 0.93}
+
+
+def test_bad_outputs_fail_the_work_and_stay_failed_without_reading_again() -> None:
+    result = plan_with_messages({"train": "score=0.93"})
+    assert phases(result) == {"train": "Failed", "report": "Skipped"}
+    assert (state(result, "train").message or "").startswith("succeeded, but its outputs are not JSON")
+    again = plan_with_messages({}, previous_of(result))
+    assert phases(again) == {"train": "Failed", "report": "Skipped"}
+    assert state(again, "train").message == state(result, "train").message
+
+
+def test_a_succeeded_work_whose_pod_is_gone_fails_saying_its_outputs_cannot_be_read() -> None:
+    result = plan_with_messages({"train": None})
+    assert state(result, "train").phase == WorkPhase.FAILED
+    assert "its pod is gone" in (state(result, "train").message or "")
+
+
+def test_outputs_not_read_yet_keep_the_work_running() -> None:
+    result = plan_with_messages({})
+    assert state(result, "train").phase == WorkPhase.RUNNING
+    assert state(result, "train").message == "reading its outputs"
+    assert started(result) == []
+
+
+def test_which_works_need_their_outputs_read() -> None:
+    train, report = SCORED.works
+    succeeded = job_obs("train", "Succeeded")
+    assert needs_outputs_read(train, succeeded, None)
+    assert not needs_outputs_read(train, succeeded, {"phase": "Succeeded", "outputs": {"score": 1}})
+    assert not needs_outputs_read(train, succeeded, {"phase": "Failed", "message": "succeeded, but ..."})
+    assert not needs_outputs_read(train, job_obs("train"), None)
+    assert not needs_outputs_read(report, job_obs("report", "Succeeded"), None)

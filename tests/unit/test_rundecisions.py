@@ -173,6 +173,7 @@ def test_run_control_changes_start_no_run(change: dict[str, Any]) -> None:
         {"failurePolicy": "Continue"},
         {"parallelism": 2},
         {"podDefaults": {"labels": {"team": "ml"}}},
+        {"params": [{"name": "lr", "default": "0.1"}]},
     ],
 )
 def test_changes_to_what_runs_start_a_run(change: dict[str, Any]) -> None:
@@ -621,3 +622,44 @@ def test_passes_that_record_their_decisions_start_at_most_one_run_and_settle(
     for kind, token in requests.items():
         waits = any(kind in waiting for waiting in decisions[-1].waiting)
         assert getattr(decisions[-1].handled, kind) == token or waits
+
+
+# -- parameter values --------------------------------------------------------------------------------
+
+WITH_PARAMS = classic(params=[{"name": "data", "default": "/data"}, {"name": "lr", "default": "0.1"}])
+PARAMS = "dagflow.dev/params"
+
+
+def test_runs_not_asked_for_by_a_request_take_the_defaults() -> None:
+    decision = decide(WITH_PARAMS, {}, {PARAMS: '{"lr": "0.5"}'})
+    assert decision.new_run is not None and decision.new_run.params == {"data": "/data", "lr": "0.1"}
+    changed = {**WITH_PARAMS, "parallelism": 1}
+    decision = decide(
+        changed, status_of(WITH_PARAMS, params={"data": "/x", "lr": "9"}), {PARAMS: '{"lr": "0.5"}'}
+    )
+    assert decision.new_run is not None and decision.new_run.trigger == RunTrigger.SPEC_CHANGE
+    assert decision.new_run.params == {"data": "/data", "lr": "0.1"}
+
+
+def test_a_rerun_takes_the_values_its_request_carries_over_the_defaults() -> None:
+    status = status_of(WITH_PARAMS, phase="Succeeded", works=ALL_DONE, params={"data": "/x", "lr": "9"})
+    decision = decide(WITH_PARAMS, status, {"dagflow.dev/rerun": "r1", PARAMS: '{"lr": "0.5"}'})
+    assert decision.new_run is not None and decision.new_run.params == {"data": "/data", "lr": "0.5"}
+
+
+def test_a_retry_keeps_the_values_of_the_run_it_retries_unless_asked_otherwise() -> None:
+    status = status_of(WITH_PARAMS, phase="Failed", works=TRAIN_A_FAILED, params={"data": "/x", "lr": "9"})
+    decision = decide(WITH_PARAMS, status, {"dagflow.dev/retry": "t1"})
+    assert decision.new_run is not None and decision.new_run.params == {"data": "/x", "lr": "9"}
+    decision = decide(WITH_PARAMS, status, {"dagflow.dev/retry": "t1", PARAMS: '{"lr": "0.5"}'})
+    assert decision.new_run is not None and decision.new_run.params == {"data": "/x", "lr": "0.5"}
+
+
+def test_bad_values_of_a_request_are_left_out_with_a_warning() -> None:
+    status = status_of(WITH_PARAMS, phase="Succeeded", works=ALL_DONE)
+    decision = decide(
+        WITH_PARAMS, status, {"dagflow.dev/rerun": "r1", PARAMS: '{"epochs": "3", "lr": "0.5"}'}
+    )
+    assert decision.new_run is not None and decision.new_run.params == {"data": "/data", "lr": "0.5"}
+    assert [(notice.reason, notice.warning) for notice in decision.notices] == [("ParamsIgnored", True)]
+    assert "no parameter 'epochs'" in decision.notices[0].message

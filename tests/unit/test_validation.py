@@ -137,7 +137,7 @@ def test_serve_work_refuses_batch_only_fields() -> None:
     problems = validate_flow(spec(work("s", serve={"port": 80}, retries=1)))
     assert messages(problems) == [
         "spec.works[0]: work 's': a serve work runs until the flow is deleted: "
-        "retries and timeoutSeconds apply to batch works only"
+        "retries, timeoutSeconds and outputs apply to batch works only"
     ]
 
 
@@ -370,3 +370,99 @@ def test_bad_run_control_fields_are_refused_naming_them(fields: dict[str, Any], 
 def test_a_bad_schedule_and_a_bad_time_zone_are_both_reported() -> None:
     problems = validate_flow(spec(work("a"), schedule="* * * * * *", timeZone="Nowhere/Else"))
     assert [problem.path for problem in problems] == ["spec.schedule", "spec.timeZone"]
+
+
+# -- references -----------------------------------------------------------------------------------
+
+
+def test_references_to_parameters_ancestors_outputs_and_names_are_valid() -> None:
+    flow = spec(
+        work("split", outputs=[{"name": "shards"}, {"name": "rows"}]),
+        work("train", "split", outputs=[{"name": "score"}]),
+        work(
+            "report",
+            "train",
+            container={
+                "image": "ml",
+                "command": ["report", "$(flow.name)-$(run)-$(work.name)"],
+                "args": ["--rows", "$(works.split.outputs.rows)", "--score", "$(works.train.outputs.score)"],
+                "env": [{"name": "DATA", "value": "$(params.data)"}, {"name": "K8S", "value": "$(HOME)"}],
+            },
+        ),
+        params=[{"name": "data", "default": "/data"}],
+        podDefaults={"env": [{"name": "RUN", "value": "$(run)"}]},
+    )
+    assert validate_flow(flow) == []
+
+
+def test_bad_references_are_refused_naming_the_work_and_the_field() -> None:
+    flow = spec(
+        work("split", outputs=[{"name": "shards"}]),
+        work("side"),
+        work(
+            "train",
+            "split",
+            container={
+                "image": "ml",
+                "args": [
+                    "$(params.lr)",
+                    "$(works.side.outputs.x)",
+                    "$(works.split.outputs.score)",
+                    "$(works.nowhere.outputs.x)",
+                    "$(matrix.model)",
+                    "$(works.split.shards)",
+                ],
+            },
+        ),
+        params=[{"name": "data", "default": "/data"}],
+        podDefaults={"env": [{"name": "S", "value": "$(works.split.outputs.shards)"}]},
+    )
+    assert messages(validate_flow(flow)) == [
+        "spec.podDefaults.env[S]: podDefaults: $(works.split.outputs.shards): 'split' is not among the "
+        "works this one depends on (directly or through others), so its outputs may not exist when it starts",
+        "spec.works[2].container: work 'train': $(works.split.shards) is not a reference the operator "
+        "knows: use $(params.NAME), $(works.WORK.outputs.KEY), $(matrix.KEY), $(run), $(flow.name) or "
+        "$(work.name)",
+    ]
+    flow["works"][2]["container"]["args"].pop()
+    assert messages(validate_flow(flow))[1:] == [
+        "spec.works[2].container.args[0]: work 'train': $(params.lr) names no parameter of the flow "
+        "(spec.params has: data)",
+        "spec.works[2].container.args[1]: work 'train': $(works.side.outputs.x): 'side' is not among the "
+        "works this one depends on (directly or through others), so its outputs may not exist when it starts",
+        "spec.works[2].container.args[2]: work 'train': $(works.split.outputs.score): work 'split' declares "
+        "no output 'score' (its outputs: shards)",
+        "spec.works[2].container.args[3]: work 'train': $(works.nowhere.outputs.x) names 'nowhere', which "
+        "is not a work of this flow",
+        "spec.works[2].container.args[4]: work 'train': $(matrix.model) names no key of the work's matrix",
+    ]
+
+
+def test_an_ancestor_through_others_may_be_referenced_and_a_cycle_does_not_hang() -> None:
+    flow = spec(
+        work("a", outputs=[{"name": "k"}]),
+        work("b", "a"),
+        work("c", "b", container={"image": "ml", "args": ["$(works.a.outputs.k)"]}),
+    )
+    assert validate_flow(flow) == []
+    looped = spec(
+        work("a", "c", outputs=[{"name": "k"}]),
+        work("b", "a"),
+        work("c", "b", container={"image": "ml", "args": ["$(works.a.outputs.k)"]}),
+    )
+    assert any("cycle" in message for message in messages(validate_flow(looped)))
+
+
+def test_outputs_and_parameters_are_checked_by_the_schema() -> None:
+    problems = messages(
+        validate_flow(
+            spec(
+                work("s", serve={"port": 80}, outputs=[{"name": "x"}]),
+                work("t", outputs=[{"name": "1x"}]),
+                params=[{"name": "p"}],
+            )
+        )
+    )
+    assert any("spec.params[0].default" in problem for problem in problems), problems
+    assert any("outputs apply to batch works only" in problem for problem in problems), problems
+    assert any("spec.works[1].outputs[0].name" in problem for problem in problems), problems

@@ -122,3 +122,18 @@ def test_a_bad_schedule_or_time_zone_is_refused_naming_it() -> None:
 def test_a_run_request_changes_no_spec_and_always_passes() -> None:
     requested = flow_body(FINE_SPEC, annotations={"dagflow.dev/rerun": "1735787045"})
     assert admission_problem("UPDATE", flow_body(FINE_SPEC), requested, "f") is None
+
+
+def test_parameter_values_for_run_requests_are_judged_when_they_change() -> None:
+    with_params = {**FINE_SPEC, "params": [{"name": "lr", "default": "0.1"}]}
+    good = flow_body(with_params, annotations={"dagflow.dev/params": '{"lr": "0.01"}'})
+    unknown = flow_body(with_params, annotations={"dagflow.dev/params": '{"epochs": "3"}'})
+    assert admission_problem("UPDATE", flow_body(with_params), good, "f") is None
+    problem = admission_problem("UPDATE", good, unknown, "f")
+    assert problem == (
+        'metadata.annotations["dagflow.dev/params"]: dagflow.dev/params: the flow has no parameter '
+        "'epochs' (it has: lr)"
+    )
+    assert admission_problem("CREATE", None, unknown, "f") == problem
+    # Unchanged values on an unchanged spec pass, so such a flow can still be cleaned up.
+    assert admission_problem("UPDATE", unknown, {**unknown, "status": {}}, "f") is None

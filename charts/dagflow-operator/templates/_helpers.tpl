@@ -101,6 +101,11 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
+# A batch work's outputs are its pod's termination message, read once the Job succeeded (only
+# listed, by the Job's uid: no get, no watch, no exec).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}

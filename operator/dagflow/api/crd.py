@@ -69,6 +69,7 @@ _KEPT_KEYWORDS = frozenset(
         "x-kubernetes-list-map-keys",
         "x-kubernetes-map-type",
         "x-kubernetes-validations",
+        "x-kubernetes-preserve-unknown-fields",
     }
 )
 

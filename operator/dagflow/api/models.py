@@ -75,6 +75,8 @@ class RunRequest(StrEnum):
 RERUN_ANNOTATION = f"{GROUP}/rerun"
 RETRY_ANNOTATION = f"{GROUP}/retry"
 STOP_ANNOTATION = f"{GROUP}/stop"
+# Parameter values (a JSON object) for the runs that rerun and retry requests start.
+PARAMS_ANNOTATION = f"{GROUP}/params"
 REQUEST_ANNOTATIONS = {
     RunRequest.RERUN: RERUN_ANNOTATION,
     RunRequest.RETRY: RETRY_ANNOTATION,
@@ -149,6 +151,13 @@ LocalObjectReference = Annotated[
 
 LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX_LENGTH, pattern=LABEL_VALUE_PATTERN)]
 WorkName = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX_LENGTH, pattern=DNS_LABEL_PATTERN)]
+# Names of parameters and outputs, as they appear in `$(params.NAME)` and `$(works.W.outputs.NAME)`.
+VALUE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+VALUE_NAME_MAX_LENGTH = 63
+ValueName = Annotated[str, Field(min_length=1, max_length=VALUE_NAME_MAX_LENGTH, pattern=VALUE_NAME_PATTERN)]
+MAX_PARAMS = 64
+MAX_OUTPUTS = 32
+PARAM_VALUE_MAX_LENGTH = 4096
 
 
 class ApiModel(BaseModel):
@@ -285,11 +294,35 @@ _SELF_DEPENDENCY_RULE: JsonDict = {
     "reason": "FieldValueInvalid",
 }
 _BATCH_ONLY_FIELDS_RULE: JsonDict = {
-    "rule": "!has(self.serve) || ((!has(self.retries) || self.retries == 0) && !has(self.timeoutSeconds))",
-    "messageExpression": "'work \"' + self.name + '\" is a serve work: retries and timeoutSeconds apply "
-    "to batch works only'",
+    "rule": "!has(self.serve) || ((!has(self.retries) || self.retries == 0) && !has(self.timeoutSeconds)"
+    " && (!has(self.outputs) || size(self.outputs) == 0))",
+    "messageExpression": "'work \"' + self.name + '\" is a serve work: retries, timeoutSeconds and "
+    "outputs apply to batch works only'",
     "reason": "FieldValueForbidden",
 }
+
+
+class Param(ApiModel):
+    """A parameter of the flow, referenced as `$(params.NAME)` in works' command, args and env."""
+
+    name: ValueName = Field(
+        description="Name of the parameter: a letter or '_', then letters, digits, '_' or '-'."
+    )
+    default: str = Field(
+        max_length=PARAM_VALUE_MAX_LENGTH,
+        description="Value of the parameter in every run, unless the request that starts a run "
+        "(annotation dagflow.dev/params) gives another.",
+    )
+    description: str | None = Field(default=None, max_length=1024, description="What the parameter is for.")
+
+
+class OutputSpec(ApiModel):
+    """An output a work reports, referenced downstream as `$(works.WORK.outputs.NAME)`."""
+
+    name: ValueName = Field(
+        description="Key of the output in the JSON object the work writes to its termination message."
+    )
+    description: str | None = Field(default=None, max_length=1024, description="What the output is.")
 
 
 class Work(ApiModel):
@@ -372,6 +405,15 @@ class Work(ApiModel):
         max_length=253,
         description="ServiceAccount of the work's pods; overrides podDefaults.serviceAccountName.",
     )
+    outputs: list[OutputSpec] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUTS,
+        description="Outputs the batch work reports: on success its container's termination message "
+        "(/dev/termination-log) holds a JSON object with these keys, which the operator keeps in the "
+        "work's status (at most 1 KiB) for later works to reference as $(works.NAME.outputs.KEY). "
+        "A missing key or a message that is not a JSON object fails the work.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
     @property
     def is_serve(self) -> bool:
@@ -379,10 +421,10 @@ class Work(ApiModel):
 
     @model_validator(mode="after")
     def _batch_only_fields(self) -> Work:
-        if self.serve is not None and (self.retries or self.timeout_seconds is not None):
+        if self.serve is not None and (self.retries or self.timeout_seconds is not None or self.outputs):
             raise ValueError(
                 "a serve work runs until the flow is deleted: "
-                "retries and timeoutSeconds apply to batch works only"
+                "retries, timeoutSeconds and outputs apply to batch works only"
             )
         return self
 
@@ -404,6 +446,13 @@ class DAGFlowSpec(ApiModel):
     pod_defaults: PodDefaults | None = Field(
         default=None,
         description="Pod settings shared by every work; a work's own settings win.",
+    )
+    params: list[Param] = Field(
+        default_factory=list,
+        max_length=MAX_PARAMS,
+        description="Parameters of the flow, referenced as $(params.NAME) in works' command, args and "
+        "env values. A rerun or retry request may give other values (annotation dagflow.dev/params).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     works: list[Work] = Field(
         min_length=1,
@@ -523,6 +572,11 @@ class WorkStatus(ApiModel):
         description="Set when a retry carried this work's outcome over instead of running it again: "
         "the run that produced the outcome (its Job is that run's).",
     )
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="The declared outputs the work reported when it succeeded (a JSON object).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
 
 
 class RunSummary(ApiModel):
@@ -618,6 +672,11 @@ class DAGFlowStatus(ApiModel):
         description="Tokens of the last rerun, retry and stop requests (annotations dagflow.dev/rerun, "
         "dagflow.dev/retry, dagflow.dev/stop) the operator acted on: a request with one of these "
         "tokens is not acted on again.",
+    )
+    params: dict[str, str] | None = Field(
+        default=None,
+        description="Parameter values of the current run: the spec's defaults, overridden by the "
+        "dagflow.dev/params annotation for a run a rerun or retry request started.",
     )
 
 
