@@ -2,8 +2,8 @@
 # Builds the project's images from their own Dockerfiles without a Docker engine and without a registry,
 # into image archives that containerd (or Docker, or kind) can import.
 #
-#   images/build-local.sh build [operator|examples]...    build (default: both); no-op if nothing changed
-#   images/build-local.sh import [operator|examples]...   import the archives into containerd
+#   images/build-local.sh build [operator|examples|launcher]...   build (default: all); no-op if nothing changed
+#   images/build-local.sh import [operator|examples|launcher]...  import the archives into containerd
 #   images/build-local.sh list                            the archives, and the images containerd holds
 #   images/build-local.sh clean                           remove the archives and buildah's image store
 #
@@ -11,10 +11,13 @@
 # python:3.11-slim-bookworm cannot be pulled, images/base/Dockerfile makes a stand-in from Debian
 # bookworm itself (debootstrap --variant=minbase + Debian's Python 3.11), and buildah builds each
 # Dockerfile on top of it. Everything else a build needs (Debian packages, PyPI) is fetched as usual.
+# The launcher's Dockerfile takes a Go image (GO_IMAGE): here the same base, with this machine's Go
+# toolchain mounted at /usr/local/go for the build.
 #
 # Environment:
-#   OPERATOR_IMAGE, EXAMPLES_IMAGE   references to build (default: the chart's dagflow/operator:0.1.0,
-#                                    and dagflow/examples:0.1.0); archives are <name>-<tag>.tar
+#   OPERATOR_IMAGE, EXAMPLES_IMAGE, LAUNCHER_IMAGE   references to build (default: the chart's
+#                                    dagflow/operator:0.1.0 and dagflow/launcher:0.1.0, and
+#                                    dagflow/examples:0.1.0); archives are <name>-<tag>.tar
 #   DAGFLOW_CACHE                    cache root (default ~/.cache/dagflow); all of this lives in images/
 #   DAGFLOW_CONTAINERD_ADDRESS       containerd's socket for `import` (default /run/dagflow/containerd/containerd.sock)
 #   BUILDAH_ISOLATION                oci (default, where runc or crun is installed) or chroot
@@ -33,6 +36,7 @@ address="${DAGFLOW_CONTAINERD_ADDRESS:-/run/dagflow/containerd/containerd.sock}"
 suite=bookworm
 operator_image="${OPERATOR_IMAGE:-dagflow/operator:0.1.0}"
 examples_image="${EXAMPLES_IMAGE:-dagflow/examples:0.1.0}"
+launcher_image="${LAUNCHER_IMAGE:-dagflow/launcher:0.1.0}"
 # RUN steps run in containers of runc (or crun), as under Docker; without either, in a plain chroot,
 # which needs no runtime and no cgroups and is enough for our own Dockerfiles. Either way they use the
 # host's network: apt and pip fetch from where the host can.
@@ -51,13 +55,19 @@ bah() { buildah --root "$storage" --runroot "$runroot" --storage-driver "$driver
 
 # What each image is built from: its Dockerfile, its context and the files of the context that go into
 # it (those decide whether it must be rebuilt).
-image_ref() { case "$1" in operator) echo "$operator_image" ;; examples) echo "$examples_image" ;; *) die "unknown image: $1" ;; esac; }
+image_ref() {
+  case "$1" in
+    operator) echo "$operator_image" ;; examples) echo "$examples_image" ;; launcher) echo "$launcher_image" ;;
+    *) die "unknown image: $1" ;;
+  esac
+}
 dockerfile() { echo "images/$1/Dockerfile"; }
-context() { case "$1" in operator) echo . ;; examples) echo images/examples ;; esac; }
+context() { case "$1" in operator) echo . ;; examples) echo images/examples ;; launcher) echo images/launcher ;; esac; }
 inputs() {
   case "$1" in
     operator) echo images/operator/Dockerfile .dockerignore pyproject.toml README.md operator ;;
     examples) echo images/examples ;;
+    launcher) echo images/launcher/Dockerfile images/launcher/go.mod images/launcher/main.go ;;
   esac
 }
 
@@ -179,6 +189,10 @@ build_image() {
   fi
   say "building $ref from $(dockerfile "$name") on $base"
   if [[ -s "$ca_bundle" ]]; then mounts+=(--volume "$ca_bundle:/etc/ssl/certs/ca-certificates.crt:ro"); fi
+  if [[ "$name" == launcher ]]; then
+    command -v go >/dev/null || die "the launcher is built with Go, which is not installed"
+    mounts+=(--volume "$(go env GOROOT):/usr/local/go:ro" --build-arg "GO_IMAGE=$base")
+  fi
   # --pull=never: the base is the local one, and nothing else may be pulled.
   (cd "$repo" && bah bud --isolation "$isolation" --network host --format docker --pull=never "${mounts[@]}" \
     --build-arg "PYTHON_IMAGE=$base" -f "$(dockerfile "$name")" -t "$(qualified "$ref")" "$(context "$name")")
@@ -219,7 +233,7 @@ import_image() {
   ctr --address "$address" -n k8s.io images import "$tar"
 }
 
-names() { if (($#)); then printf '%s\n' "$@"; else printf '%s\n' operator examples; fi; }
+names() { if (($#)); then printf '%s\n' "$@"; else printf '%s\n' operator examples launcher; fi; }
 
 command="${1:-}"
 shift || true

@@ -4,12 +4,14 @@ plus a Service per serve work. They only compute manifests; `dagflow.kube` sends
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dagflow import naming
-from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, PodDefaults, Work
+from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, PodDefaults, Work
+from dagflow.matrix import Combination, encode_values
 from dagflow.settings import OperatorSettings
 from dagflow.substitution import Values, substitute_container
 
@@ -59,6 +61,7 @@ def build_job(
     run: int,
     settings: OperatorSettings,
     values: Values | None = None,
+    instances: MatrixInstances | None = None,
 ) -> dict[str, Any]:
     """The Job that runs one attempt-series of a batch work in one run.
 
@@ -67,7 +70,8 @@ def build_job(
     gets exactly `retries` retries. A pod that was disrupted (evicted, preempted, its node drained)
     did not fail: its pod failure policy replaces it without using up a retry.
     `values` resolve the `$(...)` references of the container (substitution.py); BadReference
-    when one cannot be resolved.
+    when one cannot be resolved. A matrix work's Job (`instances`) has one completion per instance,
+    each with its own failure count; its pods start through the launcher (`_launched`).
     """
     job_spec: dict[str, Any] = {
         "completions": 1,
@@ -82,6 +86,14 @@ def build_job(
     }
     if work.timeout_seconds is not None:
         job_spec["activeDeadlineSeconds"] = work.timeout_seconds
+    if instances is not None:
+        job_spec.update(completions=instances.count, parallelism=instances.parallelism)
+        # Left out, the Job's total backoff limit is unlimited: each instance has its own.
+        del job_spec["backoffLimit"]
+        if spec.failure_policy == FailurePolicy.FAIL_FAST:
+            # The first failed instance fails the work and stops its other instances.
+            job_spec["maxFailedIndexes"] = 0
+        _launched(job_spec["template"], naming.matrix_values_name(flow.name, run, work.name), settings)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -89,6 +101,95 @@ def build_job(
             flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True
         ),
         "spec": job_spec,
+    }
+
+
+@dataclass(frozen=True)
+class MatrixInstances:
+    """How many instances a matrix work's Job runs, and how many at once."""
+
+    count: int
+    parallelism: int
+
+
+LAUNCHER_DIRECTORY = "/dagflow"
+LAUNCHER_PATH = f"{LAUNCHER_DIRECTORY}/launcher"
+MATRIX_VALUES_DIRECTORY = f"{LAUNCHER_DIRECTORY}/matrix"
+MATRIX_VALUES_KEY = "values.json"
+MATRIX_OUTPUTS_KEY = "outputs.json"
+_LAUNCHER_VOLUME = "dagflow-launcher"
+_VALUES_VOLUME = "dagflow-matrix"
+# The init container is the operator's, so it is as locked down as a pod can be: it passes the
+# restricted Pod Security Standard wherever the work's own container does.
+_LAUNCHER_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _launched(template: dict[str, Any], values_config_map: str, settings: OperatorSettings) -> None:
+    """A matrix work's pod template, started through the launcher: an init container copies it into
+    a shared volume, and the container's command becomes `launcher run -- COMMAND ARGS...`, which
+    puts the instance's values (from the ConfigMap, by the pod's completion index) in place of
+    $(matrix.KEY) in the arguments and the environment, then runs the command."""
+    pod_spec = template["spec"]
+    container = pod_spec["containers"][0]
+    argv = [*container.pop("command", []), *container.pop("args", [])]
+    container["command"] = [LAUNCHER_PATH, "run", "--", *argv]
+    container["volumeMounts"] = [
+        *container.get("volumeMounts", []),
+        {"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY, "readOnly": True},
+        {"name": _VALUES_VOLUME, "mountPath": MATRIX_VALUES_DIRECTORY, "readOnly": True},
+    ]
+    pod_spec["initContainers"] = [
+        *pod_spec.get("initContainers", []),
+        {
+            "name": _LAUNCHER_VOLUME,
+            "image": settings.launcher_image,
+            "imagePullPolicy": settings.launcher_pull_policy,
+            "args": ["install", f"{LAUNCHER_DIRECTORY}/launcher"],
+            "volumeMounts": [{"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY}],
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "32Mi"},
+            },
+            "securityContext": dict(_LAUNCHER_SECURITY_CONTEXT),
+        },
+    ]
+    pod_spec["volumes"] = [
+        *pod_spec.get("volumes", []),
+        {"name": _LAUNCHER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
+        {"name": _VALUES_VOLUME, "configMap": {"name": values_config_map}},
+    ]
+
+
+def build_matrix_values(
+    flow: FlowRef, work: Work, run: int, combinations: Sequence[Combination]
+) -> dict[str, Any]:
+    """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _child_metadata(flow, naming.matrix_values_name(flow.name, run, work.name), work, run),
+        "data": {MATRIX_VALUES_KEY: encode_values(combinations)},
+    }
+
+
+def build_matrix_outputs(
+    flow: FlowRef, work: Work, run: int, outputs: Mapping[str, list[Any]]
+) -> dict[str, Any]:
+    """The ConfigMap of the outputs a matrix work's instances reported: by output name, the list of
+    the instances' values in index order (null for an instance that reported none)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _child_metadata(flow, naming.matrix_outputs_name(flow.name, run, work.name), work, run),
+        "data": {MATRIX_OUTPUTS_KEY: json.dumps(dict(outputs), separators=(",", ":"), sort_keys=True)},
     }
 
 

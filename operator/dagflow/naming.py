@@ -66,6 +66,17 @@ def job_name(flow: str, run: int, work: str) -> str:
     return _dns_label_name([flow, str(run), work], MAX_JOB_NAME_LENGTH)
 
 
+def matrix_values_name(flow: str, run: int, work: str) -> str:
+    """The ConfigMap that brings a matrix work's values to its pods: its Job's name, suffixed (a
+    ConfigMap name may be 253 characters long, so the suffix always fits)."""
+    return f"{job_name(flow, run, work)}-matrix"
+
+
+def matrix_outputs_name(flow: str, run: int, work: str) -> str:
+    """The ConfigMap that holds the outputs a matrix work's instances reported."""
+    return f"{job_name(flow, run, work)}-outputs"
+
+
 def serve_name(flow: str, work: str) -> str:
     """Name of the Deployment and Service of a serve work: `{flow}-{work}`, a DNS-1035 label.
 

@@ -34,6 +34,11 @@ class JobObservation:
     # The flow's generation whose spec the Job was built from.
     generation: int | None = None
     uid: str | None = None
+    # An Indexed Job's size and which of its indexes ended ("0-3,7" as the Job controller writes them).
+    completions: int = 1
+    parallelism: int = 1
+    completed_indexes: str = ""
+    failed_indexes: str = ""
 
     @property
     def attempts(self) -> int:
@@ -140,7 +145,32 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         owner_uid=owner_uid(body),
         generation=_generation_of(metadata),
         uid=metadata.get("uid"),
+        completions=int((body.get("spec") or {}).get("completions") or 1),
+        parallelism=int((body.get("spec") or {}).get("parallelism") or 1),
+        completed_indexes=str(status.get("completedIndexes") or ""),
+        failed_indexes=str(status.get("failedIndexes") or ""),
     )
+
+
+def parse_indexes(text: str) -> list[int]:
+    """The indexes of a Job's completedIndexes or failedIndexes ("1,3-5" -> [1, 3, 4, 5])."""
+    indexes: list[int] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        first, _, last = part.partition("-")
+        indexes.extend(range(int(first), int(last or first) + 1))
+    return indexes
+
+
+def count_indexes(text: str) -> int:
+    """How many indexes a completedIndexes or failedIndexes string names, without listing them."""
+    count = 0
+    for part in text.split(","):
+        if part.strip():
+            first, _, last = part.partition("-")
+            count += int(last or first) - int(first) + 1
+    return count
 
 
 def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 MAX_OUTPUTS_BYTES = 1024
 # What the kubelet keeps of a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class CollectedOutputs:
+    """Where the outputs of a matrix work's instances went (a ConfigMap), or why they could not."""
+
+    config_map: str | None = None
+    error: str | None = None
 
 
 class OutputsError(ValueError):

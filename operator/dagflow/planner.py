@@ -12,9 +12,12 @@ from typing import Any
 
 from dagflow import naming
 from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
-from dagflow.builders import FlowRef, endpoint_url
+from dagflow.builders import FlowRef, MatrixInstances, endpoint_url
+from dagflow.instances import InstanceCounts, busy_slots, combinations_of, counts_of, failed_instances
+from dagflow.instances import failure_message as instance_failure_message
+from dagflow.matrix import Combination, MatrixError
 from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.outputs import OutputsError, parse_outputs
+from dagflow.outputs import CollectedOutputs, OutputsError, parse_outputs
 
 DONE = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
@@ -41,6 +44,12 @@ class WorkState:
     carried_from_run: int | None = None
     # The declared outputs a succeeded batch work reported.
     outputs: dict[str, Any] | None = None
+    # A matrix work: its instances, their count by phase, the failed ones listed, and the ConfigMap
+    # of their outputs.
+    instances: int | None = None
+    instance_counts: dict[str, int] | None = None
+    failed_instances: list[dict[str, Any]] | None = None
+    outputs_config_map: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
@@ -53,6 +62,10 @@ class WorkState:
             "endpoint": self.endpoint,
             "carriedFromRun": self.carried_from_run,
             "outputs": self.outputs,
+            "instances": self.instances,
+            "instanceCounts": self.instance_counts,
+            "failedInstances": self.failed_instances,
+            "outputsConfigMap": self.outputs_config_map,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
         return entry
@@ -70,6 +83,9 @@ class Plan:
     # an earlier run's model keeps serving while this run retrains, or after it failed.
     serve_works: list[str] = field(default_factory=list)
     serving: dict[str, int] = field(default_factory=dict)
+    # The matrix works in `start`: their combinations, and how many instances run at once.
+    combinations: dict[str, list[Combination]] = field(default_factory=dict)
+    instances: dict[str, MatrixInstances] = field(default_factory=dict)
 
     @property
     def progress(self) -> str:
@@ -90,6 +106,7 @@ def plan_run(
     pod_refusals: Mapping[str, str] | None = None,
     hold: bool = False,
     termination_messages: Mapping[str, str | None] | None = None,
+    matrix_outputs: Mapping[str, CollectedOutputs] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -100,7 +117,8 @@ def plan_run(
     never exceeded. `pod_refusals` holds, per work, why the API server refuses its Job's pods.
     `hold` (spec.suspend) starts nothing: the works that could start wait, saying so.
     `termination_messages` holds, per work whose succeeded Job's outputs are not yet in the
-    status, its pod's termination message (None: no pod left to read it from).
+    status, its pod's termination message (None: no pod left to read it from);
+    `matrix_outputs` the same for matrix works: the ConfigMap their instances' outputs went to.
     """
     works = {work.name: work for work in spec.works}
     refusals = pod_refusals or {}
@@ -115,16 +133,28 @@ def plan_run(
             and states[name].phase == WorkPhase.SUCCEEDED
             and not states[name].carried_from_run
         ):
-            _take_outputs(states[name], works[name], previous.get(name), messages, name in jobs)
+            if works[name].matrix is None:
+                _take_outputs(states[name], works[name], previous.get(name), messages, name in jobs)
+            else:
+                _take_matrix_outputs(states[name], previous.get(name), (matrix_outputs or {}).get(name))
         if name in refusals and states[name].phase == WorkPhase.RUNNING:
             states[name].message = f"its pods are refused: {refusals[name]}"
+
+    reported = {name: state.outputs for name, state in states.items() if state.outputs is not None}
+    for name in order:
+        job = jobs.get(name)
+        if works[name].matrix is not None and job is not None and not states[name].carried_from_run:
+            _observe_instances(states[name], works[name], job, reported)
 
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
     running_batch = sum(
-        1 for name in order if works[name].serve is None and states[name].phase == WorkPhase.RUNNING
+        _slots_held(works[name], jobs.get(name))
+        for name in order
+        if works[name].serve is None and states[name].phase == WorkPhase.RUNNING
     )
-    free_slots = spec.parallelism - running_batch if spec.parallelism > 0 else len(order)
+    unlimited = spec.parallelism == 0
+    free_slots = spec.parallelism - running_batch if not unlimited else len(order)
 
     plan = Plan()
     for name in order:
@@ -146,6 +176,24 @@ def plan_run(
         elif work.serve is None and free_slots <= 0:
             state.message = f"waiting for a free slot (parallelism {spec.parallelism})"
         else:
+            if work.matrix is not None:
+                try:
+                    combinations = combinations_of(work, reported)
+                except MatrixError as error:
+                    state.phase, state.message = WorkPhase.FAILED, f"its matrix cannot expand: {error}"
+                    continue
+                at_once = len(combinations)
+                if work.max_parallel:
+                    at_once = min(at_once, work.max_parallel)
+                if not unlimited:
+                    at_once = min(at_once, free_slots)
+                plan.combinations[name] = combinations
+                plan.instances[name] = MatrixInstances(count=len(combinations), parallelism=at_once)
+                state.instances = len(combinations)
+                state.instance_counts = InstanceCounts(
+                    total=len(combinations), succeeded=0, failed=0, running=0
+                ).to_status()
+                free_slots -= at_once - 1
             if work.serve is None:
                 free_slots -= 1
                 state.job = naming.job_name(flow.name, run, name)
@@ -297,6 +345,50 @@ def _observed_state(
     return state
 
 
+def _slots_held(work: Work, job: JobObservation | None) -> int:
+    """Slots of the flow's parallelism a running batch work holds: one, or a matrix work's running
+    instances (those its Job may run at once)."""
+    if work.matrix is None or job is None:
+        return 1
+    return busy_slots(job)
+
+
+def _observe_instances(
+    state: WorkState, work: Work, job: JobObservation, reported: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """A matrix work's instances as its Indexed Job shows them: counts, failed ones, and why it failed."""
+    counts = counts_of(job)
+    state.instances, state.instance_counts = counts.total, counts.to_status()
+    if not job.failed_indexes:
+        return
+    try:
+        combinations: list[Combination] | None = combinations_of(work, reported)
+    except MatrixError:
+        combinations = None
+    state.failed_instances = failed_instances(job, combinations)
+    if job.outcome == "Failed" and job.reason in ("FailedIndexes", "MaxFailedIndexesExceeded"):
+        state.message = instance_failure_message(counts, state.failed_instances)
+
+
+def _take_matrix_outputs(
+    state: WorkState, previous: Mapping[str, Any] | None, collected: CollectedOutputs | None
+) -> None:
+    """A succeeded matrix work that declares outputs: with the ConfigMap its instances' outputs
+    went to, or Failed saying why there is none."""
+    previous = previous or {}
+    if previous.get("outputsConfigMap"):
+        state.outputs_config_map = previous["outputsConfigMap"]
+    elif previous.get("phase") == WorkPhase.FAILED:
+        state.phase, state.message = WorkPhase.FAILED, previous.get("message")
+    elif collected is None:
+        state.phase, state.finished_at = WorkPhase.RUNNING, None
+        state.message = "collecting its instances' outputs"
+    elif collected.error is not None:
+        state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {collected.error}"
+    else:
+        state.outputs_config_map = collected.config_map
+
+
 def needs_outputs_read(work: Work, job: JobObservation | None, previous: Mapping[str, Any] | None) -> bool:
     """Whether the outputs of a work must be read from its pod: its Job succeeded, and the status
     holds neither its outputs nor the failure to take them."""
@@ -383,7 +475,11 @@ def _judge_trigger(work: Work, states: Mapping[str, WorkState]) -> tuple[str, st
         return ("start", None) if all(p in MET for p in phases.values()) else ("wait", None)
     if work.when == TriggerRule.ALL_DONE:
         return ("start", None) if all(p in DONE for p in phases.values()) else ("wait", None)
-    if any(phase in MET for phase in phases.values()):
+    # Over a matrix work's instances: one that succeeded is enough, once all of them are done.
+    if any(
+        phase in MET or (phase in DONE and (states[name].instance_counts or {}).get("Succeeded"))
+        for name, phase in phases.items()
+    ):
         return "start", None
     if all(phase in DONE for phase in phases.values()):
         return "skip", f"none of {', '.join(dependencies)} succeeded (when: AnySucceeded)"

@@ -24,6 +24,13 @@ class OperatorSettings(BaseSettings):
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         description="Tolerations added to every GPU work's pod (JSON in the environment).",
     )
+    launcher_image: str = Field(
+        "dagflow/launcher:0.1.0",
+        description="Image of the launcher an init container of every matrix work's pod copies in.",
+    )
+    launcher_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of that init container."
+    )
     history_runs: int = Field(
         2, ge=1, description="Runs whose finished Jobs are kept; Jobs of older runs are deleted."
     )

@@ -81,7 +81,9 @@ class Values:
     params: Mapping[str, str] = field(default_factory=dict)
     # Outputs of the work's ancestors, by work and key.
     outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    matrix: Mapping[str, str] = field(default_factory=dict)
+    # The instance's matrix values; None leaves $(matrix.KEY) in place, for the launcher that starts
+    # each instance of a matrix work's pods to replace.
+    matrix: Mapping[str, str] | None = None
 
     def resolve(self, reference: Reference) -> Any:
         if reference.kind == "run":
@@ -95,7 +97,7 @@ class Values:
                 raise BadReference(f"{reference.text}: the flow has no parameter {reference.name}")
             return self.params[reference.name]
         if reference.kind == "matrix":
-            if reference.name not in self.matrix:
+            if self.matrix is None or reference.name not in self.matrix:
                 raise BadReference(f"{reference.text}: the work has no matrix key {reference.name}")
             return self.matrix[reference.name]
         reported = self.outputs.get(reference.work)
@@ -123,7 +125,10 @@ def substitute(text: str, values: Values) -> str:
         inner = match.group(1)
         if inner is None or not is_ours(inner):
             return match.group(0)
-        return render(values.resolve(parse_reference(inner))).replace("$", "$$")
+        reference = parse_reference(inner)
+        if reference.kind == "matrix" and values.matrix is None:
+            return match.group(0)
+        return render(values.resolve(reference)).replace("$", "$$")
 
     return _TOKEN.sub(replace, text)
 

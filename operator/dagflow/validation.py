@@ -31,6 +31,8 @@ from dagflow.api.models import (
     kubernetes_shape_fields,
 )
 from dagflow.cron import CronSchedule, ScheduleError, load_time_zone
+from dagflow.matrix import RESERVED_KEYS as RESERVED_MATRIX_KEYS
+from dagflow.matrix import MatrixError, expand, parse_matrix
 from dagflow.params import requested_params
 from dagflow.substitution import BadReference, Reference, container_references
 
@@ -377,8 +379,12 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
             continue
         label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
         ancestors = _ancestors(by_name, work)
-        matrix = work.get("matrix")
-        keys = set(matrix) if isinstance(matrix, Mapping) else set()
+        keys: set[Any] = set()
+        if isinstance(work.get("matrix"), Mapping):
+            matrix_problems, keys = _matrix_problems(
+                work["matrix"], work, index, label, params, by_name, ancestors
+            )
+            problems += matrix_problems
         try:
             found = list(container_references(work["container"]))
         except BadReference as error:
@@ -391,6 +397,44 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
                     ValidationProblem(f"spec.works[{index}].container.{where}", f"{label}: {reason}")
                 )
     return problems
+
+
+def _matrix_problems(
+    raw: Mapping[str, Any],
+    work: Mapping[str, Any],
+    index: int,
+    label: str,
+    params: set[Any],
+    works: Mapping[str, Mapping[str, Any]],
+    ancestors: set[str],
+) -> tuple[list[ValidationProblem], set[Any]]:
+    """A matrix that expands (or whose dynamic axes name an ancestor's declared output), on a work
+    with an explicit command; and the keys `$(matrix.KEY)` may name."""
+    path = f"spec.works[{index}].matrix"
+    try:
+        matrix = parse_matrix(raw)
+    except MatrixError as error:
+        return [ValidationProblem(path, f"{label}: {error}")], set(raw) - RESERVED_MATRIX_KEYS
+    problems = []
+    if not (work.get("container") or {}).get("command"):
+        problems.append(
+            ValidationProblem(
+                f"spec.works[{index}].container.command",
+                f"{label}: a matrix work needs an explicit command: its pods start through a launcher "
+                "that sets each instance's values, then runs the command (the image's entrypoint is "
+                "not known to it)",
+            )
+        )
+    for key, reference in matrix.dynamic.items():
+        reason = _unresolvable(reference, params, works, ancestors, set())
+        if reason:
+            problems.append(ValidationProblem(f"{path}.{key}", f"{label}: {reason}"))
+    if not matrix.dynamic:
+        try:
+            expand(matrix)
+        except MatrixError as error:
+            problems.append(ValidationProblem(path, f"{label}: {error}"))
+    return problems, matrix.keys
 
 
 def _unresolvable(

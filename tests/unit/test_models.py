@@ -91,6 +91,7 @@ def test_to_dict_is_camel_case_and_leaves_out_unset_fields() -> None:
         "tolerations": [],
         "labels": {},
         "annotations": {},
+        "maxParallel": 0,
         "outputs": [],
     }
     assert Work.model_validate(work.to_dict()) == work

@@ -125,3 +125,8 @@ def test_values_render_as_text_or_compact_json() -> None:
 @given(st.text(alphabet=st.sampled_from("ab$()._ -"), max_size=30))
 def test_text_without_our_references_comes_back_unchanged(text: str) -> None:
     assert substitute(text, VALUES) == text
+
+
+def test_matrix_references_are_left_for_the_launcher_without_instance_values() -> None:
+    values = Values(run=1, flow="f", work="train", params={"lr": "0.1"})
+    assert substitute("--model $(matrix.model) --lr $(params.lr)", values) == "--model $(matrix.model) --lr 0.1"

@@ -137,7 +137,7 @@ def test_serve_work_refuses_batch_only_fields() -> None:
     problems = validate_flow(spec(work("s", serve={"port": 80}, retries=1)))
     assert messages(problems) == [
         "spec.works[0]: work 's': a serve work runs until the flow is deleted: "
-        "retries, timeoutSeconds and outputs apply to batch works only"
+        "retries, timeoutSeconds, outputs and matrix apply to batch works only"
     ]
 
 
@@ -464,5 +464,5 @@ def test_outputs_and_parameters_are_checked_by_the_schema() -> None:
         )
     )
     assert any("spec.params[0].default" in problem for problem in problems), problems
-    assert any("outputs apply to batch works only" in problem for problem in problems), problems
+    assert any("outputs and matrix apply to batch works only" in problem for problem in problems), problems
     assert any("spec.works[1].outputs[0].name" in problem for problem in problems), problems

@@ -295,9 +295,9 @@ _SELF_DEPENDENCY_RULE: JsonDict = {
 }
 _BATCH_ONLY_FIELDS_RULE: JsonDict = {
     "rule": "!has(self.serve) || ((!has(self.retries) || self.retries == 0) && !has(self.timeoutSeconds)"
-    " && (!has(self.outputs) || size(self.outputs) == 0))",
-    "messageExpression": "'work \"' + self.name + '\" is a serve work: retries, timeoutSeconds and "
-    "outputs apply to batch works only'",
+    " && (!has(self.outputs) || size(self.outputs) == 0) && !has(self.matrix))",
+    "messageExpression": "'work \"' + self.name + '\" is a serve work: retries, timeoutSeconds, "
+    "outputs and matrix apply to batch works only'",
     "reason": "FieldValueForbidden",
 }
 
@@ -405,6 +405,22 @@ class Work(ApiModel):
         max_length=253,
         description="ServiceAccount of the work's pods; overrides podDefaults.serviceAccountName.",
     )
+    matrix: dict[str, Any] | None = Field(
+        default=None,
+        description="Runs the batch work once per combination of values, as one Indexed Job: axes "
+        "of values by key (e.g. model: [linear, forest]), or an axis from an ancestor's list output "
+        "(shard: $(works.split.outputs.shards)), with optional `exclude` and `include` lists as in "
+        "GitHub Actions. $(matrix.KEY) in command, args and env is the instance's value; the work "
+        "needs an explicit container.command. Dependents wait for every instance.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    max_parallel: int = Field(
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Most instances of a matrix work running at once; 0 (default) means no limit of "
+        "its own (the flow's parallelism still applies).",
+    )
     outputs: list[OutputSpec] = Field(
         default_factory=list,
         max_length=MAX_OUTPUTS,
@@ -421,10 +437,12 @@ class Work(ApiModel):
 
     @model_validator(mode="after")
     def _batch_only_fields(self) -> Work:
-        if self.serve is not None and (self.retries or self.timeout_seconds is not None or self.outputs):
+        if self.serve is not None and (
+            self.retries or self.timeout_seconds is not None or self.outputs or self.matrix is not None
+        ):
             raise ValueError(
                 "a serve work runs until the flow is deleted: "
-                "retries, timeoutSeconds and outputs apply to batch works only"
+                "retries, timeoutSeconds, outputs and matrix apply to batch works only"
             )
         return self
 
@@ -546,6 +564,13 @@ class Condition(ApiModel):
     message: str = Field(max_length=32768, description="Human readable details; may be empty.")
 
 
+class FailedInstance(ApiModel):
+    """A failed instance of a matrix work."""
+
+    index: int = Field(ge=0, description="Index of the instance (its pod's job-completion-index).")
+    values: dict[str, str] = Field(default_factory=dict, description="Its matrix values.")
+
+
 class WorkStatus(ApiModel):
     """Observed state of one work."""
 
@@ -574,8 +599,26 @@ class WorkStatus(ApiModel):
     )
     outputs: dict[str, Any] | None = Field(
         default=None,
-        description="The declared outputs the work reported when it succeeded (a JSON object).",
+        description="The declared outputs the work reported when it succeeded (a JSON object). "
+        "A matrix work's are in its ConfigMap named by outputsConfigMap instead.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    instances: int | None = Field(
+        default=None, ge=0, description="How many instances a matrix work runs in this run."
+    )
+    instance_counts: dict[str, int] | None = Field(
+        default=None,
+        description="Instances of a matrix work by phase: Pending, Running, Succeeded, Failed.",
+    )
+    failed_instances: list[FailedInstance] | None = Field(
+        default=None,
+        description="The failed instances of a matrix work, by index with their values (at most "
+        "20 listed; instanceCounts has them all).",
+    )
+    outputs_config_map: str | None = Field(
+        default=None,
+        description="The ConfigMap that holds a matrix work's outputs: key outputs.json, a JSON "
+        "object of output name to the list of the instances' values, in index order.",
     )
 
 

@@ -1,0 +1,3 @@
+module dagflow.dev/launcher
+
+go 1.22
