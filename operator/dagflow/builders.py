@@ -94,14 +94,10 @@ def build_job(
             # The first failed instance fails the work and stops its other instances.
             job_spec["maxFailedIndexes"] = 0
         _launched(job_spec["template"], naming.matrix_values_name(flow.name, run, work.name), settings)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _child_metadata(
-            flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True
-        ),
-        "spec": job_spec,
-    }
+    metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
+    if instances is not None:
+        metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 @dataclass(frozen=True)

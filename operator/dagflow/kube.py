@@ -126,6 +126,26 @@ class KubeClient:
             propagation_policy="Foreground" if wait_for_pods else "Background",
         )
 
+    async def create_config_map(self, config_map: dict[str, Any]) -> None:
+        """Create a ConfigMap of a flow's; one that already exists is left as it is (its content is
+        made from the same spec and outputs, so a pass that made it before a restart made the same)."""
+        await self._create("configmaps", self.core.create_namespaced_config_map, config_map)
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of a ConfigMap; None when it does not exist."""
+        try:
+            body = json.loads(
+                await self._call("get", "configmaps", self.core.read_namespaced_config_map, name, namespace)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(body.get("data") or {})
+
+    async def delete_config_map(self, namespace: str, name: str) -> None:
+        await self._delete("configmaps", self.core.delete_namespaced_config_map, name, namespace)
+
     async def delete_serving(self, namespace: str, name: str) -> None:
         """Delete a serve work's Deployment and Service."""
         await self._delete("deployments", self.apps.delete_namespaced_deployment, name, namespace)
@@ -199,6 +219,38 @@ class KubeClient:
             return None
         newest = max(events, key=lambda event: event.get("lastTimestamp") or event.get("eventTime") or "")
         return str(newest.get("message") or "")
+
+    async def termination_messages_by_index(
+        self, namespace: str, job_uid: str, container: str
+    ) -> dict[int, str]:
+        """The termination messages of `container` in the Indexed Job's succeeded pods, by completion
+        index; read a page at a time, so a big Job's pods are never all in memory at once."""
+        found: dict[int, str] = {}
+        token: str | None = None
+        while True:
+            listing = json.loads(
+                await self._call(
+                    "list",
+                    "pods",
+                    self.core.list_namespaced_pod,
+                    namespace,
+                    label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
+                    limit=POD_PAGE_SIZE,
+                    **({"_continue": token} if token else {}),
+                )
+            )
+            for pod in listing.get("items") or []:
+                status = pod.get("status") or {}
+                index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+                if status.get("phase") != "Succeeded" or index is None:
+                    continue
+                for container_status in status.get("containerStatuses") or []:
+                    if container_status.get("name") == container:
+                        terminated = (container_status.get("state") or {}).get("terminated") or {}
+                        found[int(index)] = str(terminated.get("message") or "")
+            token = (listing.get("metadata") or {}).get("continue")
+            if not token:
+                return found
 
     async def termination_message(self, namespace: str, job_uid: str, container: str) -> str | None:
         """The termination message of `container` in the Job's pod that succeeded; None when no
@@ -294,6 +346,10 @@ class KubeClient:
                 return False
             raise
         return True
+
+
+POD_PAGE_SIZE = 500
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def read_body(function: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:

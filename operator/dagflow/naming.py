@@ -23,6 +23,8 @@ FLOW_ANNOTATION = "dagflow.dev/flow-name"
 WORK_ANNOTATION = "dagflow.dev/work-name"
 # The flow's generation a child was built from: the run that holds it runs that generation's spec.
 GENERATION_ANNOTATION = "dagflow.dev/generation"
+# On a matrix work's Job: its ConfigMaps (values, outputs) go when it goes.
+MATRIX_ANNOTATION = "dagflow.dev/matrix"
 RESERVED_LABEL_PREFIX = "dagflow.dev/"
 RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL})
 
@@ -69,12 +71,17 @@ def job_name(flow: str, run: int, work: str) -> str:
 def matrix_values_name(flow: str, run: int, work: str) -> str:
     """The ConfigMap that brings a matrix work's values to its pods: its Job's name, suffixed (a
     ConfigMap name may be 253 characters long, so the suffix always fits)."""
-    return f"{job_name(flow, run, work)}-matrix"
+    return matrix_config_maps(job_name(flow, run, work))[0]
 
 
 def matrix_outputs_name(flow: str, run: int, work: str) -> str:
     """The ConfigMap that holds the outputs a matrix work's instances reported."""
-    return f"{job_name(flow, run, work)}-outputs"
+    return matrix_config_maps(job_name(flow, run, work))[1]
+
+
+def matrix_config_maps(job: str) -> tuple[str, str]:
+    """The ConfigMaps of a matrix work's Job: its values, and its instances' outputs."""
+    return f"{job}-matrix", f"{job}-outputs"
 
 
 def serve_name(flow: str, work: str) -> str:

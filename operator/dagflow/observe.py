@@ -39,6 +39,8 @@ class JobObservation:
     parallelism: int = 1
     completed_indexes: str = ""
     failed_indexes: str = ""
+    # A matrix work's Job, whose ConfigMaps are deleted with it.
+    matrix: bool = False
 
     @property
     def attempts(self) -> int:
@@ -149,6 +151,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         parallelism=int((body.get("spec") or {}).get("parallelism") or 1),
         completed_indexes=str(status.get("completedIndexes") or ""),
         failed_indexes=str(status.get("failedIndexes") or ""),
+        matrix=(metadata.get("annotations") or {}).get(naming.MATRIX_ANNOTATION) == "true",
     )
 
 

@@ -9,7 +9,7 @@ the declared keys only, at most `MAX_OUTPUTS_BYTES` of them as compact JSON, in 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +64,31 @@ def parse_outputs(message: str | None, declared: Sequence[str]) -> dict[str, Any
             f"its outputs are {size} bytes, above the limit of {MAX_OUTPUTS_BYTES} bytes a work may report"
         )
     return kept
+
+
+# A ConfigMap holds at most 1 MiB; the outputs of a matrix work's instances go into one.
+MAX_COLLECTED_BYTES = 1000 * 1024
+
+
+def gather_outputs(
+    messages: Mapping[int, str], instances: int, declared: Sequence[str]
+) -> dict[str, list[Any]]:
+    """The outputs of a matrix work's instances, by output name: the list of the instances' values
+    in index order. OutputsError names the first instance whose outputs cannot be taken."""
+    gathered: dict[str, list[Any]] = {key: [] for key in declared}
+    for index in range(instances):
+        if index not in messages:
+            raise OutputsError(f"the pod of instance {index} is gone: its outputs cannot be read")
+        try:
+            reported = parse_outputs(messages[index], declared)
+        except OutputsError as error:
+            raise OutputsError(f"instance {index}: {error}") from None
+        for key in declared:
+            gathered[key].append(reported[key])
+    size = len(json.dumps(gathered, separators=(",", ":")).encode())
+    if size > MAX_COLLECTED_BYTES:
+        raise OutputsError(
+            f"its instances' outputs take {size} bytes together, more than the {MAX_COLLECTED_BYTES} "
+            "bytes of the ConfigMap that holds them"
+        )
+    return gathered

@@ -8,6 +8,7 @@ moment and the next pass (or the next operator) carries on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -21,10 +22,19 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow import metrics, naming
 from dagflow.api.models import DAGFlowSpec, FlowPhase, Work, WorkPhase
-from dagflow.builders import FlowRef, build_deployment, build_job, build_service
+from dagflow.builders import (
+    MATRIX_OUTPUTS_KEY,
+    FlowRef,
+    build_deployment,
+    build_job,
+    build_matrix_outputs,
+    build_matrix_values,
+    build_service,
+)
 from dagflow.history import JobRetirement, history_limit, retire_jobs
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
+from dagflow.outputs import CollectedOutputs, OutputsError, gather_outputs
 from dagflow.params import default_params
 from dagflow.planner import Plan, defer_start, needs_outputs_read, plan_run, reject_start
 from dagflow.runcontrol import (
@@ -38,7 +48,7 @@ from dagflow.runcontrol import (
 from dagflow.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.settings import OperatorSettings
 from dagflow.status import FlowEvent, Transition, build_status, invalid_status, summarize, transitions
-from dagflow.substitution import BadReference, Values
+from dagflow.substitution import BadReference, Values, container_references
 from dagflow.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
@@ -377,6 +387,7 @@ class Reconciler:
         )
         refusals = await self._pod_refusals_of(key, current_jobs)
         messages = await self._termination_messages(flow, spec, current_jobs, previous_works)
+        collected = await self._collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         plan = plan_run(
             flow,
             spec,
@@ -390,12 +401,13 @@ class Reconciler:
             pod_refusals=refusals,
             hold=decision.hold,
             termination_messages=messages,
+            matrix_outputs=collected,
         )
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         await asyncio.gather(
             self._start_children(key, flow, spec, run, plan, status.get("params") or default_params(spec)),
-            self._retire(flow, retirement),
+            self._retire(flow, retirement, all_jobs),
             self._keep_serving(key, flow, spec, plan, deployments, services),
         )
         hold = self._status_hold(key, len(spec.works), plan.phase)
@@ -552,7 +564,7 @@ class Reconciler:
         wanted = [
             (work, jobs[work.name])
             for work in spec.works
-            if needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
+            if work.matrix is None and needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
         ]
 
         async def read(work: Work, job: JobObservation) -> tuple[str, str | None]:
@@ -562,6 +574,67 @@ class Reconciler:
             return work.name, await self.kube.termination_message(flow.namespace, job.uid, container)
 
         return dict(await asyncio.gather(*(read(work, job) for work, job in wanted)))
+
+    async def _collect_matrix_outputs(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        jobs: Mapping[str, JobObservation],
+        previous: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, CollectedOutputs]:
+        """The outputs of the matrix works that just succeeded, gathered from their pods into a
+        ConfigMap each (by work: the ConfigMap, or why there is none)."""
+        wanted = [
+            (work, jobs[work.name])
+            for work in spec.works
+            if work.matrix is not None
+            and work.outputs
+            and needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
+            and not (previous.get(work.name) or {}).get("outputsConfigMap")
+        ]
+
+        async def collect(work: Work, job: JobObservation) -> tuple[str, CollectedOutputs]:
+            if job.uid is None:
+                return work.name, CollectedOutputs(error="its Job is gone: its outputs cannot be read")
+            container = str(work.container.get("name") or work.name)
+            messages = await self.kube.termination_messages_by_index(flow.namespace, job.uid, container)
+            try:
+                gathered = gather_outputs(messages, job.completions, [output.name for output in work.outputs])
+            except OutputsError as error:
+                return work.name, CollectedOutputs(error=str(error))
+            config_map = build_matrix_outputs(flow, work, run, gathered)
+            await self.kube.create_config_map(config_map)
+            return work.name, CollectedOutputs(config_map=config_map["metadata"]["name"])
+
+        return dict(await asyncio.gather(*(collect(work, job) for work, job in wanted)))
+
+    async def _outputs_for(
+        self, flow: FlowRef, spec: DAGFlowSpec, plan: Plan
+    ) -> dict[str, Mapping[str, Any]]:
+        """Outputs the works about to start may reference: those in the status, and those of matrix
+        works read from their ConfigMaps (only the ones a starting work references)."""
+        outputs: dict[str, Mapping[str, Any]] = {
+            state.name: state.outputs for state in plan.works if state.outputs is not None
+        }
+        kept_in = {state.name: state.outputs_config_map for state in plan.works if state.outputs_config_map}
+        referenced = {
+            reference.work
+            for work in plan.start
+            for _, reference in container_references(work.container)
+            if reference.kind == "works" and reference.work in kept_in
+        }
+
+        async def read(name: str) -> tuple[str, Mapping[str, Any] | None]:
+            data = await self.kube.read_config_map(flow.namespace, kept_in[name])
+            if data is None or MATRIX_OUTPUTS_KEY not in data:
+                return name, None
+            return name, json.loads(data[MATRIX_OUTPUTS_KEY])
+
+        for name, value in await asyncio.gather(*(read(name) for name in sorted(referenced))):
+            if value is not None:
+                outputs[name] = value
+        return outputs
 
     async def _start_children(
         self,
@@ -622,19 +695,25 @@ class Reconciler:
                 message,
             )
 
-        outputs = {state.name: state.outputs for state in plan.works if state.outputs is not None}
+        outputs = await self._outputs_for(flow, spec, plan) if plan.start else {}
         tasks = []
         for work in list(plan.start):
             values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            instances = plan.instances.get(work.name)
             try:
                 if work.serve is None:
-                    job = build_job(flow, spec, work, run, self.settings, values)
+                    job = build_job(flow, spec, work, run, self.settings, values, instances)
                 else:
                     deployment = build_deployment(flow, spec, work, run, self.settings, values)
             except BadReference as error:
                 refuse(work.name, str(error))
                 continue
-            if work.serve is None:
+            if work.serve is None and instances is not None:
+                # The pods mount the values, so they exist before the Job does.
+                matrix_values = build_matrix_values(flow, work, run, plan.combinations[work.name])
+                create_job = partial(self._create_job, key, flow, work.name, run, job)
+                tasks.append(start(work.name, partial(self._create_matrix_job, matrix_values, create_job)))
+            elif work.serve is None:
                 tasks.append(start(work.name, partial(self._create_job, key, flow, work.name, run, job)))
             else:
                 service = build_service(flow, work, run)
@@ -661,6 +740,12 @@ class Reconciler:
                 just_created(name, work, run, flow),
                 time.monotonic(),
             )
+
+    async def _create_matrix_job(
+        self, matrix_values: dict[str, Any], create_job: Callable[[], Awaitable[None]]
+    ) -> None:
+        await self.kube.create_config_map(matrix_values)
+        await create_job()
 
     async def _create_serving(
         self, key: FlowKey, deployment: dict[str, Any], service: dict[str, Any]
@@ -713,14 +798,23 @@ class Reconciler:
             calls.append(self.kube.delete_serving(flow.namespace, child.name))
         await asyncio.gather(*calls)
 
-    async def _retire(self, flow: FlowRef, retirement: JobRetirement) -> None:
-        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
+    async def _retire(
+        self, flow: FlowRef, retirement: JobRetirement, jobs: Iterable[JobObservation] = ()
+    ) -> None:
+        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history, and
+        the ConfigMaps of those that ran a matrix work.
 
         A running Job is deleted in the foreground: it stays, being deleted, until its pods are
         gone, so the new run waits for them (see `draining` in the planner).
         """
         calls = [self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in retirement.stop]
         calls += [self.kube.delete_job(flow.namespace, name) for name in retirement.delete]
+        matrix_jobs = {job.name for job in jobs if job.matrix}
+        for name in sorted(matrix_jobs & {*retirement.stop, *retirement.delete}):
+            calls += [
+                self.kube.delete_config_map(flow.namespace, f"{name}-{suffix}")
+                for suffix in ("matrix", "outputs")
+            ]
         await asyncio.gather(*calls)
 
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -143,6 +143,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "services",
         "events",
         "pods",
+        "configmaps",
         "kopfpeerings",
     }
     assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
@@ -164,6 +165,8 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         ("", "events", ()): ["create", "list"],
         # Outputs of works are their pods' termination messages: pods are listed, nothing more.
         ("", "pods", ()): ["list"],
+        # A matrix work's values and its instances' outputs are ConfigMaps of the flow.
+        ("", "configmaps", ()): ["create", "delete", "get"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ()): ["create"],
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ()): ["create"],

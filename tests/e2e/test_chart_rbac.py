@@ -48,6 +48,9 @@ GRANTED = [
     ("create", "events"),
     ("list", "events"),
     ("list", "pods"),
+    ("get", "configmaps"),
+    ("create", "configmaps"),
+    ("delete", "configmaps"),
 ]
 # What it never needs, anywhere.
 REFUSED = [
@@ -57,7 +60,8 @@ REFUSED = [
     ("create", "pods"),
     ("get", "pods"),
     ("watch", "pods"),
-    ("get", "configmaps"),
+    ("list", "configmaps"),
+    ("update", "configmaps"),
     ("create", "dagflows.dagflow.dev"),
     ("update", "dagflows.dagflow.dev"),
     ("delete", "dagflows.dagflow.dev"),

@@ -110,7 +110,9 @@ def test_a_bad_matrix_says_why(raw: dict[str, Any], reason: str) -> None:
 
 def test_too_many_instances_are_refused() -> None:
     raw = {"a": [str(i) for i in range(200)], "b": [str(i) for i in range(101)]}
-    with pytest.raises(MatrixError, match=f"20200 combinations; a matrix work may have at most {MAX_INSTANCES}"):
+    with pytest.raises(
+        MatrixError, match=f"20200 combinations; a matrix work may have at most {MAX_INSTANCES}"
+    ):
         combos(raw)
     assert len(combos({"i": list(range(10_000))})) == 10_000
 

@@ -129,4 +129,6 @@ def test_text_without_our_references_comes_back_unchanged(text: str) -> None:
 
 def test_matrix_references_are_left_for_the_launcher_without_instance_values() -> None:
     values = Values(run=1, flow="f", work="train", params={"lr": "0.1"})
-    assert substitute("--model $(matrix.model) --lr $(params.lr)", values) == "--model $(matrix.model) --lr 0.1"
+    assert (
+        substitute("--model $(matrix.model) --lr $(params.lr)", values) == "--model $(matrix.model) --lr 0.1"
+    )

@@ -106,6 +106,11 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# A matrix work's values reach its pods in a ConfigMap, and its instances' outputs are kept in
+# another: made, read back when a later work references them, deleted with their Job.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "delete"]
 {{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}
