@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+import yaml
 from kubernetes import client, config, watch
 from tests.kube import apply_crds
 from tests.operator_process import OperatorProcess
@@ -40,7 +41,7 @@ CLUSTER_SCRIPT = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
 KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 IMAGE = "example.invalid/bench:1.0"
 OPERATOR_AGENTS = ("dagflow-operator", "kopf")
-SCENARIOS = ("chain", "concurrent", "fanout", "sweep", "memory")
+SCENARIOS = ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep", "memory")
 
 
 # -- the cluster and the objects' life, seen from outside ------------------------------------------
@@ -52,6 +53,8 @@ def cluster_env() -> dict[str, str]:
         # A cluster of its own, made with an audit log: never the one the tests or the demo use.
         "DAGFLOW_CLUSTER_NAME": os.environ.get("DAGFLOW_BENCH_CLUSTER_NAME", "bench"),
         "DAGFLOW_AUDIT": "1",
+        # Pods here are simulated: the machine's one real node stays with the cluster it serves.
+        "DAGFLOW_REAL_NODE": "0",
     }
     return env
 
@@ -157,9 +160,14 @@ class FlowWatcher(Watcher):
     def __init__(self, custom: client.CustomObjectsApi) -> None:
         super().__init__(partial(custom.list_cluster_custom_object, "dagflow.dev", "v1alpha1", "dagflows"))
         self.finished: dict[tuple[str, str], tuple[float, str, str]] = {}
+        # The biggest each flow's whole object was seen, as compact JSON.
+        self.largest: dict[tuple[str, str], int] = {}
 
     def record(self, obj: dict[str, Any], now: float) -> None:
         status = obj.get("status") or {}
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        size = len(json.dumps(obj, separators=(",", ":")))
+        self.largest[key] = max(self.largest.get(key, 0), size)
         if status.get("phase") in ("Succeeded", "Failed"):
             key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
             self.finished.setdefault(key, (now, status["phase"], str(status.get("message", ""))))
@@ -258,6 +266,14 @@ def fan(width: int) -> list[dict[str, Any]]:
     return [work("root"), *middle, work("join", *[entry["name"] for entry in middle])]
 
 
+def matrix_fan(width: int) -> list[dict[str, Any]]:
+    """1 -> width -> 1, the middle as one matrix work of `width` instances."""
+    middle = work("train", "root")
+    middle["container"]["command"] = ["train", "--shard", "$(matrix.shard)"]
+    middle["matrix"] = {"shard": list(range(width))}
+    return [work("root"), middle, work("join", "train")]
+
+
 def manifest(name: str, works: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "dagflow.dev/v1alpha1",
@@ -274,6 +290,7 @@ class Sizes(TypedDict):
     flows: int
     flow_length: int
     fan: int
+    big_matrix: int
     sweep: list[int]
     jobs: int
 
@@ -451,6 +468,37 @@ def baseline_fan(bench: Bench, width: int) -> float:
     return time.monotonic() - started
 
 
+def scenario_matrix(bench: Bench, width: int) -> None:
+    """The fan-out's 1 -> width -> 1 with the middle as one matrix work, next to the fan-out of
+    separate works measured just before, on the same cluster."""
+    name = f"matrix-{width}"
+    record = bench.measure(
+        "matrix", width + 2, partial(bench.run_flows, [manifest(name, matrix_fan(width))], 1800)
+    )
+    record["largest_object_kib"] = round(bench.flow_watcher.largest[(bench.namespace, name)] / 1024, 1)
+    if "fanout" in bench.results:
+        record["ratio_to_separate_works"] = round(
+            record["makespan_s"] / bench.results["fanout"]["makespan_s"], 3
+        )
+
+
+def scenario_big_matrix(bench: Bench, width: int) -> None:
+    """A 1 -> width -> 1 matrix flow, applied as a user does (`kubectl apply -f`): makespan, the
+    flow object's largest size at any moment, operator CPU per instance and peak memory."""
+    name = f"bigmatrix-{width}"
+    path = Path(bench.cluster_dir) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(manifest(name, matrix_fan(width))))
+
+    def run() -> None:
+        kubectl("apply", "-n", bench.namespace, "-f", str(path))
+        bench.wait_flows([name], 3600)
+
+    record = bench.measure("bigmatrix", width + 2, run)
+    record["largest_object_kib"] = round(bench.flow_watcher.largest[(bench.namespace, name)] / 1024, 1)
+    record["manifest_kib"] = round(path.stat().st_size / 1024, 1)
+    record["peak_rss_mib"] = round(memory_kib(operator_pid(bench.operator), "VmHWM") / 1024, 1)
+
+
 def scenario_sweep(bench: Bench, sizes: list[int]) -> None:
     """Makespan and cost against flow size (1 -> n-2 -> 1); the fan-out above is one more point."""
     sweep = []
@@ -580,6 +628,20 @@ def table(results: dict[str, Any]) -> str:
             f"| sweep {point['works']} works: makespan, CPU per work, writes per work | "
             f"{point['makespan_s']} s, {point['cpu_ms_per_work']} ms, {point['api_writes_per_work']} | |"
         )
+    if "matrix" in results:
+        matrix = results["matrix"]
+        rows.append(
+            f"| fan-out 1 -> {matrix['works'] - 2} -> 1 as one matrix work: makespan, ratio to "
+            "separate works | "
+            f"{matrix['makespan_s']} s, {matrix.get('ratio_to_separate_works')} | <= 0.6 (one Indexed Job) |"
+        )
+    if "bigmatrix" in results:
+        big = results["bigmatrix"]
+        rows.append(
+            f"| {big['works'] - 2}-instance matrix flow (kubectl apply): makespan, largest object, "
+            f"CPU per instance, peak RSS | {big['makespan_s']} s, {big['largest_object_kib']} KiB, "
+            f"{big['cpu_ms_per_work']} ms, {big['peak_rss_mib']} MiB | object < 1 MiB, RSS <= 250 MiB |"
+        )
     requests = ", ".join(f"{key}: {count}" for key, count in results["fanout"]["api_requests"].items())
     rows.append(f"| operator requests during the fan-out, by verb and resource | {requests} | |")
     return "\n".join(rows)
@@ -607,13 +669,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes: Sizes = (
-        {"chain": 10, "flows": 5, "flow_length": 5, "fan": 20, "sweep": [10, 50], "jobs": 300}
+        {
+            "chain": 10,
+            "flows": 5,
+            "flow_length": 5,
+            "fan": 20,
+            "big_matrix": 50,
+            "sweep": [10, 50],
+            "jobs": 300,
+        }
         if args.quick
         else {
             "chain": 100,
             "flows": 100,
             "flow_length": 10,
             "fan": 1000,
+            "big_matrix": 10000,
             "sweep": [10, 100, 2000],
             "jobs": 10000,
         }
@@ -642,6 +713,11 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: scenario_concurrent(bench, sizes["flows"], sizes["flow_length"]),
             ),
             "fanout": ("fan-out and bare-script baseline", lambda: scenario_fan(bench, sizes["fan"])),
+            "matrix": ("fan-out as one matrix work", lambda: scenario_matrix(bench, sizes["fan"])),
+            "bigmatrix": (
+                "a 10,000-instance matrix flow",
+                lambda: scenario_big_matrix(bench, sizes["big_matrix"]),
+            ),
             "sweep": ("size sweep", lambda: scenario_sweep(bench, sizes["sweep"])),
             "memory": ("memory", lambda: scenario_memory(bench, sizes["jobs"])),
         }

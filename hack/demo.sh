@@ -353,7 +353,7 @@ Look around (the venv's kubectl matches the cluster's version):
   export KUBECONFIG=$KUBECONFIG PATH=$venv/bin:\$PATH
   kubectl -n $namespace get dagflow $flow -o yaml
   kubectl -n $namespace get jobs,pods,deployments,services -o wide
-  kubectl -n $namespace logs -l dagflow.dev/work=train-forest
+  kubectl -n $namespace logs -l dagflow.dev/work=train --prefix
   kubectl -n $operator_namespace logs deployment/$release-dagflow-operator
   .venv/bin/python hack/predict.py http://\$(kubectl -n $namespace get service $flow-serve -o jsonpath='{.spec.clusterIP}'):8080
 

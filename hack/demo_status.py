@@ -42,9 +42,16 @@ def flow_status(namespace: str, name: str) -> dict[str, Any]:
     return status
 
 
+def instances_done(work: dict[str, Any]) -> str:
+    """`[2/3]` for a matrix work with 2 of its 3 instances succeeded; empty for any other work."""
+    counts = work.get("instanceCounts")
+    return f"[{counts.get('Succeeded', 0)}/{work.get('instances', '?')}]" if counts else ""
+
+
 def progress_line(status: dict[str, Any]) -> str:
     works = "  ".join(
         f"{work['name']}={WORK_ABBREVIATIONS.get(work.get('phase', ''), work.get('phase', '?'))}"
+        f"{instances_done(work)}"
         for work in status.get("works") or []
     )
     return f"{status.get('phase', '-'):<9} {status.get('progress', '-'):>5}   {works}"
@@ -93,13 +100,14 @@ def report(namespace: str, name: str) -> int:
             work_nodes = nodes_of_work.setdefault(annotations.get("dagflow.dev/work-name", ""), [])
             if entry not in work_nodes:
                 work_nodes.append(entry)
-    rows = [("WORK", "PHASE", "JOB / DEPLOYMENT", "ATTEMPTS", "NODE")]
+    rows = [("WORK", "PHASE", "JOB / DEPLOYMENT", "INSTANCES", "ATTEMPTS", "NODE")]
     for work in status.get("works") or []:
         rows.append(
             (
                 work["name"],
                 work.get("phase", ""),
                 work.get("job", "-"),
+                instances_done(work).strip("[]") or "-",
                 str(work.get("attempts", "-")),
                 ", ".join(nodes_of_work.get(work["name"], [])) or "-",
             )

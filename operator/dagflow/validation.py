@@ -427,6 +427,11 @@ def _matrix_problems(
         )
     for key, reference in matrix.dynamic.items():
         reason = _unresolvable(reference, params, works, ancestors, set())
+        if not reason and isinstance((works.get(reference.work) or {}).get("matrix"), Mapping):
+            reason = (
+                f"{reference.text}: {reference.work!r} is itself a matrix work; a dynamic axis reads a "
+                "list output of a work that is not"
+            )
         if reason:
             problems.append(ValidationProblem(f"{path}.{key}", f"{label}: {reason}"))
     if not matrix.dynamic:

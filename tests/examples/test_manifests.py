@@ -54,12 +54,15 @@ def test_ml_pipeline_claims_the_volume_it_mounts() -> None:
     claims = {doc["metadata"]["name"] for doc in documents(path) if doc["kind"] == "PersistentVolumeClaim"}
     (flow,) = flows(path)
     works = flow["spec"]["works"]
-    names = ["process", "train-linear", "train-forest", "train-gbr", "serve"]
+    names = ["process", "train", "serve"]
     assert [work["name"] for work in works] == names
     for work in works:
         volume_claims = {volume["persistentVolumeClaim"]["claimName"] for volume in work["volumes"]}
         assert volume_claims == claims, work["name"]
         mounts = {mount["mountPath"] for mount in work["container"]["volumeMounts"]}
         assert mounts == {"/data"}, work["name"]
-    assert [work["gpu"] for work in works if work["name"].startswith("train-")] == [1, 1, 1]
+    train = works[1]
+    assert train["matrix"] == {"model": ["linear", "forest", "gbr"]} and train["gpu"] == 1
+    assert [output["name"] for output in train["outputs"]] == ["model", "score"]
+    assert "$(works.train.outputs.score)" in works[-1]["container"]["args"]
     assert works[-1]["serve"]["port"] == 8080

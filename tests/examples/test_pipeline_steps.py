@@ -66,9 +66,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     termination_log.touch()
     run_step("process", "--data", str(data), "--termination-log", str(termination_log))
     assert termination_log.read_text().startswith("process: 353 training rows, 89 test rows")
+    for model in MODELS:
+        (data.parent / f"train-{model}-termination-log").touch()
     trainings = {
         model: subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "--model", model, "--data", str(data)],
+            [
+                *(sys.executable, "-m", "pipeline.train", "--model", model, "--data", str(data)),
+                *("--termination-log", str(data.parent / f"train-{model}-termination-log")),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -83,11 +88,24 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
+def outputs_of(trained: Path) -> dict[str, dict[str, Any]]:
+    """Each training's outputs, as the flow reads them from its termination message."""
+    return {
+        model: json.loads((trained.parent / f"train-{model}-termination-log").read_text()) for model in MODELS
+    }
+
+
 @pytest.fixture(scope="module")
 def server(trained: Path) -> Iterator[str]:
     port = free_port()
     log_path = trained.parent / "serve.log"
-    command = [sys.executable, "-m", "pipeline.serve", "--data", str(trained)]
+    # The flow passes the trainings' outputs as lists, in the order of the matrix.
+    outputs = [outputs_of(trained)[model] for model in MODELS]
+    command = [
+        *(sys.executable, "-m", "pipeline.serve", "--data", str(trained)),
+        *("--models", json.dumps([entry["model"] for entry in outputs])),
+        *("--scores", json.dumps([entry["score"] for entry in outputs])),
+    ]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
@@ -117,6 +135,37 @@ def test_process_writes_the_split(trained: Path) -> None:
     test = (trained / "dataset" / "test.csv").read_text().splitlines()
     assert train[0].split(",") == [*FEATURES, "target"]
     assert (len(train) - 1, len(test) - 1) == (353, 89)
+
+
+def test_each_training_reports_its_model_and_score_as_outputs(trained: Path) -> None:
+    for model, outputs in outputs_of(trained).items():
+        metrics = json.loads((trained / "models" / f"{model}.json").read_text())
+        assert outputs == {"model": model, "score": metrics["r2"]}
+
+
+def test_serve_picks_the_best_of_the_models_it_is_given(trained: Path) -> None:
+    scores = {model: entry["score"] for model, entry in outputs_of(trained).items()}
+    worst = min(scores, key=lambda model: scores[model])
+    program = (
+        "import json, sys; from pathlib import Path; from pipeline.layout import Layout; "
+        "from pipeline.serve import best_model, chosen_model; "
+        "models, scores = json.loads(sys.argv[1]), json.loads(sys.argv[2]); "
+        "print(best_model(Layout(Path(sys.argv[3])), chosen_model(models, scores)).name)"
+    )
+
+    def served(models: list[str]) -> str:
+        given = [json.dumps(models), json.dumps([scores[model] for model in models]), str(trained)]
+        result = subprocess.run(
+            [sys.executable, "-c", program, *given],
+            capture_output=True,
+            text=True,
+            env=step_env(),
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert served([worst]) == worst
+    assert served(list(MODELS)) == max(scores, key=lambda model: scores[model])
 
 
 def test_each_training_writes_its_model_and_metrics(trained: Path) -> None:

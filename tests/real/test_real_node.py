@@ -165,10 +165,22 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction(
 
     final = wait_for_phase(real_namespace, "ml-pipeline", timeout=600)
     assert final["phase"] == "Serving", final
-    for training in ("train-linear", "train-forest", "train-gbr"):
-        pods = pods_of_work(real_namespace, training)
-        assert [pod["spec"]["nodeName"] for pod in pods] == [REAL_NODE]
-        assert terminated_exit_codes(pods) == [0]
+    # The training matrix: three real pods of one Indexed Job, each started through the launcher with
+    # its own model, each reporting that model and its score.
+    pods = pods_of_work(real_namespace, "train")
+    assert [pod["spec"]["nodeName"] for pod in pods] == [REAL_NODE] * 3
+    assert terminated_exit_codes(pods) == [0, 0, 0]
+    reported = sorted(
+        json.loads(status["state"]["terminated"]["message"])["model"]
+        for pod in pods
+        for status in pod["status"]["containerStatuses"]
+    )
+    assert reported == ["forest", "gbr", "linear"]
+    train = next(work for work in final["works"] if work["name"] == "train")
+    kept = get_json("configmap", train["outputsConfigMap"], namespace=real_namespace)["data"]["outputs.json"]
+    outputs = json.loads(kept)
+    assert outputs["model"] == ["linear", "forest", "gbr"], "in the matrix's order, by completion index"
+    best = outputs["model"][outputs["score"].index(max(outputs["score"]))]
     # What the steps really wrote on the node's volume: the split data, each model and its metrics.
     written = {str(path.relative_to(volume.path)) for path in Path(volume.path).rglob("*") if path.is_file()}
     models = {f"models/{name}.{kind}" for name in ("linear", "forest", "gbr") for kind in ("joblib", "json")}
@@ -177,7 +189,7 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction(
     service = get_json("service", "ml-pipeline-serve", namespace=real_namespace)
     base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
     health = json.loads(wait_for(lambda: _answer(f"{base}/healthz"), timeout=60, what="/healthz to answer"))
-    assert health["model"] in ("linear", "forest", "gbr")
+    assert health["model"] == best, "serve picked the best score among the trainings' outputs"
     row = dict.fromkeys(health["features"], 0.01)
     answer = post_json(f"{base}/predict", {"rows": [row, row]})
     assert answer["model"] == health["model"]

@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dagflow import naming
 from dagflow.api.models import DAGFlowSpec, Work
-from dagflow.builders import FlowRef, build_deployment, build_job, build_service, endpoint_url
+from dagflow.builders import (
+    FlowRef,
+    MatrixInstances,
+    build_deployment,
+    build_job,
+    build_matrix_values,
+    build_service,
+    endpoint_url,
+)
 from dagflow.settings import OperatorSettings
 from dagflow.substitution import BadReference, Values
 
@@ -458,3 +467,77 @@ def test_references_are_replaced_in_the_job_and_the_deployment_of_a_run() -> Non
         build_deployment(
             FLOW, flow_spec, flow_spec.work("serve"), 3, SETTINGS, Values(run=3, flow="f", work="serve")
         )
+
+
+# -- matrix works ----------------------------------------------------------------------------------
+
+
+def test_a_matrix_work_is_one_indexed_job_started_through_the_launcher() -> None:
+    train = work(
+        "train",
+        container={
+            "image": "ml:1",
+            "command": ["python", "-m", "train"],
+            "args": ["--model", "$(matrix.model)"],
+        },
+        matrix={"model": ["a", "b", "c"]},
+        retries=2,
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    flow_spec = spec(train)
+    job = build_job(
+        FLOW, flow_spec, flow_spec.work("train"), 4, SETTINGS, None, MatrixInstances(count=3, parallelism=2)
+    )
+    job_spec = job["spec"]
+    assert (job_spec["completions"], job_spec["parallelism"], job_spec["backoffLimitPerIndex"]) == (3, 2, 2)
+    assert "backoffLimit" not in job_spec, "each instance has its own limit, the Job none"
+    assert job_spec["maxFailedIndexes"] == 0, "FailFast: the first failed instance fails the work"
+    assert job["metadata"]["annotations"]["dagflow.dev/matrix"] == "true"
+    pod = job_spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "/dagflow/launcher",
+        "run",
+        "--",
+        "python",
+        "-m",
+        "train",
+        "--model",
+        "$(matrix.model)",
+    ]
+    assert "args" not in container
+    (init,) = pod["initContainers"]
+    assert init["image"] == SETTINGS.launcher_image and init["args"] == ["install", "/dagflow/launcher"]
+    assert init["securityContext"]["runAsNonRoot"] and init["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
+    assert [volume["name"] for volume in pod["volumes"]] == ["data", "dagflow-launcher", "dagflow-matrix"]
+    assert pod["volumes"][2]["configMap"]["name"] == "ml-pipeline-4-train-matrix"
+    continuing = spec(train, failurePolicy="Continue")
+    assert (
+        "maxFailedIndexes"
+        not in build_job(
+            FLOW, continuing, continuing.work("train"), 4, SETTINGS, None, MatrixInstances(3, 3)
+        )["spec"]
+    )
+    values = build_matrix_values(
+        FLOW, flow_spec.work("train"), 4, [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    )
+    assert values["metadata"]["name"] == "ml-pipeline-4-train-matrix"
+    assert values["data"] == {"values.json": '[{"model":"a"},{"model":"b"},{"model":"c"}]'}
+    assert values["metadata"]["ownerReferences"][0]["uid"] == FLOW.uid
+
+
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63).filter(
+        lambda name: name[0].isalnum() and name[-1].isalnum()
+    ),
+    st.integers(min_value=1, max_value=10**6),
+)
+def test_matrix_config_map_names_are_valid_whatever_the_names(flow_name: str, run: int) -> None:
+    for name in (
+        naming.matrix_values_name(flow_name, run, flow_name),
+        naming.matrix_outputs_name(flow_name, run, "w"),
+    ):
+        assert len(name) <= 253 and DNS_1123_LABEL.match(name.replace(".", "-"))
+    assert naming.matrix_values_name(flow_name, run, "w") != naming.matrix_outputs_name(flow_name, run, "w")

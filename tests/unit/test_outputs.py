@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dagflow.outputs import MAX_OUTPUTS_BYTES, OutputsError, parse_outputs
+from dagflow.outputs import MAX_OUTPUTS_BYTES, OutputsError, gather_outputs, parse_outputs
 
 
 def test_the_declared_keys_are_kept_and_the_rest_left_out() -> None:
@@ -54,3 +54,21 @@ def test_a_message_cut_by_the_kubelet_says_so() -> None:
     cut = json.dumps({"score": "x" * 5000})[:4096]
     with pytest.raises(OutputsError, match="kubelet keeps only 4096 bytes"):
         parse_outputs(cut, ["score"])
+
+
+def test_the_outputs_of_a_matrix_works_instances_are_lists_in_index_order() -> None:
+    messages = {1: '{"score": 0.7}', 0: '{"score": 0.9, "x": 1}', 2: '{"score": 0.8}'}
+    assert gather_outputs(messages, 3, ["score"]) == {"score": [0.9, 0.7, 0.8]}
+
+
+def test_a_matrix_instance_without_good_outputs_is_named() -> None:
+    with pytest.raises(OutputsError, match="the pod of instance 1 is gone"):
+        gather_outputs({0: '{"score": 1}'}, 2, ["score"])
+    with pytest.raises(OutputsError, match="instance 1: its outputs are not JSON"):
+        gather_outputs({0: '{"score": 1}', 1: "oops"}, 2, ["score"])
+
+
+def test_matrix_outputs_too_big_for_a_config_map_are_refused() -> None:
+    messages = {index: json.dumps({"blob": "x" * 1000}) for index in range(1100)}
+    with pytest.raises(OutputsError, match="more than the 1024000 bytes of the ConfigMap"):
+        gather_outputs(messages, 1100, ["blob"])

@@ -904,3 +904,117 @@ def test_which_works_need_their_outputs_read() -> None:
     assert not needs_outputs_read(train, succeeded, {"phase": "Failed", "message": "succeeded, but ..."})
     assert not needs_outputs_read(train, job_obs("train"), None)
     assert not needs_outputs_read(report, job_obs("report", "Succeeded"), None)
+
+
+# -- matrix works ------------------------------------------------------------------------------------
+
+
+def matrix_job(work_name: str, completions: int, outcome: str | None = None, **status: Any) -> JobObservation:
+    return dataclasses.replace(
+        job_obs(work_name, outcome),
+        completions=completions,
+        parallelism=status.pop("parallelism", completions),
+        matrix=True,
+        **status,
+    )
+
+
+SWEEP = spec(
+    work("process", outputs=[{"name": "shards"}]),
+    {**work("train", "process", maxParallel=4), "matrix": {"model": ["a", "b", "c"], "lr": ["1", "2"]}},
+    work("pick", "train"),
+    work("any", "train", when="AnySucceeded"),
+    parallelism=5,
+)
+
+
+def test_a_matrix_work_starts_with_its_combinations_within_the_slots_it_may_take() -> None:
+    result = plan(SWEEP, [job_obs("process", "Succeeded")], previous={"process": {"outputs": {"shards": []}}})
+    assert started(result) == ["train"]
+    assert len(result.combinations["train"]) == 6
+    assert result.instances["train"].count == 6
+    assert result.instances["train"].parallelism == 4, "maxParallel 4, under the flow's 5"
+    assert state(result, "train").instances == 6
+
+
+def test_running_instances_hold_the_flows_slots() -> None:
+    flow_spec = spec(
+        {**work("sweep"), "matrix": {"i": ["1", "2", "3", "4"]}},
+        work("other"),
+        parallelism=4,
+    )
+    result = plan(flow_spec, [matrix_job("sweep", 4, active=4, parallelism=4)])
+    assert started(result) == []
+    assert "waiting for a free slot" in (state(result, "other").message or "")
+    three_left = plan(flow_spec, [matrix_job("sweep", 4, active=3, parallelism=4, completed_indexes="0")])
+    assert started(three_left) == ["other"]
+
+
+def test_a_matrix_work_counts_its_instances_and_names_the_failed_ones() -> None:
+    running = plan(
+        SWEEP,
+        [
+            job_obs("process", "Succeeded"),
+            matrix_job("train", 6, active=3, completed_indexes="0-1", failed_indexes="4"),
+        ],
+    )
+    train = state(running, "train")
+    assert train.phase == WorkPhase.RUNNING
+    assert train.instance_counts == {"Pending": 0, "Running": 3, "Succeeded": 2, "Failed": 1, "Stopped": 0}
+    assert train.failed_instances == [{"index": 4, "values": {"lr": "2", "model": "b"}}]
+    failed = plan(
+        SWEEP,
+        [
+            job_obs("process", "Succeeded"),
+            matrix_job(
+                "train",
+                6,
+                "Failed",
+                completed_indexes="0-1",
+                failed_indexes="4",
+                reason="MaxFailedIndexesExceeded",
+            ),
+        ],
+    )
+    train = state(failed, "train")
+    assert train.phase == WorkPhase.FAILED
+    assert train.instance_counts == {"Pending": 0, "Running": 0, "Succeeded": 2, "Failed": 1, "Stopped": 3}
+    assert train.message == "1 of 6 instances failed (3 stopped by FailFast): 4 (lr=2, model=b)"
+    assert phases(failed)["pick"] == "Skipped"
+
+
+def test_any_succeeded_over_instances_needs_one_succeeded_instance() -> None:
+    flow_spec = spec(
+        {**work("train"), "matrix": {"i": ["1", "2"]}},
+        work("any", "train", when="AnySucceeded"),
+        failurePolicy="Continue",
+    )
+    one_failed = plan(
+        flow_spec,
+        [matrix_job("train", 2, "Failed", completed_indexes="1", failed_indexes="0", reason="FailedIndexes")],
+    )
+    assert started(one_failed) == ["any"]
+    all_failed = plan(
+        flow_spec, [matrix_job("train", 2, "Failed", failed_indexes="0-1", reason="FailedIndexes")]
+    )
+    assert phases(all_failed)["any"] == "Skipped"
+
+
+def test_a_dynamic_matrix_that_cannot_expand_fails_its_work() -> None:
+    flow_spec = spec(
+        work("split", outputs=[{"name": "shards"}]),
+        {**work("fan", "split"), "matrix": {"shard": "$(works.split.outputs.shards)"}},
+    )
+    empty = plan(
+        flow_spec,
+        [job_obs("split", "Succeeded")],
+        previous={"split": {"phase": "Succeeded", "outputs": {"shards": []}}},
+    )
+    assert state(empty, "fan").phase == WorkPhase.FAILED
+    assert "is an empty list" in (state(empty, "fan").message or "")
+    listed = plan(
+        flow_spec,
+        [job_obs("split", "Succeeded")],
+        previous={"split": {"phase": "Succeeded", "outputs": {"shards": ["a", "b"]}}},
+    )
+    assert listed.combinations["fan"] == [{"shard": "a"}, {"shard": "b"}]

@@ -466,3 +466,38 @@ def test_outputs_and_parameters_are_checked_by_the_schema() -> None:
     assert any("spec.params[0].default" in problem for problem in problems), problems
     assert any("outputs and matrix apply to batch works only" in problem for problem in problems), problems
     assert any("spec.works[1].outputs[0].name" in problem for problem in problems), problems
+
+
+def test_a_matrix_is_checked_at_apply() -> None:
+    def matrix_work(name: str, *deps: str, matrix: Any, command: list[str] | None = None) -> dict[str, Any]:
+        entry = work(name, *deps)
+        entry["matrix"] = matrix
+        entry["container"] = {"image": "ml", **({"command": command} if command is not None else {})}
+        return entry
+
+    flow = spec(
+        work("split", outputs=[{"name": "shards"}]),
+        matrix_work(
+            "fan",
+            "split",
+            matrix={"shard": "$(works.split.outputs.shards)"},
+            command=["run", "$(matrix.shard)"],
+        ),
+        matrix_work("again", "fan", matrix={"x": "$(works.fan.outputs.y)"}, command=["run"]),
+        matrix_work("bad", matrix={"model": []}, command=["run"]),
+        matrix_work("no-command", matrix={"model": ["a"]}),
+        matrix_work("too-many", matrix={"a": list(range(200)), "b": list(range(101))}, command=["run"]),
+        work("plain", container={"image": "ml", "args": ["$(matrix.model)"]}),
+    )
+    flow["works"][1]["outputs"] = [{"name": "y"}]
+    assert messages(validate_flow(flow)) == [
+        "spec.works[2].matrix.x: work 'again': $(works.fan.outputs.y): 'fan' is itself a matrix work; a "
+        "dynamic axis reads a list output of a work that is not",
+        "spec.works[3].matrix: work 'bad': matrix.model: an axis needs at least one value",
+        "spec.works[4].container.command: work 'no-command': a matrix work needs an explicit command: its "
+        "pods start through a launcher that sets each instance's values, then runs the command (the "
+        "image's entrypoint is not known to it)",
+        "spec.works[5].matrix: work 'too-many': the matrix has 20200 combinations; a matrix work may have "
+        "at most 20000",
+        "spec.works[6].container.args[0]: work 'plain': $(matrix.model) names no key of the work's matrix",
+    ]

@@ -1,6 +1,9 @@
 """Step 3: serve the model with the best test score over HTTP.
 
-    python -m pipeline.serve --data /data --port 8080
+    python -m pipeline.serve --data /data --port 8080 [--models '["linear","gbr"]' --scores '[0.3,0.4]']
+
+With --models and --scores (the trainings' outputs, as the flow passes them) it serves the model with
+the highest score among them; without, the best of the metrics files under --data.
 
 GET /healthz answers 200 with the chosen model; POST /predict takes JSON rows and answers with the
 predictions:
@@ -64,13 +67,31 @@ class LoadedModel:
             raise ValueError(f"row {index} holds a value that is not a number") from None
 
 
-def best_model(layout: Layout) -> LoadedModel:
-    """The trained model with the highest test R^2 (the metrics files say which)."""
+def chosen_model(models: list[Any], scores: list[Any]) -> str:
+    """The model with the highest score, from the trainings' outputs (two lists, in the same order)."""
+    if not models or len(models) != len(scores):
+        raise ValueError(f"--models and --scores must be lists of the same length, got {models} and {scores}")
+    ranked = [
+        (score, str(model))
+        for model, score in zip(models, scores, strict=True)
+        if isinstance(score, int | float)
+    ]
+    if not ranked:
+        raise ValueError(f"no numeric score among {scores}")
+    return max(ranked)[1]
+
+
+def best_model(layout: Layout, chosen: str | None = None) -> LoadedModel:
+    """The trained model with the highest test R^2 (the metrics files say which), or `chosen`."""
     candidates: list[dict[str, Any]] = []
     for metrics_file in sorted(layout.models.glob("*.json")):
         metrics = json.loads(metrics_file.read_text())
         if layout.model_file(metrics_file.stem).is_file() and isinstance(metrics.get(SCORE), int | float):
             candidates.append({**metrics, "model": metrics_file.stem})
+    if chosen is not None:
+        candidates = [metrics for metrics in candidates if metrics["model"] == chosen]
+        if not candidates:
+            raise FileNotFoundError(f"model {chosen} is not in {layout.models}")
     if not candidates:
         raise FileNotFoundError(f"no trained model in {layout.models}: run `python -m pipeline.train` first")
     best = max(candidates, key=lambda metrics: metrics[SCORE])
@@ -143,9 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     add_data_argument(parser)
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--models", type=json.loads, help="the trained models' names, a JSON list")
+    parser.add_argument("--scores", type=json.loads, help="their scores, a JSON list in the same order")
     args = parser.parse_args(argv)
     try:
-        model = best_model(Layout(Path(args.data)))
+        chosen = chosen_model(args.models, args.scores) if args.models is not None else None
+        model = best_model(Layout(Path(args.data)), chosen)
     except (FileNotFoundError, ValueError) as error:
         print(f"serve: {error}", file=sys.stderr)
         return 1

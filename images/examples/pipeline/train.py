@@ -1,11 +1,15 @@
 """Step 2: fit one regression model on the training split and score it on the test split.
 
 python -m pipeline.train --model linear|forest|gbr --data /data
+
+On success its termination message is its outputs, a JSON object: {"model": "gbr", "score": 0.41}
+(the score is the test R^2), which the flow hands to the serve step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -85,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         write_termination_message(f"train {args.model}: {error}", args.termination_log)
         return 1
     scores = f"r2={metrics['r2']:.4f} mae={metrics['mae']:.2f} rmse={metrics['rmse']:.2f}"
-    summary = f"train {args.model}: {scores}"
-    print(summary, flush=True)
-    write_termination_message(summary, args.termination_log)
+    print(f"train {args.model}: {scores}", flush=True)
+    outputs = {"model": args.model, "score": metrics["r2"]}
+    write_termination_message(json.dumps(outputs, separators=(",", ":")), args.termination_log)
     return 0
 
 

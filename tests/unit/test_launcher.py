@@ -1,0 +1,95 @@
+"""The matrix launcher (images/launcher), built with Go and run as a pod would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.kube import REPO_ROOT
+
+SOURCE = REPO_ROOT / "images" / "launcher"
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    assert go, "Go is needed to build the launcher (images/launcher)"
+    binary = tmp_path_factory.mktemp("launcher") / "dagflow-launcher"
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    subprocess.run([go, "build", "-trimpath", "-o", str(binary), "."], cwd=SOURCE, env=env, check=True)
+    subprocess.run([go, "test", "./..."], cwd=SOURCE, env=env, check=True, capture_output=True)
+    return binary
+
+
+def run_instance(
+    launcher: Path, tmp_path: Path, index: int, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    values = tmp_path / "values.json"
+    values.write_text(
+        json.dumps([{"model": "linear", "lr": "0.1"}, {"model": "random forest", "lr": "0.01"}])
+    )
+    return subprocess.run(
+        [str(launcher), "run", "--", *argv],
+        env={
+            "PATH": os.environ["PATH"],
+            "JOB_COMPLETION_INDEX": str(index),
+            "DAGFLOW_MATRIX_VALUES": str(values),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_instance_of_the_pods_index_gets_its_values_in_args_and_env(
+    launcher: Path, tmp_path: Path
+) -> None:
+    result = run_instance(
+        launcher,
+        tmp_path,
+        1,
+        "sh",
+        "-c",
+        'printf "%s|%s|%s" "$1" "$LR" "$HOME_REF"',
+        "sh",
+        "--model=$(matrix.model)",
+        env={"LR": "lr=$(matrix.lr)", "HOME_REF": "$(HOME)"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "--model=random forest|lr=0.01|$(HOME)"
+
+
+def test_the_command_replaces_the_launcher_and_keeps_its_exit_code(launcher: Path, tmp_path: Path) -> None:
+    result = run_instance(launcher, tmp_path, 0, "sh", "-c", "exit 7")
+    assert result.returncode == 7
+
+
+@pytest.mark.parametrize(
+    ("index", "argv", "reason"),
+    [
+        (2, ["true"], "index 2, but"),
+        (0, ["true", "$(matrix.depth)"], "no matrix value depth"),
+        (0, ["no-such-command-anywhere"], "executable file not found"),
+    ],
+)
+def test_a_launch_that_cannot_happen_says_why_and_fails(
+    launcher: Path, tmp_path: Path, index: int, argv: list[str], reason: str
+) -> None:
+    result = run_instance(launcher, tmp_path, index, *argv)
+    assert result.returncode == 127
+    assert reason in result.stderr
+
+
+def test_install_copies_the_launcher_where_the_work_container_finds_it(
+    launcher: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "shared" / "launcher"
+    target.parent.mkdir()
+    subprocess.run([str(launcher), "install", str(target)], check=True)
+    assert os.access(target, os.X_OK)
+    assert target.read_bytes() == launcher.read_bytes()
