@@ -225,6 +225,9 @@ def decide_run(
         if ticked.missed and ticked.starts_run:
             notices.append(Notice("ScheduleMissed", _sentence(ticked.reason or ""), warning=True))
         requested: dict[str, str] = {}
+        if trigger == RunTrigger.SCHEDULE:
+            known = {param.name for param in spec.params}
+            requested = {name: value for name, value in spec.schedule_params.items() if name in known}
         if trigger in (RunTrigger.RERUN, RunTrigger.RETRY):
             requested, problems = requested_params(spec, annotations)
             notices.extend(Notice("ParamsIgnored", _sentence(problem), warning=True) for problem in problems)

@@ -361,6 +361,16 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
     by_name = {work["name"]: work for work in works if isinstance(work.get("name"), str)}
     params = {param.get("name") for param in _mappings(raw.get("params"))}
     problems = []
+    schedule_params = raw.get("scheduleParams")
+    for name in schedule_params if isinstance(schedule_params, Mapping) else {}:
+        if name not in params:
+            known = ", ".join(sorted(str(param) for param in params)) or "none"
+            problems.append(
+                ValidationProblem(
+                    f'spec.scheduleParams["{name}"]',
+                    f"{name!r} names no parameter of the flow (spec.params has: {known})",
+                )
+            )
     defaults = raw.get("podDefaults")
     if isinstance(defaults, Mapping) and isinstance(defaults.get("env"), list):
         # Every work inherits these: only what every work can resolve may be referenced.

@@ -663,3 +663,11 @@ def test_bad_values_of_a_request_are_left_out_with_a_warning() -> None:
     assert decision.new_run is not None and decision.new_run.params == {"data": "/data", "lr": "0.5"}
     assert [(notice.reason, notice.warning) for notice in decision.notices] == [("ParamsIgnored", True)]
     assert "no parameter 'epochs'" in decision.notices[0].message
+
+
+def test_a_scheduled_run_takes_the_schedules_values() -> None:
+    scheduled_flow = {**WITH_PARAMS, "schedule": "@hourly", "scheduleParams": {"lr": "0.7"}}
+    status = status_of(scheduled_flow, run=2, phase="Serving", nextScheduleTime=timestamp(TICK))
+    decision = decide(scheduled_flow, status, now=TICK + timedelta(seconds=1))
+    assert decision.new_run is not None and decision.new_run.trigger == RunTrigger.SCHEDULE
+    assert decision.new_run.params == {"data": "/data", "lr": "0.7"}

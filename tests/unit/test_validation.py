@@ -501,3 +501,10 @@ def test_a_matrix_is_checked_at_apply() -> None:
         "at most 20000",
         "spec.works[6].container.args[0]: work 'plain': $(matrix.model) names no key of the work's matrix",
     ]
+
+
+def test_schedule_params_must_name_parameters() -> None:
+    flow = spec(work("a"), params=[{"name": "lr", "default": "0.1"}], scheduleParams={"lr": "1", "epochs": "3"})
+    assert messages(validate_flow(flow)) == [
+        "spec.scheduleParams[\"epochs\"]: 'epochs' names no parameter of the flow (spec.params has: lr)"
+    ]

@@ -509,6 +509,11 @@ class DAGFlowSpec(ApiModel):
         "is skipped. Unset: no deadline. Either way, after missing several ticks at most one run "
         "catches up, for the latest of them.",
     )
+    schedule_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parameter values for the runs the schedule starts, over the parameters' "
+        "defaults; every name must be one of spec.params.",
+    )
     suspend: bool = Field(
         default=False,
         description="True: no work starts and no tick starts a run; running works finish. False "
@@ -535,7 +540,15 @@ class DAGFlowSpec(ApiModel):
 # Fields of the spec that say when runs happen and how many are kept, not what a run does: a change
 # to one of them starts no run. Every other field of the spec shapes what runs.
 RUN_CONTROL_FIELDS = frozenset(
-    {"schedule", "time_zone", "concurrency_policy", "starting_deadline_seconds", "suspend", "history_runs"}
+    {
+        "schedule",
+        "time_zone",
+        "concurrency_policy",
+        "starting_deadline_seconds",
+        "schedule_params",
+        "suspend",
+        "history_runs",
+    }
 )
 
 
