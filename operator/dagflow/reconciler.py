@@ -8,7 +8,6 @@ moment and the next pass (or the next operator) carries on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -21,22 +20,19 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import metrics, naming
-from dagflow.api.models import DAGFlowSpec, FlowPhase, Work, WorkPhase
+from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import (
-    MATRIX_OUTPUTS_KEY,
     FlowRef,
     build_deployment,
     build_job,
-    build_matrix_outputs,
     build_matrix_values,
     build_service,
 )
 from dagflow.history import JobRetirement, history_limit, retire_jobs
 from dagflow.kube import KubeClient, NameTakenError, api_error_message
 from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
-from dagflow.outputs import CollectedOutputs, OutputsError, gather_outputs
 from dagflow.params import default_params
-from dagflow.planner import Plan, defer_start, needs_outputs_read, plan_run, reject_start
+from dagflow.planner import Plan, defer_start, plan_run, reject_start
 from dagflow.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -48,8 +44,9 @@ from dagflow.runcontrol import (
 from dagflow.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.settings import OperatorSettings
 from dagflow.status import FlowEvent, Transition, build_status, invalid_status, summarize, transitions
-from dagflow.substitution import BadReference, Values, container_references
+from dagflow.substitution import BadReference, Values
 from dagflow.validation import topological_order, validate_flow
+from dagflow.workdata import WorkData
 
 logger = logging.getLogger("dagflow")
 
@@ -154,6 +151,7 @@ class Reconciler:
     ) -> None:
         self.settings = settings
         self.kube = kube
+        self.work_data = WorkData(kube)
         self.jobs = jobs
         self.deployments = deployments
         self.services = services
@@ -386,8 +384,8 @@ class Reconciler:
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
         refusals = await self._pod_refusals_of(key, current_jobs)
-        messages = await self._termination_messages(flow, spec, current_jobs, previous_works)
-        collected = await self._collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
+        messages = await self.work_data.termination_messages(flow, spec, current_jobs, previous_works)
+        collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         plan = plan_run(
             flow,
             spec,
@@ -553,89 +551,6 @@ class Reconciler:
             del self._pod_refusals[entry]
         return found
 
-    async def _termination_messages(
-        self,
-        flow: FlowRef,
-        spec: DAGFlowSpec,
-        jobs: Mapping[str, JobObservation],
-        previous: Mapping[str, Mapping[str, Any]],
-    ) -> dict[str, str | None]:
-        """The termination messages of the works whose outputs are to be read now, by work."""
-        wanted = [
-            (work, jobs[work.name])
-            for work in spec.works
-            if work.matrix is None and needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
-        ]
-
-        async def read(work: Work, job: JobObservation) -> tuple[str, str | None]:
-            if job.uid is None:
-                return work.name, None
-            container = str(work.container.get("name") or work.name)
-            return work.name, await self.kube.termination_message(flow.namespace, job.uid, container)
-
-        return dict(await asyncio.gather(*(read(work, job) for work, job in wanted)))
-
-    async def _collect_matrix_outputs(
-        self,
-        flow: FlowRef,
-        spec: DAGFlowSpec,
-        run: int,
-        jobs: Mapping[str, JobObservation],
-        previous: Mapping[str, Mapping[str, Any]],
-    ) -> dict[str, CollectedOutputs]:
-        """The outputs of the matrix works that just succeeded, gathered from their pods into a
-        ConfigMap each (by work: the ConfigMap, or why there is none)."""
-        wanted = [
-            (work, jobs[work.name])
-            for work in spec.works
-            if work.matrix is not None
-            and work.outputs
-            and needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
-            and not (previous.get(work.name) or {}).get("outputsConfigMap")
-        ]
-
-        async def collect(work: Work, job: JobObservation) -> tuple[str, CollectedOutputs]:
-            if job.uid is None:
-                return work.name, CollectedOutputs(error="its Job is gone: its outputs cannot be read")
-            container = str(work.container.get("name") or work.name)
-            messages = await self.kube.termination_messages_by_index(flow.namespace, job.uid, container)
-            try:
-                gathered = gather_outputs(messages, job.completions, [output.name for output in work.outputs])
-            except OutputsError as error:
-                return work.name, CollectedOutputs(error=str(error))
-            config_map = build_matrix_outputs(flow, work, run, gathered)
-            await self.kube.create_config_map(config_map)
-            return work.name, CollectedOutputs(config_map=config_map["metadata"]["name"])
-
-        return dict(await asyncio.gather(*(collect(work, job) for work, job in wanted)))
-
-    async def _outputs_for(
-        self, flow: FlowRef, spec: DAGFlowSpec, plan: Plan
-    ) -> dict[str, Mapping[str, Any]]:
-        """Outputs the works about to start may reference: those in the status, and those of matrix
-        works read from their ConfigMaps (only the ones a starting work references)."""
-        outputs: dict[str, Mapping[str, Any]] = {
-            state.name: state.outputs for state in plan.works if state.outputs is not None
-        }
-        kept_in = {state.name: state.outputs_config_map for state in plan.works if state.outputs_config_map}
-        referenced = {
-            reference.work
-            for work in plan.start
-            for _, reference in container_references(work.container)
-            if reference.kind == "works" and reference.work in kept_in
-        }
-
-        async def read(name: str) -> tuple[str, Mapping[str, Any] | None]:
-            data = await self.kube.read_config_map(flow.namespace, kept_in[name])
-            if data is None or MATRIX_OUTPUTS_KEY not in data:
-                return name, None
-            return name, json.loads(data[MATRIX_OUTPUTS_KEY])
-
-        for name, value in await asyncio.gather(*(read(name) for name in sorted(referenced))):
-            if value is not None:
-                outputs[name] = value
-        return outputs
-
     async def _start_children(
         self,
         key: FlowKey,
@@ -695,7 +610,7 @@ class Reconciler:
                 message,
             )
 
-        outputs = await self._outputs_for(flow, spec, plan) if plan.start else {}
+        outputs = await self.work_data.outputs_for(flow, plan) if plan.start else {}
         tasks = []
         for work in list(plan.start):
             values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
