@@ -8,7 +8,7 @@
 //	                                with the values of this pod's index, then exec ARGV
 //
 // The index is JOB_COMPLETION_INDEX, set by the Job controller; the values are a JSON list with one
-// object per index, read from DAGFLOW_MATRIX_VALUES (default /dagflow/matrix/values.json). By then
+// object per index, read from DAGFLOW_MATRIX_VALUES (default /dagflow-matrix/values.json). By then
 // the kubelet has already expanded Kubernetes' own $(VAR) references, so only $(matrix.KEY) is left.
 package main
 
@@ -24,7 +24,7 @@ import (
 	"syscall"
 )
 
-const defaultValues = "/dagflow/matrix/values.json"
+const defaultValues = "/dagflow-matrix/values.json"
 
 var reference = regexp.MustCompile(`\$\(matrix\.([A-Za-z_][A-Za-z0-9_-]*)\)`)
 

@@ -110,7 +110,8 @@ class MatrixInstances:
 
 LAUNCHER_DIRECTORY = "/dagflow"
 LAUNCHER_PATH = f"{LAUNCHER_DIRECTORY}/launcher"
-MATRIX_VALUES_DIRECTORY = f"{LAUNCHER_DIRECTORY}/matrix"
+# Beside the launcher's directory, not in it: a mount inside a read-only mount cannot be made.
+MATRIX_VALUES_DIRECTORY = "/dagflow-matrix"
 MATRIX_VALUES_KEY = "values.json"
 MATRIX_OUTPUTS_KEY = "outputs.json"
 _LAUNCHER_VOLUME = "dagflow-launcher"

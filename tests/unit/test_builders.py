@@ -513,6 +513,15 @@ def test_a_matrix_work_is_one_indexed_job_started_through_the_launcher() -> None
     }
     assert [volume["name"] for volume in pod["volumes"]] == ["data", "dagflow-launcher", "dagflow-matrix"]
     assert pod["volumes"][2]["configMap"]["name"] == "ml-pipeline-4-train-matrix"
+    # A runtime cannot make a mount point inside a read-only mount.
+    mounts = container["volumeMounts"]
+    read_only = [mount["mountPath"] for mount in mounts if mount.get("readOnly")]
+    assert not [
+        (outer, mount["mountPath"])
+        for outer in read_only
+        for mount in mounts
+        if mount["mountPath"].startswith(outer + "/")
+    ]
     continuing = spec(train, failurePolicy="Continue")
     assert (
         "maxFailedIndexes"

@@ -504,7 +504,9 @@ def test_a_matrix_is_checked_at_apply() -> None:
 
 
 def test_schedule_params_must_name_parameters() -> None:
-    flow = spec(work("a"), params=[{"name": "lr", "default": "0.1"}], scheduleParams={"lr": "1", "epochs": "3"})
+    flow = spec(
+        work("a"), params=[{"name": "lr", "default": "0.1"}], scheduleParams={"lr": "1", "epochs": "3"}
+    )
     assert messages(validate_flow(flow)) == [
         "spec.scheduleParams[\"epochs\"]: 'epochs' names no parameter of the flow (spec.params has: lr)"
     ]
