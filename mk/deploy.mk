@@ -10,6 +10,8 @@
 IMAGE_REPOSITORY ?= dagflow/operator
 IMAGE_TAG ?= dev
 IMAGE ?= $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+LAUNCHER_REPOSITORY ?= dagflow/launcher
+LAUNCHER_IMAGE ?= $(LAUNCHER_REPOSITORY):$(IMAGE_TAG)
 DOCKER ?= docker
 
 RELEASE ?= dagflow
@@ -43,8 +45,18 @@ image: ## Build the operator's image (IMAGE_REPOSITORY:IMAGE_TAG): with Docker i
 		OPERATOR_IMAGE=$(IMAGE) $(BUILD_LOCAL) build operator; \
 	fi
 
+.PHONY: launcher-image
+launcher-image: ## Build the matrix launcher's image (LAUNCHER_REPOSITORY:IMAGE_TAG): with Docker if an engine answers, else buildah.
+	@if $(DOCKER) info >/dev/null 2>&1; then \
+		echo "Docker engine found: $(DOCKER) build"; \
+		$(DOCKER) build -t $(LAUNCHER_IMAGE) images/launcher; \
+	else \
+		echo "No Docker engine: building with buildah ($(BUILD_LOCAL))"; \
+		LAUNCHER_IMAGE=$(LAUNCHER_IMAGE) $(BUILD_LOCAL) build launcher; \
+	fi
+
 .PHONY: images-local
-images-local: ## Build both images with buildah, no Docker or registry needed (archives in ~/.cache/dagflow/images).
+images-local: ## Build the images (operator, launcher, examples) with buildah, no Docker or registry needed (archives in ~/.cache/dagflow/images).
 	$(BUILD_LOCAL) build
 
 .PHONY: images-import
@@ -74,14 +86,15 @@ kind-down: | $(KIND) ## Delete the kind cluster.
 	$(KIND) delete cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
 
 .PHONY: kind-load
-kind-load: | $(KIND) ## Load the operator's and the example pipeline's images into the kind cluster's nodes.
-	$(KIND) load docker-image $(IMAGE) $(EXAMPLES_IMAGE) --name $(KIND_CLUSTER)
+kind-load: | $(KIND) ## Load the operator's, the launcher's and the example pipeline's images into the kind cluster's nodes.
+	$(KIND) load docker-image $(IMAGE) $(LAUNCHER_IMAGE) $(EXAMPLES_IMAGE) --name $(KIND_CLUSTER)
 
 .PHONY: deploy
 deploy: venv ## Install or upgrade the Helm release (RELEASE, DEPLOY_NAMESPACE) in the cluster of KUBECONFIG.
 	@tests/cluster/build.sh helm >/dev/null
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(DEPLOY_NAMESPACE) --create-namespace \
 		--set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
+		--set launcher.repository=$(LAUNCHER_REPOSITORY) --set launcher.tag=$(IMAGE_TAG) \
 		--wait --timeout 5m $(HELM_ARGS)
 
 .PHONY: undeploy
@@ -96,7 +109,7 @@ undeploy: ## Uninstall the Helm release; the CRDs and every DAGFlow stay (see th
 # run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods, run
 # their own operator process, or need the example image and shared storage) are not selected.
 .PHONY: e2e-kind
-e2e-kind: venv image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
+e2e-kind: venv image launcher-image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
 	$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
 	KUBECONFIG=$(KIND_KUBECONFIG) DAGFLOW_TEST_CLUSTER=external \
 		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) \

@@ -306,6 +306,8 @@ def test_replicas_with_a_self_signed_webhook_certificate_are_refused() -> None:
         "DAGFLOW_GPU_NODE_SELECTOR",
         "DAGFLOW_GPU_TOLERATIONS",
         "DAGFLOW_HISTORY_RUNS",
+        "DAGFLOW_LAUNCHER_IMAGE",
+        "DAGFLOW_LAUNCHER_PULL_POLICY",
         "DAGFLOW_API_CONCURRENCY",
         "DAGFLOW_LOG_FORMAT",
         "DAGFLOW_METRICS_PORT",
@@ -322,6 +324,14 @@ def test_the_operator_reads_each_setting_the_chart_sets(name: str) -> None:
     assert name in env
     field = name.removeprefix("DAGFLOW_").lower()
     assert field in OperatorSettings.model_fields, f"{name} is not an operator setting"
+
+
+def test_the_launcher_image_defaults_to_the_charts_version_and_may_be_moved() -> None:
+    chart_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    env = container_env(render())
+    assert env["DAGFLOW_LAUNCHER_IMAGE"] == f"dagflow/launcher:{chart_version}"
+    moved = container_env(render({"launcher": {"repository": "registry.example.com/launcher", "tag": "1.2"}}))
+    assert moved["DAGFLOW_LAUNCHER_IMAGE"] == "registry.example.com/launcher:1.2"
 
 
 def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
