@@ -131,8 +131,11 @@ install_operator_chart() {
   kubectl create namespace "$operator_namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl label namespace "$operator_namespace" --overwrite \
     pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest >/dev/null
+  # The image keeps its tag when rebuilt from changed code: its ID in a pod annotation rolls the pod.
   "$(helm_binary)" upgrade --install "$release" "$repo/charts/dagflow-operator" \
-    --namespace "$operator_namespace" --values "$here/real-node-values.yaml" --wait --timeout 5m
+    --namespace "$operator_namespace" --values "$here/real-node-values.yaml" \
+    --set-string "podAnnotations.dagflow\.dev/image-id=$("$repo/images/build-local.sh" id operator)" \
+    --wait --timeout 5m
   if ! wait_until 60 kubectl get validatingwebhookconfiguration dagflow.dev -o name >/dev/null 2>&1; then
     kubectl -n "$operator_namespace" logs "deployment/$release-dagflow-operator" --tail 30 >&2 || true
     die "The operator did not register its admission webhook in 60 s"

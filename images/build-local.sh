@@ -4,6 +4,7 @@
 #
 #   images/build-local.sh build [operator|examples|launcher]...   build (default: all); no-op if nothing changed
 #   images/build-local.sh import [operator|examples|launcher]...  import the archives into containerd
+#   images/build-local.sh id NAME                         the image ID (config digest) of NAME's archive
 #   images/build-local.sh list                            the archives, and the images containerd holds
 #   images/build-local.sh clean                           remove the archives and buildah's image store
 #
@@ -254,6 +255,12 @@ case "$command" in
     command -v ctr >/dev/null || die "ctr is missing (Debian's containerd package has it)"
     [[ -S "$address" ]] || die "no containerd socket at $address (DAGFLOW_CONTAINERD_ADDRESS)"
     for name in $(names "$@"); do import_image "$name"; done
+    ;;
+  id)
+    (($# == 1)) || die "usage: $0 id operator|examples|launcher"
+    tar="$(archive "$(image_ref "$1")")"
+    [[ -s "$tar" ]] || die "no archive $tar: run '$0 build $1' first"
+    archive_id "$tar"
     ;;
   list)
     ls -l "$cache"/*.tar 2>/dev/null || echo "no archives in $cache"

@@ -80,6 +80,12 @@ def images(real_node: dict[str, Any]) -> None:
         assert result.returncode == 0, f"{IMAGES_SCRIPT.name} {command} failed:\n{result.stderr}"
 
 
+def image_id(name: str) -> str:
+    """The ID of the image built for `name` (operator, launcher, examples), as containerd will know it."""
+    result = subprocess.run(["bash", str(IMAGES_SCRIPT), "id", name], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
 @pytest.fixture(scope="package")
 def chart_operator(images: None) -> Iterator[DeployedOperator]:
     """The operator as a user installs it: `helm install` of the chart, into a namespace that enforces
@@ -102,6 +108,9 @@ def chart_operator(images: None) -> Iterator[DeployedOperator]:
         OPERATOR_NAMESPACE,
         "--values",
         str(REAL_NODE_VALUES),
+        # A release left by an earlier session rolls its pod when the image was rebuilt under its tag.
+        "--set-string",
+        f"podAnnotations.dagflow\\.dev/image-id={image_id('operator')}",
         "--wait",
         "--timeout",
         "5m",
