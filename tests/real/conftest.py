@@ -82,7 +82,9 @@ def images(real_node: dict[str, Any]) -> None:
 
 def image_id(name: str) -> str:
     """The ID of the image built for `name` (operator, launcher, examples), as containerd will know it."""
-    result = subprocess.run(["bash", str(IMAGES_SCRIPT), "id", name], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", str(IMAGES_SCRIPT), "id", name], capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 
