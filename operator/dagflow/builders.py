@@ -181,7 +181,7 @@ def build_matrix_outputs(
     flow: FlowRef, work: Work, run: int, outputs: Mapping[str, list[Any]]
 ) -> dict[str, Any]:
     """The ConfigMap of the outputs a matrix work's instances reported: by output name, the list of
-    the instances' values in index order (null for an instance that reported none)."""
+    the instances' values in index order."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -253,25 +253,9 @@ class KubeClient:
                 return found
 
     async def termination_message(self, namespace: str, job_uid: str, container: str) -> str | None:
-        """The termination message of `container` in the Job's pod that succeeded; None when no
-        such pod is left."""
-        listing = json.loads(
-            await self._call(
-                "list",
-                "pods",
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
-            )
-        )
-        for pod in listing.get("items") or []:
-            if (pod.get("status") or {}).get("phase") != "Succeeded":
-                continue
-            for status in pod["status"].get("containerStatuses") or []:
-                if status.get("name") == container:
-                    terminated = (status.get("state") or {}).get("terminated") or {}
-                    return str(terminated.get("message") or "")
-        return None
+        """The termination message of `container` in the pod that succeeded of a Job of one
+        completion (index 0); None when no such pod is left."""
+        return (await self.termination_messages_by_index(namespace, job_uid, container)).get(0)
 
     async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status; the flow as the API server returned it."""
