@@ -316,7 +316,7 @@ def _observed_state(
     if job is None:
         # A finished work whose Job is gone (deleted by hand) keeps its outcome: it never runs twice.
         if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED):
-            return WorkState(
+            kept = WorkState(
                 name=work.name,
                 phase=WorkPhase(previous["phase"]),
                 job=previous.get("job"),
@@ -324,8 +324,9 @@ def _observed_state(
                 started_at=previous.get("startedAt"),
                 finished_at=previous.get("finishedAt"),
                 message=previous.get("message"),
-                outputs=previous.get("outputs"),
             )
+            _keep_data(kept, previous)
+            return kept
         return state
     state.job = job.name
     state.attempts = job.attempts
@@ -430,6 +431,15 @@ def _take_outputs(
         state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {error}"
 
 
+def _keep_data(state: WorkState, previous: Mapping[str, Any]) -> None:
+    """What an outcome kept from the status brings along: its outputs, and a matrix work's instances."""
+    state.outputs = previous.get("outputs")
+    state.instances = previous.get("instances")
+    state.instance_counts = previous.get("instanceCounts")
+    state.failed_instances = previous.get("failedInstances")
+    state.outputs_config_map = previous.get("outputsConfigMap")
+
+
 def _carried_state(
     state: WorkState, work: Work, deployment: DeploymentObservation | None, previous: Mapping[str, Any]
 ) -> WorkState:
@@ -442,7 +452,7 @@ def _carried_state(
     state.started_at = previous.get("startedAt")
     state.finished_at = previous.get("finishedAt")
     state.message = previous.get("message")
-    state.outputs = previous.get("outputs")
+    _keep_data(state, previous)
     if work.serve is not None and state.phase in (WorkPhase.SERVING, WorkPhase.RUNNING):
         if deployment is not None and deployment.available:
             state.phase, state.message = WorkPhase.SERVING, None

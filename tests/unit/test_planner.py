@@ -1018,3 +1018,19 @@ def test_a_dynamic_matrix_that_cannot_expand_fails_its_work() -> None:
         previous={"split": {"phase": "Succeeded", "outputs": {"shards": ["a", "b"]}}},
     )
     assert listed.combinations["fan"] == [{"shard": "a"}, {"shard": "b"}]
+
+
+def test_a_matrix_outcome_carried_by_a_retry_keeps_its_instances_and_outputs() -> None:
+    carried = {
+        "name": "train",
+        "phase": "Succeeded",
+        "job": "ml-pipeline-1-train",
+        "carriedFromRun": 1,
+        "instances": 6,
+        "instanceCounts": {"Pending": 0, "Running": 0, "Succeeded": 6, "Failed": 0, "Stopped": 0},
+        "outputsConfigMap": "ml-pipeline-1-train-outputs",
+    }
+    result = plan(SWEEP, [job_obs("process", "Succeeded", run=2)], previous={"train": carried}, run=2)
+    train = state(result, "train").to_status()
+    assert {key: train[key] for key in carried} == carried
+    assert started(result) == ["pick", "any"]
