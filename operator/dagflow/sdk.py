@@ -1,0 +1,396 @@
+"""Build DAGFlows in Python, on the same API models and the same validation as the cluster.
+
+```python
+from dagflow.sdk import Flow, Serve, Work
+
+with Flow("ml-pipeline", params={"data": "/data"}) as flow:
+    process = Work("process", image=IMAGE, command=["python", "-m", "pipeline.process"])
+    train = Work("train", image=IMAGE, gpu=1, matrix={"model": ["linear", "forest", "gbr"]},
+                 command=["python", "-m", "pipeline.train", "--model", "$(matrix.model)"],
+                 outputs=["model", "score"])
+    serve = Work("serve", image=IMAGE, serve=Serve(port=8080),
+                 args=["--scores", train.outputs["score"]])
+    process >> train >> serve
+
+print(flow.to_yaml())
+flow.apply(namespace="ml")
+final = flow.wait()          # the flow's status once it succeeded, serves, failed or stopped
+```
+
+A `Work` made inside `with Flow(...)` joins that flow. `a >> b` makes `b` depend on `a` (also
+`a >> [b, c]` and `[b, c] >> d`); `work.outputs["key"]` and `flow.params["name"]` are references
+(`$(works.work.outputs.key)`, `$(params.name)`) that fail at once when the key was never declared.
+`flow.spec()` and everything that emits the flow raise `FlowError` with every problem the webhook
+would refuse (cycles, unknown references, bad names...). Only the fields given are emitted, so a flow
+written in Python and its YAML compare equal.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from enum import Enum
+from typing import Any, cast
+
+import yaml
+from pydantic import BaseModel
+
+from dagflow.api.models import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    ConcurrencyPolicy,
+    DAGFlowSpec,
+    FailurePolicy,
+    PodDefaults,
+    Serve,
+    TriggerRule,
+)
+from dagflow.api.models import Work as WorkModel
+from dagflow.validation import ValidationProblem, validate_flow
+
+__all__ = ["FINAL_PHASES", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
+
+# Phases after which a flow changes no more until its spec changes or a run is requested.
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "Serving", "Stopped"})
+_CURRENT: contextvars.ContextVar[Flow | None] = contextvars.ContextVar("dagflow_sdk_flow", default=None)
+
+
+class FlowError(ValueError):
+    """A flow the cluster would refuse; `problems` lists why, each with the field's path."""
+
+    def __init__(self, name: str, problems: Sequence[ValidationProblem]) -> None:
+        self.problems = list(problems)
+        listed = "\n".join(f"  {problem}" for problem in self.problems)
+        super().__init__(f"DAGFlow {name} is not valid:\n{listed}")
+
+
+class References(Mapping[str, str]):
+    """Names that may be referenced, as `$(...)` texts: `outputs["score"]`, `params["lr"]`."""
+
+    def __init__(self, owner: str, kind: str, names: Iterable[str], template: str) -> None:
+        self._owner, self._kind, self._names, self._template = owner, kind, list(names), template
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._names:
+            declared = ", ".join(self._names) or "none"
+            raise KeyError(f"{self._owner} declares no {self._kind} {name!r} (it has: {declared})")
+        return self._template.format(name=name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class Work:
+    """One work of a flow: a batch Job, or with `serve` a Deployment and a Service.
+
+    The keyword arguments are the API's fields in Python spelling (`timeout_seconds`,
+    `node_selector`...); `image`, `command`, `args`, `env` (a mapping or a list of core/v1 EnvVars),
+    `volume_mounts` and `resources` make the container, and `container` adds any other field of it.
+    `outputs` names the outputs the work reports, or maps them to their descriptions.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        image: str,
+        command: Sequence[str] | None = None,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | Sequence[Mapping[str, Any]] | None = None,
+        volume_mounts: Sequence[Mapping[str, Any]] | None = None,
+        resources: Mapping[str, Any] | None = None,
+        container: Mapping[str, Any] | None = None,
+        depends_on: Sequence[Work | str] = (),
+        when: TriggerRule | str | None = None,
+        gpu: int | None = None,
+        retries: int | None = None,
+        timeout_seconds: int | None = None,
+        serve: Serve | None = None,
+        matrix: Mapping[str, Any] | None = None,
+        max_parallel: int | None = None,
+        outputs: Sequence[str] | Mapping[str, str] = (),
+        volumes: Sequence[Mapping[str, Any]] | None = None,
+        node_selector: Mapping[str, str] | None = None,
+        tolerations: Sequence[Mapping[str, Any]] | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        service_account_name: str | None = None,
+    ) -> None:
+        self.name = name
+        spec_container: dict[str, Any] = {"image": image}
+        given = {
+            "command": list(command) if command is not None else None,
+            "args": list(args) if args is not None else None,
+            "env": _env(env),
+            "volumeMounts": [dict(mount) for mount in volume_mounts] if volume_mounts is not None else None,
+            "resources": dict(resources) if resources is not None else None,
+        }
+        spec_container.update({key: value for key, value in given.items() if value is not None})
+        spec_container.update(dict(container or {}))
+        self._fields: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "when": TriggerRule(when) if when is not None else None,
+                "gpu": gpu,
+                "retries": retries,
+                "timeout_seconds": timeout_seconds,
+                "serve": serve,
+                "matrix": dict(matrix) if matrix is not None else None,
+                "max_parallel": max_parallel,
+                "outputs": _outputs(outputs) or None,
+                "volumes": [dict(volume) for volume in volumes] if volumes is not None else None,
+                "node_selector": dict(node_selector) if node_selector is not None else None,
+                "tolerations": [dict(item) for item in tolerations] if tolerations is not None else None,
+                "labels": dict(labels) if labels is not None else None,
+                "annotations": dict(annotations) if annotations is not None else None,
+                "service_account_name": service_account_name,
+            }.items()
+            if value is not None
+        }
+        self._container = spec_container
+        self.depends_on: list[str] = []
+        self.after(*depends_on)
+        self.outputs = References(f"work {name}", "output", outputs, f"$(works.{name}.outputs.{{name}})")
+        flow = _CURRENT.get()
+        if flow is not None:
+            flow.add(self)
+
+    def after(self, *works: Work | str) -> Work:
+        """Make this work depend on `works`; returns it."""
+        for work in works:
+            dependency = work.name if isinstance(work, Work) else work
+            if dependency not in self.depends_on:
+                self.depends_on.append(dependency)
+        return self
+
+    def __rshift__(self, other: Work | Sequence[Work]) -> Work | Sequence[Work]:
+        for work in [other] if isinstance(other, Work) else other:
+            work.after(self)
+        return other
+
+    def __rrshift__(self, other: Sequence[Work]) -> Work:
+        return self.after(*other)
+
+    def raw(self) -> dict[str, Any]:
+        """The work as the API spells it, with only the fields given (unchecked: see Flow.spec)."""
+        raw: dict[str, Any] = {"name": self.name, "container": dict(self._container)}
+        if self.depends_on:
+            raw["dependsOn"] = list(self.depends_on)
+        raw.update({_alias(WorkModel, key): _plain(value) for key, value in self._fields.items()})
+        return raw
+
+    def model(self) -> WorkModel:
+        """The work as the API's model; pydantic's ValidationError when it is not valid on its own."""
+        return WorkModel.model_validate(self.raw())
+
+    def __repr__(self) -> str:
+        return f"Work({self.name!r})"
+
+
+class Flow:
+    """A DAGFlow under construction; a context manager that collects the works made inside it.
+
+    `params` maps names to defaults; `objects` are other Kubernetes objects emitted and applied with
+    the flow, before it (a PersistentVolumeClaim its works mount, say).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        failure_policy: str | None = None,
+        parallelism: int | None = None,
+        pod_defaults: PodDefaults | Mapping[str, Any] | None = None,
+        schedule: str | None = None,
+        time_zone: str | None = None,
+        concurrency_policy: str | None = None,
+        starting_deadline_seconds: int | None = None,
+        suspend: bool | None = None,
+        history_runs: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        objects: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        self.name = name
+        self.works: list[Work] = []
+        self.objects = [dict(obj) for obj in objects]
+        self.labels, self.annotations = dict(labels or {}), dict(annotations or {})
+        self._params = dict(params or {})
+        self.params = References(f"flow {name}", "parameter", self._params, "$(params.{name})")
+        self._fields = {
+            key: value
+            for key, value in {
+                "failure_policy": FailurePolicy(failure_policy) if failure_policy is not None else None,
+                "parallelism": parallelism,
+                "pod_defaults": pod_defaults,
+                "schedule": schedule,
+                "time_zone": time_zone,
+                "concurrency_policy": (
+                    ConcurrencyPolicy(concurrency_policy) if concurrency_policy is not None else None
+                ),
+                "starting_deadline_seconds": starting_deadline_seconds,
+                "suspend": suspend,
+                "history_runs": history_runs,
+            }.items()
+            if value is not None
+        }
+        self._token: contextvars.Token[Flow | None] | None = None
+
+    def __enter__(self) -> Flow:
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
+
+    def add(self, *works: Work) -> Flow:
+        for work in works:
+            if any(existing is work for existing in self.works):
+                continue
+            self.works.append(work)
+        return self
+
+    def spec(self) -> DAGFlowSpec:
+        """The flow's spec as the API's model; FlowError with every problem the webhook would find."""
+        raw = self._raw_spec()
+        problems = validate_flow(raw, flow_name=self.name)
+        if problems:
+            raise FlowError(self.name, problems)
+        return DAGFlowSpec.model_validate(raw)
+
+    def to_object(self) -> dict[str, Any]:
+        """The DAGFlow as a Kubernetes object; FlowError when it is not valid."""
+        spec = self.spec()
+        metadata: dict[str, Any] = {"name": self.name}
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": metadata,
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        }
+
+    def to_objects(self) -> list[dict[str, Any]]:
+        """Every object to apply, in order: the other objects, then the flow."""
+        return [*self.objects, self.to_object()]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump_all(self.to_objects(), sort_keys=False)
+
+    def apply(
+        self, namespace: str = "default", *, kubeconfig: str | None = None, context: str | None = None
+    ) -> dict[str, Any]:
+        """Apply every object (server-side apply, field manager `dagflow-sdk`); the flow as stored."""
+        from kubernetes import config, dynamic  # imported here: building a flow needs no cluster
+        from kubernetes.client import api_client
+
+        objects = self.to_objects()
+        client = dynamic.DynamicClient(  # type: ignore[no-untyped-call]
+            api_client.ApiClient(configuration=_configuration(config, kubeconfig, context))
+        )
+        applied: dict[str, Any] = {}
+        for obj in objects:
+            resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            result = resource.server_side_apply(
+                body=obj,
+                name=obj["metadata"]["name"],
+                namespace=namespace if resource.namespaced else None,
+                field_manager="dagflow-sdk",
+                force_conflicts=True,
+            )
+            applied = result.to_dict()
+        self._applied = (namespace, kubeconfig, context)
+        return applied
+
+    def wait(
+        self,
+        namespace: str | None = None,
+        *,
+        timeout: float | None = None,
+        interval: float = 1.0,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the flow's current run is over (Succeeded, Serving, Failed or Stopped) and return
+        its status. TimeoutError after `timeout` seconds."""
+        from kubernetes import client, config
+
+        applied = getattr(self, "_applied", ("default", None, None))
+        namespace = namespace or applied[0]
+        kubeconfig, context = kubeconfig or applied[1], context or applied[2]
+        api = client.CustomObjectsApi(
+            client.ApiClient(configuration=_configuration(config, kubeconfig, context))
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            flow = cast(
+                dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, self.name)
+            )
+            status: dict[str, Any] = flow.get("status") or {}
+            generation = flow["metadata"].get("generation")
+            if status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == generation:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"DAGFlow {namespace}/{self.name} is still {status.get('phase', 'new')}")
+            time.sleep(interval)
+
+    def _raw_spec(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {_alias(DAGFlowSpec, key): _plain(value) for key, value in self._fields.items()}
+        if self._params:
+            raw["params"] = [{"name": name, "default": value} for name, value in self._params.items()]
+        raw["works"] = [work.raw() for work in self.works]
+        return raw
+
+
+def _alias(model: type[BaseModel], field: str) -> str:
+    return model.model_fields[field].alias or field
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON: models with only the fields they were given, enums as their values."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _outputs(outputs: Sequence[str] | Mapping[str, str]) -> list[dict[str, str]]:
+    """Declared outputs: names, or names with their descriptions."""
+    if isinstance(outputs, Mapping):
+        return [{"name": name, "description": description} for name, description in outputs.items()]
+    return [{"name": name} for name in outputs]
+
+
+def _env(env: Mapping[str, str] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if env is None:
+        return None
+    if isinstance(env, Mapping):
+        return [{"name": name, "value": value} for name, value in env.items()]
+    return [dict(entry) for entry in env]
+
+
+def _configuration(config: Any, kubeconfig: str | None, context: str | None) -> Any:
+    from kubernetes.client import Configuration
+
+    configuration = Configuration()
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    except config.ConfigException:
+        if kubeconfig or context:
+            raise
+        config.load_incluster_config(client_configuration=configuration)
+    return configuration
