@@ -1,32 +1,61 @@
-"""The `dagflow` command line."""
+"""The `dagflow` command line, also `kubectl dagflow` (installed as kubectl-dagflow).
+
+`validate` and `graph FILE` work offline; every other command acts on the cluster of the kubeconfig
+kubectl would use, with kubectl's -n/--namespace, --context and --kubeconfig.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 
+from dagflow import flowview
+from dagflow.api.models import DAGFlowSpec, RunRequest
+from dagflow.flowclient import SUCCESSFUL_PHASES, ClusterError, FlowClient, Target
 from dagflow.validation import ValidationProblem, is_dagflow, validate_object
 
 app = typer.Typer(
     name="dagflow",
     help="Tools for DAGFlow, ML pipelines as DAGs of Kubernetes Jobs and Deployments.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
 )
 STDIN = "-"
 
 
+@dataclass
+class Options:
+    """kubectl's options, given before the command or after it."""
+
+    target: Target = field(default_factory=Target)
+
+
+NamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's, else default).")
+]
+ContextOption = Annotated[str | None, typer.Option("--context", help="kubeconfig context to use.")]
+KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file to use.")]
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    ctx: typer.Context,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
     """Tools for DAGFlow, ML pipelines as DAGs of Kubernetes Jobs and Deployments."""
+    ctx.obj = Options(Target(namespace=namespace, context=context, kubeconfig=kubeconfig))
 
 
 @dataclass
@@ -126,6 +155,380 @@ def _describe(document: Any, number: int) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# -- on the cluster --------------------------------------------------------------------------------
+
+
+def _client(
+    ctx: typer.Context, namespace: str | None, context: str | None, kubeconfig: str | None
+) -> FlowClient:
+    given: Target = ctx.obj.target if isinstance(ctx.obj, Options) else Target()
+    target = Target(
+        namespace=namespace or given.namespace,
+        context=context or given.context,
+        kubeconfig=kubeconfig or given.kubeconfig,
+    )
+    try:
+        return FlowClient(target)
+    except ClusterError as error:
+        _fail(str(error))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code=code)
+
+
+def _get(client: FlowClient, name: str) -> dict[str, Any]:
+    try:
+        return client.get(name)
+    except ClusterError as error:
+        _fail(str(error))
+
+
+def _parse_params(values: list[str] | None) -> dict[str, str]:
+    params = {}
+    for value in values or []:
+        key, sign, given = value.partition("=")
+        if not sign or not key:
+            _fail(f"--param {value!r}: write NAME=VALUE")
+        params[key] = given
+    return params
+
+
+def _with_params(objects: list[dict[str, Any]], params: dict[str, str]) -> None:
+    """Set the defaults of the given parameters in every DAGFlow of the manifest."""
+    flows = [obj for obj in objects if is_dagflow(obj)]
+    for flow in flows:
+        declared = {param.get("name"): param for param in flow.get("spec", {}).get("params") or []}
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            listed = ", ".join(str(name) for name in declared) or "none"
+            _fail(
+                f"DAGFlow {flow['metadata']['name']} has no parameter {', '.join(unknown)} (it has: {listed})"
+            )
+        for name, value in params.items():
+            declared[name]["default"] = value
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="Manifest with a DAGFlow (and other objects); '-' reads stdin."),
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="NAME=VALUE", help="Value of a parameter (repeatable)."),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the flow until its run is over.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --watch: give up after this many seconds.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Validate and apply a manifest; with --watch, follow the flow live.
+
+    With --watch the exit code is 0 when the run succeeds or serves and 1 when it fails or is stopped.
+    """
+    report = validate_file(file)
+    if report.problems:
+        for owner, problem in report.problems:
+            Console(stderr=True, soft_wrap=True).print(f"{escape(owner)}: {escape(str(problem))}")
+        _fail(f"{file} is not valid: nothing applied")
+    text = sys.stdin.read() if file == STDIN else Path(file).read_text(encoding="utf-8")
+    objects = [dict(obj) for obj in _objects(list(yaml.safe_load_all(text)))]
+    flows = [obj["metadata"]["name"] for obj in objects if is_dagflow(obj)]
+    if not flows:
+        _fail(f"{file} holds no DAGFlow")
+    _with_params(objects, _parse_params(param))
+    client = _client(ctx, namespace, context, kubeconfig)
+    try:
+        client.apply(objects)
+    except ClusterError as error:
+        _fail(str(error))
+    out = Console(highlight=False)
+    for name in flows:
+        out.print(f"dagflow.dagflow.dev/{name} applied in namespace {client.namespace}")
+    if watch:
+        if len(flows) > 1:
+            _fail("--watch follows one flow; the file holds several")
+        raise typer.Exit(code=_watch(client, flows[0], timeout))
+
+
+def _watch(client: FlowClient, name: str, timeout: float | None) -> int:
+    """Follow a flow live until its run is over; the exit code for how it ended."""
+    console = Console(highlight=False)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        try:
+            final = client.follow(name, lambda flow: live.update(flowview.live_view(flow)), timeout)
+        except (ClusterError, TimeoutError) as error:
+            live.stop()
+            _fail(str(error))
+    status = final.get("status") or {}
+    if status.get("phase") in SUCCESSFUL_PHASES:
+        endpoint = f" at {status['endpoint']}" if status.get("endpoint") else ""
+        console.print(f"[green]{name}: {status['phase']}{escape(endpoint)}[/green]")
+        return 0
+    console.print(f"[red]{name}: {status.get('phase')}: {escape(str(status.get('message') or ''))}[/red]")
+    for work in status.get("works") or []:
+        if work.get("phase") == "Failed":
+            console.print(f"  [red]{work['name']}[/red]: {escape(str(work.get('message') or 'failed'))}")
+    return 1
+
+
+@app.command("list")
+def list_flows(
+    ctx: typer.Context,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Flows of every namespace.")
+    ] = False,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """List flows: phase, progress, run, schedule, endpoint."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    try:
+        flows = client.list_flows(all_namespaces)
+    except ClusterError as error:
+        _fail(str(error))
+    if not flows:
+        where = "any namespace" if all_namespaces else f"namespace {client.namespace}"
+        Console(stderr=True).print(f"No DAGFlows in {where}.")
+        return
+    Console(highlight=False).print(flowview.flows_table(flows, all_namespaces))
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Show a flow: its works, its runs, its endpoint and its outputs."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    found = _get(client, flow)
+    status = found.get("status") or {}
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(flowview.progress(found))
+    if status.get("message"):
+        out.print(escape(str(status["message"])))
+    out.print()
+    out.print(flowview.works_table(found))
+    if status.get("runs"):
+        out.print()
+        out.print(flowview.runs_table(found))
+    if status.get("endpoint"):
+        out.print(f"\nEndpoint: {escape(status['endpoint'])}")
+    outputs = flowview.outputs_lines(found)
+    if outputs:
+        out.print("\nOutputs:")
+        for line in outputs:
+            out.print(f"  {escape(line)}")
+
+
+@app.command()
+def graph(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="FLOW|FILE", help="A flow on the cluster, or a manifest file.")
+    ],
+    output: Annotated[
+        str, typer.Option("--format", "-o", help="text, mermaid or dot.", case_sensitive=False)
+    ] = "text",
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Draw a flow's DAG: as text, or as Mermaid or Graphviz dot source."""
+    form = output.lower()
+    if form not in flowview.GRAPH_FORMATS:
+        _fail(f"--format {output!r}: use one of {', '.join(flowview.GRAPH_FORMATS)}")
+    phases: dict[str, str] = {}
+    if Path(source).is_file() or source == STDIN:
+        report = validate_file(source)
+        if report.problems:
+            _fail(f"{source}: {report.problems[0][0]}: {report.problems[0][1]}")
+        text = sys.stdin.read() if source == STDIN else Path(source).read_text(encoding="utf-8")
+        found = next(obj for obj in _objects(list(yaml.safe_load_all(text))) if is_dagflow(obj))
+    else:
+        found = _get(_client(ctx, namespace, context, kubeconfig), source)
+        phases = {
+            work["name"]: work.get("phase", "Pending")
+            for work in (found.get("status") or {}).get("works") or []
+        }
+    spec = DAGFlowSpec.model_validate(found["spec"])
+    typer.echo(flowview.graph(spec, form, found["metadata"]["name"], phases), nl=False)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    work: Annotated[str | None, typer.Argument(metavar="[WORK]", help="Only this work's pods.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the pods write.")] = False,
+    run: Annotated[
+        int | None, typer.Option("--run", help="Pods of this run (default: the current one).")
+    ] = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Print the logs of a flow's pods, each line prefixed with its work (and matrix instance)."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    found = _get(client, flow)
+    run = run or (found.get("status") or {}).get("run")
+    try:
+        pods = client.pods(flow, work, run)
+    except ClusterError as error:
+        _fail(str(error))
+    if not pods:
+        _fail(f"no pods of {flow}{f' work {work}' if work else ''} in run {run}")
+    printing = threading.Lock()
+
+    def show(pod: dict[str, Any]) -> None:
+        annotations = pod["metadata"].get("annotations") or {}
+        prefix = annotations.get("dagflow.dev/work-name", "?")
+        if _is_matrix_pod(pod):
+            prefix += f"[{annotations.get('batch.kubernetes.io/job-completion-index', '?')}]"
+        container = pod["spec"]["containers"][0]["name"]
+        try:
+            for line in client.logs(pod, container, follow):
+                with printing:
+                    typer.echo(f"[{prefix}] {line}")
+        except ClusterError as error:
+            with printing:
+                typer.echo(f"[{prefix}] ({error})", err=True)
+
+    threads = [threading.Thread(target=show, args=(pod,), daemon=True) for pod in pods]
+    for thread in threads:
+        thread.start()
+        if not follow:
+            thread.join()
+    for thread in threads:
+        thread.join()
+
+
+def _is_matrix_pod(pod: dict[str, Any]) -> bool:
+    return any(volume.get("name") == "dagflow-matrix" for volume in pod["spec"].get("volumes") or [])
+
+
+def _request(
+    ctx: typer.Context, flow: str, request: RunRequest, params: list[str] | None, target: tuple[Any, ...]
+) -> None:
+    client = _client(ctx, *target)
+    _get(client, flow)
+    try:
+        token = client.request(flow, request, _parse_params(params))
+    except ClusterError as error:
+        _fail(str(error))
+    Console(highlight=False).print(f"{request.value} of {client.namespace}/{flow} requested (token {token})")
+
+
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", metavar="NAME=VALUE", help="Value of a parameter for the new run (repeatable)."
+    ),
+]
+
+
+@app.command()
+def rerun(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    param: ParamOption = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Start a new run of every work (ends an active run)."""
+    _request(ctx, flow, RunRequest.RERUN, param, (namespace, context, kubeconfig))
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    param: ParamOption = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Start a run of the works that failed, were skipped or stopped; the others keep their outcomes."""
+    _request(ctx, flow, RunRequest.RETRY, param, (namespace, context, kubeconfig))
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Stop the current run: its running Jobs are deleted, what did not finish ends Stopped."""
+    _request(ctx, flow, RunRequest.STOP, None, (namespace, context, kubeconfig))
+
+
+def _suspend(ctx: typer.Context, flow: str, suspended: bool, target: tuple[Any, ...]) -> None:
+    client = _client(ctx, *target)
+    _get(client, flow)
+    try:
+        client.set_suspend(flow, suspended)
+    except ClusterError as error:
+        _fail(str(error))
+    Console(highlight=False).print(f"{client.namespace}/{flow} {'suspended' if suspended else 'resumed'}")
+
+
+@app.command()
+def suspend(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Hold the flow: no work starts and no scheduled run begins; running works finish."""
+    _suspend(ctx, flow, True, (namespace, context, kubeconfig))
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Let a suspended flow go on where it stood."""
+    _suspend(ctx, flow, False, (namespace, context, kubeconfig))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Delete a flow, and with it its Jobs, Deployments, Services and ConfigMaps."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    try:
+        client.delete(flow)
+    except ClusterError as error:
+        _fail(str(error))
+    Console(highlight=False).print(f"dagflow.dagflow.dev/{flow} deleted from namespace {client.namespace}")
 
 
 if __name__ == "__main__":

@@ -28,20 +28,16 @@ written in Python and its YAML compare equal.
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
 from dagflow.api.models import (
     API_VERSION,
-    GROUP,
     KIND,
-    PLURAL,
-    VERSION,
     ConcurrencyPolicy,
     DAGFlowSpec,
     FailurePolicy,
@@ -50,12 +46,11 @@ from dagflow.api.models import (
     TriggerRule,
 )
 from dagflow.api.models import Work as WorkModel
+from dagflow.flowclient import FINAL_PHASES, FlowClient, Target
 from dagflow.validation import ValidationProblem, validate_flow
 
 __all__ = ["FINAL_PHASES", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
 
-# Phases after which a flow changes no more until its spec changes or a run is requested.
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "Serving", "Stopped"})
 _CURRENT: contextvars.ContextVar[Flow | None] = contextvars.ContextVar("dagflow_sdk_flow", default=None)
 
 
@@ -291,61 +286,25 @@ class Flow:
         return yaml.safe_dump_all(self.to_objects(), sort_keys=False)
 
     def apply(
-        self, namespace: str = "default", *, kubeconfig: str | None = None, context: str | None = None
+        self, namespace: str | None = None, *, kubeconfig: str | None = None, context: str | None = None
     ) -> dict[str, Any]:
-        """Apply every object (server-side apply, field manager `dagflow-sdk`); the flow as stored."""
-        from kubernetes import config, dynamic  # imported here: building a flow needs no cluster
-        from kubernetes.client import api_client
-
+        """Apply every object (server-side apply, field manager `dagflow-sdk`) to the cluster kubectl
+        would use (or `kubeconfig`, `context`); namespaced ones go to `namespace`, default the
+        context's. Returns the flow as stored."""
         objects = self.to_objects()
-        client = dynamic.DynamicClient(  # type: ignore[no-untyped-call]
-            api_client.ApiClient(configuration=_configuration(config, kubeconfig, context))
-        )
-        applied: dict[str, Any] = {}
-        for obj in objects:
-            resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-            result = resource.server_side_apply(
-                body=obj,
-                name=obj["metadata"]["name"],
-                namespace=namespace if resource.namespaced else None,
-                field_manager="dagflow-sdk",
-                force_conflicts=True,
-            )
-            applied = result.to_dict()
-        self._applied = (namespace, kubeconfig, context)
-        return applied
+        self._target = Target(namespace=namespace, context=context, kubeconfig=kubeconfig)
+        client = FlowClient(self._target, field_manager="dagflow-sdk")
+        self._target = Target(namespace=client.namespace, context=context, kubeconfig=kubeconfig)
+        return client.apply(objects)[-1]
 
-    def wait(
-        self,
-        namespace: str | None = None,
-        *,
-        timeout: float | None = None,
-        interval: float = 1.0,
-        kubeconfig: str | None = None,
-        context: str | None = None,
-    ) -> dict[str, Any]:
-        """Wait until the flow's current run is over (Succeeded, Serving, Failed or Stopped) and return
-        its status. TimeoutError after `timeout` seconds."""
-        from kubernetes import client, config
-
-        applied = getattr(self, "_applied", ("default", None, None))
-        namespace = namespace or applied[0]
-        kubeconfig, context = kubeconfig or applied[1], context or applied[2]
-        api = client.CustomObjectsApi(
-            client.ApiClient(configuration=_configuration(config, kubeconfig, context))
-        )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            flow = cast(
-                dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, self.name)
-            )
-            status: dict[str, Any] = flow.get("status") or {}
-            generation = flow["metadata"].get("generation")
-            if status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == generation:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"DAGFlow {namespace}/{self.name} is still {status.get('phase', 'new')}")
-            time.sleep(interval)
+    def wait(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the flow's current run is over (Succeeded, Serving, Failed or Stopped, for the
+        spec as it is now) and return its status; TimeoutError after `timeout` seconds. Acts where
+        `apply` did."""
+        client = FlowClient(getattr(self, "_target", Target()))
+        final = client.follow(self.name, lambda _: None, timeout)
+        status: dict[str, Any] = final.get("status") or {}
+        return status
 
     def _raw_spec(self) -> dict[str, Any]:
         raw: dict[str, Any] = {_alias(DAGFlowSpec, key): _plain(value) for key, value in self._fields.items()}
@@ -381,16 +340,3 @@ def _env(env: Mapping[str, str] | Sequence[Mapping[str, Any]] | None) -> list[di
     if isinstance(env, Mapping):
         return [{"name": name, "value": value} for name, value in env.items()]
     return [dict(entry) for entry in env]
-
-
-def _configuration(config: Any, kubeconfig: str | None, context: str | None) -> Any:
-    from kubernetes.client import Configuration
-
-    configuration = Configuration()
-    try:
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-    except config.ConfigException:
-        if kubeconfig or context:
-            raise
-        config.load_incluster_config(client_configuration=configuration)
-    return configuration

@@ -1,0 +1,239 @@
+"""The cluster side of the `dagflow` command and the SDK: find a kubeconfig as kubectl does, apply
+manifests, read and change flows, read the logs of their pods. Synchronous: a person waits for it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client, dynamic
+from kubernetes import config as untyped_config
+from kubernetes import watch as untyped_watch
+from kubernetes.client.exceptions import ApiException
+
+from dagflow import naming
+from dagflow.api.models import GROUP, PARAMS_ANNOTATION, PLURAL, VERSION, RunRequest
+
+# The client's config and watch modules have no type hints.
+config: Any = untyped_config
+watch: Any = untyped_watch
+FIELD_MANAGER = "dagflow-cli"
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "Serving", "Stopped"})
+SUCCESSFUL_PHASES = frozenset({"Succeeded", "Serving"})
+
+
+class ClusterError(RuntimeError):
+    """A request the cluster refused or could not answer, in the API server's words."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command acts, as kubectl's -n, --context and --kubeconfig say."""
+
+    namespace: str | None = None
+    context: str | None = None
+    kubeconfig: str | None = None
+
+
+class FlowClient:
+    """Flows of one cluster, reached with the kubeconfig (or the pod's account) kubectl would use."""
+
+    def __init__(self, target: Target, field_manager: str = FIELD_MANAGER) -> None:
+        self.field_manager = field_manager
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(
+                config_file=target.kubeconfig, context=target.context, client_configuration=configuration
+            )
+            listed, active = config.list_kube_config_contexts(config_file=target.kubeconfig)
+            chosen = (
+                next((entry for entry in listed if entry["name"] == target.context), None)
+                if target.context
+                else active
+            )
+            default_namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+        except config.ConfigException as error:
+            if target.kubeconfig or target.context:
+                raise ClusterError(f"kubeconfig: {error}") from None
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                raise ClusterError(f"no cluster to talk to: {error}") from None
+            default_namespace = "default"
+        self.namespace = target.namespace or default_namespace
+        self.api = client.ApiClient(configuration=configuration)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def apply(self, objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Server-side apply of each object (namespaced ones into this namespace), in order."""
+        resources = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
+        applied = []
+        for obj in objects:
+            try:
+                resource = resources.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+                result = resource.server_side_apply(
+                    body=dict(obj),
+                    name=obj["metadata"]["name"],
+                    namespace=self.namespace if resource.namespaced else None,
+                    field_manager=self.field_manager,
+                    force_conflicts=True,
+                )
+            except ApiException as error:
+                raise ClusterError(_reason(error)) from None
+            applied.append(result.to_dict())
+        return applied
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name
+        )
+
+    def list_flows(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
+        if all_namespaces:
+            listing = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        else:
+            listing = self._call(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
+            )
+        return list(listing.get("items") or [])
+
+    def delete(self, name: str) -> None:
+        self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            dict(patch),
+        )
+
+    def request(self, name: str, request: RunRequest, params: Mapping[str, str] | None = None) -> str:
+        """Ask for a rerun, a retry or a stop with a new token; the token."""
+        token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        annotations: dict[str, str | None] = {request.annotation: token}
+        if params:
+            annotations[PARAMS_ANNOTATION] = json.dumps(dict(params), separators=(",", ":"))
+        self.patch(name, {"metadata": {"annotations": annotations}})
+        return token
+
+    def set_suspend(self, name: str, suspended: bool) -> dict[str, Any]:
+        return self.patch(name, {"spec": {"suspend": suspended}})
+
+    def follow(
+        self, name: str, on_change: Callable[[dict[str, Any]], None], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Call `on_change` with the flow whenever it changes, until its run is over (a final phase
+        for its current generation); the flow then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            flow = self.get(name)
+            on_change(flow)
+            if _over(flow):
+                return flow
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=flow["metadata"]["resourceVersion"],
+                    timeout_seconds=30,
+                ):
+                    flow = cast(dict[str, Any], event["object"])
+                    if event["type"] == "DELETED":
+                        raise ClusterError(f"DAGFlow {self.namespace}/{name} was deleted")
+                    on_change(flow)
+                    if _over(flow):
+                        stream.stop()
+                        return flow
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"DAGFlow {self.namespace}/{name} is still {phase_of(flow)}")
+            except ApiException as error:
+                if error.status != 410:  # the watch is too old: list again
+                    raise ClusterError(_reason(error)) from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"DAGFlow {self.namespace}/{name} is still {phase_of(flow)}")
+
+    # -- pods and logs ---------------------------------------------------------------------------
+
+    def pods(self, flow: str, work: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
+        """The pods of a flow's works (of one work, of one run), oldest first."""
+        selector = [f"{naming.FLOW_LABEL}={naming.label_value(flow)}"]
+        if work:
+            selector.append(f"{naming.WORK_LABEL}={naming.label_value(work)}")
+        if run is not None:
+            selector.append(f"{naming.RUN_LABEL}={run}")
+        listing = json.loads(
+            self._raw(self.core.list_namespaced_pod, self.namespace, label_selector=",".join(selector))
+        )
+        pods = [
+            pod
+            for pod in listing.get("items") or []
+            if (pod["metadata"].get("annotations") or {}).get(naming.FLOW_ANNOTATION, flow) == flow
+        ]
+        return sorted(
+            pods, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"])
+        )
+
+    def logs(self, pod: Mapping[str, Any], container: str, follow: bool = False) -> Iterator[str]:
+        """The lines a pod's container wrote; with `follow`, as it writes them."""
+        name = pod["metadata"]["name"]
+        if not follow:
+            text = self._raw(self.core.read_namespaced_pod_log, name, self.namespace, container=container)
+            yield from text.decode(errors="replace").splitlines()
+            return
+        stream = watch.Watch()
+        try:
+            yield from stream.stream(
+                self.core.read_namespaced_pod_log, name, self.namespace, container=container, follow=True
+            )
+        except ApiException as error:
+            raise ClusterError(_reason(error)) from None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self._raw(function, *args, **kwargs)))
+
+    def _raw(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        try:
+            response = function(*args, _preload_content=False, **kwargs)
+        except ApiException as error:
+            raise ClusterError(_reason(error)) from None
+        try:
+            return bytes(response.data)
+        finally:
+            response.release_conn()
+
+
+def phase_of(flow: Mapping[str, Any]) -> str:
+    return str((flow.get("status") or {}).get("phase") or "Pending")
+
+
+def _over(flow: Mapping[str, Any]) -> bool:
+    status = flow.get("status") or {}
+    return status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == flow["metadata"].get(
+        "generation"
+    )
+
+
+def _reason(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return str(body.get("message") or error.reason or error)
