@@ -104,3 +104,38 @@ def test_the_app_has_subcommands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "validate" in result.output
+
+
+# -- offline parts of the cluster commands --------------------------------------------------------------
+
+
+def test_graph_of_a_file_as_text_mermaid_and_dot(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(GOOD)
+    text = runner.invoke(app, ["graph", str(path)])
+    assert text.exit_code == 0 and text.output == "process · job\nserve · serve  <- process\n"
+    mermaid = runner.invoke(app, ["graph", str(path), "--format", "mermaid"])
+    assert mermaid.output.splitlines() == [
+        "flowchart LR",
+        '  process["process · job"]',
+        '  serve["serve · serve"]',
+        "  process --> serve",
+    ]
+    dot = runner.invoke(app, ["graph", str(path), "-o", "dot"])
+    assert '"process" -> "serve";' in dot.output and dot.output.startswith('digraph "ml-pipeline" {')
+    unknown = runner.invoke(app, ["graph", str(path), "-o", "svg"])
+    assert unknown.exit_code == 1 and "use one of text, mermaid, dot" in unknown.output
+
+
+def test_submit_refuses_an_invalid_file_before_touching_any_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BAD)
+    result = runner.invoke(app, ["submit", str(path), "--kubeconfig", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "is not valid: nothing applied" in result.output
+    assert "dependency cycle" in result.output
+
+
+def test_cluster_commands_say_when_there_is_no_cluster(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["list", "--kubeconfig", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "kubeconfig" in result.output
