@@ -263,14 +263,26 @@ def submit(
 
 
 def _watch(client: FlowClient, name: str, timeout: float | None) -> int:
-    """Follow a flow live until its run is over; the exit code for how it ended."""
-    console = Console(highlight=False)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        try:
-            final = client.follow(name, lambda flow: live.update(flowview.live_view(flow)), timeout)
-        except (ClusterError, TimeoutError) as error:
-            live.stop()
-            _fail(str(error))
+    """Follow a flow until its run is over: redrawn in place on a terminal, a line per change
+    elsewhere (a log, a pipe). The exit code for how the run ended."""
+    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+    try:
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=4) as live:
+                final = client.follow(name, lambda flow: live.update(flowview.live_view(flow)), timeout)
+        else:
+            last: list[str] = []
+
+            def log(flow: dict[str, Any]) -> None:
+                line = flowview.summary_line(flow)
+                if [line] != last:
+                    console.print(line)
+                    last[:] = [line]
+
+            final = client.follow(name, log, timeout)
+            console.print(flowview.works_table(final))
+    except (ClusterError, TimeoutError) as error:
+        _fail(str(error))
     status = final.get("status") or {}
     if status.get("phase") in SUCCESSFUL_PHASES:
         endpoint = f" at {status['endpoint']}" if status.get("endpoint") else ""

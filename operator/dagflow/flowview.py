@@ -89,6 +89,24 @@ def progress(flow: Mapping[str, Any]) -> RenderableType:
     return Group(line, bar)
 
 
+def summary_line(flow: Mapping[str, Any]) -> str:
+    """One line of where a flow stands: `ml-pipeline  run 1  Running  1/3 works  train=Running[1/3]`."""
+    status = flow.get("status") or {}
+    works = "  ".join(
+        f"{work['name']}={work.get('phase', 'Pending')}"
+        + (
+            f"[{(work.get('instanceCounts') or {}).get('Succeeded', 0)}/{work['instances']}]"
+            if work.get("instances")
+            else ""
+        )
+        for work in status.get("works") or []
+    )
+    return (
+        f"{flow['metadata']['name']}  run {status.get('run', '-')}  {status.get('phase') or 'Pending'}  "
+        f"{status.get('progress') or '0/0'} works  {works}"
+    ).rstrip()
+
+
 def live_view(flow: Mapping[str, Any], now: datetime | None = None) -> RenderableType:
     return Group(progress(flow), Text(""), works_table(flow, now))
 

@@ -55,8 +55,14 @@ def test_submit_watch_exits_1_when_the_flow_fails_naming_the_failed_work(
     path = manifest(tmp_path, flow("broken", [work("a"), work("b", "a", annotations=failing(exit_code=3))]))
     result = dagflow("submit", path, "--watch", "-n", namespace)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "broken: Failed" in result.stdout
-    assert "b: failed" in result.stdout and "exit code 3" in result.stdout, result.stdout
+    assert "broken: Failed: work b failed" in result.stdout, result.stdout
+    # The failed work is named with the message its status gives.
+    message = works_by_name(status(namespace, "broken"))["b"]["message"]
+    assert f"  b: {message}" in result.stdout.splitlines(), result.stdout
+    # Outside a terminal the view is a line per change, then the works.
+    assert any(line.startswith("broken  run 1  Running") for line in result.stdout.splitlines()), (
+        result.stdout
+    )
 
 
 def test_submit_sets_parameters_and_refuses_unknown_ones(
