@@ -16,7 +16,7 @@ import yaml
 
 from tests.e2e.flows import flow, pods_of_work, wait_for_phase, works_by_name
 from tests.e2e.recorder import recording
-from tests.kube import REPO_ROOT, apply, get_json, kubectl, local_cluster_name, wait_for
+from tests.kube import REPO_ROOT, VENV_BIN, apply, get_json, kubectl, local_cluster_name, wait_for
 from tests.operator_process import DeployedOperator
 from tests.real.conftest import (
     EXAMPLES_IMAGE,
@@ -181,6 +181,18 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction(
     outputs = json.loads(kept)
     assert outputs["model"] == ["linear", "forest", "gbr"], "in the matrix's order, by completion index"
     best = outputs["model"][outputs["score"].index(max(outputs["score"]))]
+    # What the real containers printed, through the dagflow command, each line with its instance.
+    logs = subprocess.run(
+        [str(VENV_BIN / "dagflow"), "logs", "ml-pipeline", "train", "-n", real_namespace],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert logs.returncode == 0, logs.stderr
+    for index, model in enumerate(("linear", "forest", "gbr")):
+        assert any(
+            line.startswith(f"[train[{index}]] train {model}: r2=") for line in logs.stdout.splitlines()
+        ), logs.stdout
     # What the steps really wrote on the node's volume: the split data, each model and its metrics.
     written = {str(path.relative_to(volume.path)) for path in Path(volume.path).rglob("*") if path.is_file()}
     models = {f"models/{name}.{kind}" for name in ("linear", "forest", "gbr") for kind in ("joblib", "json")}
