@@ -472,10 +472,25 @@ def scenario_matrix(bench: Bench, width: int) -> None:
     """The fan-out's 1 -> width -> 1 with the middle as one matrix work, next to the fan-out of
     separate works measured just before, on the same cluster."""
     name = f"matrix-{width}"
+    started = time.monotonic()
     record = bench.measure(
         "matrix", width + 2, partial(bench.run_flows, [manifest(name, matrix_fan(width))], 1800)
     )
     record["largest_object_kib"] = round(bench.flow_watcher.largest[(bench.namespace, name)] / 1024, 1)
+
+    def key(work_name: str) -> tuple[str, str]:
+        return (bench.namespace, naming.job_name(name, 1, work_name))
+
+    seen = {
+        "root_created": bench.watcher.created[key("root")],
+        "root_complete": bench.watcher.completed[key("root")],
+        "matrix_created": bench.watcher.created[key("train")],
+        "matrix_complete": bench.watcher.completed[key("train")],
+        "join_created": bench.watcher.created[key("join")],
+        "join_complete": bench.watcher.completed[key("join")],
+        "flow_succeeded": bench.flow_watcher.finished[(bench.namespace, name)][0],
+    }
+    record["timeline"] = {stage: round(moment - started, 2) for stage, moment in seen.items()}
     if "fanout" in bench.results:
         record["ratio_to_separate_works"] = round(
             record["makespan_s"] / bench.results["fanout"]["makespan_s"], 3
