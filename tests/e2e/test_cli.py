@@ -183,3 +183,24 @@ def test_the_live_view_as_a_person_sees_it_in_a_terminal(
     train_row = next(line for line in lines if line.startswith("train"))
     assert "Succeeded" in train_row and "3/3" in train_row, text
     assert "watched: Succeeded" in text
+
+
+def test_context_and_kubeconfig_choose_the_cluster_as_with_kubectl(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    create(flow("chosen", [work("only")]), namespace)
+    kubeconfig = os.environ["KUBECONFIG"]
+    context = subprocess.run(
+        ["kubectl", "config", "current-context"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env_without = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    listed = subprocess.run(
+        [DAGFLOW, "--kubeconfig", kubeconfig, "--context", context, "list", "-n", namespace],
+        capture_output=True,
+        text=True,
+        env={**env_without, "HOME": "/nonexistent", "COLUMNS": "160"},
+        timeout=60,
+    )
+    assert listed.returncode == 0 and "chosen" in listed.stdout, listed.stderr
+    wrong = dagflow("list", "--context", "no-such-context", "-n", namespace)
+    assert wrong.returncode == 1 and "no-such-context" in wrong.stderr

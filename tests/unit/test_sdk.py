@@ -96,3 +96,19 @@ def test_the_sdk_example_module_builds_its_flow_without_a_cluster() -> None:
     flow = namespace["flow"]
     assert [work.name for work in flow.works] == ["process", "train", "serve"]
     assert flow.spec().work("train").matrix == {"model": ["linear", "forest", "gbr"]}
+
+
+def test_code_written_against_the_sdk_is_checked_by_mypy(tmp_path: Any) -> None:
+    """Users' pipelines type-check: the package is typed, and a wrong type is caught."""
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text('from dagflow.sdk import Work\n\nWork("a", image="x", gpu="one")\n')
+    env = {"MYPYPATH": str(REPO_ROOT / "operator"), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent"]
+    good = subprocess.run(
+        [*command, str(EXAMPLES / "ml_pipeline.py")], capture_output=True, text=True, env=env
+    )
+    assert good.returncode == 0, good.stdout
+    bad = subprocess.run([*command, str(wrong)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and 'Argument "gpu" to "Work" has incompatible type "str"' in bad.stdout, (
+        bad.stdout
+    )
