@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -434,18 +434,7 @@ def _is_matrix_pod(pod: dict[str, Any]) -> bool:
     return any(volume.get("name") == "dagflow-matrix" for volume in pod["spec"].get("volumes") or [])
 
 
-def _request(
-    ctx: typer.Context, flow: str, request: RunRequest, params: list[str] | None, target: tuple[Any, ...]
-) -> None:
-    client = _client(ctx, *target)
-    _get(client, flow)
-    try:
-        token = client.request(flow, request, _parse_params(params))
-    except ClusterError as error:
-        _fail(str(error))
-    Console(highlight=False).print(f"{request.value} of {client.namespace}/{flow} requested (token {token})")
-
-
+FlowArgument = Annotated[str, typer.Argument(metavar="FLOW")]
 ParamOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -454,93 +443,95 @@ ParamOption = Annotated[
 ]
 
 
+def _on_flow(
+    ctx: typer.Context, target: tuple[str | None, str | None, str | None], act: Callable[[FlowClient], str]
+) -> None:
+    """Do something to one flow and say what was done."""
+    client = _client(ctx, *target)
+    try:
+        message = act(client)
+    except ClusterError as error:
+        _fail(str(error))
+    Console(highlight=False).print(message)
+
+
+def _requested(client: FlowClient, flow: str, request: RunRequest, params: dict[str, str]) -> str:
+    client.get(flow)
+    token = client.request(flow, request, params)
+    return f"{request.value} of {client.namespace}/{flow} requested (token {token})"
+
+
+def _suspended(client: FlowClient, flow: str, suspended: bool) -> str:
+    client.get(flow)
+    client.set_suspend(flow, suspended)
+    return f"{client.namespace}/{flow} {'suspended' if suspended else 'resumed'}"
+
+
+def _deleted(client: FlowClient, flow: str) -> str:
+    client.delete(flow)
+    return f"dagflow.dagflow.dev/{flow} deleted from namespace {client.namespace}"
+
+
 @app.command()
 def rerun(
     ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    flow: FlowArgument,
     param: ParamOption = None,
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Start a new run of every work (ends an active run)."""
-    _request(ctx, flow, RunRequest.RERUN, param, (namespace, context, kubeconfig))
+    params = _parse_params(param)
+    _on_flow(ctx, (namespace, context, kubeconfig), lambda c: _requested(c, flow, RunRequest.RERUN, params))
 
 
 @app.command()
 def retry(
     ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    flow: FlowArgument,
     param: ParamOption = None,
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Start a run of the works that failed, were skipped or stopped; the others keep their outcomes."""
-    _request(ctx, flow, RunRequest.RETRY, param, (namespace, context, kubeconfig))
+    params = _parse_params(param)
+    _on_flow(ctx, (namespace, context, kubeconfig), lambda c: _requested(c, flow, RunRequest.RETRY, params))
 
 
-@app.command()
-def stop(
-    ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Stop the current run: its running Jobs are deleted, what did not finish ends Stopped."""
-    _request(ctx, flow, RunRequest.STOP, None, (namespace, context, kubeconfig))
+def _flow_verb(name: str, summary: str, act: Callable[[FlowClient, str], str]) -> None:
+    """A command `NAME FLOW` that does `act` to the flow, with kubectl's options as every command."""
+
+    def command(
+        ctx: typer.Context,
+        flow: FlowArgument,
+        namespace: NamespaceOption = None,
+        context: ContextOption = None,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        _on_flow(ctx, (namespace, context, kubeconfig), lambda client: act(client, flow))
+
+    command.__doc__ = summary
+    app.command(name)(command)
 
 
-def _suspend(ctx: typer.Context, flow: str, suspended: bool, target: tuple[Any, ...]) -> None:
-    client = _client(ctx, *target)
-    _get(client, flow)
-    try:
-        client.set_suspend(flow, suspended)
-    except ClusterError as error:
-        _fail(str(error))
-    Console(highlight=False).print(f"{client.namespace}/{flow} {'suspended' if suspended else 'resumed'}")
-
-
-@app.command()
-def suspend(
-    ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Hold the flow: no work starts and no scheduled run begins; running works finish."""
-    _suspend(ctx, flow, True, (namespace, context, kubeconfig))
-
-
-@app.command()
-def resume(
-    ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Let a suspended flow go on where it stood."""
-    _suspend(ctx, flow, False, (namespace, context, kubeconfig))
-
-
-@app.command()
-def delete(
-    ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(metavar="FLOW")],
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Delete a flow, and with it its Jobs, Deployments, Services and ConfigMaps."""
-    client = _client(ctx, namespace, context, kubeconfig)
-    try:
-        client.delete(flow)
-    except ClusterError as error:
-        _fail(str(error))
-    Console(highlight=False).print(f"dagflow.dagflow.dev/{flow} deleted from namespace {client.namespace}")
+_flow_verb(
+    "stop",
+    "Stop the current run: its running Jobs are deleted, what did not finish ends Stopped.",
+    lambda client, flow: _requested(client, flow, RunRequest.STOP, {}),
+)
+_flow_verb(
+    "suspend",
+    "Hold the flow: no work starts and no scheduled run begins; running works finish.",
+    lambda client, flow: _suspended(client, flow, True),
+)
+_flow_verb(
+    "resume",
+    "Let a suspended flow go on where it stood.",
+    lambda client, flow: _suspended(client, flow, False),
+)
+_flow_verb("delete", "Delete a flow, and with it its Jobs, Deployments, Services and ConfigMaps.", _deleted)
 
 
 if __name__ == "__main__":
