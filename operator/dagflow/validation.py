@@ -8,6 +8,7 @@ offending field (`spec.works[3].dependsOn[0]`) and a message that names the work
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,9 @@ from dagflow.matrix import MatrixError, expand, parse_matrix
 from dagflow.params import requested_params
 from dagflow.substitution import BadReference, Reference, container_references
 
+# etcd's default request limit is 1.5 MiB; the status is written into the same object later, so a
+# flow has to leave room for it (a 2,000-work flow's status is about 300 KiB).
+MAX_OBJECT_BYTES = 1024 * 1024
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 # Fields whose keys are user data, shown as ["key"] in paths rather than .key.
@@ -114,7 +118,27 @@ def validate_object(obj: Mapping[str, Any]) -> list[ValidationProblem]:
             problems += _flow_name_problems(name)
         return [*problems, ValidationProblem("spec", "a DAGFlow needs a spec with a list of works")]
     problems += validate_flow(obj["spec"], flow_name=name)
+    problems += size_problems(obj)
     return problems if problems else params_annotation_problems(obj)
+
+
+def size_problems(obj: Mapping[str, Any]) -> list[ValidationProblem]:
+    """An object etcd would not store: the API server would answer with a storage error instead."""
+    try:
+        size = len(json.dumps(obj, separators=(",", ":"), default=str).encode())
+    except (TypeError, ValueError):
+        return []
+    if size <= MAX_OBJECT_BYTES:
+        return []
+    return [
+        ValidationProblem(
+            "spec",
+            f"the DAGFlow is {size / 1024 / 1024:.2f} MiB as JSON; etcd stores objects of at most 1.5 MiB "
+            "and the flow's status needs room in the same object, so a DAGFlow may be at most "
+            f"{MAX_OBJECT_BYTES / 1024 / 1024:.1f} MiB before its status: run many alike works as one "
+            "matrix work instead",
+        )
+    ]
 
 
 def params_annotation_problems(obj: Mapping[str, Any]) -> list[ValidationProblem]:

@@ -10,7 +10,7 @@ import kopf
 from dagflow.api.models import PARAMS_ANNOTATION
 from dagflow.certs import write_self_signed
 from dagflow.settings import OperatorSettings
-from dagflow.validation import params_annotation_problems, validate_flow
+from dagflow.validation import params_annotation_problems, size_problems, validate_flow
 
 # What the webhook is registered for: a DELETE (of a flow, or of its namespace) is never refused.
 ADMITTED_OPERATIONS: list[kopf.Operation] = ["CREATE", "UPDATE"]
@@ -34,7 +34,8 @@ def admission_problem(
         return None
     spec = new.get("spec") or {}
     spec_changed = operation != "UPDATE" or old is None or (old.get("spec") or {}) != spec
-    problems = validate_flow(dict(spec), flow_name=name) if spec_changed else []
+    checked = dict(spec) if isinstance(spec, Mapping) else spec
+    problems = [*validate_flow(checked, flow_name=name), *size_problems(new)] if spec_changed else []
     if not problems and (spec_changed or _params_of(old) != _params_of(new)):
         problems += params_annotation_problems(new)
     return "; ".join(str(problem) for problem in problems[:20]) or None

@@ -641,8 +641,23 @@ def test_a_flow_with_failures_always_comes_to_an_end_that_follows_its_rules(
     previous: dict[str, dict[str, Any]] = {}
 
     result = None
+    rank = {"Pending": 0, "Running": 1}
     for _ in range(3 * len(works) + 3):
         result = plan_run(FLOW, flow_spec, order, 1, jobs, deployments, previous, NOW)
+        again = plan_run(FLOW, flow_spec, order, 1, jobs, deployments, previous, NOW)
+        assert [s.to_status() for s in again.works] == [s.to_status() for s in result.works], (
+            "not deterministic"
+        )
+        assert [w.name for w in again.start] == [w.name for w in result.start]
+        for state in result.works:
+            before = previous.get(state.name, {}).get("phase", "Pending")
+            if rank.get(before, 2) == 2:
+                assert state.phase.value == before, f"{state.name} went from {before} to {state.phase.value}"
+            else:
+                assert rank.get(state.phase.value, 2) >= rank[before], (
+                    f"{state.name} went back to {state.phase.value}"
+                )
+        assert len({s.job for s in result.works if s.job}) == len([s for s in result.works if s.job])
         skipped = {s.name for s in result.works if s.phase == WorkPhase.SKIPPED}
         assert not skipped & outcome.keys(), "a work that ran was reported Skipped"
         for started_work in result.start:

@@ -510,3 +510,20 @@ def test_schedule_params_must_name_parameters() -> None:
     assert messages(validate_flow(flow)) == [
         "spec.scheduleParams[\"epochs\"]: 'epochs' names no parameter of the flow (spec.params has: lr)"
     ]
+
+
+def test_a_flow_too_big_to_be_stored_with_its_status_is_refused_saying_so() -> None:
+    def flow_of(works: int, padding: int) -> dict[str, Any]:
+        env = [{"name": "PAD", "value": "x" * padding}]
+        return {
+            "apiVersion": "dagflow.dev/v1alpha1",
+            "kind": "DAGFlow",
+            "metadata": {"name": "big"},
+            "spec": spec(*[work(f"w{i:04d}", container={"image": "x", "env": env}) for i in range(works)]),
+        }
+
+    assert validate_object(flow_of(2000, 300)) == []
+    (problem,) = validate_object(flow_of(2000, 600))
+    assert problem.path == "spec"
+    assert problem.message.startswith("the DAGFlow is 1.32 MiB as JSON")
+    assert "may be at most 1.0 MiB before its status" in problem.message
