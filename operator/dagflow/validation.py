@@ -497,11 +497,7 @@ def _unresolvable(
             f"{reference.text}: {reference.work!r} is not among the works this one depends on "
             "(directly or through others), so its outputs may not exist when it starts"
         )
-    declared = [
-        output.get("name")
-        for output in works[reference.work].get("outputs") or []
-        if isinstance(output, Mapping)
-    ]
+    declared = [output.get("name") for output in _mappings(works[reference.work].get("outputs"))]
     if reference.name not in declared:
         listed = ", ".join(str(name) for name in declared) or "none"
         return (
