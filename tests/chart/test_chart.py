@@ -417,3 +417,14 @@ def test_chart_crd_is_a_copy_of_the_generated_one() -> None:
     generated = (REPO_ROOT / "crds" / "dagflow.dev_dagflows.yaml").read_bytes()
     copy = (CHART_DIR / "crds" / "dagflow.dev_dagflows.yaml").read_bytes()
     assert copy == generated, "charts/dagflow-operator/crds/ differs from crds/: run `make crds`"
+
+
+def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
+    policy = one(render(), "ValidatingAdmissionPolicy")
+    checks = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
+    for resource in ("'jobs'", "'deployments'", "'services'", "'configmaps'"):
+        assert resource in checks
+    binding = one(render(), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    off = render({"userPermissions": {"enforced": False}})
+    assert not [obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy")]
