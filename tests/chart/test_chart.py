@@ -60,6 +60,8 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
         "Service",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
     ]
     binding = one(objects, "ClusterRoleBinding")

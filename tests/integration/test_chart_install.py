@@ -109,6 +109,7 @@ def test_install_runs_the_operator_and_uninstall_leaves_only_the_crds(
         pods = get_json("pods", "-l", f"app.kubernetes.io/instance={release}", namespace=namespace)["items"]
         assert [pod["status"]["phase"] for pod in pods] == ["Running"]
         assert labelled("clusterrole,clusterrolebinding", release)
+        assert len(labelled("validatingadmissionpolicies,validatingadmissionpolicybindings", release)) == 2
         for configuration in WEBHOOK_CONFIGURATIONS:
             assert kubectl("get", configuration, check=False).returncode == 0, configuration
         if values.get("watchNamespaces"):
@@ -131,6 +132,7 @@ def test_install_runs_the_operator_and_uninstall_leaves_only_the_crds(
     kinds = "deployments,replicasets,services,serviceaccounts,roles,rolebindings,configmaps,secrets"
     assert not labelled(kinds, release)
     assert not labelled("clusterroles,clusterrolebindings", release)
+    assert not labelled("validatingadmissionpolicies,validatingadmissionpolicybindings", release)
     for configuration in WEBHOOK_CONFIGURATIONS:
         assert kubectl("get", configuration, check=False).returncode != 0
     wait_for(
