@@ -1,6 +1,6 @@
 """No privilege beyond the user's: the chart's ValidatingAdmissionPolicy lets a user create a DAGFlow,
 change what it runs or ask for a run only where they may create what the operator would create for it.
-The API server checks it, so it holds whether the operator runs or not (none runs here)."""
+The API server checks it, so it holds whether the operator runs or not."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import yaml
 from tests.chart.helm import objects_of, render
 from tests.e2e.flows import flow, work
 from tests.kube import kubectl, wait_for
+from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
 
@@ -21,7 +22,8 @@ USER = "alice"
 
 
 @pytest.fixture(scope="module")
-def policy() -> Iterator[list[dict[str, Any]]]:
+def policy(operator: OperatorProcess) -> Iterator[list[dict[str, Any]]]:
+    """The chart's policy and binding, applied (the operator fixture has installed the CRDs)."""
     objects = render()
     installed = [
         *objects_of(objects, "ValidatingAdmissionPolicy"),
