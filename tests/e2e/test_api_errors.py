@@ -161,3 +161,20 @@ def test_evicted_or_deleted_pods_do_not_use_up_retries(
     assert final["phase"] == "Succeeded", final
     job = get_json("job", works_by_name(final)["a"]["job"], namespace=namespace)
     assert job["status"].get("failed", 0) == 0, job["status"]
+
+
+def test_a_privileged_work_in_a_restricted_namespace_says_the_api_servers_refusal(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+    risky = work("a", timeoutSeconds=15)
+    risky["container"]["securityContext"] = {"privileged": True}
+    create(flow("risky", [risky]), namespace)
+    message = wait_for(
+        lambda: "PodSecurity" in (text := message_of(namespace, "risky", "a")) and text,
+        timeout=30,
+        what="work a to say why its pods are refused",
+    )
+    assert message.startswith("its pods are refused: "), message
+    assert 'violates PodSecurity "restricted:latest"' in message and "privileged" in message, message
+    assert not get_json("pods", namespace=namespace)["items"], "no pod of it was made"
