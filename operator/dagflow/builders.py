@@ -306,7 +306,7 @@ def _container(
     work: Work, defaults: PodDefaults, settings: OperatorSettings, values: Values | None
 ) -> dict[str, Any]:
     container = copy.deepcopy(work.container)
-    container.setdefault("name", work.name)
+    container["name"] = work.container_name
     own_env = container.get("env") or []
     own_names = {entry.get("name") for entry in own_env}
     inherited = [copy.deepcopy(entry) for entry in defaults.env if entry.get("name") not in own_names]

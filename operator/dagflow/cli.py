@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.markup import escape
 
 from dagflow import flowview
-from dagflow.api.models import DAGFlowSpec, RunRequest
-from dagflow.flowclient import SUCCESSFUL_PHASES, ClusterError, FlowClient, Target
+from dagflow.api.models import READY_PHASES, DAGFlowSpec, RunRequest
+from dagflow.flowclient import ClusterError, FlowClient, Target
 from dagflow.validation import ValidationProblem, is_dagflow, validate_object
 
 app = typer.Typer(
@@ -284,7 +284,7 @@ def _watch(client: FlowClient, name: str, timeout: float | None) -> int:
     except (ClusterError, TimeoutError) as error:
         _fail(str(error))
     status = final.get("status") or {}
-    if status.get("phase") in SUCCESSFUL_PHASES:
+    if status.get("phase") in READY_PHASES:
         endpoint = f" at {status['endpoint']}" if status.get("endpoint") else ""
         console.print(f"[green]{name}: {status['phase']}{escape(endpoint)}[/green]")
         return 0
@@ -472,32 +472,31 @@ def _deleted(client: FlowClient, flow: str) -> str:
     return f"dagflow.dagflow.dev/{flow} deleted from namespace {client.namespace}"
 
 
-@app.command()
-def rerun(
-    ctx: typer.Context,
-    flow: FlowArgument,
-    param: ParamOption = None,
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Start a new run of every work (ends an active run)."""
-    params = _parse_params(param)
-    _on_flow(ctx, (namespace, context, kubeconfig), lambda c: _requested(c, flow, RunRequest.RERUN, params))
+def _run_request_verb(request: RunRequest, summary: str) -> None:
+    """A command `NAME FLOW [-p NAME=VALUE]...` that asks for a run of the flow."""
+
+    def command(
+        ctx: typer.Context,
+        flow: FlowArgument,
+        param: ParamOption = None,
+        namespace: NamespaceOption = None,
+        context: ContextOption = None,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        params = _parse_params(param)
+        _on_flow(
+            ctx, (namespace, context, kubeconfig), lambda client: _requested(client, flow, request, params)
+        )
+
+    command.__doc__ = summary
+    app.command(request.value)(command)
 
 
-@app.command()
-def retry(
-    ctx: typer.Context,
-    flow: FlowArgument,
-    param: ParamOption = None,
-    namespace: NamespaceOption = None,
-    context: ContextOption = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Start a run of the works that failed, were skipped or stopped; the others keep their outcomes."""
-    params = _parse_params(param)
-    _on_flow(ctx, (namespace, context, kubeconfig), lambda c: _requested(c, flow, RunRequest.RETRY, params))
+_run_request_verb(RunRequest.RERUN, "Start a new run of every work (ends an active run).")
+_run_request_verb(
+    RunRequest.RETRY,
+    "Start a run of the works that failed, were skipped or stopped; the others keep their outcomes.",
+)
 
 
 def _flow_verb(name: str, summary: str, act: Callable[[FlowClient, str], str]) -> None:

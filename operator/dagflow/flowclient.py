@@ -16,14 +16,12 @@ from kubernetes import watch as untyped_watch
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import naming
-from dagflow.api.models import GROUP, PARAMS_ANNOTATION, PLURAL, VERSION, RunRequest
+from dagflow.api.models import FINAL_PHASES, GROUP, PARAMS_ANNOTATION, PLURAL, VERSION, RunRequest
 
 # The client's config and watch modules have no type hints.
 config: Any = untyped_config
 watch: Any = untyped_watch
 FIELD_MANAGER = "dagflow-cli"
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "Serving", "Stopped"})
-SUCCESSFUL_PHASES = frozenset({"Succeeded", "Serving"})
 
 
 class ClusterError(RuntimeError):

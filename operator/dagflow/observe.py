@@ -155,25 +155,24 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
     )
 
 
-def parse_indexes(text: str) -> list[int]:
-    """The indexes of a Job's completedIndexes or failedIndexes ("1,3-5" -> [1, 3, 4, 5])."""
-    indexes: list[int] = []
+def index_ranges(text: str) -> list[range]:
+    """The indexes a Job's completedIndexes or failedIndexes names ("1,3-5" -> range(1, 2), range(3, 6))."""
+    ranges = []
     for part in text.split(","):
-        if not part.strip():
-            continue
-        first, _, last = part.partition("-")
-        indexes.extend(range(int(first), int(last or first) + 1))
-    return indexes
+        if part.strip():
+            first, _, last = part.partition("-")
+            ranges.append(range(int(first), int(last or first) + 1))
+    return ranges
+
+
+def parse_indexes(text: str) -> list[int]:
+    """The indexes of a completedIndexes or failedIndexes string ("1,3-5" -> [1, 3, 4, 5])."""
+    return [index for indexes in index_ranges(text) for index in indexes]
 
 
 def count_indexes(text: str) -> int:
     """How many indexes a completedIndexes or failedIndexes string names, without listing them."""
-    count = 0
-    for part in text.split(","):
-        if part.strip():
-            first, _, last = part.partition("-")
-            count += int(last or first) - int(first) + 1
-    return count
+    return sum(len(indexes) for indexes in index_ranges(text))
 
 
 def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:

@@ -193,9 +193,8 @@ def plan_run(
                 state.instance_counts = InstanceCounts(
                     total=len(combinations), succeeded=0, failed=0, running=0
                 ).to_status()
-                free_slots -= at_once - 1
             if work.serve is None:
-                free_slots -= 1
+                free_slots -= plan.instances[name].parallelism if name in plan.instances else 1
                 state.job = naming.job_name(flow.name, run, name)
             else:
                 state.job = naming.serve_name(flow.name, name)
@@ -391,12 +390,13 @@ def _take_matrix_outputs(
 
 
 def needs_outputs_read(work: Work, job: JobObservation | None, previous: Mapping[str, Any] | None) -> bool:
-    """Whether the outputs of a work must be read from its pod: its Job succeeded, and the status
-    holds neither its outputs nor the failure to take them."""
+    """Whether the outputs of a work must be read from its pods: its Job succeeded, and the status
+    holds neither its outputs (or a matrix work's ConfigMap of them) nor the failure to take them."""
     if not work.outputs or job is None or job.outcome != "Succeeded":
         return False
     previous = previous or {}
-    return "outputs" not in previous and previous.get("phase") != WorkPhase.FAILED
+    kept = "outputs" in previous or bool(previous.get("outputsConfigMap"))
+    return not kept and previous.get("phase") != WorkPhase.FAILED
 
 
 def _take_outputs(

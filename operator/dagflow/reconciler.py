@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from dagflow import metrics, naming
-from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
+from dagflow.api.models import FINAL_PHASES, DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.builders import (
     FlowRef,
     build_deployment,
@@ -54,7 +54,6 @@ PostEvent = Callable[[Mapping[str, Any], FlowEvent], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 # After this long an unseen Job is taken as gone (deleted before its event came): planned afresh.
 UNSEEN_JOB_TTL_SECONDS = 60.0
-FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING, FlowPhase.STOPPED})
 # A pass for a schedule tick comes this long after it, so the tick is due by then.
 TICK_MARGIN_SECONDS = 0.5
 # A pass over a flow waits at least this long per work for more events: 0.1 s for 1,000 works.
@@ -727,8 +726,8 @@ class Reconciler:
         matrix_jobs = {job.name for job in jobs if job.matrix}
         for name in sorted(matrix_jobs & {*retirement.stop, *retirement.delete}):
             calls += [
-                self.kube.delete_config_map(flow.namespace, f"{name}-{suffix}")
-                for suffix in ("matrix", "outputs")
+                self.kube.delete_config_map(flow.namespace, config_map)
+                for config_map in naming.matrix_config_maps(name)
             ]
         await asyncio.gather(*calls)
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from dagflow.api.models import (
     API_VERSION,
+    FINAL_PHASES,
     KIND,
     ConcurrencyPolicy,
     DAGFlowSpec,
@@ -46,7 +47,7 @@ from dagflow.api.models import (
     TriggerRule,
 )
 from dagflow.api.models import Work as WorkModel
-from dagflow.flowclient import FINAL_PHASES, FlowClient, Target
+from dagflow.flowclient import FlowClient, Target
 from dagflow.validation import ValidationProblem, validate_flow
 
 __all__ = ["FINAL_PHASES", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
@@ -120,35 +121,32 @@ class Work:
     ) -> None:
         self.name = name
         spec_container: dict[str, Any] = {"image": image}
-        given = {
-            "command": list(command) if command is not None else None,
-            "args": list(args) if args is not None else None,
-            "env": _env(env),
-            "volumeMounts": [dict(mount) for mount in volume_mounts] if volume_mounts is not None else None,
-            "resources": dict(resources) if resources is not None else None,
-        }
-        spec_container.update({key: value for key, value in given.items() if value is not None})
+        spec_container.update(
+            _given(
+                command=list(command) if command is not None else None,
+                args=list(args) if args is not None else None,
+                env=_env(env),
+                volumeMounts=[dict(mount) for mount in volume_mounts] if volume_mounts is not None else None,
+                resources=dict(resources) if resources is not None else None,
+            )
+        )
         spec_container.update(dict(container or {}))
-        self._fields: dict[str, Any] = {
-            key: value
-            for key, value in {
-                "when": TriggerRule(when) if when is not None else None,
-                "gpu": gpu,
-                "retries": retries,
-                "timeout_seconds": timeout_seconds,
-                "serve": serve,
-                "matrix": dict(matrix) if matrix is not None else None,
-                "max_parallel": max_parallel,
-                "outputs": _outputs(outputs) or None,
-                "volumes": [dict(volume) for volume in volumes] if volumes is not None else None,
-                "node_selector": dict(node_selector) if node_selector is not None else None,
-                "tolerations": [dict(item) for item in tolerations] if tolerations is not None else None,
-                "labels": dict(labels) if labels is not None else None,
-                "annotations": dict(annotations) if annotations is not None else None,
-                "service_account_name": service_account_name,
-            }.items()
-            if value is not None
-        }
+        self._fields: dict[str, Any] = _given(
+            when=TriggerRule(when) if when is not None else None,
+            gpu=gpu,
+            retries=retries,
+            timeout_seconds=timeout_seconds,
+            serve=serve,
+            matrix=dict(matrix) if matrix is not None else None,
+            max_parallel=max_parallel,
+            outputs=_outputs(outputs) or None,
+            volumes=[dict(volume) for volume in volumes] if volumes is not None else None,
+            node_selector=dict(node_selector) if node_selector is not None else None,
+            tolerations=[dict(item) for item in tolerations] if tolerations is not None else None,
+            labels=dict(labels) if labels is not None else None,
+            annotations=dict(annotations) if annotations is not None else None,
+            service_account_name=service_account_name,
+        )
         self._container = spec_container
         self.depends_on: list[str] = []
         self.after(*depends_on)
@@ -220,23 +218,19 @@ class Flow:
         self.labels, self.annotations = dict(labels or {}), dict(annotations or {})
         self._params = dict(params or {})
         self.params = References(f"flow {name}", "parameter", self._params, "$(params.{name})")
-        self._fields = {
-            key: value
-            for key, value in {
-                "failure_policy": FailurePolicy(failure_policy) if failure_policy is not None else None,
-                "parallelism": parallelism,
-                "pod_defaults": pod_defaults,
-                "schedule": schedule,
-                "time_zone": time_zone,
-                "concurrency_policy": (
-                    ConcurrencyPolicy(concurrency_policy) if concurrency_policy is not None else None
-                ),
-                "starting_deadline_seconds": starting_deadline_seconds,
-                "suspend": suspend,
-                "history_runs": history_runs,
-            }.items()
-            if value is not None
-        }
+        self._fields = _given(
+            failure_policy=FailurePolicy(failure_policy) if failure_policy is not None else None,
+            parallelism=parallelism,
+            pod_defaults=pod_defaults,
+            schedule=schedule,
+            time_zone=time_zone,
+            concurrency_policy=(
+                ConcurrencyPolicy(concurrency_policy) if concurrency_policy is not None else None
+            ),
+            starting_deadline_seconds=starting_deadline_seconds,
+            suspend=suspend,
+            history_runs=history_runs,
+        )
         self._token: contextvars.Token[Flow | None] | None = None
 
     def __enter__(self) -> Flow:
@@ -325,6 +319,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields a caller gave (those not None), to emit only those."""
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _outputs(outputs: Sequence[str] | Mapping[str, str]) -> list[dict[str, str]]:

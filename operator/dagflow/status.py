@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from dagflow.api.models import FlowPhase, WorkPhase
+from dagflow.api.models import READY_PHASES, FlowPhase, WorkPhase
 from dagflow.planner import Plan
 
 READY_CONDITION = "Ready"
@@ -183,7 +183,7 @@ def _verb(transition: Transition, plural: bool = False) -> str:
 
 
 def _ready_condition(plan: Plan, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
-    ready = plan.phase in (FlowPhase.SUCCEEDED, FlowPhase.SERVING)
+    ready = plan.phase in READY_PHASES
     message = plan.message or f"{plan.progress} works finished or serving"
     return _condition(ready, plan.phase.value, message, previous, generation, now)
 

@@ -41,8 +41,8 @@ class WorkData:
         async def read(work: Work, job: JobObservation) -> tuple[str, str | None]:
             if job.uid is None:
                 return work.name, None
-            container = str(work.container.get("name") or work.name)
-            return work.name, await self.kube.termination_message(flow.namespace, job.uid, container)
+            message = await self.kube.termination_message(flow.namespace, job.uid, work.container_name)
+            return work.name, message
 
         return dict(await asyncio.gather(*(read(work, job) for work, job in wanted)))
 
@@ -60,16 +60,15 @@ class WorkData:
             (work, jobs[work.name])
             for work in spec.works
             if work.matrix is not None
-            and work.outputs
             and needs_outputs_read(work, jobs.get(work.name), previous.get(work.name))
-            and not (previous.get(work.name) or {}).get("outputsConfigMap")
         ]
 
         async def collect(work: Work, job: JobObservation) -> tuple[str, CollectedOutputs]:
             if job.uid is None:
                 return work.name, CollectedOutputs(error="its Job is gone: its outputs cannot be read")
-            container = str(work.container.get("name") or work.name)
-            messages = await self.kube.termination_messages_by_index(flow.namespace, job.uid, container)
+            messages = await self.kube.termination_messages_by_index(
+                flow.namespace, job.uid, work.container_name
+            )
             try:
                 gathered = gather_outputs(messages, job.completions, [output.name for output in work.outputs])
             except OutputsError as error:

@@ -219,6 +219,12 @@ class FlowPhase(StrEnum):
     STOPPED = "Stopped"
 
 
+# Phases in which a run is over: the flow changes no more until its spec does or a run is asked for.
+FINAL_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.SERVING, FlowPhase.STOPPED})
+# Phases in which the flow did what it is for: its Ready condition is True.
+READY_PHASES = frozenset({FlowPhase.SUCCEEDED, FlowPhase.SERVING})
+
+
 class WorkPhase(StrEnum):
     """Where one work stands."""
 
@@ -434,6 +440,11 @@ class Work(ApiModel):
     @property
     def is_serve(self) -> bool:
         return self.serve is not None
+
+    @property
+    def container_name(self) -> str:
+        """The container's name: its own, else the work's."""
+        return str(self.container.get("name") or self.name)
 
     @model_validator(mode="after")
     def _batch_only_fields(self) -> Work:
