@@ -18,7 +18,7 @@ import pytest
 
 from tests.kube import REPO_ROOT, kubectl, run_cluster_script
 
-CLUSTER_TEST_DIRS = ("integration", "e2e", "real", "demo")
+CLUSTER_TEST_DIRS = ("integration", "e2e", "chaos", "real", "demo")
 
 
 @dataclass(frozen=True)

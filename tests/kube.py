@@ -158,6 +158,42 @@ def paused(component: str) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+def killed_and_restarted(component: str, down_for: float) -> float:
+    """SIGKILL a process of the local cluster, as a crash does; start it again `down_for` seconds
+    later exactly as kwokctl started it (command line, environment, folder, log and pid file).
+    Returns the seconds from the new start until the API server is ready again."""
+    pid = control_plane_pid(component)
+    proc = Path(f"/proc/{pid}")
+    command = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    environment = dict(
+        entry.split(b"=", 1) for entry in (proc / "environ").read_bytes().split(b"\0") if b"=" in entry
+    )
+    folder = (proc / "cwd").resolve()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not proc.exists() or _zombie(proc), timeout=30, what=f"{component} to exit")
+    time.sleep(down_for)
+    with (folder / "logs" / f"{component}.log").open("ab") as log:
+        started = subprocess.Popen(
+            command, cwd=folder, env=environment, stdout=log, stderr=log, start_new_session=True
+        )
+    (folder / "pids" / f"{component}.pid").write_text(f"{started.pid}\n")
+    began = time.monotonic()
+    wait_for(
+        lambda: kubectl("get", "--raw", "/readyz", "--request-timeout=5s", check=False).returncode == 0,
+        timeout=120,
+        interval=0.5,
+        what=f"the API server to be ready after {component} restarted",
+    )
+    return time.monotonic() - began
+
+
+def _zombie(proc: Path) -> bool:
+    try:
+        return (proc / "stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
+
 def table_row(table: str, name: str) -> dict[str, str]:
     """A row of `kubectl get` output by column header; a column left empty (a field the object does
     not have) reads as ""."""

@@ -41,7 +41,8 @@ WEBHOOK_CONFIGURATION = "dagflow.dev"
 # kopf's own API calls and watches (seconds), like the operator's own (`kube.REQUEST_TIMEOUT`):
 # none may hang forever on an API server that stopped.
 CONNECT_TIMEOUT, REQUEST_TIMEOUT = kube_module.REQUEST_TIMEOUT
-WATCH_SERVER_TIMEOUT = 300
+# A watch that brings nothing this long after the server should have ended it is given up.
+WATCH_CLIENT_MARGIN = 30
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
 
@@ -95,8 +96,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
-    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
-    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
+    settings.watching.server_timeout = operator_settings.watch_timeout_seconds
+    settings.watching.client_timeout = operator_settings.watch_timeout_seconds + WATCH_CLIENT_MARGIN
     if operator_settings.peering:
         working = await asyncio.to_thread(
             ensure_peering,

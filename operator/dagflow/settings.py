@@ -89,6 +89,14 @@ class OperatorSettings(BaseSettings):
             " one finishing (a loop stuck on a call), so Kubernetes restarts the operator."
         ),
     )
+    watch_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        description=(
+            "How long a watch of the API server lasts before it is made anew; one that brings nothing"
+            " for 30 s longer (an API server that stopped answering) is given up and made anew too."
+        ),
+    )
     shutdown_timeout_seconds: float = Field(
         5,
         gt=0,

@@ -7,12 +7,14 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import GROUP, PLURAL, VERSION
 
@@ -41,6 +43,7 @@ class Recorder:
         )
         self.namespace = namespace
         self.events: list[Seen] = []
+        self.relists = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._sources: dict[str, Callable[..., Any]] = {
@@ -58,11 +61,7 @@ class Recorder:
 
     def _follow(self, kind: str) -> None:
         source = self._sources[kind]
-        listing = source(_preload_content=False)
-        initial = json.loads(listing.data)
-        version = initial["metadata"]["resourceVersion"]
-        for item in initial["items"]:
-            self._add(kind, "ADDED", item)
+        version = self._list(kind)
         self._ready.wait()
         while not self._stopping.is_set():
             stream = watch.Watch()
@@ -75,8 +74,33 @@ class Recorder:
                     self._add(kind, event["type"], raw)
                     if self._stopping.is_set():
                         break
+            except ApiException as error:
+                if error.status == 410:
+                    # The API server no longer has that version (it restarted, or compacted): list
+                    # again. An object made and deleted in between is missed: `relists` tells.
+                    version = self._relist(kind)
+                time.sleep(0.2)
             except Exception:  # a dropped watch: pick up from the last version seen
                 time.sleep(0.2)
+
+    def _list(self, kind: str) -> str:
+        listing = self._sources[kind](_preload_content=False)
+        found = json.loads(listing.data)
+        for item in found["items"]:
+            self._add(kind, "ADDED", item)
+        return str(found["metadata"]["resourceVersion"])
+
+    def _relist(self, kind: str) -> str:
+        while True:
+            try:
+                version = self._list(kind)
+            except Exception:
+                if self._stopping.wait(0.5):
+                    return ""
+                continue
+            with self._lock:
+                self.relists += 1
+            return version
 
     def _add(self, kind: str, event_type: str, body: dict[str, Any]) -> None:
         with self._lock:
@@ -106,6 +130,20 @@ class Recorder:
         for seen in self.of("Job"):
             uids.setdefault(seen.body["metadata"]["uid"], seen.name)
         return list(uids.values())
+
+    def jobs_made(self) -> Counter[tuple[str, str, int]]:
+        """How many Jobs were ever made per (flow, work, run), counted by uid: a Job deleted and made
+        again counts twice."""
+        made: dict[str, tuple[str, str, int]] = {}
+        for seen in self.of("Job"):
+            metadata = seen.body["metadata"]
+            annotations = metadata.get("annotations") or {}
+            made[metadata["uid"]] = (
+                annotations.get("dagflow.dev/flow-name", ""),
+                annotations.get("dagflow.dev/work-name", ""),
+                int((metadata.get("labels") or {}).get("dagflow.dev/run", 0)),
+            )
+        return Counter(made.values())
 
     def pod_lifetimes(self) -> dict[str, tuple[float, float | None, dict[str, Any]]]:
         """Per pod uid: when it was first seen, when it stopped running (finished or deleted; None:
