@@ -100,6 +100,10 @@ bench: venv tools ## Measure latency, makespan, API cost and memory on a local c
 bench-quick: venv tools ## A small run of the benchmarks that proves the harness works (~3 min).
 	$(PY) -m bench.harness --quick
 
+.PHONY: chaos
+chaos: venv tools ## Run the chaos drills (part of test): kills, restarts, stalls and deletions while flows run.
+	$(PYTEST) tests/chaos $(PYTEST_ARGS)
+
 .PHONY: test-unit
 test-unit: venv ## Run the unit tests only (no cluster).
 	$(PYTEST) tests/unit $(PYTEST_ARGS)

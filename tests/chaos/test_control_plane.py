@@ -1,0 +1,110 @@
+"""The control plane failing under a running flow: kube-apiserver and etcd killed and started again,
+and the API server stopped (SIGSTOP) for longer than the operator's watches last."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.chaos.conftest import WATCH_TIMEOUT_SECONDS
+from tests.chaos.drills import DrillResult, layered, record, wait_for_run_end
+from tests.e2e.flows import status, works_by_name
+from tests.e2e.recorder import recording
+from tests.kube import apply, killed_and_restarted, paused, wait_for
+from tests.operator_process import OperatorProcess
+
+pytestmark = [pytest.mark.local_cluster, pytest.mark.disruptive]
+
+# kopf gives a watch up this long after the server should have ended it (dagflow.main).
+WATCH_CLIENT_MARGIN = 30
+
+
+def phases(namespace: str, name: str) -> dict[str, str]:
+    return {work: entry.get("phase", "") for work, entry in works_by_name(status(namespace, name)).items()}
+
+
+def seconds_until_progress(namespace: str, name: str) -> float:
+    """How long until a work of the flow changes phase, from now: the operator acting again."""
+    began = time.monotonic()
+    before = phases(namespace, name)
+    wait_for(lambda: phases(namespace, name) != before, timeout=180, interval=0.25, what=f"{name} to move")
+    return time.monotonic() - began
+
+
+def half_way(namespace: str, name: str) -> bool:
+    current = phases(namespace, name)
+    return current.get("root") == "Succeeded" and "Running" in current.values()
+
+
+def check_each_job_made_once(made: dict[Any, int], manifest: dict[str, Any], name: str) -> None:
+    expected = {(name, entry["name"], 1): 1 for entry in manifest["spec"]["works"]}
+    assert made == expected, "Jobs made per (flow, work, run) differ from one each"
+
+
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_a_control_plane_process_killed_and_started_again_mid_flow(
+    component: str, namespace: str, operator: OperatorProcess
+) -> None:
+    name = f"under-{component}"
+    manifest = layered(name, branches=6, depth=3, duration="2s")
+    started = time.monotonic()
+    with recording(namespace) as recorder:
+        apply(manifest, namespace=namespace)
+        wait_for(lambda: half_way(namespace, name), timeout=120, what=f"{name} to be half-way")
+        ready_after = killed_and_restarted(component, down_for=5)
+        progress_after = seconds_until_progress(namespace, name)
+        final = wait_for_run_end(namespace, name, 1, timeout=240)
+        time.sleep(2)
+    made = recorder.jobs_made()
+    record(
+        DrillResult(
+            f"{component} SIGKILLed mid-flow, started again 5 s later",
+            runs=1,
+            disruptions=1,
+            jobs_made=sum(made.values()),
+            jobs_expected=len(manifest["spec"]["works"]),
+            recover_seconds=[ready_after + progress_after],
+            seconds=time.monotonic() - started,
+        )
+    )
+    assert final["phase"] == "Succeeded", final
+    check_each_job_made_once(dict(made), manifest, name)
+    assert all(entry["attempts"] == 1 for entry in final["works"]), final["works"]
+    assert operator.process is not None and operator.process.poll() is None, "the operator exited"
+
+
+def test_the_api_server_stopped_past_the_watch_timeout_mid_flow(
+    namespace: str, operator: OperatorProcess
+) -> None:
+    name = "stalled"
+    manifest = layered(name, branches=6, depth=3, duration="2s")
+    stall = WATCH_TIMEOUT_SECONDS + WATCH_CLIENT_MARGIN + 5
+    assert operator.process is not None
+    operator_pid = operator.process.pid
+    started = time.monotonic()
+    with recording(namespace) as recorder:
+        apply(manifest, namespace=namespace)
+        wait_for(lambda: half_way(namespace, name), timeout=120, what=f"{name} to be half-way")
+        with paused("kube-apiserver"):
+            time.sleep(stall)
+        progress_after = seconds_until_progress(namespace, name)
+        final = wait_for_run_end(namespace, name, 1, timeout=240)
+        time.sleep(2)
+    made = recorder.jobs_made()
+    record(
+        DrillResult(
+            f"kube-apiserver stopped (SIGSTOP) for {stall} s, past the watch timeout",
+            runs=1,
+            disruptions=1,
+            jobs_made=sum(made.values()),
+            jobs_expected=len(manifest["spec"]["works"]),
+            recover_seconds=[progress_after],
+            seconds=time.monotonic() - started,
+        )
+    )
+    assert final["phase"] == "Succeeded", final
+    check_each_job_made_once(dict(made), manifest, name)
+    assert operator.process is not None and operator.process.pid == operator_pid, "the operator restarted"
+    assert operator.process.poll() is None, "the operator exited"
