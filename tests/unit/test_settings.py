@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import kopf
 import pytest
+from pydantic import ValidationError
 
 from dagflow import main
 from dagflow.peering import own_identity, start_priority
@@ -57,3 +58,15 @@ def test_crds_holds_the_charts_copy_of_kopfs_peering_crds() -> None:
     generated = (REPO_ROOT / "crds" / "kopf.dev_peerings.yaml").read_text()
     chart = (REPO_ROOT / "charts" / "dagflow-operator" / "crds" / "kopf.dev_peerings.yaml").read_text()
     assert generated == chart, "crds/kopf.dev_peerings.yaml differs from the chart's: run `make crds`"
+
+
+def test_the_watch_timeout_is_whole_seconds_as_the_api_server_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DAGFLOW_WATCH_TIMEOUT_SECONDS", "10")
+    assert OperatorSettings().watch_timeout_seconds == 10
+    # The API server refuses a watch whose timeoutSeconds is not an integer ("10.5"): refused here
+    # instead, when the operator starts.
+    monkeypatch.setenv("DAGFLOW_WATCH_TIMEOUT_SECONDS", "10.5")
+    with pytest.raises(ValidationError, match="watch_timeout_seconds"):
+        OperatorSettings()
