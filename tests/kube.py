@@ -176,7 +176,8 @@ def killed_and_restarted(component: str, down_for: float) -> float:
         started = subprocess.Popen(
             command, cwd=folder, env=environment, stdout=log, stderr=log, start_new_session=True
         )
-    (folder / "pids" / f"{component}.pid").write_text(f"{started.pid}\n")
+    # Exactly as kwokctl writes it (no newline): it parses the file when it deletes the cluster.
+    (folder / "pids" / f"{component}.pid").write_text(str(started.pid))
     began = time.monotonic()
     wait_for(
         lambda: kubectl("get", "--raw", "/readyz", "--request-timeout=5s", check=False).returncode == 0,

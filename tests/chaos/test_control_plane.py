@@ -4,6 +4,7 @@ and the API server stopped (SIGSTOP) for longer than the operator's watches last
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -43,34 +44,46 @@ def check_each_job_made_once(made: dict[Any, int], manifest: dict[str, Any], nam
     assert made == expected, "Jobs made per (flow, work, run) differ from one each"
 
 
-@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
-def test_a_control_plane_process_killed_and_started_again_mid_flow(
-    component: str, namespace: str, operator: OperatorProcess
-) -> None:
-    name = f"under-{component}"
+def flow_through(namespace: str, name: str, drill: str, disrupt: Callable[[], float]) -> dict[str, Any]:
+    """Run a 20-work flow, `disrupt` the cluster half-way, and return the flow's final status once
+    the drill's numbers are recorded and its Jobs checked. `disrupt` returns the seconds that count
+    towards recovery before the flow is watched for progress."""
     manifest = layered(name, branches=6, depth=3, duration="2s")
     started = time.monotonic()
     with recording(namespace) as recorder:
         apply(manifest, namespace=namespace)
         wait_for(lambda: half_way(namespace, name), timeout=120, what=f"{name} to be half-way")
-        ready_after = killed_and_restarted(component, down_for=5)
-        progress_after = seconds_until_progress(namespace, name)
+        recovery = disrupt()
+        recovery += seconds_until_progress(namespace, name)
         final = wait_for_run_end(namespace, name, 1, timeout=240)
         time.sleep(2)
     made = recorder.jobs_made()
     record(
         DrillResult(
-            f"{component} SIGKILLed mid-flow, started again 5 s later",
+            drill,
             runs=1,
             disruptions=1,
             jobs_made=sum(made.values()),
             jobs_expected=len(manifest["spec"]["works"]),
-            recover_seconds=[ready_after + progress_after],
+            recover_seconds=[recovery],
             seconds=time.monotonic() - started,
         )
     )
     assert final["phase"] == "Succeeded", final
     check_each_job_made_once(dict(made), manifest, name)
+    return final
+
+
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_a_control_plane_process_killed_and_started_again_mid_flow(
+    component: str, namespace: str, operator: OperatorProcess
+) -> None:
+    final = flow_through(
+        namespace,
+        f"under-{component}",
+        f"{component} SIGKILLed mid-flow, started again 5 s later",
+        lambda: killed_and_restarted(component, down_for=5),
+    )
     assert all(entry["attempts"] == 1 for entry in final["works"]), final["works"]
     assert operator.process is not None and operator.process.poll() is None, "the operator exited"
 
@@ -78,33 +91,20 @@ def test_a_control_plane_process_killed_and_started_again_mid_flow(
 def test_the_api_server_stopped_past_the_watch_timeout_mid_flow(
     namespace: str, operator: OperatorProcess
 ) -> None:
-    name = "stalled"
-    manifest = layered(name, branches=6, depth=3, duration="2s")
     stall = WATCH_TIMEOUT_SECONDS + WATCH_CLIENT_MARGIN + 5
     assert operator.process is not None
     operator_pid = operator.process.pid
-    started = time.monotonic()
-    with recording(namespace) as recorder:
-        apply(manifest, namespace=namespace)
-        wait_for(lambda: half_way(namespace, name), timeout=120, what=f"{name} to be half-way")
+
+    def stalled() -> float:
         with paused("kube-apiserver"):
             time.sleep(stall)
-        progress_after = seconds_until_progress(namespace, name)
-        final = wait_for_run_end(namespace, name, 1, timeout=240)
-        time.sleep(2)
-    made = recorder.jobs_made()
-    record(
-        DrillResult(
-            f"kube-apiserver stopped (SIGSTOP) for {stall} s, past the watch timeout",
-            runs=1,
-            disruptions=1,
-            jobs_made=sum(made.values()),
-            jobs_expected=len(manifest["spec"]["works"]),
-            recover_seconds=[progress_after],
-            seconds=time.monotonic() - started,
-        )
+        return 0.0
+
+    flow_through(
+        namespace,
+        "stalled",
+        f"kube-apiserver stopped (SIGSTOP) for {stall} s, past the watch timeout",
+        stalled,
     )
-    assert final["phase"] == "Succeeded", final
-    check_each_job_made_once(dict(made), manifest, name)
     assert operator.process is not None and operator.process.pid == operator_pid, "the operator restarted"
     assert operator.process.poll() is None, "the operator exited"
