@@ -2,7 +2,7 @@
 import dagre from "@dagrejs/dagre";
 import { escapeHtml } from "./util.js";
 
-const NODE_WIDTH = 168;
+const NODE_WIDTH = 200;
 const NODE_HEIGHT = 46;
 // network-simplex gives the tidiest ranks but grows fast with the graph; longest-path stays quick.
 const TIDY_LAYOUT_LIMIT = 300;

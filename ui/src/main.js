@@ -2,7 +2,7 @@
 // in the URL's fragment: #/ns/NAMESPACE, #/ns/NAMESPACE/flows/FLOW, #/ns/NAMESPACE/flows/FLOW/runs/N.
 // One server-sent event stream per page brings every change of the namespace's flows.
 import { drawGraph } from "./graph.js";
-import { ApiError, age, escapeHtml, getJson, time } from "./util.js";
+import { ApiError, age, clock, escapeHtml, getJson, time } from "./util.js";
 
 const view = document.getElementById("view");
 const live = document.getElementById("live");
@@ -301,8 +301,9 @@ function panelMarkup(d) {
       d.events
         .map(
           (e) =>
-            `<tr data-type="${escapeHtml(e.type)}"><td>${escapeHtml(time(e.time))}</td><td>${escapeHtml(e.reason)}</td>` +
-            `<td>${escapeHtml(e.object)}</td><td>${escapeHtml(e.message)}${e.count > 1 ? ` (×${e.count})` : ""}</td></tr>`,
+            `<tr data-type="${escapeHtml(e.type)}"><td class="when">${escapeHtml(clock(e.time))}<br>` +
+            `<b>${escapeHtml(e.reason)}</b></td><td><span class="muted">${escapeHtml(e.object)}</span><br>` +
+            `${escapeHtml(e.message)}${e.count > 1 ? ` (×${e.count})` : ""}</td></tr>`,
         )
         .join("") +
       `</tbody></table>`

@@ -21,6 +21,10 @@ export function time(iso) {
   return iso ? new Date(iso).toLocaleString() : "-";
 }
 
+export function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "-";
+}
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
