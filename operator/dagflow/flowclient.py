@@ -200,7 +200,9 @@ class FlowClient:
     def pods(self, flow: str, work: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
         """The pods of a flow's works (of one work, of one run), oldest first."""
         listing = json.loads(
-            self._raw(self.core.list_namespaced_pod, self.namespace, label_selector=_selector(flow, work, run))
+            self._raw(
+                self.core.list_namespaced_pod, self.namespace, label_selector=_selector(flow, work, run)
+            )
         )
         pods = [
             pod
@@ -271,7 +273,9 @@ class FlowClient:
 
     def list_flows_with_version(self) -> tuple[list[dict[str, Any]], str]:
         """The namespace's flows and the resource version to watch them from."""
-        listing = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL)
+        listing = self._call(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
+        )
         return list(listing.get("items") or []), str(listing["metadata"]["resourceVersion"])
 
     def logs(self, pod: Mapping[str, Any], container: str, follow: bool = False) -> Iterator[str]:

@@ -71,7 +71,9 @@ def test_a_user_without_read_access_sees_nothing_of_a_namespace(
 
     # Where they may not, nothing: not the list, not the flow's page, not its stream.
     page.goto(f"{bearer_dashboard.url}/#/ns/{namespace}")
-    expect(page.locator("[data-role=error]")).to_contain_text(f"may not read DAGFlows in namespace {namespace}")
+    expect(page.locator("[data-role=error]")).to_contain_text(
+        f"may not read DAGFlows in namespace {namespace}"
+    )
     expect(page.locator("table.flows")).to_have_count(0)
     page.goto(f"{bearer_dashboard.url}/#/ns/{namespace}/flows/hidden-flow")
     expect(page.locator("[data-role=error]")).to_be_visible()

@@ -4,7 +4,6 @@ graph, its colours changing live, a work's details, and the screenshots in the R
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
@@ -28,9 +27,13 @@ RECORD_PHASES = """
   for (const node of nodes) window.phaseChanges.push([node.dataset.work, node.dataset.phase, 0]);
   new MutationObserver((mutations) => {
     for (const m of mutations) {
-      window.phaseChanges.push([m.target.dataset.work, m.target.dataset.phase, performance.now() - started]);
+      const {work, phase} = m.target.dataset;
+      window.phaseChanges.push([work, phase, performance.now() - started]);
     }
-  }).observe(document.querySelector("svg.graph"), {attributes: true, attributeFilter: ["data-phase"], subtree: true});
+  }).observe(
+    document.querySelector("svg.graph"),
+    {attributes: true, attributeFilter: ["data-phase"], subtree: true},
+  );
   window.sameDocument = true;
 }
 """
@@ -43,8 +46,7 @@ def flow_page(dashboard: Dashboard, namespace: str, name: str) -> str:
 def drawn_nodes(page: Page) -> dict[str, dict[str, str]]:
     nodes: dict[str, dict[str, str]] = page.eval_on_selector_all(
         "g.node",
-        "nodes => Object.fromEntries(nodes.map(n => [n.dataset.work, {...n.dataset, "
-        "text: n.textContent}]))",
+        "nodes => Object.fromEntries(nodes.map(n => [n.dataset.work, {...n.dataset, text: n.textContent}]))",
     )
     return nodes
 
@@ -93,7 +95,10 @@ def test_example_graph_is_drawn_and_coloured_live(
     combinations = len(next(iter(matrix["matrix"].values())))
     assert nodes[matrix["name"]]["kind"] == "matrix"
     assert nodes[matrix["name"]]["instances"] == str(combinations)
-    assert f"/{combinations}" in nodes[matrix["name"]]["text"] or f"×{combinations}" in nodes[matrix["name"]]["text"]
+    assert (
+        f"/{combinations}" in nodes[matrix["name"]]["text"]
+        or f"\N{MULTIPLICATION SIGN}{combinations}" in nodes[matrix["name"]]["text"]
+    )
     assert {nodes[entry["name"]]["kind"] for entry in works if "serve" in entry} == {"serve"}
 
     train = page.locator(f'g.node[data-work="{matrix["name"]}"]')

@@ -24,9 +24,7 @@ def layered_flow(name: str) -> dict[str, object]:
     works = []
     for layer in range(LAYERS):
         for column in range(WIDTH):
-            after = (
-                [f"w{layer - 1}-{column}", f"w{layer - 1}-{(column + 1) % WIDTH}"] if layer else []
-            )
+            after = [f"w{layer - 1}-{column}", f"w{layer - 1}-{(column + 1) % WIDTH}"] if layer else []
             works.append(work(f"w{layer}-{column}", *after))
     # Suspended: the page is measured, not the cluster running 2,000 Jobs.
     return flow(name, works, suspend=True)

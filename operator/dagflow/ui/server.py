@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-
-import uvicorn
 
 from dagflow.flowclient import ClusterError, FlowClient, Target
 from dagflow.ui import views
@@ -122,7 +121,7 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
                     if time.monotonic() - checked > RECHECK_SECONDS:
                         checked = time.monotonic()
                         if not await run_in_threadpool(may_watch_flows, reader):
-                            yield 'event: forbidden\ndata: {}\n\n'
+                            yield "event: forbidden\ndata: {}\n\n"
                             return
             finally:
                 hub.unsubscribe(watch, subscriber)
@@ -184,9 +183,7 @@ def _events_or_none(client: FlowClient) -> list[dict[str, Any]]:
 
 
 def _forbidden(namespace: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": f"you may not read DAGFlows in namespace {namespace}"}, status_code=403
-    )
+    return JSONResponse({"error": f"you may not read DAGFlows in namespace {namespace}"}, status_code=403)
 
 
 def _failure(error: Exception) -> JSONResponse:

@@ -85,7 +85,7 @@ def flow_graph(flow: Mapping[str, Any]) -> dict[str, Any]:
     edge per `dependsOn` entry, from the dependency to the dependent, and the current run's states."""
     states = work_states(flow)
     nodes = []
-    edges = []
+    edges: list[list[str]] = []
     for work in (flow.get("spec") or {}).get("works") or []:
         name = work["name"]
         kind = work_kind(work)
@@ -150,7 +150,7 @@ def work_details(
     entry: Mapping[str, Any] = next(
         (work for work in status.get("works") or [] if work["name"] == work_name), {}
     )
-    spec_work = next(
+    spec_work: Mapping[str, Any] = next(
         (work for work in (flow.get("spec") or {}).get("works") or [] if work["name"] == work_name), {}
     )
     job = jobs[0] if jobs else None
