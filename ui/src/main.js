@@ -143,8 +143,14 @@ function flowsPage({ namespace }) {
 
 // -- one flow -----------------------------------------------------------------------------------
 
+// What the layout depends on: the works, their kinds and their dependencies.
+function shape(graph) {
+  return JSON.stringify([graph.nodes.map((node) => [node.id, node.kind]), graph.edges]);
+}
+
 function flowPage({ namespace, flow, run }) {
   const started = performance.now();
+  window.dagflowTimings = undefined;
   const base = `api/namespaces/${encodeURIComponent(namespace)}/flows/${encodeURIComponent(flow)}`;
   const link = (n) => `#/ns/${encodeURIComponent(namespace)}/flows/${encodeURIComponent(flow)}${n ? `/runs/${n}` : ""}`;
   let closed = false;
@@ -187,29 +193,48 @@ function flowPage({ namespace, flow, run }) {
     const fetched = await getJson(`${base}${run ? `?run=${run}` : ""}`);
     if (closed) return;
     const drawStart = performance.now();
+    const reshaped = !graph || shape(graph) !== shape(fetched);
     graph = fetched;
     head(graph);
-    drawing = drawGraph(document.getElementById("canvas"), graph, (work) => openPanel(work));
-    if (selected) drawing.select(selected);
-    window.dagflowTimings = {
+    if (reshaped) {
+      drawing = drawGraph(document.getElementById("canvas"), graph, (work) => openPanel(work));
+      if (selected) drawing.select(selected);
+    } else {
+      // The same works and dependencies (a new run, a status that moved on): recolour, no new layout.
+      drawing.update(Object.fromEntries(graph.nodes.map((node) => [node.id, node])));
+    }
+    // The page's first graph: how long the fetch took from the page's start, and the drawing.
+    window.dagflowTimings ??= {
       works: graph.nodes.length,
       fetchMs: Math.round(drawStart - started),
       layoutAndDrawMs: Math.round(performance.now() - drawStart),
+      ...drawing.timings,
     };
     document.body.dataset.ready = "graph";
   };
 
+  // Each request for a work's details is numbered: an answer older than the one shown is dropped.
+  let asked = 0;
+  let shown = 0;
   const openPanel = async (work) => {
+    const panel = document.getElementById("panel");
+    // The work shown already (a change of the flow asks for its details again): its details stay
+    // until the new ones arrive, rather than blinking to "loading…".
+    const again = selected === work && !panel.hidden && panel.dataset.work === work;
     selected = work;
     if (drawing) drawing.select(work);
-    const panel = document.getElementById("panel");
-    panel.hidden = false;
-    panel.dataset.work = work;
-    panel.dataset.loaded = "";
-    panel.innerHTML = `<h2>${escapeHtml(work)}</h2><p>loading…</p>`;
+    const number = ++asked;
+    if (!again) {
+      shown = number - 1;
+      panel.hidden = false;
+      panel.dataset.work = work;
+      panel.dataset.loaded = "";
+      panel.innerHTML = `<h2>${escapeHtml(work)}</h2><p>loading…</p>`;
+    }
     try {
       const details = await getJson(`${base}/works/${encodeURIComponent(work)}${run ? `?run=${run}` : ""}`);
-      if (closed || selected !== work) return;
+      if (closed || selected !== work || number < shown) return;
+      shown = number;
       panel.innerHTML = panelMarkup(details);
       panel.dataset.loaded = "1";
       panel.querySelector("button.close").addEventListener("click", () => {
@@ -219,6 +244,9 @@ function flowPage({ namespace, flow, run }) {
       });
       panel.querySelector("button.logs").addEventListener("click", () => showLogs(work, panel));
     } catch (error) {
+      if (closed || selected !== work || number < shown) return;
+      shown = number;
+      panel.dataset.loaded = "";
       panel.innerHTML = `<h2>${escapeHtml(work)}</h2><p class="error">${escapeHtml(error.message)}</p>`;
     }
   };
@@ -255,13 +283,19 @@ function flowPage({ namespace, flow, run }) {
         },
         flow(update) {
           if (update.name !== flow || !graph) return;
-          if (update.generation !== graph.generation || (!run && update.run !== graph.run)) return refresh();
-          graph = { ...graph, ...update, runs: graph.runs, nodes: graph.nodes, edges: graph.edges };
-          if (update.lastRun && !graph.runs.some((r) => r.number === update.lastRun.number)) return refresh();
-          graph.runs = graph.runs.map((r) => (update.lastRun && r.number === update.lastRun.number ? { ...r, ...update.lastRun } : r));
+          // A new generation may have other works: fetch the graph again. Anything else, a new run
+          // included, is in the update itself (a big flow's graph is a megabyte to fetch again).
+          if (update.generation !== graph.generation) return refresh();
+          const newRun = update.run !== graph.run;
+          const runs = graph.runs.map((r) => (update.lastRun && r.number === update.lastRun.number ? { ...r, ...update.lastRun } : r));
+          if (update.lastRun && !runs.some((r) => r.number === update.lastRun.number)) runs.push({ ...update.lastRun });
+          graph = { ...graph, ...update, runs, nodes: graph.nodes, edges: graph.edges };
+          if (!run) graph.shownRun = update.run;
           head(graph);
           if (!run || run === update.run) {
-            drawing.update(update.works);
+            // A run begins with every work Pending until its status lists it.
+            const pending = newRun ? Object.fromEntries(graph.nodes.map((node) => [node.id, { phase: "Pending" }])) : {};
+            drawing.update({ ...pending, ...update.works });
             if (selected) openPanel(selected);
           }
         },
@@ -342,9 +376,12 @@ document.getElementById("namespace-form").addEventListener("submit", (event) => 
   if (value) location.hash = `#/ns/${encodeURIComponent(value)}`;
 });
 window.addEventListener("hashchange", show);
+// A link to a namespace's page needs no default namespace: it is shown at once, not after it.
+const named = /^#\/?ns\/[^/]/.test(location.hash);
+if (named) show();
 getJson("api/config")
   .then((config) => {
     defaultNamespace = config.namespace || "default";
   })
   .catch(() => {})
-  .finally(show);
+  .finally(() => named || show());

@@ -56,7 +56,7 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
 
     def flow(request: Request) -> JSONResponse:
         client = user(request)
-        found = client.get(request.path_params["name"])
+        found = client.read(request.path_params["name"])
         graph = views.flow_graph(found)
         run = run_of(request, found)
         graph["shownRun"] = run
@@ -69,7 +69,7 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
 
     def work(request: Request) -> JSONResponse:
         client = user(request)
-        found = client.get(request.path_params["name"])
+        found = client.read(request.path_params["name"])
         name, work_name = found["metadata"]["name"], request.path_params["work"]
         if work_name not in {entry["name"] for entry in found["spec"].get("works") or []}:
             return JSONResponse({"error": f"DAGFlow {name} has no work {work_name}"}, status_code=404)
@@ -86,7 +86,7 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
 
     def logs(request: Request) -> JSONResponse:
         client = user(request)
-        found = client.get(request.path_params["name"])
+        found = client.read(request.path_params["name"])
         run = run_of(request, found)
         pods = client.pods(found["metadata"]["name"], request.path_params["work"], run)
         shown = []
