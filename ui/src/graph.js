@@ -6,8 +6,8 @@ const NODE_WIDTH = 200;
 const NODE_HEIGHT = 46;
 // network-simplex gives the tidiest ranks but grows fast with the graph; longest-path stays quick.
 // Above the same size the works of a rank keep dagre's first order, without its crossing-reduction
-// sweeps: they take about half of the layout of a 2,000-work flow, and what they tidy there is not
-// readable at the zoom that shows the whole graph anyway.
+// sweeps: they take about a third of the layout of a 2,000-work flow, and what they tidy there is
+// not readable at the zoom that shows the whole graph anyway.
 const TIDY_LAYOUT_LIMIT = 300;
 // Below this many screen pixels per unit of the drawing a work's 13px name would be under 4px: the
 // labels are not drawn then (zoom in to read them). Painting thousands of illegible labels is what
@@ -28,29 +28,8 @@ export function layout(nodes, edges) {
   g.setDefaultEdgeLabel(() => ({}));
   for (const node of nodes) g.setNode(node.id, { width: NODE_WIDTH, height: NODE_HEIGHT });
   for (const [from, to] of edges) g.setEdge(from, to);
-  dagre.layout(g, big ? { customOrder: firstOrder } : {});
+  dagre.layout(g, { disableOptimalOrderHeuristic: big });
   return g;
-}
-
-// dagre's own first order of each rank (a depth-first walk from the nodes of the lowest ranks), the
-// one `disableOptimalOrderHeuristic: true` keeps, given through dagre's `customOrder` hook: that
-// option still builds the layer graphs of the sweeps it skips, a fifth of a 2,000-work layout. The
-// layout is the same to the pixel (checked against the option on the 2,000-work graph and on random
-// graphs with @dagrejs/dagre 3.1.3).
-function firstOrder(g) {
-  const ranks = [];
-  const seen = new Set();
-  const visit = (v) => {
-    if (seen.has(v)) return;
-    seen.add(v);
-    const node = g.node(v);
-    const rank = (ranks[node.rank] ??= []);
-    node.order = rank.length;
-    rank.push(v);
-    for (const w of g.successors(v) || []) visit(w);
-  };
-  const simple = g.nodes().filter((v) => !g.children(v).length);
-  simple.sort((a, b) => g.node(a).rank - g.node(b).rank).forEach(visit);
 }
 
 export function subLabel(node) {
