@@ -1,9 +1,9 @@
 """Pytest wiring for the local cluster.
 
-Tests under tests/integration and tests/e2e need the local Kubernetes cluster. The session reuses a
-running one or starts its own and removes it at the end. Its cluster is `dagflow-test` unless
-DAGFLOW_CLUSTER_NAME names another: never the demo's (`dagflow`), so `make test` leaves a running
-`make demo` alone, and the tests' operator never acts beside the demo's.
+Tests under tests/integration, tests/e2e, tests/chaos and tests/browser need the local Kubernetes cluster. The
+session reuses a running one or starts its own and removes it at the end. Its cluster is
+`dagflow-test` unless DAGFLOW_CLUSTER_NAME names another: never the demo's (`dagflow`), so
+`make test` leaves a running `make demo` alone, and the tests' operator never acts beside the demo's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from tests.kube import REPO_ROOT, kubectl, run_cluster_script
 
-CLUSTER_TEST_DIRS = ("integration", "e2e", "chaos", "real", "demo")
+CLUSTER_TEST_DIRS = ("integration", "e2e", "chaos", "real", "demo", "browser")
 
 
 @dataclass(frozen=True)

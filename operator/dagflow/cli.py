@@ -434,6 +434,49 @@ def _is_matrix_pod(pod: dict[str, Any]) -> bool:
     return any(volume.get("name") == "dagflow-matrix" for volume in pod["spec"].get("volumes") or [])
 
 
+@app.command()
+def ui(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8080,
+    address: Annotated[
+        str, typer.Option("--address", help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    auth: Annotated[
+        str,
+        typer.Option(
+            "--auth",
+            help="kubeconfig: every request reads as you (default); bearer: as the holder of the "
+            "request's Authorization: Bearer token (the chart's in-cluster mode).",
+        ),
+    ] = "kubeconfig",
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Serve the web dashboard: the flows of a namespace, each flow's DAG coloured live by phase.
+
+    Read-only, with your kubeconfig and permissions (like kubectl proxy); open the address it
+    prints in a browser. Stop it with Ctrl-C.
+    """
+    from dagflow.ui.access import AuthMode  # the web server's modules load only for this command
+    from dagflow.ui.server import serve
+
+    try:
+        mode = AuthMode(auth.lower())
+    except ValueError:
+        _fail(f"--auth {auth!r}: use kubeconfig or bearer")
+    given: Target = ctx.obj.target if isinstance(ctx.obj, Options) else Target()
+    target = Target(
+        namespace=namespace or given.namespace,
+        context=context or given.context,
+        kubeconfig=kubeconfig or given.kubeconfig,
+    )
+    try:
+        serve(target, address, port, mode)
+    except ClusterError as error:
+        _fail(str(error))
+
+
 FlowArgument = Annotated[str, typer.Argument(metavar="FLOW")]
 ParamOption = Annotated[
     list[str] | None,

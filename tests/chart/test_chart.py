@@ -37,6 +37,7 @@ VARIANTS = {
     "peering": PEERING_VALUES,
     "everything": EVERYTHING_VALUES,
     "no-webhook-no-metrics": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
+    "ui": {"ui": {"enabled": True}},
 }
 # What the operator must never be able to do, whatever the values.
 FORBIDDEN_RESOURCES = {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/log", "*"}
@@ -430,3 +431,34 @@ def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     off = render({"userPermissions": {"enforced": False}})
     assert not [obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_ui_is_off_by_default() -> None:
+    assert not [obj for obj in render() if obj["metadata"]["name"].endswith("-ui")]
+
+
+def test_ui_enabled_runs_a_read_only_dashboard_with_the_users_tokens() -> None:
+    objects = render({"ui": {"enabled": True, "port": 9000}})
+    deployments = {obj["metadata"]["name"]: obj for obj in objects_of(objects, "Deployment")}
+    ui = next(obj for name, obj in deployments.items() if name.endswith("-ui"))
+    operator = next(obj for name, obj in deployments.items() if not name.endswith("-ui"))
+    pod = ui["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == ["dagflow"]
+    assert container["args"] == ["ui", "--auth", "bearer", "--address", "0.0.0.0", "--port", "9000"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # Neither Deployment selects the other's pods.
+    ui_selector = ui["spec"]["selector"]["matchLabels"].items()
+    operator_selector = operator["spec"]["selector"]["matchLabels"].items()
+    assert not operator_selector <= pod["metadata"]["labels"].items()
+    assert ui_selector <= pod["metadata"]["labels"].items()
+    service = next(obj for obj in objects_of(objects, "Service") if obj["metadata"]["name"].endswith("-ui"))
+    assert service["spec"]["selector"] == ui["spec"]["selector"]["matchLabels"]
+    assert [port["port"] for port in service["spec"]["ports"]] == [9000]
+    # Its own account reads DAGFlows for the shared watch, nothing else, and writes nothing.
+    role = next(obj for obj in objects_of(objects, "ClusterRole") if obj["metadata"]["name"].endswith("-ui"))
+    assert role["rules"] == [
+        {"apiGroups": ["dagflow.dev"], "resources": ["dagflows"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert pod["spec"]["serviceAccountName"] == role["metadata"]["name"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real node (containerd, runc, CNI plugins, iptables, conntrack) and
-# the image builds (debootstrap, buildah, busybox-static) need. Idempotent: quick when all are there.
+# the image builds (debootstrap, buildah, busybox-static) need, and the headless Chromium the
+# dashboard's browser tests drive (tests/browser). Idempotent: quick when all are there.
 # Not root: says what is missing and exits 0, since the simulated cluster works without them.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ packages=(
   containerd runc containernetworking-plugins iptables conntrack
   busybox-static
   debootstrap buildah
+  chromium
 )
 
 log() { printf '[host-packages] %s\n' "$*" >&2; }

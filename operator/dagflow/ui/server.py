@@ -1,0 +1,217 @@
+"""The dashboard's web server: the page and its bundled code, a read-only JSON API, and a stream
+of server-sent events per namespace fed by the shared watch (`hub`).
+
+Every read is made with the identity of the person behind the request (`access`); the server
+writes nothing to the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from dagflow.flowclient import ClusterError, FlowClient, Target
+from dagflow.ui import views
+from dagflow.ui.access import Access, AuthMode, Unauthenticated, may_watch_flows
+from dagflow.ui.hub import Hub
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_SECONDS = 15.0
+RECHECK_SECONDS = 60.0  # how often a stream asks again whether its reader may still read the namespace
+LOG_LINES = 500
+
+
+def create_app(access: Access, default_namespace: str) -> Starlette:
+    hub = Hub(access.watcher)
+
+    def user(request: Request) -> FlowClient:
+        return access.client_for(request, request.path_params["namespace"])
+
+    def run_of(request: Request, flow: dict[str, Any]) -> int | None:
+        """The run a request asks about (`?run=N`), else the flow's current one (none before its first)."""
+        asked = request.query_params.get("run")
+        current: int | None = (flow.get("status") or {}).get("run")
+        return int(asked) if asked and asked.isdigit() else current
+
+    def config(request: Request) -> JSONResponse:
+        return JSONResponse({"namespace": default_namespace, "auth": access.mode.value})
+
+    def flows(request: Request) -> JSONResponse:
+        found = user(request).list_flows()
+        return JSONResponse({"flows": [views.flow_row(flow) for flow in found]})
+
+    def flow(request: Request) -> JSONResponse:
+        client = user(request)
+        found = client.read(request.path_params["name"])
+        graph = views.flow_graph(found)
+        run = run_of(request, found)
+        graph["shownRun"] = run
+        if run is not None and run != graph["run"]:
+            jobs = client.jobs(found["metadata"]["name"], run=run)
+            states = views.run_states(found, run, jobs)
+            for node in graph["nodes"]:
+                node.update(states.get(node["id"]) or {})
+        return JSONResponse(graph)
+
+    def work(request: Request) -> JSONResponse:
+        client = user(request)
+        found = client.read(request.path_params["name"])
+        name, work_name = found["metadata"]["name"], request.path_params["work"]
+        if work_name not in {entry["name"] for entry in found["spec"].get("works") or []}:
+            return JSONResponse({"error": f"DAGFlow {name} has no work {work_name}"}, status_code=404)
+        run = run_of(request, found)
+        details = views.work_details(
+            found,
+            work_name,
+            run,
+            client.jobs(name, work_name, run),
+            client.pods(name, work_name, run),
+            _events_or_none(client),
+        )
+        return JSONResponse(details)
+
+    def logs(request: Request) -> JSONResponse:
+        client = user(request)
+        found = client.read(request.path_params["name"])
+        run = run_of(request, found)
+        pods = client.pods(found["metadata"]["name"], request.path_params["work"], run)
+        shown = []
+        for pod in pods:
+            container = pod["spec"]["containers"][0]["name"]
+            entry: dict[str, Any] = {"pod": pod["metadata"]["name"], "container": container}
+            try:
+                entry["lines"] = list(client.logs(pod, container))[-LOG_LINES:]
+            except ClusterError as error:
+                entry["error"] = str(error)
+            shown.append(entry)
+        return JSONResponse({"run": run, "pods": shown})
+
+    async def stream(request: Request) -> Response:
+        namespace = request.path_params["namespace"]
+        reader = user(request)
+        if not await run_in_threadpool(may_watch_flows, reader):
+            return _forbidden(namespace)
+        watch, subscriber = hub.subscribe(namespace)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n\n"
+                if watch.synced.is_set():
+                    yield watch.snapshot()
+                checked = time.monotonic()
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        yield await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
+                        continue
+                    yield ": keep-alive\n\n"
+                    if time.monotonic() - checked > RECHECK_SECONDS:
+                        checked = time.monotonic()
+                        if not await run_in_threadpool(may_watch_flows, reader):
+                            yield "event: forbidden\ndata: {}\n\n"
+                            return
+            finally:
+                hub.unsubscribe(watch, subscriber)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def hub_stats(request: Request) -> JSONResponse:
+        return JSONResponse(hub.stats())
+
+    def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    def healthz(request: Request) -> Response:
+        return Response("ok", media_type="text/plain")
+
+    namespaced = "/api/namespaces/{namespace}"
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/api/config", config),
+        Route("/api/hub", hub_stats),
+        Route(f"{namespaced}/flows", _guarded(flows)),
+        Route(f"{namespaced}/flows/{{name}}", _guarded(flow)),
+        Route(f"{namespaced}/flows/{{name}}/works/{{work}}", _guarded(work)),
+        Route(f"{namespaced}/flows/{{name}}/works/{{work}}/logs", _guarded(logs)),
+        Route(f"{namespaced}/stream", _guarded_async(stream)),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        hub.stop()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve(target: Target, address: str, port: int, mode: AuthMode) -> None:
+    """Serve the dashboard until interrupted."""
+    server_client = FlowClient(target, field_manager="dagflow-ui")
+    app = create_app(Access(server_client, mode), server_client.namespace)
+    url = f"http://{address if ':' not in address else f'[{address}]'}:{port}/#/ns/{server_client.namespace}"
+    print(f"Serving the DAGFlow dashboard at {url}", flush=True)
+    uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False)
+
+
+def _events_or_none(client: FlowClient) -> list[dict[str, Any]]:
+    """The namespace's Events, or none where the reader may not list them."""
+    try:
+        return client.events()
+    except ClusterError as error:
+        if error.status in (401, 403):
+            return []
+        raise
+
+
+def _forbidden(namespace: str) -> JSONResponse:
+    return JSONResponse({"error": f"you may not read DAGFlows in namespace {namespace}"}, status_code=403)
+
+
+def _failure(error: Exception) -> JSONResponse:
+    if isinstance(error, Unauthenticated):
+        return JSONResponse({"error": str(error)}, status_code=401)
+    assert isinstance(error, ClusterError)
+    status = error.status if error.status in (401, 403, 404, 422) else 502
+    return JSONResponse({"error": str(error)}, status_code=status)
+
+
+def _guarded(endpoint: Callable[[Request], Response]) -> Callable[[Request], Any]:
+    """The endpoint run in a thread (the kubernetes client blocks), its refusals as JSON errors."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await run_in_threadpool(endpoint, request)
+        except (ClusterError, Unauthenticated) as error:
+            return _failure(error)
+
+    return guarded
+
+
+def _guarded_async(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    async def guarded(request: Request) -> Response:
+        try:
+            response: Response = await endpoint(request)
+            return response
+        except (ClusterError, Unauthenticated) as error:
+            return _failure(error)
+
+    return guarded

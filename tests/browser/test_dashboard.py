@@ -1,0 +1,206 @@
+"""The dashboard in a real browser against the local cluster and the real operator: the example's
+graph, its colours changing live, a work's details, and the screenshots in the README."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Dashboard
+from tests.e2e.flows import create, failing, flow, wait_for_phase, work, works_by_name
+from tests.e2e.test_examples import bind_claims_in_advance, documents, of_kind
+from tests.kube import REPO_ROOT, get_json, kubectl, wait_for
+from tests.operator_process import OperatorProcess
+
+EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
+IMAGES = REPO_ROOT / "docs" / "images"
+LIVE_TIMEOUT_MS = 90_000
+
+# Every change of a node's phase, as the page makes it: [work, phase, milliseconds since start].
+RECORD_PHASES = """
+() => {
+  window.phaseChanges = [];
+  const started = performance.now();
+  const nodes = document.querySelectorAll("g.node");
+  for (const node of nodes) window.phaseChanges.push([node.dataset.work, node.dataset.phase, 0]);
+  new MutationObserver((mutations) => {
+    for (const m of mutations) {
+      const {work, phase} = m.target.dataset;
+      window.phaseChanges.push([work, phase, performance.now() - started]);
+    }
+  }).observe(
+    document.querySelector("svg.graph"),
+    {attributes: true, attributeFilter: ["data-phase"], subtree: true},
+  );
+  window.sameDocument = true;
+}
+"""
+
+
+def flow_page(dashboard: Dashboard, namespace: str, name: str) -> str:
+    return f"{dashboard.url}/#/ns/{namespace}/flows/{name}"
+
+
+def drawn_nodes(page: Page) -> dict[str, dict[str, str]]:
+    nodes: dict[str, dict[str, str]] = page.eval_on_selector_all(
+        "g.node",
+        "nodes => Object.fromEntries(nodes.map(n => [n.dataset.work, {...n.dataset, text: n.textContent}]))",
+    )
+    return nodes
+
+
+def drawn_edges(page: Page) -> set[tuple[str, str]]:
+    edges = page.eval_on_selector_all("path.edge", "edges => edges.map(e => [e.dataset.from, e.dataset.to])")
+    return {(before, after) for before, after in edges}
+
+
+def phases_seen(page: Page, name: str) -> list[str]:
+    """The phases a node went through on the page, each once, in order."""
+    changes: list[list[Any]] = page.evaluate("window.phaseChanges")
+    seen: list[str] = []
+    for work_name, phase, _ in changes:
+        if work_name == name and (not seen or seen[-1] != phase):
+            seen.append(phase)
+    return seen
+
+
+def test_example_graph_is_drawn_and_coloured_live(
+    dashboard: Dashboard,
+    page: Page,
+    namespace: str,
+    running_operator: OperatorProcess,
+    volumes: list[str],
+) -> None:
+    """Every work and dependency of the example, the matrix work as one node with its instance
+    count, its colours following the run without a reload; the README's screenshots."""
+    docs = documents(EXAMPLE)
+    example = of_kind(docs, "DAGFlow")[0]
+    name = example["metadata"]["name"]
+    bind_claims_in_advance(of_kind(docs, "PersistentVolumeClaim"), namespace, volumes)
+    kubectl("apply", "-f", str(EXAMPLE), namespace=namespace)
+
+    page.goto(flow_page(dashboard, namespace, name))
+    page.wait_for_selector("body[data-ready=graph]")
+    page.evaluate(RECORD_PHASES)
+
+    works = example["spec"]["works"]
+    nodes = drawn_nodes(page)
+    assert set(nodes) == {entry["name"] for entry in works}
+    assert drawn_edges(page) == {
+        (before, entry["name"]) for entry in works for before in entry.get("dependsOn", [])
+    }
+    matrix = next(entry for entry in works if "matrix" in entry)
+    combinations = len(next(iter(matrix["matrix"].values())))
+    assert nodes[matrix["name"]]["kind"] == "matrix"
+    assert nodes[matrix["name"]]["instances"] == str(combinations)
+    assert (
+        f"/{combinations}" in nodes[matrix["name"]]["text"]
+        or f"\N{MULTIPLICATION SIGN}{combinations}" in nodes[matrix["name"]]["text"]
+    )
+    assert {nodes[entry["name"]]["kind"] for entry in works if "serve" in entry} == {"serve"}
+
+    train = page.locator(f'g.node[data-work="{matrix["name"]}"]')
+    expect(train).to_have_attribute("data-phase", "Running", timeout=LIVE_TIMEOUT_MS)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / "ui-flow-running.png"))
+
+    serve = next(entry["name"] for entry in works if "serve" in entry)
+    expect(page.locator(f'g.node[data-work="{serve}"]')).to_have_attribute(
+        "data-phase", "Serving", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(page.locator("[data-role=flow-phase] .phase")).to_have_text("Serving")
+    expect(train).to_contain_text(f"{combinations}/{combinations}")
+    page.locator(f'g.node[data-work="{serve}"]').click()
+    expect(page.locator("#panel[data-loaded='1']")).to_be_visible()
+    page.screenshot(path=str(IMAGES / "ui-flow-serving.png"))
+
+    assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
+    assert phases_seen(page, "process")[-2:] == ["Running", "Succeeded"]
+    assert phases_seen(page, matrix["name"])[-2:] == ["Running", "Succeeded"]
+    assert phases_seen(page, serve)[-1] == "Serving"
+
+
+def test_colours_change_live_from_one_shared_watch(
+    dashboard: Dashboard, browser: Any, page: Page, namespace: str, running_operator: OperatorProcess
+) -> None:
+    """Two browsers on one namespace share one watch; each sees every phase as the flow runs."""
+    create(
+        flow("steps", [work("first", duration="3s"), work("second", "first", duration="3s")]),
+        namespace,
+    )
+    page.goto(flow_page(dashboard, namespace, "steps"))
+    page.wait_for_selector("body[data-ready=graph]")
+    page.evaluate(RECORD_PHASES)
+    other = browser.new_context().new_page()
+    other.goto(f"{dashboard.url}/#/ns/{namespace}")
+    expect(other.locator('tr[data-flow="steps"]')).to_be_visible()
+
+    def both_subscribed() -> dict[str, Any] | None:
+        stats: dict[str, Any] = dashboard.api("/api/hub").json()
+        return stats if stats.get(namespace, {}).get("subscribers") == 2 else None
+
+    stats = wait_for(both_subscribed, timeout=15, what="both pages to follow the namespace")
+    assert stats[namespace]["watches"] == 1, stats
+
+    expect(page.locator('g.node[data-work="second"]')).to_have_attribute(
+        "data-phase", "Succeeded", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(other.locator('tr[data-flow="steps"] .phase').first).to_have_text("Succeeded", timeout=10_000)
+    assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
+    for name in ("first", "second"):
+        seen = phases_seen(page, name)
+        assert seen[-2:] == ["Running", "Succeeded"], (name, seen)
+    assert phases_seen(page, "second")[0] == "Pending", "second was drawn after it started"
+    other.context.close()
+
+
+def test_clicking_a_work_shows_its_details(
+    dashboard: Dashboard, page: Page, namespace: str, running_operator: OperatorProcess
+) -> None:
+    """Job, pod, node, attempts, times, message, outputs and Events of a work, in its side panel."""
+    create(
+        flow(
+            "details",
+            [
+                work(
+                    "measure",
+                    duration="1s",
+                    outputs=[{"name": "score"}],
+                    annotations={"sim.dagflow.dev/termination-message": '{"score": 0.75}'},
+                ),
+                work("broken", "measure", annotations=failing(exit_code=3)),
+            ],
+            failurePolicy="Continue",
+        ),
+        namespace,
+    )
+    final = works_by_name(wait_for_phase(namespace, "details", timeout=120))
+    page.goto(flow_page(dashboard, namespace, "details"))
+    page.wait_for_selector("body[data-ready=graph]")
+
+    page.locator('g.node[data-work="measure"]').click()
+    panel = page.locator("#panel[data-loaded='1'][data-work='measure']")
+    expect(panel).to_be_visible()
+    pods = get_json("pods", "-l", "dagflow.dev/work=measure", namespace=namespace)["items"]
+    assert len(pods) == 1
+    expect(panel.locator("[data-field=job]")).to_have_text(final["measure"]["job"])
+    expect(panel.locator("[data-field=pods]")).to_contain_text(pods[0]["metadata"]["name"])
+    expect(panel.locator("[data-field=node]")).to_have_text(pods[0]["spec"]["nodeName"])
+    expect(panel.locator("[data-field=attempts]")).to_have_text(str(final["measure"]["attempts"]))
+    expect(panel.locator("[data-field=started]")).not_to_have_text("-")
+    expect(panel.locator("[data-field=finished]")).not_to_have_text("-")
+    assert json.loads(panel.locator("[data-field=outputs] pre").inner_text()) == {"score": 0.75}
+    expect(panel.locator("[data-field=events]")).to_contain_text("WorkSucceeded")
+    expect(panel.locator("[data-field=events]")).to_contain_text(f"Job/{final['measure']['job']}")
+    panel.locator("button.logs").click()
+    expect(panel.locator("[data-field=logs] h4")).to_have_text(pods[0]["metadata"]["name"])
+
+    page.locator('g.node[data-work="broken"]').click()
+    panel = page.locator("#panel[data-loaded='1'][data-work='broken']")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".phase").first).to_have_text("Failed")
+    expect(panel.locator("[data-field=message]")).to_have_text(final["broken"]["message"])
+    assert "BackoffLimitExceeded" in final["broken"]["message"]
+    expect(panel.locator("[data-field=events]")).to_contain_text("WorkFailed")
