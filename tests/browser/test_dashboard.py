@@ -204,3 +204,34 @@ def test_clicking_a_work_shows_its_details(
     expect(panel.locator("[data-field=message]")).to_have_text(final["broken"]["message"])
     assert "BackoffLimitExceeded" in final["broken"]["message"]
     expect(panel.locator("[data-field=events]")).to_contain_text("WorkFailed")
+
+
+def test_a_flow_deleted_and_made_again_under_its_name_is_drawn_anew_without_reload(
+    dashboard: Dashboard, page: Page, namespace: str, running_operator: OperatorProcess
+) -> None:
+    """The page says a flow was deleted, and draws the next flow of that name (another uid, the same
+    generation 1) as it appears; a name too long for its box is cut, and whole in the tooltip."""
+    long_name = "preprocess-" + "x" * 52
+    create(flow("again", [work("first", duration="1s"), work(long_name, "first")]), namespace)
+    wait_for_phase(namespace, "again", timeout=120)
+    page.goto(flow_page(dashboard, namespace, "again"))
+    page.wait_for_selector("body[data-ready=graph]")
+    page.evaluate("window.sameDocument = true")
+    node = page.locator(f'g.node[data-work="{long_name}"]')
+    expect(node.locator("title")).to_have_text(long_name)
+    shown = node.locator("text.name").inner_text()
+    assert shown.endswith("…") and long_name.startswith(shown[:-1]), shown
+    box, label = node.locator("rect.box").bounding_box(), node.locator("text.name").bounding_box()
+    assert box and label and label["x"] + label["width"] <= box["x"] + box["width"], (box, label)
+
+    kubectl("delete", "dagflow", "again", "--wait=true", namespace=namespace)
+    expect(page.locator("[data-role=deleted]")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    create(flow("again", [work("second", duration="1s"), work("third", "second")]), namespace)
+    expect(page.locator('g.node[data-work="third"]')).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    assert set(drawn_nodes(page)) == {"second", "third"}
+    assert drawn_edges(page) == {("second", "third")}
+    expect(page.locator("[data-role=deleted]")).to_have_count(0)
+    expect(page.locator('g.node[data-work="third"]')).to_have_attribute(
+        "data-phase", "Succeeded", timeout=LIVE_TIMEOUT_MS
+    )
+    assert page.evaluate("window.sameDocument") is True, "the page was reloaded"

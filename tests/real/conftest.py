@@ -113,6 +113,9 @@ def chart_operator(images: None) -> Iterator[DeployedOperator]:
         # A release left by an earlier session rolls its pod when the image was rebuilt under its tag.
         "--set-string",
         f"podAnnotations.dagflow\\.dev/image-id={image_id('operator')}",
+        # The dashboard too (tests/real/test_dashboard_in_cluster.py).
+        "--set",
+        "ui.enabled=true",
         "--wait",
         "--timeout",
         "5m",

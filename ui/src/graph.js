@@ -4,6 +4,8 @@ import { escapeHtml } from "./util.js";
 
 const NODE_WIDTH = 200;
 const NODE_HEIGHT = 46;
+// How many characters of a work's name fit in its box in the bold 13px font.
+const NAME_CHARS = 24;
 // network-simplex gives the tidiest ranks but grows fast with the graph; longest-path stays quick.
 // Above the same size the works of a rank keep dagre's first order, without its crossing-reduction
 // sweeps: they take about a third of the layout of a 2,000-work flow, and what they tidy there is
@@ -48,6 +50,8 @@ function nodeMarkup(node, position) {
   const x = position.x - NODE_WIDTH / 2;
   const y = position.y - NODE_HEIGHT / 2;
   const name = escapeHtml(node.id);
+  // A name longer than the box holds is cut with an ellipsis; the whole name is the node's tooltip.
+  const shown = escapeHtml(node.id.length > NAME_CHARS ? `${node.id.slice(0, NAME_CHARS - 1)}…` : node.id);
   const stack =
     node.kind === "matrix"
       ? `<rect class="stack" x="6" y="-6" width="${NODE_WIDTH}" height="${NODE_HEIGHT}" rx="7"/>`
@@ -57,7 +61,7 @@ function nodeMarkup(node, position) {
     `data-phase="${escapeHtml(node.phase || "Pending")}" data-instances="${node.instances ?? ""}" ` +
     `transform="translate(${x},${y})">${stack}` +
     `<rect class="box" width="${NODE_WIDTH}" height="${NODE_HEIGHT}" rx="7"/>` +
-    `<text class="name" x="12" y="19">${name}</text>` +
+    `<title>${name}</title><text class="name" x="12" y="19">${shown}</text>` +
     `<text class="sub" x="12" y="36">${escapeHtml(subLabel(node))}</text></g>`
   );
 }

@@ -157,6 +157,7 @@ function flowPage({ namespace, flow, run }) {
   let drawing = null;
   let graph = null;
   let selected = null;
+  let gone = false; // deleted while the page showed it
   let unsubscribe = () => {};
   view.innerHTML =
     `<section class="flow"><div class="flow-head" id="flow-head">loading ${escapeHtml(flow)}…</div>` +
@@ -195,6 +196,7 @@ function flowPage({ namespace, flow, run }) {
     const drawStart = performance.now();
     const reshaped = !graph || shape(graph) !== shape(fetched);
     graph = fetched;
+    document.getElementById("canvas").classList.remove("gone");
     head(graph);
     if (reshaped) {
       drawing = drawGraph(document.getElementById("canvas"), graph, (work) => openPanel(work));
@@ -285,7 +287,11 @@ function flowPage({ namespace, flow, run }) {
           if (update.name !== flow || !graph) return;
           // A new generation may have other works: fetch the graph again. Anything else, a new run
           // included, is in the update itself (a big flow's graph is a megabyte to fetch again).
-          if (update.generation !== graph.generation) return refresh();
+          // So may a flow deleted and made again under this name: it is another flow (another uid).
+          if (gone || update.uid !== graph.uid || update.generation !== graph.generation) {
+            gone = false;
+            return refresh();
+          }
           const newRun = update.run !== graph.run;
           const runs = graph.runs.map((r) => (update.lastRun && r.number === update.lastRun.number ? { ...r, ...update.lastRun } : r));
           if (update.lastRun && !runs.some((r) => r.number === update.lastRun.number)) runs.push({ ...update.lastRun });
@@ -300,7 +306,12 @@ function flowPage({ namespace, flow, run }) {
           }
         },
         deleted({ name }) {
-          if (name === flow) view.innerHTML = `<p class="error">DAGFlow ${escapeHtml(flow)} was deleted.</p>`;
+          if (name !== flow) return;
+          // The page stays: a flow made again under this name is drawn on it as it appears.
+          gone = true;
+          document.getElementById("flow-head").innerHTML =
+            `<p class="error" data-role="deleted">DAGFlow ${escapeHtml(flow)} was deleted.</p>`;
+          document.getElementById("canvas").classList.add("gone");
         },
         forbidden: () => denied(new ApiError(403, "forbidden"), namespace),
       });

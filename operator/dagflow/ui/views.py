@@ -49,6 +49,8 @@ def flow_row(flow: Mapping[str, Any]) -> dict[str, Any]:
     last = runs[-1] if runs else None
     return {
         "name": metadata["name"],
+        # A flow deleted and made again under its name is another flow: the page draws it anew.
+        "uid": metadata.get("uid"),
         "namespace": metadata.get("namespace"),
         "phase": status.get("phase") or "Pending",
         "progress": status.get("progress") or f"0/{works_total}",
