@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,6 +194,44 @@ def _zombie(proc: Path) -> bool:
         return (proc / "stat").read_text().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
+
+@contextmanager
+def fresh_namespace(prefix: str) -> Iterator[str]:
+    """A new namespace `{prefix}-<random>` for as long as the block runs, deleted without waiting."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def grant(namespace: str, name: str, rules: list[dict[str, Any]], subject: dict[str, str]) -> None:
+    """A Role `name` with `rules` in `namespace`, bound to `subject` (a RoleBinding's subject)."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [subject],
+    }
+    apply([role, binding], namespace=namespace)
+
+
+def service_account_token(namespace: str, name: str, rules: list[dict[str, Any]] | None = None) -> str:
+    """A token of a new ServiceAccount `name` in `namespace`, which may do what `rules` allow there
+    (nothing when None)."""
+    kubectl("create", "serviceaccount", name, namespace=namespace)
+    if rules:
+        grant(namespace, name, rules, {"kind": "ServiceAccount", "name": name, "namespace": namespace})
+    return kubectl("create", "token", name, "--duration=1h", namespace=namespace).stdout.strip()
 
 
 def table_row(table: str, name: str) -> dict[str, str]:

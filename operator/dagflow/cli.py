@@ -160,15 +160,20 @@ def _plural(count: int, noun: str) -> str:
 # -- on the cluster --------------------------------------------------------------------------------
 
 
-def _client(
-    ctx: typer.Context, namespace: str | None, context: str | None, kubeconfig: str | None
-) -> FlowClient:
+def _target(ctx: typer.Context, namespace: str | None, context: str | None, kubeconfig: str | None) -> Target:
+    """The cluster and namespace a command acts on: its own options, else those given before it."""
     given: Target = ctx.obj.target if isinstance(ctx.obj, Options) else Target()
-    target = Target(
+    return Target(
         namespace=namespace or given.namespace,
         context=context or given.context,
         kubeconfig=kubeconfig or given.kubeconfig,
     )
+
+
+def _client(
+    ctx: typer.Context, namespace: str | None, context: str | None, kubeconfig: str | None
+) -> FlowClient:
+    target = _target(ctx, namespace, context, kubeconfig)
     try:
         return FlowClient(target)
     except ClusterError as error:
@@ -465,14 +470,8 @@ def ui(
         mode = AuthMode(auth.lower())
     except ValueError:
         _fail(f"--auth {auth!r}: use kubeconfig or bearer")
-    given: Target = ctx.obj.target if isinstance(ctx.obj, Options) else Target()
-    target = Target(
-        namespace=namespace or given.namespace,
-        context=context or given.context,
-        kubeconfig=kubeconfig or given.kubeconfig,
-    )
     try:
-        serve(target, address, port, mode)
+        serve(_target(ctx, namespace, context, kubeconfig), address, port, mode)
     except ClusterError as error:
         _fail(str(error))
 

@@ -186,30 +186,16 @@ class FlowClient:
             on_change(flow)
             if _over(flow):
                 return flow
-            stream = watch.Watch()
-            try:
-                for event in stream.stream(
-                    self.custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=flow["metadata"]["resourceVersion"],
-                    timeout_seconds=30,
-                ):
-                    flow = cast(dict[str, Any], event["object"])
-                    if event["type"] == "DELETED":
-                        raise ClusterError(f"DAGFlow {self.namespace}/{name} was deleted")
-                    on_change(flow)
-                    if _over(flow):
-                        stream.stop()
-                        return flow
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError(f"DAGFlow {self.namespace}/{name} is still {phase_of(flow)}")
-            except ApiException as error:
-                if error.status != 410:  # the watch is too old: list again
-                    raise ClusterError(_reason(error)) from None
+            # The watch ends by its timeout, or when too old: the flow is read again then.
+            changes = self.flow_events(flow["metadata"]["resourceVersion"], timeout_seconds=30, name=name)
+            for kind, flow in changes:
+                if kind == "DELETED":
+                    raise ClusterError(f"DAGFlow {self.namespace}/{name} was deleted")
+                on_change(flow)
+                if _over(flow):
+                    return flow
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"DAGFlow {self.namespace}/{name} is still {phase_of(flow)}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"DAGFlow {self.namespace}/{name} is still {phase_of(flow)}")
 
@@ -266,10 +252,12 @@ class FlowClient:
         return list(self._call(self.core.list_namespaced_event, self.namespace).get("items") or [])
 
     def flow_events(
-        self, resource_version: str, timeout_seconds: int = 60
+        self, resource_version: str, timeout_seconds: int = 60, name: str | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(type, flow) for each change of the namespace's flows after `resource_version`, until the
-        watch ends (its timeout, or a resource version too old: list again then)."""
+        """(type, flow) for each change of the namespace's flows (of the one `name`d) after
+        `resource_version`, until the watch ends (its timeout, or a resource version too old: list
+        again then)."""
+        selector = {"field_selector": f"metadata.name={name}"} if name else {}
         stream = watch.Watch()
         try:
             for event in stream.stream(
@@ -281,6 +269,7 @@ class FlowClient:
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 allow_watch_bookmarks=False,
+                **selector,
             ):
                 if event["type"] == "ERROR":
                     return
@@ -288,6 +277,8 @@ class FlowClient:
         except ApiException as error:
             if error.status != 410:
                 raise ClusterError(_reason(error), error.status) from None
+        finally:
+            stream.stop()
 
     def list_flows_with_version(self) -> tuple[list[dict[str, Any]], str]:
         """The namespace's flows and the resource version to watch them from."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 # The operator and the example's volumes, as the end-to-end tests have them.
 from tests.e2e.conftest import operator, running_operator
 from tests.e2e.test_examples import volumes
-from tests.kube import REPO_ROOT, VENV_BIN, kubectl, wait_for
+from tests.kube import REPO_ROOT, VENV_BIN, fresh_namespace, wait_for
 
 __all__ = ["operator", "running_operator", "volumes"]
 
@@ -132,7 +131,5 @@ def page(browser: Browser) -> Iterator[Page]:
 @pytest.fixture
 def other_namespace(cluster: object) -> Iterator[str]:
     """A second fresh namespace, deleted afterwards without waiting."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace("t") as name:
+        yield name

@@ -4,15 +4,13 @@ it in the cluster, reads with each request's bearer token and nothing else."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import yaml
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import Dashboard
 from tests.e2e.flows import create, flow, work
-from tests.kube import kubectl
+from tests.kube import service_account_token
 from tests.operator_process import OperatorProcess
 
 VIEWER = "viewer"
@@ -25,22 +23,7 @@ READ_ONLY = [
 
 def viewer_token(namespace: str) -> str:
     """A ServiceAccount that may read flows in `namespace` only, and a token of it."""
-    role: dict[str, Any] = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": VIEWER},
-        "rules": READ_ONLY,
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": VIEWER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": VIEWER},
-        "subjects": [{"kind": "ServiceAccount", "name": VIEWER, "namespace": namespace}],
-    }
-    kubectl("create", "serviceaccount", VIEWER, namespace=namespace)
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]), namespace=namespace)
-    return str(kubectl("create", "token", VIEWER, "--duration=1h", namespace=namespace).stdout).strip()
+    return service_account_token(namespace, VIEWER, READ_ONLY)
 
 
 @pytest.fixture

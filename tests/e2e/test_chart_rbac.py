@@ -19,7 +19,7 @@ import yaml
 from tests.chart.helm import container_env, install_chart_crds, render
 from tests.e2e.flows import create, wait_for_phase, works_by_name
 from tests.e2e.test_pipelines import TRAININGS, classic
-from tests.kube import apply, get_json, kubectl, wait_for
+from tests.kube import apply, fresh_namespace, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -123,10 +123,8 @@ def chart_crds(cluster: Any) -> list[str]:
 @pytest.fixture
 def operator_namespace(namespace: str) -> Iterator[str]:
     """The namespace the release goes to, apart from the one the flows run in."""
-    name = f"op-{uuid.uuid4().hex[:10]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace("op") as name:
+        yield name
 
 
 MODES = ["cluster-wide", "namespaced", "peering", "peering-namespaced"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import kube
 from tests.chart.helm import objects_of, render
 from tests.e2e.flows import flow, work
 from tests.kube import kubectl, wait_for
@@ -37,20 +38,8 @@ def policy(operator: OperatorProcess) -> Iterator[list[dict[str, Any]]]:
 
 
 def grant(namespace: str, name: str, rules: list[dict[str, Any]]) -> None:
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name},
-        "rules": rules,
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-    }
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]), namespace=namespace)
+    user = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}
+    kube.grant(namespace, name, rules, user)
 
 
 FLOWS = {

@@ -12,31 +12,13 @@ from typing import Any
 import pytest
 
 from tests.e2e.flows import flow, work
-from tests.kube import apply, get_json, kubectl
+from tests.kube import apply, get_json, service_account_token
 from tests.operator_process import DeployedOperator
 from tests.real.conftest import OPERATOR_NAMESPACE, REAL_NODE, RELEASE
 
 pytestmark = [pytest.mark.real, pytest.mark.local_cluster]
 
 UI = f"{RELEASE}-dagflow-operator-ui"
-
-
-def token_of(account: str, namespace: str, *rules: dict[str, Any]) -> str:
-    """A token of a new ServiceAccount that may do what `rules` allow in `namespace`."""
-    kubectl("create", "serviceaccount", account, namespace=namespace)
-    if rules:
-        role = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": account},
-            "rules": list(rules),
-        }
-        apply(role, namespace=namespace)
-        kubectl(
-            "create", "rolebinding", account, f"--role={account}",
-            f"--serviceaccount={namespace}:{account}", namespace=namespace,
-        )  # fmt: skip
-    return kubectl("create", "token", account, "--duration=10m", namespace=namespace).stdout.strip()
 
 
 def answer(url: str, token: str | None) -> tuple[int, Any]:
@@ -57,12 +39,12 @@ def test_the_charts_dashboard_reads_with_each_readers_own_token(
     assert all(status["ready"] for status in pods[0]["status"]["containerStatuses"])
     # A flow that runs nothing: what matters is who may read it.
     apply(flow("private", [work("only")], suspend=True), namespace=namespace)
-    reader = token_of(
-        "reader",
+    reader = service_account_token(
         namespace,
-        {"apiGroups": ["dagflow.dev"], "resources": ["dagflows"], "verbs": ["get", "list", "watch"]},
+        "reader",
+        [{"apiGroups": ["dagflow.dev"], "resources": ["dagflows"], "verbs": ["get", "list", "watch"]}],
     )
-    stranger = token_of("stranger", namespace)
+    stranger = service_account_token(namespace, "stranger")
     service = get_json("service", UI, namespace=OPERATOR_NAMESPACE)["spec"]
     flows_url = (
         f"http://{service['clusterIP']}:{service['ports'][0]['port']}/api/namespaces/{namespace}/flows"
