@@ -114,7 +114,8 @@ class DeployedOperator:
 
     def __init__(self, namespace: str, release: str) -> None:
         self.namespace = namespace
-        self.selector = f"app.kubernetes.io/instance={release}"
+        # The release's operator, not its dashboard (`ui.enabled`).
+        self.selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component!=ui"
         self.replicas = 1
 
     @property

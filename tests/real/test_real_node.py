@@ -31,6 +31,8 @@ from tests.real.conftest import (
 pytestmark = [pytest.mark.real, pytest.mark.local_cluster]
 
 EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
+# The release's operator pods, not its dashboard's.
+OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component!=ui"
 REAL_NODE_SCRIPT = REPO_ROOT / "tests" / "cluster" / "real-node.sh"
 
 
@@ -74,9 +76,9 @@ def get_url(url: str) -> bytes:
 
 
 def operator_pods() -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get_json(
-        "pods", "-l", f"app.kubernetes.io/instance={RELEASE}", namespace=OPERATOR_NAMESPACE
-    )["items"]
+    items: list[dict[str, Any]] = get_json("pods", "-l", OPERATOR_SELECTOR, namespace=OPERATOR_NAMESPACE)[
+        "items"
+    ]
     return items
 
 

@@ -4,8 +4,10 @@ import { escapeHtml } from "./util.js";
 
 const NODE_WIDTH = 200;
 const NODE_HEIGHT = 46;
-// How many characters of a work's name fit in its box in the bold 13px font.
-const NAME_CHARS = 24;
+// About how many characters of a work's name fit in its box in the bold 13px font; wide letters
+// may need more room, so the name is also clipped to the box.
+const NAME_CHARS = 20;
+const LABEL_INSET = 12;
 // network-simplex gives the tidiest ranks but grows fast with the graph; longest-path stays quick.
 // Above the same size the works of a rank keep dagre's first order, without its crossing-reduction
 // sweeps: they take about a third of the layout of a 2,000-work flow, and what they tidy there is
@@ -61,7 +63,7 @@ function nodeMarkup(node, position) {
     `data-phase="${escapeHtml(node.phase || "Pending")}" data-instances="${node.instances ?? ""}" ` +
     `transform="translate(${x},${y})">${stack}` +
     `<rect class="box" width="${NODE_WIDTH}" height="${NODE_HEIGHT}" rx="7"/>` +
-    `<title>${name}</title><text class="name" x="12" y="19">${shown}</text>` +
+    `<title>${name}</title><text class="name" x="${LABEL_INSET}" y="19" clip-path="url(#in-box)">${shown}</text>` +
     `<text class="sub" x="12" y="36">${escapeHtml(subLabel(node))}</text></g>`
   );
 }
@@ -87,7 +89,10 @@ export function drawGraph(container, graph, onSelect) {
   container.innerHTML =
     `<svg class="graph${fits ? "" : " far"}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" ` +
     `data-width="${width}" data-height="${height}">` +
-    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" ` +
+    // In each node's own coordinates (userSpaceOnUse): the box less its inset on both sides.
+    `<defs><clipPath id="in-box" clipPathUnits="userSpaceOnUse">` +
+    `<rect x="${LABEL_INSET}" y="0" width="${NODE_WIDTH - 2 * LABEL_INSET}" height="${NODE_HEIGHT}"/></clipPath>` +
+    `<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" ` +
     `orient="auto-start-reverse"><path d="M0,0L10,5L0,10z"/></marker></defs>` +
     `<g class="edges">${edges.join("")}</g><g class="nodes">${nodes.join("")}</g></svg>`;
   const svg = container.querySelector("svg");
