@@ -141,12 +141,9 @@ class FlowClient:
         raise ClusterError(f'dagflows.{GROUP} "{name}" not found', 404)
 
     def list_flows(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
-        if all_namespaces:
-            listing = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-        else:
-            listing = self._call(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
-            )
+        if not all_namespaces:
+            return self.list_flows_with_version()[0]
+        listing = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
         return list(listing.get("items") or [])
 
     def delete(self, name: str) -> None:
@@ -203,16 +200,10 @@ class FlowClient:
 
     def pods(self, flow: str, work: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
         """The pods of a flow's works (of one work, of one run), oldest first."""
-        listing = json.loads(
-            self._raw(
-                self.core.list_namespaced_pod, self.namespace, label_selector=_selector(flow, work, run)
-            )
+        listing = self._call(
+            self.core.list_namespaced_pod, self.namespace, label_selector=_selector(flow, work, run)
         )
-        pods = [
-            pod
-            for pod in listing.get("items") or []
-            if (pod["metadata"].get("annotations") or {}).get(naming.FLOW_ANNOTATION, flow) == flow
-        ]
+        pods = _of_flow(listing, flow)
         return sorted(
             pods, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"])
         )
@@ -241,11 +232,7 @@ class FlowClient:
         listing = self._call(
             self.batch.list_namespaced_job, self.namespace, label_selector=_selector(flow, work, run)
         )
-        return [
-            job
-            for job in listing.get("items") or []
-            if (job["metadata"].get("annotations") or {}).get(naming.FLOW_ANNOTATION, flow) == flow
-        ]
+        return _of_flow(listing, flow)
 
     def events(self) -> list[dict[str, Any]]:
         """The namespace's Events."""
@@ -316,6 +303,16 @@ class FlowClient:
             return bytes(response.data)
         finally:
             response.release_conn()
+
+
+def _of_flow(listing: Mapping[str, Any], flow: str) -> list[dict[str, Any]]:
+    """The listed objects of `flow`: a flow label too long is shortened and so may be shared, the
+    annotation holds the whole name."""
+    return [
+        item
+        for item in listing.get("items") or []
+        if (item["metadata"].get("annotations") or {}).get(naming.FLOW_ANNOTATION, flow) == flow
+    ]
 
 
 def _selector(flow: str, work: str | None, run: int | None) -> str:

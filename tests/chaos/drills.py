@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.e2e.flows import flow, status, work
+from tests.e2e.flows import FINAL_PHASES, flow, status, work
 from tests.kube import REPO_ROOT, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -90,7 +90,7 @@ def wait_for_run_end(namespace: str, name: str, run: int, timeout: float) -> dic
 
     def ended() -> dict[str, Any] | None:
         current = status(namespace, name)
-        if current.get("run") == run and current.get("phase") in ("Succeeded", "Failed", "Serving"):
+        if current.get("run") == run and current.get("phase") in FINAL_PHASES:
             return current
         return None
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dagflow.main import WATCH_CLIENT_MARGIN
 from tests.chaos.conftest import WATCH_TIMEOUT_SECONDS
 from tests.chaos.drills import DrillResult, layered, record, wait_for_run_end
 from tests.e2e.flows import status, works_by_name
@@ -17,9 +18,6 @@ from tests.kube import apply, killed_and_restarted, paused, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.local_cluster, pytest.mark.disruptive]
-
-# kopf gives a watch up this long after the server should have ended it (dagflow.main).
-WATCH_CLIENT_MARGIN = 30
 
 
 def phases(namespace: str, name: str) -> dict[str, str]:

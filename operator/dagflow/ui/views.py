@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dagflow import naming
 from dagflow.matrix import MatrixError, parse_matrix, static_size
+from dagflow.observe import work_of
 
 NOT_RUN = "NotRun"  # a work with no Job in the run shown (an earlier run that never reached it)
 
@@ -126,7 +126,7 @@ def run_states(flow: Mapping[str, Any], run: int | None, jobs: Iterable[Mapping[
     Jobs of earlier runs (the flow's history) tell how their works ended."""
     if run == (flow.get("status") or {}).get("run"):
         return work_states(flow)
-    by_work = {_work_of(job): job for job in jobs}
+    by_work = {work_of(job.get("metadata") or {}): job for job in jobs}
     states: dict[str, Any] = {}
     for work in (flow.get("spec") or {}).get("works") or []:
         job = by_work.get(work["name"])
@@ -250,10 +250,3 @@ def _pod_row(pod: Mapping[str, Any]) -> dict[str, Any]:
         "startedAt": status.get("startTime"),
         "container": ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name"),
     }
-
-
-def _work_of(obj: Mapping[str, Any]) -> str | None:
-    metadata = obj.get("metadata") or {}
-    return (metadata.get("annotations") or {}).get(naming.WORK_ANNOTATION) or (
-        metadata.get("labels") or {}
-    ).get(naming.WORK_LABEL)
