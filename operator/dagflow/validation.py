@@ -705,9 +705,17 @@ def _shortest_cycle(start: str, members: set[str], dependents: Mapping[str, Sequ
     raise AssertionError(f"no cycle through {start} inside its component")
 
 
+_ASCII_DIGITS = re.compile(r"([0-9]+)")
+
+
 def _natural_key(path: str) -> list[tuple[int, str]]:
-    """Sort key that puts spec.works[2] before spec.works[10]."""
-    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", path) if part]
+    """Sort key that puts spec.works[2] before spec.works[10]. Only ASCII digits count as a number:
+    a key of the spec may hold others ("²" is a digit to `str.isdigit`, not to `int`)."""
+    return [
+        (int(part), "") if _ASCII_DIGITS.fullmatch(part) else (-1, part)
+        for part in _ASCII_DIGITS.split(path)
+        if part
+    ]
 
 
 def _unique(problems: list[ValidationProblem]) -> list[ValidationProblem]:

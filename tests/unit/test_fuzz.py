@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dagflow.reconciler import parse_spec
@@ -97,6 +97,7 @@ def check(spec: Any) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON)
+@example({"0²": None})  # a digit to str.isdigit that int() refuses, in a problem's path
 def test_any_json_as_a_spec_is_answered_with_problems(spec: Any) -> None:
     check(spec)
 
