@@ -31,10 +31,10 @@ from kubernetes import client, config, watch
 from tests.kube import apply_crds
 from tests.operator_process import OperatorProcess
 
-from dagflow import naming
 from dagflow.api.models import DAGFlowSpec
-from dagflow.builders import FlowRef, build_job
-from dagflow.settings import OperatorSettings
+from dagflow.controller.builders import FlowRef, build_job
+from dagflow.controller.settings import OperatorSettings
+from dagflow.rules import naming
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO_ROOT / "tests" / "cluster" / "cluster.sh"

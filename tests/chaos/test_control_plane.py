@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dagflow.main import WATCH_CLIENT_MARGIN
+from dagflow.controller.main import WATCH_CLIENT_MARGIN
 from tests.chaos.conftest import WATCH_TIMEOUT_SECONDS
 from tests.chaos.drills import DrillResult, layered, record, wait_for_run_end
 from tests.e2e.flows import status, works_by_name

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dagflow.settings import OperatorSettings
+from dagflow.controller.settings import OperatorSettings
 from tests.chart.helm import (
     CHART_DIR,
     NAMESPACED_VALUES,

@@ -126,7 +126,10 @@ def test_installed_operator_prints_its_usage(installed_venv: Path) -> None:
 def test_installed_package_carries_its_data_files(installed_venv: Path) -> None:
     python = str(installed_venv / "bin" / "python")
     imported = subprocess.run(
-        [python, "-c", "import dagflow.api.crd, dagflow.main"], capture_output=True, text=True, timeout=60
+        [python, "-c", "import dagflow.api.crd, dagflow.controller.main"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert imported.returncode == 0, imported.stderr
     # The CRD is generated from the models and the Kubernetes schemas shipped as package data.

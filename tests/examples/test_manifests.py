@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dagflow.validation import validate_flow
+from dagflow.rules.validation import validate_flow
 from tests.kube import REPO_ROOT
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dagflow.api.models import DAGFlowStatus
-from dagflow.validation import validate_flow
+from dagflow.rules.validation import validate_flow
 from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, table_row, wait_for
 
 pytestmark = pytest.mark.cluster

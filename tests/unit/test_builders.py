@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagflow import naming
 from dagflow.api.models import DAGFlowSpec, Work
-from dagflow.builders import (
+from dagflow.controller.builders import (
     FlowRef,
     MatrixInstances,
     build_deployment,
@@ -20,8 +19,9 @@ from dagflow.builders import (
     build_service,
     endpoint_url,
 )
-from dagflow.settings import OperatorSettings
-from dagflow.substitution import BadReference, Values
+from dagflow.controller.settings import OperatorSettings
+from dagflow.rules import naming
+from dagflow.rules.substitution import BadReference, Values
 
 FLOW = FlowRef(name="ml-pipeline", namespace="team-a", uid="7d0c2b2a-uid")
 SETTINGS = OperatorSettings(

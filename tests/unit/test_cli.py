@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from dagflow.cli import app
+from dagflow.client.cli import app
 
 runner = CliRunner()
 

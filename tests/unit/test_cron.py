@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagflow.cron import MACROS, CronSchedule, ScheduleError, five_fields, load_time_zone
+from dagflow.rules.cron import MACROS, CronSchedule, ScheduleError, five_fields, load_time_zone
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.flowview import duration, graph, instances, live_view, outputs_lines
+from dagflow.client.flowview import duration, graph, instances, live_view, outputs_lines
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

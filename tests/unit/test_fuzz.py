@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dagflow.reconciler import parse_spec
-from dagflow.validation import validate_flow, validate_object
-from dagflow.webhook import admission_problem
+from dagflow.controller.reconciler import parse_spec
+from dagflow.controller.webhook import admission_problem
+from dagflow.rules.validation import validate_flow, validate_object
 
 SCALARS = st.one_of(
     st.none(),

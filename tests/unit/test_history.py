@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, RunSummary, RunTrigger
-from dagflow.history import begin_run, history_limit, record_run, retire_jobs, trim
-from dagflow.observe import JobObservation
+from dagflow.controller.history import begin_run, history_limit, record_run, retire_jobs, trim
+from dagflow.controller.observe import JobObservation
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

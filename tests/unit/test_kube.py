@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dagflow.kube import NameTakenError, check_owner
+from dagflow.controller.kube import NameTakenError, check_owner
 
 OURS = "11111111-uid"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagflow.matrix import MAX_INSTANCES, MatrixError, encode_values, expand, parse_matrix, static_size
+from dagflow.rules.matrix import MAX_INSTANCES, MatrixError, encode_values, expand, parse_matrix, static_size
 
 
 def combos(raw: dict[str, Any], resolved: dict[str, Any] | None = None) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagflow import naming
+from dagflow.rules import naming
 
 DNS_LABEL_CHARS = string.ascii_lowercase + string.digits + "-"
 dns_labels = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
@@ -112,3 +112,14 @@ def test_label_values_are_always_valid(value: str) -> None:
 def test_distinct_works_get_distinct_job_names(flow: str, run: int, first: str, second: str) -> None:
     if first != second:
         assert naming.job_name(flow, run, first) != naming.job_name(flow, run, second)
+
+
+def test_work_of_prefers_the_full_name_annotation_over_a_hashed_label() -> None:
+    long_name = "w" * 63
+    metadata = {
+        "labels": {naming.WORK_LABEL: naming.label_value(long_name)},
+        "annotations": {naming.WORK_ANNOTATION: long_name},
+    }
+    assert naming.work_of(metadata) == long_name
+    assert naming.work_of({"labels": {naming.WORK_LABEL: "train"}}) == "train"
+    assert naming.work_of({}) == ""

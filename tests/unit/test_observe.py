@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.builders import FlowRef, build_deployment, build_job
-from dagflow.observe import observe_deployment, observe_job, owner_flow
-from dagflow.settings import OperatorSettings
+from dagflow.controller.builders import FlowRef, build_deployment, build_job
+from dagflow.controller.observe import observe_deployment, observe_job, owner_flow
+from dagflow.controller.settings import OperatorSettings
 
 CREATED = "2024-05-01T10:00:00Z"
 STARTED = "2024-05-01T10:00:01Z"

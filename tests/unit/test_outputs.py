@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dagflow.outputs import MAX_OUTPUTS_BYTES, OutputsError, gather_outputs, parse_outputs
+from dagflow.rules.outputs import MAX_OUTPUTS_BYTES, OutputsError, gather_outputs, parse_outputs
 
 
 def test_the_declared_keys_are_kept_and_the_rest_left_out() -> None:

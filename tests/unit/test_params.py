@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dagflow.api.models import PARAMS_ANNOTATION, DAGFlowSpec
-from dagflow.params import default_params, requested_params, run_params
+from dagflow.rules.params import default_params, requested_params, run_params
 
 SPEC = DAGFlowSpec.model_validate(
     {

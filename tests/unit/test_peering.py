@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagflow.peering import live_peers
+from dagflow.controller.peering import live_peers
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

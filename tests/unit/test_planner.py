@@ -11,10 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
-from dagflow.builders import FlowRef
-from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.planner import Plan, WorkState, defer_start, needs_outputs_read, plan_run, reject_start
-from dagflow.validation import topological_order
+from dagflow.controller.builders import FlowRef
+from dagflow.controller.observe import DeploymentObservation, JobObservation
+from dagflow.controller.planner import (
+    Plan,
+    WorkState,
+    defer_start,
+    needs_outputs_read,
+    plan_run,
+    reject_start,
+)
+from dagflow.rules.validation import topological_order
 
 FLOW = FlowRef(name="ml-pipeline", namespace="default", uid="0b6c1f7e-uid")
 NOW = "2024-05-01T10:00:00Z"

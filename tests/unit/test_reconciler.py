@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dagflow.api.models import FlowPhase
-from dagflow.reconciler import newer_or_same, status_hold
+from dagflow.controller.reconciler import newer_or_same, status_hold
 
 
 def test_the_first_patch_of_a_flow_never_waits() -> None:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, DAGFlowStatus, FlowPhase, WorkPhase
-from dagflow.planner import Plan, WorkState
-from dagflow.runcontrol import begun_status, carried_jobs, stopped_status, with_run_control
-from dagflow.rundecisions import decide_run, run_fingerprint
-from dagflow.status import build_status
+from dagflow.controller.planner import Plan, WorkState
+from dagflow.controller.runcontrol import begun_status, carried_jobs, stopped_status, with_run_control
+from dagflow.controller.rundecisions import decide_run, run_fingerprint
+from dagflow.controller.status import build_status
 
 NOW = datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
 LATER = datetime(2025, 1, 1, 12, 5, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from dagflow.api.models import (
     WorkPhase,
     WorkStatus,
 )
-from dagflow.rundecisions import (
+from dagflow.controller.rundecisions import (
     RunAction,
     RunDecision,
     carried_job_names,

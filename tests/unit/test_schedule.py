@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dagflow.api.models import ConcurrencyPolicy, DAGFlowSpec
-from dagflow.cron import CronSchedule
-from dagflow.schedule import ScheduleAction, ScheduleDecision, decide_schedule, schedule_of
+from dagflow.controller.schedule import ScheduleAction, ScheduleDecision, decide_schedule, schedule_of
+from dagflow.rules.cron import CronSchedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

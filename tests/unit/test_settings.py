@@ -6,9 +6,9 @@ import kopf
 import pytest
 from pydantic import ValidationError
 
-from dagflow import main
-from dagflow.peering import own_identity, start_priority
-from dagflow.settings import OperatorSettings
+from dagflow.controller import main
+from dagflow.controller.peering import own_identity, start_priority
+from dagflow.controller.settings import OperatorSettings
 
 
 def test_peering_is_on_by_default_and_an_empty_name_runs_standalone(monkeypatch: pytest.MonkeyPatch) -> None:

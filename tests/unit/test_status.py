@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from dagflow.api.models import DAGFlowStatus, FlowPhase, WorkPhase
-from dagflow.planner import Plan, WorkState
-from dagflow.status import Transition, build_status, invalid_status, summarize, transitions
+from dagflow.controller.planner import Plan, WorkState
+from dagflow.controller.status import Transition, build_status, invalid_status, summarize, transitions
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagflow.substitution import (
+from dagflow.rules.substitution import (
     BadReference,
     Values,
     container_references,

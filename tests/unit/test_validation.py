@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.validation import (
+from dagflow.rules.validation import (
     CycleError,
     ValidationProblem,
     find_cycles,

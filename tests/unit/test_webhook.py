@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from dagflow.settings import OperatorSettings
-from dagflow.webhook import (
+from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.webhook import (
     ADMITTED_OPERATIONS,
     ServiceWebhookServer,
     admission_problem,

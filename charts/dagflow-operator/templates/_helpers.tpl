@@ -65,7 +65,7 @@ cluster (another replica, a rollout overlapping, `make run` beside the release) 
 {{- end }}
 
 {{/*
-The operator's name for its webhook configurations (WEBHOOK_CONFIGURATION in dagflow/main.py):
+The operator's name for its webhook configurations (WEBHOOK_CONFIGURATION in dagflow/controller/main.py):
 kopf creates and patches them, the operator deletes them on a clean shutdown.
 */}}
 {{- define "dagflow-operator.webhookConfigurationName" -}}

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from starlette.requests import HTTPConnection
 
-from dagflow.flowclient import FlowClient
+from dagflow.client.flowclient import FlowClient
 
 
 class AuthMode(StrEnum):

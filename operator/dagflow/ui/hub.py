@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagflow.flowclient import ClusterError, FlowClient
+from dagflow.client.flowclient import ClusterError, FlowClient
 from dagflow.ui.views import flow_update
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dagflow.flowclient import ClusterError, FlowClient, Target
+from dagflow.client.flowclient import ClusterError, FlowClient, Target
 from dagflow.ui import views
 from dagflow.ui.access import Access, AuthMode, Unauthenticated, may_watch_flows
 from dagflow.ui.hub import Hub

@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dagflow.matrix import MatrixError, parse_matrix, static_size
-from dagflow.observe import work_of
+from dagflow.rules import naming
+from dagflow.rules.matrix import MatrixError, parse_matrix, static_size
 
 NOT_RUN = "NotRun"  # a work with no Job in the run shown (an earlier run that never reached it)
 
@@ -126,7 +126,7 @@ def run_states(flow: Mapping[str, Any], run: int | None, jobs: Iterable[Mapping[
     Jobs of earlier runs (the flow's history) tell how their works ended."""
     if run == (flow.get("status") or {}).get("run"):
         return work_states(flow)
-    by_work = {work_of(job.get("metadata") or {}): job for job in jobs}
+    by_work = {naming.work_of(job.get("metadata") or {}): job for job in jobs}
     states: dict[str, Any] = {}
     for work in (flow.get("spec") or {}).get("works") or []:
         job = by_work.get(work["name"])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagflow.api.models import VALUE_NAME_MAX_LENGTH, VALUE_NAME_PATTERN
-from dagflow.substitution import Reference, parse_reference, references
+from dagflow.rules.substitution import Reference, parse_reference, references
 
 INCLUDE, EXCLUDE = "include", "exclude"
 RESERVED_KEYS = frozenset({INCLUDE, EXCLUDE})

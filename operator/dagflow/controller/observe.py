@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dagflow import naming
+from dagflow.rules import naming
 
 FlowKey = tuple[str, str]
 """(namespace, flow name)."""
@@ -112,13 +112,6 @@ def _run_of(labels: Mapping[str, str]) -> int:
         return 0
 
 
-def work_of(metadata: Mapping[str, Any]) -> str:
-    # The work label may be hashed when too long; the annotation always holds the full name.
-    annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    return str(annotations.get(naming.WORK_ANNOTATION) or labels.get(naming.WORK_LABEL, ""))
-
-
 def observe_job(body: Mapping[str, Any]) -> JobObservation:
     metadata = body.get("metadata", {})
     status = body.get("status") or {}
@@ -133,7 +126,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
             reason, message = condition.get("reason"), condition.get("message")
     return JobObservation(
         name=str(metadata.get("name", "")),
-        work=work_of(metadata),
+        work=naming.work_of(metadata),
         run=_run_of(metadata.get("labels") or {}),
         active=int(status.get("active") or 0),
         succeeded=int(status.get("succeeded") or 0),
@@ -197,7 +190,7 @@ def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
     )
     return DeploymentObservation(
         name=str(metadata.get("name", "")),
-        work=work_of(metadata),
+        work=naming.work_of(metadata),
         run=_run_of(template_labels),
         replicas=replicas,
         available=available_condition and rolled_out,
@@ -214,7 +207,7 @@ def observe_service(body: Mapping[str, Any]) -> ServiceObservation:
     metadata = body.get("metadata", {})
     return ServiceObservation(
         name=str(metadata.get("name", "")),
-        work=work_of(metadata),
+        work=naming.work_of(metadata),
         owner_uid=owner_uid(body),
         deleting=metadata.get("deletionTimestamp") is not None,
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Mapping
+from typing import Any
 
 FLOW_LABEL = "dagflow.dev/flow"
 WORK_LABEL = "dagflow.dev/work"
@@ -125,6 +127,13 @@ def child_annotations(flow: str, work: str) -> dict[str, str]:
 def flow_selector(flow: str) -> str:
     """Label selector of all children of a flow, e.g. for a list or watch call."""
     return f"{FLOW_LABEL}={label_value(flow)},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+
+def work_of(metadata: Mapping[str, Any]) -> str:
+    # The work label may be hashed when too long; the annotation always holds the full name.
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    return str(annotations.get(WORK_ANNOTATION) or labels.get(WORK_LABEL, ""))
 
 
 def _dns_label_name(parts: list[str], max_length: int = MAX_LENGTH) -> str:

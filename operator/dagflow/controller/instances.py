@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagflow.api.models import Work
-from dagflow.matrix import Combination, expand, parse_matrix
-from dagflow.observe import JobObservation, count_indexes, parse_indexes
+from dagflow.controller.observe import JobObservation, count_indexes, parse_indexes
+from dagflow.rules.matrix import Combination, expand, parse_matrix
 
 MAX_LISTED_INSTANCES = 20
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from dagflow.api.models import READY_PHASES, FlowPhase, WorkPhase
-from dagflow.planner import Plan
+from dagflow.controller.planner import Plan
 
 READY_CONDITION = "Ready"
 SERVING_CONDITION = "Serving"
 FINISHED = frozenset({FlowPhase.SUCCEEDED, FlowPhase.FAILED, FlowPhase.STOPPED})
 # Status fields about runs rather than the current run's works: every status written keeps them
-# (`dagflow.runcontrol` brings them up to date).
+# (`dagflow.controller.runcontrol` brings them up to date).
 RUN_CONTROL_STATUS_FIELDS = (
     "runSpecHash",
     "handledRequests",

@@ -47,8 +47,8 @@ from dagflow.api.models import (
     TriggerRule,
 )
 from dagflow.api.models import Work as WorkModel
-from dagflow.flowclient import FlowClient, Target
-from dagflow.validation import ValidationProblem, validate_flow
+from dagflow.client.flowclient import FlowClient, Target
+from dagflow.rules.validation import ValidationProblem, validate_flow
 
 __all__ = ["FINAL_PHASES", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
 

@@ -12,8 +12,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from dagflow import metrics
 from dagflow.api.models import GROUP, PLURAL, VERSION
+from dagflow.controller import metrics
 
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "dagflow-operator"

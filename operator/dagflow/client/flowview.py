@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.validation import topological_order
+from dagflow.rules.validation import topological_order
 
 PHASE_STYLES = {
     "Pending": "dim",

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from dagflow import flowview
 from dagflow.api.models import READY_PHASES, DAGFlowSpec, RunRequest
-from dagflow.flowclient import ClusterError, FlowClient, Target
-from dagflow.validation import ValidationProblem, is_dagflow, validate_object
+from dagflow.client import flowview
+from dagflow.client.flowclient import ClusterError, FlowClient, Target
+from dagflow.rules.validation import ValidationProblem, is_dagflow, validate_object
 
 app = typer.Typer(
     name="dagflow",

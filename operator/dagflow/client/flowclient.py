@@ -16,8 +16,8 @@ from kubernetes import config as untyped_config
 from kubernetes import watch as untyped_watch
 from kubernetes.client.exceptions import ApiException
 
-from dagflow import naming
 from dagflow.api.models import FINAL_PHASES, GROUP, PARAMS_ANNOTATION, PLURAL, VERSION, RunRequest
+from dagflow.rules import naming
 
 # The client's config and watch modules have no type hints.
 config: Any = untyped_config

@@ -1,6 +1,6 @@
 """The status of a run as run control shapes it: pure, from a run decision and the status before it.
 
-`dagflow.rundecisions` says whether a pass starts a run, stops one or goes on; this module writes
+`dagflow.controller.rundecisions` says whether a pass starts a run, stops one or goes on; this module writes
 what that means into the status: the status of a run that begins (recorded before any child of it
 is made), of a run that is stopped, and the run-control fields every other status carries (the
 handled request tokens, the schedule times and the run history).
@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, RunSummary, WorkPhase, WorkStatus
-from dagflow.history import begin_run, record_run
-from dagflow.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
-from dagflow.status import SERVING_CONDITION, stopped_ready_condition
+from dagflow.controller.history import begin_run, record_run
+from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
+from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
 
 STOPPED_MESSAGE = "stopped by request"
 # Work phases that count as finished in `status.progress`.

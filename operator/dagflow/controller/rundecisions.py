@@ -16,7 +16,7 @@ The answer, by priority:
    on one of them, and carries the other works' outcomes over (Retry). While the current run is
    active, the request waits for it to end; with nothing to retry it is dropped, saying so.
 6. A due schedule tick starts a run (Schedule), replaces the active one (Replace), or is skipped
-   (Forbid while a run is active, or later than startingDeadlineSeconds): see `dagflow.schedule`.
+   (Forbid while a run is active, or later than startingDeadlineSeconds): see `dagflow.controller.schedule`.
 
 A pass starts at most one run. That run answers whatever else asked for one in the same pass: a
 run of every work answers a pending rerun and retry, and a tick that came due is dealt with by it.
@@ -56,8 +56,8 @@ from dagflow.api.models import (
     WorkPhase,
     WorkStatus,
 )
-from dagflow.params import requested_params, run_params
-from dagflow.schedule import ScheduleAction, decide_schedule, schedule_of
+from dagflow.controller.schedule import ScheduleAction, decide_schedule, schedule_of
+from dagflow.rules.params import requested_params, run_params
 
 ACTIVE_PHASES = frozenset({FlowPhase.PENDING, FlowPhase.RUNNING})
 # Outcomes a retry keeps: everything else runs again.

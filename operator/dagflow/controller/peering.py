@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from dagflow import kube as kube_module
+from dagflow.controller import kube as kube_module
 
 logger = logging.getLogger("dagflow")
 

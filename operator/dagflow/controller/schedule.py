@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from dagflow.api.models import ConcurrencyPolicy, DAGFlowSpec
-from dagflow.cron import CronSchedule
+from dagflow.rules.cron import CronSchedule
 
 # Missed ticks are counted for messages only; an outage of a year under `* * * * *` need not be.
 MISSED_TICKS_COUNTED = 1000

@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from dagflow import naming
 from dagflow.api import k8s_schemas
 from dagflow.api.models import (
     API_VERSION,
@@ -31,11 +30,12 @@ from dagflow.api.models import (
     Work,
     kubernetes_shape_fields,
 )
-from dagflow.cron import CronSchedule, ScheduleError, load_time_zone
-from dagflow.matrix import RESERVED_KEYS as RESERVED_MATRIX_KEYS
-from dagflow.matrix import MatrixError, expand, parse_matrix
-from dagflow.params import requested_params
-from dagflow.substitution import BadReference, Reference, container_references
+from dagflow.rules import naming
+from dagflow.rules.cron import CronSchedule, ScheduleError, load_time_zone
+from dagflow.rules.matrix import RESERVED_KEYS as RESERVED_MATRIX_KEYS
+from dagflow.rules.matrix import MatrixError, expand, parse_matrix
+from dagflow.rules.params import requested_params
+from dagflow.rules.substitution import BadReference, Reference, container_references
 
 # etcd's default request limit is 1.5 MiB; the status is written into the same object later, so a
 # flow has to leave room for it (a 2,000-work flow's status is about 300 KiB).

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dagflow.api.models import MAX_HISTORY_RUNS, DAGFlowSpec, FlowPhase, RunSummary, RunTrigger
-from dagflow.observe import JobObservation
-from dagflow.rundecisions import ACTIVE_PHASES
+from dagflow.controller.observe import JobObservation
+from dagflow.controller.rundecisions import ACTIVE_PHASES
 
 
 @dataclass(frozen=True)

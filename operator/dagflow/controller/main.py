@@ -1,4 +1,4 @@
-"""The kopf wiring: watches, indexes and the admission webhook. Logic lives in `dagflow.reconciler`.
+"""The kopf wiring: watches, indexes and the admission webhook. Logic lives in `reconciler`.
 
 Run with `dagflow-operator` (or `make run`). Only event handlers are used for DAGFlows, so kopf keeps
 no copy of the spec in annotations: a 2,000-work flow reconciles like a small one.
@@ -15,10 +15,10 @@ from typing import Any, cast
 import kopf
 import urllib3
 
-from dagflow import kube as kube_module
-from dagflow import metrics, naming
 from dagflow.api.models import GROUP, PLURAL, VERSION
-from dagflow.observe import (
+from dagflow.controller import kube as kube_module
+from dagflow.controller import metrics
+from dagflow.controller.observe import (
     DeploymentObservation,
     FlowKey,
     JobObservation,
@@ -28,12 +28,18 @@ from dagflow.observe import (
     observe_service,
     owner_flow,
 )
-from dagflow.peering import ensure_peering, other_live_peers, own_identity, start_priority
-from dagflow.reconciler import Reconciler
-from dagflow.settings import OperatorSettings
-from dagflow.shutdown import arm_exit_deadline_on_signals, exit_deadline, exit_now, in_daemon_thread
-from dagflow.status import FlowEvent
-from dagflow.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server
+from dagflow.controller.peering import ensure_peering, other_live_peers, own_identity, start_priority
+from dagflow.controller.reconciler import Reconciler
+from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.shutdown import (
+    arm_exit_deadline_on_signals,
+    exit_deadline,
+    exit_now,
+    in_daemon_thread,
+)
+from dagflow.controller.status import FlowEvent
+from dagflow.controller.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server
+from dagflow.rules import naming
 
 logger = logging.getLogger("dagflow")
 

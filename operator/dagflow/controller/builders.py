@@ -1,5 +1,5 @@
 """Pure builders of the Kubernetes objects a flow's works run as: a Job per batch work, a Deployment
-plus a Service per serve work. They only compute manifests; `dagflow.kube` sends them."""
+plus a Service per serve work. They only compute manifests; `dagflow.controller.kube` sends them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagflow import naming
 from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, PodDefaults, Work
-from dagflow.matrix import Combination, encode_values
-from dagflow.settings import OperatorSettings
-from dagflow.substitution import Values, substitute_container
+from dagflow.controller.settings import OperatorSettings
+from dagflow.rules import naming
+from dagflow.rules.matrix import Combination, encode_values
+from dagflow.rules.substitution import Values, substitute_container
 
 
 @dataclass(frozen=True)

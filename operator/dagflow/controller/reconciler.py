@@ -19,21 +19,20 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from dagflow import metrics, naming
 from dagflow.api.models import FINAL_PHASES, DAGFlowSpec, FlowPhase, WorkPhase
-from dagflow.builders import (
+from dagflow.controller import metrics
+from dagflow.controller.builders import (
     FlowRef,
     build_deployment,
     build_job,
     build_matrix_values,
     build_service,
 )
-from dagflow.history import JobRetirement, history_limit, retire_jobs
-from dagflow.kube import KubeClient, NameTakenError, api_error_message
-from dagflow.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
-from dagflow.params import default_params
-from dagflow.planner import Plan, defer_start, plan_run, reject_start
-from dagflow.runcontrol import (
+from dagflow.controller.history import JobRetirement, history_limit, retire_jobs
+from dagflow.controller.kube import KubeClient, NameTakenError, api_error_message
+from dagflow.controller.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
+from dagflow.controller.planner import Plan, defer_start, plan_run, reject_start
+from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
     carried_jobs,
@@ -41,12 +40,21 @@ from dagflow.runcontrol import (
     timestamp,
     with_run_control,
 )
-from dagflow.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
-from dagflow.settings import OperatorSettings
-from dagflow.status import FlowEvent, Transition, build_status, invalid_status, summarize, transitions
-from dagflow.substitution import BadReference, Values
-from dagflow.validation import topological_order, validate_flow
-from dagflow.workdata import WorkData
+from dagflow.controller.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
+from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.status import (
+    FlowEvent,
+    Transition,
+    build_status,
+    invalid_status,
+    summarize,
+    transitions,
+)
+from dagflow.controller.workdata import WorkData
+from dagflow.rules import naming
+from dagflow.rules.params import default_params
+from dagflow.rules.substitution import BadReference, Values
+from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
 

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work
-from dagflow.builders import MATRIX_OUTPUTS_KEY, FlowRef, build_matrix_outputs
-from dagflow.kube import KubeClient
-from dagflow.observe import JobObservation
-from dagflow.outputs import CollectedOutputs, OutputsError, gather_outputs
-from dagflow.planner import Plan, needs_outputs_read
-from dagflow.substitution import container_references
+from dagflow.controller.builders import MATRIX_OUTPUTS_KEY, FlowRef, build_matrix_outputs
+from dagflow.controller.kube import KubeClient
+from dagflow.controller.observe import JobObservation
+from dagflow.controller.planner import Plan, needs_outputs_read
+from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs
+from dagflow.rules.substitution import container_references
 
 
 class WorkData:

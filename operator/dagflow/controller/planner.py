@@ -10,14 +10,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagflow import naming
 from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
-from dagflow.builders import FlowRef, MatrixInstances, endpoint_url
-from dagflow.instances import InstanceCounts, busy_slots, combinations_of, counts_of, failed_instances
-from dagflow.instances import failure_message as instance_failure_message
-from dagflow.matrix import Combination, MatrixError
-from dagflow.observe import DeploymentObservation, JobObservation
-from dagflow.outputs import CollectedOutputs, OutputsError, parse_outputs
+from dagflow.controller.builders import FlowRef, MatrixInstances, endpoint_url
+from dagflow.controller.instances import (
+    InstanceCounts,
+    busy_slots,
+    combinations_of,
+    counts_of,
+    failed_instances,
+)
+from dagflow.controller.instances import failure_message as instance_failure_message
+from dagflow.controller.observe import DeploymentObservation, JobObservation
+from dagflow.rules import naming
+from dagflow.rules.matrix import Combination, MatrixError
+from dagflow.rules.outputs import CollectedOutputs, OutputsError, parse_outputs
 
 DONE = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}

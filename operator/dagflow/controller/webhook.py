@@ -8,9 +8,9 @@ from typing import Any
 import kopf
 
 from dagflow.api.models import PARAMS_ANNOTATION
-from dagflow.certs import write_self_signed
-from dagflow.settings import OperatorSettings
-from dagflow.validation import params_annotation_problems, size_problems, validate_flow
+from dagflow.controller.certs import write_self_signed
+from dagflow.controller.settings import OperatorSettings
+from dagflow.rules.validation import params_annotation_problems, size_problems, validate_flow
 
 # What the webhook is registered for: a DELETE (of a flow, or of its namespace) is never refused.
 ADMITTED_OPERATIONS: list[kopf.Operation] = ["CREATE", "UPDATE"]
