@@ -139,3 +139,28 @@ def test_values_for_an_unknown_parameter_are_refused_at_apply(
     assert refused.returncode != 0
     assert "the flow has no parameter 'epochs' (it has: lr)" in refused.stderr, refused.stderr
     assert status(namespace, "strict")["run"] == 1
+
+
+def test_an_output_that_is_null_or_not_ascii_reaches_the_status_and_the_next_work_as_written(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    reported = {"best": None, "scores": {"baseline": None, "city": "Zürich"}, "tags": ["café"]}
+    split = work(
+        "split",
+        annotations={"sim.dagflow.dev/termination-message": json.dumps(reported, ensure_ascii=False)},
+        outputs=[{"name": "best"}, {"name": "scores"}, {"name": "tags"}],
+    )
+    train = work("train", "split")
+    train["container"]["args"] = [
+        "$(works.split.outputs.best)",
+        "$(works.split.outputs.scores)",
+        "$(works.split.outputs.tags)",
+    ]
+    create(flow("nulls", [split, train]), namespace)
+    final = wait_for_phase(namespace, "nulls", "Succeeded")
+    assert works_by_name(final)["split"]["outputs"] == reported
+    assert container_of(namespace, "train", 1)["args"] == [
+        "null",
+        '{"baseline":null,"city":"Zürich"}',
+        '["café"]',
+    ]

@@ -72,3 +72,16 @@ def test_matrix_outputs_too_big_for_a_config_map_are_refused() -> None:
     messages = {index: json.dumps({"blob": "x" * 1000}) for index in range(1100)}
     with pytest.raises(OutputsError, match="more than the 1024000 bytes of the ConfigMap"):
         gather_outputs(messages, 1100, ["blob"])
+
+
+def test_output_sizes_count_utf8_bytes_as_documented() -> None:
+    # "é" is 2 bytes in UTF-8 (6 as a \u escape): 510 of them plus the JSON around fit in 1,024 bytes.
+    fits = {"v": "é" * 508}
+    assert parse_outputs(json.dumps(fits, ensure_ascii=False), ["v"]) == fits
+    too_big = json.dumps({"v": "é" * 512}, ensure_ascii=False)
+    with pytest.raises(OutputsError, match="1032 bytes"):
+        parse_outputs(too_big, ["v"])
+
+
+def test_an_output_whose_value_is_null_is_kept() -> None:
+    assert parse_outputs('{"best": null, "n": 1}', ["best", "n"]) == {"best": None, "n": 1}

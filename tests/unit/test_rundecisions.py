@@ -671,3 +671,40 @@ def test_a_scheduled_run_takes_the_schedules_values() -> None:
     decision = decide(scheduled_flow, status, now=TICK + timedelta(seconds=1))
     assert decision.new_run is not None and decision.new_run.trigger == RunTrigger.SCHEDULE
     assert decision.new_run.params == {"data": "/data", "lr": "0.7"}
+
+
+def test_a_spec_change_that_answers_a_rerun_in_the_same_pass_runs_with_the_requests_values() -> None:
+    status = status_of(WITH_PARAMS, phase="Succeeded", works=ALL_DONE, params={"data": "/x", "lr": "9"})
+    changed = {**WITH_PARAMS, "parallelism": 1}
+    decision = decide(changed, status, {"dagflow.dev/rerun": "r1", PARAMS: '{"lr": "0.5"}'})
+    assert decision.new_run is not None and decision.new_run.trigger == RunTrigger.SPEC_CHANGE
+    assert decision.handled.rerun == "r1"
+    assert decision.new_run.params == {"data": "/data", "lr": "0.5"}
+
+
+def test_a_waiting_retry_answered_by_a_spec_change_runs_with_the_requests_values() -> None:
+    status = status_of(WITH_PARAMS, phase="Running", params={"data": "/x", "lr": "9"})
+    changed = {**WITH_PARAMS, "parallelism": 1}
+    decision = decide(changed, status, {"dagflow.dev/retry": "t1", PARAMS: '{"lr": "0.5", "nope": "1"}'})
+    assert decision.new_run is not None and decision.handled.retry == "t1"
+    assert decision.new_run.params == {"data": "/data", "lr": "0.5"}
+    assert [notice.reason for notice in decision.notices] == ["ParamsIgnored"]
+
+
+def test_a_replacing_tick_that_answers_a_retry_takes_the_requests_values_over_the_schedules() -> None:
+    scheduled_flow = {
+        **WITH_PARAMS,
+        "schedule": "@hourly",
+        "concurrencyPolicy": "Replace",
+        "scheduleParams": {"lr": "0.7", "data": "/nightly"},
+    }
+    status = status_of(scheduled_flow, run=2, phase="Running", nextScheduleTime=timestamp(TICK))
+    decision = decide(
+        scheduled_flow,
+        status,
+        {"dagflow.dev/retry": "t1", PARAMS: '{"lr": "0.5"}'},
+        now=TICK + timedelta(seconds=1),
+    )
+    assert decision.new_run is not None and decision.new_run.trigger == RunTrigger.SCHEDULE
+    assert decision.handled.retry == "t1"
+    assert decision.new_run.params == {"data": "/nightly", "lr": "0.5"}

@@ -122,6 +122,12 @@ def test_values_render_as_text_or_compact_json() -> None:
     assert render({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
 
 
+def test_non_ascii_text_in_a_list_or_object_output_stays_as_written() -> None:
+    assert render(["café", "日本"]) == '["café","日本"]'
+    assert render({"city": "Zürich"}) == '{"city":"Zürich"}'
+    assert render(None) == "null"
+
+
 @given(st.text(alphabet=st.sampled_from("ab$()._ -"), max_size=30))
 def test_text_without_our_references_comes_back_unchanged(text: str) -> None:
     assert substitute(text, VALUES) == text

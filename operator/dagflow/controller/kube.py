@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
 
-MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 USER_AGENT = "dagflow-operator"
 # (connect, read) seconds for every call: a hung API server must never hang a reconcile pass or a
 # shutdown; the pass fails and is retried instead.
@@ -40,6 +40,13 @@ class NameTakenError(Exception):
         self.owner_name, self.owner_uid, self.deleting = owner_name, owner_uid, deleting
         owner = f"DAGFlow {owner_name} (uid {owner_uid})" if owner_name else "something else"
         super().__init__(f"{kind} {name} already exists and belongs to {owner}")
+
+
+class FlowReplacedError(Exception):
+    """The flow of that name is no longer the one of `uid`: deleted, and maybe made again."""
+
+    def __init__(self, namespace: str, name: str, uid: str) -> None:
+        super().__init__(f"DAGFlow {namespace}/{name} is no longer the one of uid {uid}")
 
 
 def check_owner(kind: str, existing: dict[str, Any], uid: str) -> None:
@@ -257,20 +264,37 @@ class KubeClient:
         completion (index 0); None when no such pod is left."""
         return (await self.termination_messages_by_index(namespace, job_uid, container)).get(0)
 
-    async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the status; the flow as the API server returned it."""
-        response = await self._call(
-            "patch",
-            "dagflows/status",
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+    async def replace_flow_status(
+        self, namespace: str, name: str, uid: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the flow's whole status; the flow as the API server returned it.
+
+        A JSON patch, not a merge patch: a merge patch deletes every key whose value is null, even
+        inside a list (a work's output that is JSON null would vanish), while a JSON patch keeps the
+        values exactly. Its `test` of the uid makes the API server refuse (FlowReplacedError) to
+        write this status into another flow made meanwhile under the same name.
+        """
+        patch = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        try:
+            response = await self._call(
+                "patch",
+                "dagflows/status",
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type=JSON_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 422 and "/metadata/uid" in (error.body or ""):
+                raise FlowReplacedError(namespace, name, uid) from None
+            raise
         flow: dict[str, Any] = json.loads(response)
         return flow
 

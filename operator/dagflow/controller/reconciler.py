@@ -29,7 +29,7 @@ from dagflow.controller.builders import (
     build_service,
 )
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs
-from dagflow.controller.kube import KubeClient, NameTakenError, api_error_message
+from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
 from dagflow.controller.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
 from dagflow.controller.planner import Plan, defer_start, plan_run, reject_start
 from dagflow.controller.runcontrol import (
@@ -744,12 +744,13 @@ class Reconciler:
         previous: dict[str, Any] = body["status"]
         if status == previous:
             return False
-        patch: dict[str, Any] = dict(status)
-        for field in previous.keys() - status.keys():
-            patch[field] = None  # a merge patch removes a field only when told so
         metadata = body["metadata"]
         try:
-            written = await self.kube.patch_flow_status(metadata["namespace"], metadata["name"], patch)
+            written = await self.kube.replace_flow_status(
+                metadata["namespace"], metadata["name"], str(metadata.get("uid")), status
+            )
+        except FlowReplacedError:
+            return False  # deleted meanwhile; the new flow of that name has passes of its own
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile
                 return False

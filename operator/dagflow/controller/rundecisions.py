@@ -228,8 +228,11 @@ def decide_run(
         if trigger == RunTrigger.SCHEDULE:
             known = {param.name for param in spec.params}
             requested = {name: value for name, value in spec.schedule_params.items() if name in known}
-        if trigger in (RunTrigger.RERUN, RunTrigger.RETRY):
-            requested, problems = requested_params(spec, annotations)
+        if answered & {RunRequest.RERUN, RunRequest.RETRY}:
+            # The parameters given with a rerun or retry go to the run that answers it, whatever
+            # started that run (a spec change, a tick in the same pass): never silently dropped.
+            given, problems = requested_params(spec, annotations)
+            requested.update(given)
             notices.extend(Notice("ParamsIgnored", _sentence(problem), warning=True) for problem in problems)
         base = record.params if trigger == RunTrigger.RETRY else None
         new_run = NewRun(

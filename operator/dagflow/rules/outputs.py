@@ -31,7 +31,7 @@ class OutputsError(ValueError):
 
 
 def outputs_size(outputs: dict[str, Any]) -> int:
-    return len(json.dumps(outputs, separators=(",", ":"), sort_keys=True).encode())
+    return len(json.dumps(outputs, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode())
 
 
 def parse_outputs(message: str | None, declared: Sequence[str]) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def gather_outputs(
             raise OutputsError(f"instance {index}: {error}") from None
         for key in declared:
             gathered[key].append(reported[key])
-    size = len(json.dumps(gathered, separators=(",", ":")).encode())
+    size = len(json.dumps(gathered, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_COLLECTED_BYTES:
         raise OutputsError(
             f"its instances' outputs take {size} bytes together, more than the {MAX_COLLECTED_BYTES} "

@@ -115,7 +115,7 @@ def render(value: Any) -> str:
     else as compact JSON (a list output becomes `["a","b"]`)."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def substitute(text: str, values: Values) -> str:
