@@ -168,8 +168,9 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         ("", "events", ()): ["create", "list"],
         # Outputs of works are their pods' termination messages: pods are listed, nothing more.
         ("", "pods", ()): ["list"],
-        # A matrix work's values and its instances' outputs are ConfigMaps of the flow.
-        ("", "configmaps", ()): ["create", "delete", "get"],
+        # A matrix work's values and its instances' outputs are ConfigMaps of the flow, watched so
+        # that each goes once nothing uses it.
+        ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ()): ["create"],
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ()): ["create"],

@@ -49,6 +49,8 @@ GRANTED = [
     ("list", "events"),
     ("list", "pods"),
     ("get", "configmaps"),
+    ("list", "configmaps"),
+    ("watch", "configmaps"),
     ("create", "configmaps"),
     ("delete", "configmaps"),
 ]
@@ -60,8 +62,8 @@ REFUSED = [
     ("create", "pods"),
     ("get", "pods"),
     ("watch", "pods"),
-    ("list", "configmaps"),
     ("update", "configmaps"),
+    ("patch", "configmaps"),
     ("create", "dagflows.dagflow.dev"),
     ("update", "dagflows.dagflow.dev"),
     ("delete", "dagflows.dagflow.dev"),

@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, RunSummary, RunTrigger
-from dagflow.controller.history import begin_run, history_limit, record_run, retire_jobs, trim
-from dagflow.controller.observe import JobObservation
+from dagflow.controller.history import (
+    begin_run,
+    history_limit,
+    record_run,
+    retire_jobs,
+    stale_config_maps,
+    trim,
+)
+from dagflow.controller.observe import ConfigMapObservation, JobObservation
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -122,3 +129,51 @@ def test_jobs_whose_outcome_the_current_run_carries_over_stay() -> None:
 def test_a_history_of_one_keeps_only_the_current_run_s_jobs() -> None:
     retirement = retire_jobs([job("f-1-a", 1), job("f-2-a", 2)], run=2, keep=1)
     assert retirement.delete == ("f-1-a",) and retirement.stop == ()
+
+
+def config_map(run: int, work: str, kind: str = "matrix", deleting: bool = False) -> ConfigMapObservation:
+    return ConfigMapObservation(
+        name=f"f-{run}-{work}-{kind}",
+        work=work,
+        run=run,
+        owner_uid="u",
+        deleting=deleting,
+        uid=f"{run}{work}{kind}",
+    )
+
+
+def stale_names(
+    config_maps: list[ConfigMapObservation],
+    jobs: list[JobObservation],
+    run: int,
+    unfinished: tuple[str, ...] = (),
+    referenced: tuple[str, ...] = (),
+) -> list[str]:
+    return sorted(cm.name for cm in stale_config_maps(config_maps, jobs, run, unfinished, referenced))
+
+
+def test_a_config_map_stays_while_a_job_of_its_run_and_work_exists_even_one_being_deleted() -> None:
+    maps = [config_map(1, "train"), config_map(1, "train", "outputs")]
+    assert stale_names(maps, [job("f-1-train", 1)], run=2) == []
+    assert stale_names(maps, [job("f-1-train", 1, outcome=None, deleting=True)], run=2) == []
+
+
+def test_config_maps_go_once_their_job_is_gone_whatever_took_it() -> None:
+    # History lowered, the run stopped, or someone deleted the Job: no Job of (run, work) is left.
+    maps = [config_map(1, "train"), config_map(1, "train", "outputs"), config_map(2, "train")]
+    assert stale_names(maps, [job("f-2-train", 2)], run=2) == ["f-1-train-matrix", "f-1-train-outputs"]
+
+
+def test_the_values_of_a_work_about_to_start_stay_before_its_job_exists() -> None:
+    maps = [config_map(3, "train")]
+    assert stale_names(maps, [], run=3, unfinished=("train",)) == []
+    assert stale_names(maps, [], run=3) == ["f-3-train-matrix"]
+
+
+def test_outputs_the_status_names_stay_for_the_works_that_read_them() -> None:
+    maps = [config_map(1, "train", "outputs"), config_map(1, "train")]
+    assert stale_names(maps, [], run=2, referenced=("f-1-train-outputs",)) == ["f-1-train-matrix"]
+
+
+def test_a_config_map_already_being_deleted_is_not_deleted_again() -> None:
+    assert stale_names([config_map(1, "train", deleting=True)], [], run=2) == []

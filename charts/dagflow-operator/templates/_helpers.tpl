@@ -107,10 +107,11 @@ Permissions in each namespace the operator works in: what kopf watches, what the
   resources: ["pods"]
   verbs: ["list"]
 # A matrix work's values reach its pods in a ConfigMap, and its instances' outputs are kept in
-# another: made, read back when a later work references them, deleted with their Job.
+# another: made, read back (owner checked) when a name is taken or a later work references them,
+# watched (only those labelled as the operator's) so that each is deleted once nothing uses it.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 {{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}

@@ -173,6 +173,8 @@ def build_matrix_values(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _child_metadata(flow, naming.matrix_values_name(flow.name, run, work.name), work, run),
+        # Immutable: what a run's pods read cannot be changed under them.
+        "immutable": True,
         "data": {MATRIX_VALUES_KEY: encode_values(combinations)},
     }
 
@@ -186,6 +188,7 @@ def build_matrix_outputs(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _child_metadata(flow, naming.matrix_outputs_name(flow.name, run, work.name), work, run),
+        "immutable": True,
         "data": {MATRIX_OUTPUTS_KEY: json.dumps(dict(outputs), separators=(",", ":"), sort_keys=True)},
     }
 

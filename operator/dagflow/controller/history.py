@@ -4,7 +4,8 @@ A flow keeps its latest `spec.historyRuns` runs, the current one included (the o
 DAGFLOW_HISTORY_RUNS when unset): their summaries stay in the status and their finished Jobs in the
 cluster, for `kubectl logs`. Older runs' finished Jobs are deleted, except those whose outcome the
 current run carries over, which its status still points at. A Job of an earlier run that is still
-running is stopped whatever the history: a work never runs in two runs at once.
+running is stopped whatever the history: a work never runs in two runs at once. A matrix work's
+ConfigMaps (its values, its instances' outputs) go once nothing uses them any more.
 
 Everything is pure, and every function gives the same answer when called again with its own
 output, so a pass that is repeated (its status patch lost) records nothing twice.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dagflow.api.models import MAX_HISTORY_RUNS, DAGFlowSpec, FlowPhase, RunSummary, RunTrigger
-from dagflow.controller.observe import JobObservation
+from dagflow.controller.observe import ConfigMapObservation, JobObservation
 from dagflow.controller.rundecisions import ACTIVE_PHASES
 
 
@@ -101,3 +102,30 @@ def retire_jobs(
         elif job.run < oldest_kept and job.name not in carried:
             delete.append(job.name)
     return JobRetirement(stop=tuple(sorted(stop)), delete=tuple(sorted(delete)))
+
+
+def stale_config_maps(
+    config_maps: Iterable[ConfigMapObservation],
+    jobs: Iterable[JobObservation],
+    run: int,
+    unfinished: Collection[str],
+    referenced: Collection[str],
+) -> list[ConfigMapObservation]:
+    """The flow's ConfigMaps that nothing uses any more, to delete.
+
+    A ConfigMap of (run, work) is used while a Job of that run and work exists (its pods mount the
+    values, even while the Job is being deleted), while the work has not ended in the current run
+    (its Job is about to be made), and, for outputs, while the status names it (a retry carries it
+    over). So none is left behind after a stop, a lower `historyRuns`, or its Job deleted by someone
+    else. `config_maps` are the flow's own (by owner uid); `unfinished` the works of run `run` that
+    have not ended; `referenced` the ConfigMaps the status names.
+    """
+    mounted = {(job.run, job.work) for job in jobs}
+    return [
+        config_map
+        for config_map in config_maps
+        if not config_map.deleting
+        and (config_map.run, config_map.work) not in mounted
+        and not (config_map.run == run and config_map.work in unfinished)
+        and config_map.name not in referenced
+    ]

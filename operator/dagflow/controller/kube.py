@@ -134,29 +134,52 @@ class KubeClient:
         )
 
     async def create_config_map(self, config_map: dict[str, Any]) -> None:
-        """Create a ConfigMap of a flow's; one that already exists is left as it is (its content is
-        made from the same spec and outputs, so a pass that made it before a restart made the same)."""
-        await self._create("configmaps", self.core.create_namespaced_config_map, config_map)
+        """Create a ConfigMap of a flow's. One of this flow's that exists already is kept (it was made
+        from the same spec and outputs, and is immutable); one that this flow does not own raises
+        NameTakenError, exactly as for a Job: whoever made it first must not feed another user's pods.
+        """
+        if await self._create("configmaps", self.core.create_namespaced_config_map, config_map):
+            return
+        metadata = config_map["metadata"]
+        existing = await self._read_owned_config_map(
+            metadata["namespace"], metadata["name"], metadata["ownerReferences"][0]["uid"]
+        )
+        if existing is None:
+            raise NameTakenError("ConfigMap", metadata["name"], None, None, deleting=True)  # gone since
 
-    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The data of a ConfigMap; None when it does not exist."""
+    async def read_config_map(self, namespace: str, name: str, owner_uid: str) -> dict[str, str] | None:
+        """The data of the flow's ConfigMap; None when it does not exist. NameTakenError when it is
+        not the flow's (of `owner_uid`), whose data is never read."""
+        existing = await self._read_owned_config_map(namespace, name, owner_uid)
+        return None if existing is None else dict(existing.get("data") or {})
+
+    async def _read_owned_config_map(
+        self, namespace: str, name: str, owner_uid: str
+    ) -> dict[str, Any] | None:
         try:
-            body = json.loads(
+            existing: dict[str, Any] = json.loads(
                 await self._call("get", "configmaps", self.core.read_namespaced_config_map, name, namespace)
             )
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return dict(body.get("data") or {})
+        check_owner("ConfigMap", existing, owner_uid)
+        return existing
 
-    async def delete_config_map(self, namespace: str, name: str) -> None:
-        await self._delete("configmaps", self.core.delete_namespaced_config_map, name, namespace)
+    async def delete_config_map(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the ConfigMap of that uid only: one made since under the name is left alone."""
+        await self._delete_exactly("configmaps", self.core.delete_namespaced_config_map, name, namespace, uid)
 
-    async def delete_serving(self, namespace: str, name: str) -> None:
-        """Delete a serve work's Deployment and Service."""
-        await self._delete("deployments", self.apps.delete_namespaced_deployment, name, namespace)
-        await self._delete("services", self.core.delete_namespaced_service, name, namespace)
+    async def delete_deployment(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the Deployment of that uid only."""
+        await self._delete_exactly(
+            "deployments", self.apps.delete_namespaced_deployment, name, namespace, uid
+        )
+
+    async def delete_service(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the Service of that uid only."""
+        await self._delete_exactly("services", self.core.delete_namespaced_service, name, namespace, uid)
 
     async def ensure_service(self, service: dict[str, Any]) -> None:
         """Create the Service, or make the existing one of this flow exactly what it should be."""
@@ -344,6 +367,18 @@ class KubeClient:
             await self._call("delete", resource, function, name, namespace, **kwargs)
         except ApiException as error:
             if error.status != 404:
+                raise
+
+    async def _delete_exactly(
+        self, resource: str, function: Callable[..., Any], name: str, namespace: str, uid: str | None
+    ) -> None:
+        """Delete the object of `uid` (a precondition the API server checks); gone already, or
+        replaced by another object of the name (409), is fine."""
+        options = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            await self._call("delete", resource, function, name, namespace, body=options)
+        except ApiException as error:
+            if error.status not in (404, 409):
                 raise
 
     async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:

@@ -19,10 +19,12 @@ from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import kube as kube_module
 from dagflow.controller import metrics
 from dagflow.controller.observe import (
+    ConfigMapObservation,
     DeploymentObservation,
     FlowKey,
     JobObservation,
     ServiceObservation,
+    observe_config_map,
     observe_deployment,
     observe_job,
     observe_service,
@@ -190,20 +192,28 @@ async def flow_services(namespace: str | None, body: kopf.Body, **_: Any) -> dic
     return {key: observe_service(body)} if key else None
 
 
+@kopf.index("", "v1", "configmaps", labels=CHILD_FILTER)
+async def flow_config_maps(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+    key = _flow_key(namespace, body)
+    return {key: observe_config_map(body)} if key else None
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
+@kopf.on.event("", "v1", "configmaps", labels=CHILD_FILTER)
 async def child_changed(
     namespace: str | None,
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
+    flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
     **_: Any,
 ) -> None:
     key = _flow_key(namespace, body)
     if key:
-        _ensure_reconciler(flow_jobs, flow_deployments, flow_services).enqueue(key)
+        _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps).enqueue(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -215,11 +225,12 @@ async def flow_changed(
     flow_jobs: kopf.Index[FlowKey, JobObservation],
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
+    flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
     **_: Any,
 ) -> None:
     if not namespace or not name:
         return
-    reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services)
+    reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
@@ -263,6 +274,7 @@ def _ensure_reconciler(
     jobs: kopf.Index[FlowKey, JobObservation],
     deployments: kopf.Index[FlowKey, DeploymentObservation],
     services: kopf.Index[FlowKey, ServiceObservation],
+    config_maps: kopf.Index[FlowKey, ConfigMapObservation],
 ) -> Reconciler:
     # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
     if "reconciler" not in state:
@@ -273,6 +285,7 @@ def _ensure_reconciler(
             jobs,
             deployments,
             services,
+            config_maps,
             _post_event,
             workers=settings.reconcile_workers,
         )

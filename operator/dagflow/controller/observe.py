@@ -67,6 +67,7 @@ class DeploymentObservation:
     owner_uid: str | None = None
     generation: int | None = None
     deleting: bool = False
+    uid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,20 @@ class ServiceObservation:
     work: str
     owner_uid: str | None
     deleting: bool
+    uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapObservation:
+    """A ConfigMap of a flow's (a matrix work's values, or its instances' outputs): only which
+    work and run it belongs to, so that none outlives what uses it."""
+
+    name: str
+    work: str
+    run: int
+    owner_uid: str | None
+    deleting: bool
+    uid: str | None = None
 
 
 def _controller_ref(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -200,6 +215,7 @@ def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
         owner_uid=owner_uid(body),
         generation=_generation_of(metadata),
         deleting=metadata.get("deletionTimestamp") is not None,
+        uid=metadata.get("uid"),
     )
 
 
@@ -210,4 +226,17 @@ def observe_service(body: Mapping[str, Any]) -> ServiceObservation:
         work=naming.work_of(metadata),
         owner_uid=owner_uid(body),
         deleting=metadata.get("deletionTimestamp") is not None,
+        uid=metadata.get("uid"),
+    )
+
+
+def observe_config_map(body: Mapping[str, Any]) -> ConfigMapObservation:
+    metadata = body.get("metadata", {})
+    return ConfigMapObservation(
+        name=str(metadata.get("name", "")),
+        work=naming.work_of(metadata),
+        run=_run_of(metadata.get("labels") or {}),
+        owner_uid=owner_uid(body),
+        deleting=metadata.get("deletionTimestamp") is not None,
+        uid=metadata.get("uid"),
     )

@@ -391,6 +391,8 @@ def _take_matrix_outputs(
         state.message = "collecting its instances' outputs"
     elif collected.error is not None:
         state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {collected.error}"
+    elif collected.waiting is not None:
+        state.phase, state.finished_at, state.message = WorkPhase.RUNNING, None, collected.waiting
     else:
         state.outputs_config_map = collected.config_map
 

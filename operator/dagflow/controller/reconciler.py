@@ -28,10 +28,16 @@ from dagflow.controller.builders import (
     build_matrix_values,
     build_service,
 )
-from dagflow.controller.history import JobRetirement, history_limit, retire_jobs
+from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
-from dagflow.controller.observe import DeploymentObservation, FlowKey, JobObservation, ServiceObservation
-from dagflow.controller.planner import Plan, defer_start, plan_run, reject_start
+from dagflow.controller.observe import (
+    ConfigMapObservation,
+    DeploymentObservation,
+    FlowKey,
+    JobObservation,
+    ServiceObservation,
+)
+from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start
 from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -153,6 +159,7 @@ class Reconciler:
         jobs: Mapping[FlowKey, Iterable[JobObservation]],
         deployments: Mapping[FlowKey, Iterable[DeploymentObservation]],
         services: Mapping[FlowKey, Iterable[ServiceObservation]],
+        config_maps: Mapping[FlowKey, Iterable[ConfigMapObservation]],
         post_event: PostEvent,
         workers: int = 4,
     ) -> None:
@@ -162,6 +169,7 @@ class Reconciler:
         self.jobs = jobs
         self.deployments = deployments
         self.services = services
+        self.config_maps = config_maps
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -349,6 +357,9 @@ class Reconciler:
             for service in self.services.get(key) or []
             if service.owner_uid == flow.uid and not service.deleting
         }
+        config_maps = [
+            config_map for config_map in self.config_maps.get(key) or [] if config_map.owner_uid == flow.uid
+        ]
         decision = decide_run(
             spec,
             status,
@@ -380,7 +391,13 @@ class Reconciler:
         if status.get("phase") == FlowPhase.STOPPED.value:
             # A stopped run is not planned again; only the run-control fields move (schedule times,
             # requests that were answered without a run).
-            await self._retire(flow, retirement)
+            referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
+            await asyncio.gather(
+                self._retire(flow, retirement),
+                self._collect_config_maps(
+                    flow, stale_config_maps(config_maps, all_jobs, run, (), referenced)
+                ),
+            )
             settled = with_run_control(dict(status), decision, keep)
             if await self._write_status(key, body, settled):
                 self._announce(body, decision)
@@ -410,9 +427,13 @@ class Reconciler:
         )
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
+        unfinished = {state.name for state in plan.works if state.phase not in DONE}
+        referenced = {state.outputs_config_map for state in plan.works if state.outputs_config_map}
+        stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
         await asyncio.gather(
             self._start_children(key, flow, spec, run, plan, status.get("params") or default_params(spec)),
-            self._retire(flow, retirement, all_jobs),
+            self._retire(flow, retirement),
+            self._collect_config_maps(flow, stale),
             self._keep_serving(key, flow, spec, plan, deployments, services),
         )
         hold = self._status_hold(key, len(spec.works), plan.phase)
@@ -708,35 +729,39 @@ class Reconciler:
             logger.info("Restored Service %s/%s", flow.namespace, service["metadata"]["name"])
             self._services_made[(key, service["metadata"]["name"])] = now
             calls.append(self.kube.ensure_service(service))
-        gone = {*deployments, *services} - serve_works.keys()
-        for work_name in sorted(gone):
-            child = deployments.get(work_name) or services.get(work_name)
-            assert child is not None
+        # Each only where this flow owns it (both maps hold only this flow's): a Service of someone
+        # else's under the same name stays.
+        for work_name in sorted(deployments.keys() - serve_works.keys()):
+            deployment = deployments[work_name]
             logger.info(
-                "Deleted the Deployment and Service %s/%s of a work that no longer serves",
-                flow.namespace,
-                child.name,
+                "Deleted Deployment %s/%s of a work that no longer serves", flow.namespace, deployment.name
             )
-            calls.append(self.kube.delete_serving(flow.namespace, child.name))
+            calls.append(self.kube.delete_deployment(flow.namespace, deployment.name, deployment.uid))
+        for work_name in sorted(services.keys() - serve_works.keys()):
+            orphan = services[work_name]
+            logger.info("Deleted Service %s/%s of a work that no longer serves", flow.namespace, orphan.name)
+            calls.append(self.kube.delete_service(flow.namespace, orphan.name, orphan.uid))
         await asyncio.gather(*calls)
 
-    async def _retire(
-        self, flow: FlowRef, retirement: JobRetirement, jobs: Iterable[JobObservation] = ()
-    ) -> None:
-        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history, and
-        the ConfigMaps of those that ran a matrix work.
+    async def _retire(self, flow: FlowRef, retirement: JobRetirement) -> None:
+        """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
 
         A running Job is deleted in the foreground: it stays, being deleted, until its pods are
-        gone, so the new run waits for them (see `draining` in the planner).
+        gone, so the new run waits for them (see `draining` in the planner). Its ConfigMaps go in a
+        later pass, once it is gone (`stale_config_maps`).
         """
         calls = [self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in retirement.stop]
         calls += [self.kube.delete_job(flow.namespace, name) for name in retirement.delete]
-        matrix_jobs = {job.name for job in jobs if job.matrix}
-        for name in sorted(matrix_jobs & {*retirement.stop, *retirement.delete}):
-            calls += [
-                self.kube.delete_config_map(flow.namespace, config_map)
-                for config_map in naming.matrix_config_maps(name)
-            ]
+        await asyncio.gather(*calls)
+
+    async def _collect_config_maps(self, flow: FlowRef, stale: Iterable[ConfigMapObservation]) -> None:
+        """Delete the flow's ConfigMaps that nothing uses any more, each by its uid."""
+        calls = []
+        for config_map in stale:
+            logger.info(
+                "Deleted ConfigMap %s/%s, which nothing uses any more", flow.namespace, config_map.name
+            )
+            calls.append(self.kube.delete_config_map(flow.namespace, config_map.name, config_map.uid))
         await asyncio.gather(*calls)
 
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work
 from dagflow.controller.builders import MATRIX_OUTPUTS_KEY, FlowRef, build_matrix_outputs
-from dagflow.controller.kube import KubeClient
+from dagflow.controller.kube import KubeClient, NameTakenError
 from dagflow.controller.observe import JobObservation
 from dagflow.controller.planner import Plan, needs_outputs_read
 from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs
@@ -74,7 +74,16 @@ class WorkData:
             except OutputsError as error:
                 return work.name, CollectedOutputs(error=str(error))
             config_map = build_matrix_outputs(flow, work, run, gathered)
-            await self.kube.create_config_map(config_map)
+            try:
+                await self.kube.create_config_map(config_map)
+            except NameTakenError as error:
+                if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
+                    # Left by an earlier flow of this name for the garbage collector: its deletion
+                    # brings the next pass.
+                    why = "still being deleted" if error.deleting else "left by a deleted flow"
+                    waiting = f"waiting for ConfigMap {error.name}, {why}, to be removed"
+                    return work.name, CollectedOutputs(waiting=waiting)
+                return work.name, CollectedOutputs(error=f"its outputs cannot be kept: {error}")
             return work.name, CollectedOutputs(config_map=config_map["metadata"]["name"])
 
         return dict(await asyncio.gather(*(collect(work, job) for work, job in wanted)))
@@ -94,7 +103,10 @@ class WorkData:
         }
 
         async def read(name: str) -> tuple[str, Mapping[str, Any] | None]:
-            data = await self.kube.read_config_map(flow.namespace, kept_in[name])
+            try:
+                data = await self.kube.read_config_map(flow.namespace, kept_in[name], flow.uid)
+            except NameTakenError:
+                return name, None  # not this flow's: its data never reaches this flow's pods
             if data is None or MATRIX_OUTPUTS_KEY not in data:
                 return name, None
             return name, json.loads(data[MATRIX_OUTPUTS_KEY])

@@ -20,10 +20,12 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 @dataclass(frozen=True)
 class CollectedOutputs:
-    """Where the outputs of a matrix work's instances went (a ConfigMap), or why they could not."""
+    """Where the outputs of a matrix work's instances went (a ConfigMap), why they could not, or
+    what their ConfigMap waits for."""
 
     config_map: str | None = None
     error: str | None = None
+    waiting: str | None = None
 
 
 class OutputsError(ValueError):
