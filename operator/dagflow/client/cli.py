@@ -6,6 +6,7 @@ kubectl would use, with kubectl's -n/--namespace, --context and --kubeconfig.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -444,8 +445,29 @@ def ui(
     ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8080,
     address: Annotated[
-        str, typer.Option("--address", help="Address to listen on (0.0.0.0: every interface).")
+        str,
+        typer.Option(
+            "--address",
+            help="Address to listen on (0.0.0.0: every interface; with --auth kubeconfig it needs "
+            "--allow-remote).",
+        ),
     ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="With --auth kubeconfig, listen on an --address other machines reach: whoever "
+            "reaches it reads the cluster as you.",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="A host name the dashboard answers to, besides localhost and IP addresses (repeatable).",
+        ),
+    ] = None,
     auth: Annotated[
         str,
         typer.Option(
@@ -470,10 +492,25 @@ def ui(
         mode = AuthMode(auth.lower())
     except ValueError:
         _fail(f"--auth {auth!r}: use kubeconfig or bearer")
+    if mode is AuthMode.KUBECONFIG and not _is_loopback(address) and not allow_remote:
+        _fail(
+            f"--address {address}: with --auth kubeconfig everyone who reaches that address reads "
+            "the cluster as you; add --allow-remote if you mean it, or listen on 127.0.0.1"
+        )
     try:
-        serve(_target(ctx, namespace, context, kubeconfig), address, port, mode)
+        serve(_target(ctx, namespace, context, kubeconfig), address, port, mode, allowed_host or ())
     except ClusterError as error:
         _fail(str(error))
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether only this machine reaches `address`."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 FlowArgument = Annotated[str, typer.Argument(metavar="FLOW")]
