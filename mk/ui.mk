@@ -2,6 +2,10 @@
 # bundled into operator/dagflow/ui/static and committed (pip installs and offline clusters need no
 # Node.js); tests/unit/test_ui_assets.py fails when ui/ changed and the bundle was not rebuilt.
 UI_SOURCES := ui
+# The browser tests write their screenshots here; `make screenshots` copies them into the docs.
+SCREENSHOTS := build/screenshots
+DOC_IMAGES := docs/images
+SCREENSHOT_FILES := ui-flow-running.png ui-flow-serving.png
 
 ##@ Dashboard
 .PHONY: ui-assets
@@ -15,3 +19,8 @@ ui: venv ## Serve the dashboard on http://127.0.0.1:8080 for the cluster in KUBE
 .PHONY: test-browser
 test-browser: venv tools ## The dashboard's browser tests in headless Chromium on the local cluster.
 	$(PYTEST) tests/browser $(PYTEST_ARGS)
+
+.PHONY: screenshots
+screenshots: venv tools ## Remake the README's dashboard screenshots in docs/images (the browser test on the example).
+	$(PYTEST) tests/browser/test_dashboard.py -k test_example_graph_is_drawn_and_coloured_live $(PYTEST_ARGS)
+	cp $(addprefix $(SCREENSHOTS)/,$(SCREENSHOT_FILES)) $(DOC_IMAGES)/

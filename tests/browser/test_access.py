@@ -77,4 +77,7 @@ def test_a_user_without_read_access_sees_nothing_of_a_namespace(
         assert "secret-step" not in answer.text
         assert bearer_dashboard.api(path).status_code == 401, path
     assert namespace not in bearer_dashboard.api("/api/hub").json(), "a watch was started for the viewer"
+    for path in ("/api/hub", "/api/config"):
+        assert bearer_dashboard.api(path).status_code == 401, path
+    assert namespace not in bearer_dashboard.api("/api/hub", token).json()
     assert bearer_dashboard.api(f"/api/namespaces/{other_namespace}/flows", token).status_code == 200

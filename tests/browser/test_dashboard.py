@@ -1,5 +1,6 @@
 """The dashboard in a real browser against the local cluster and the real operator: the example's
-graph, its colours changing live, a work's details, and the screenshots in the README."""
+graph, its colours changing live, a work's details, and the screenshots of the README (written under
+build/screenshots; `make screenshots` copies them into docs/images on purpose)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tests.kube import REPO_ROOT, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
 EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
-IMAGES = REPO_ROOT / "docs" / "images"
+SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
+DOC_IMAGES = REPO_ROOT / "docs" / "images"
 LIVE_TIMEOUT_MS = 90_000
 
 # Every change of a node's phase, as the page makes it: [work, phase, milliseconds since start].
@@ -74,7 +76,9 @@ def test_example_graph_is_drawn_and_coloured_live(
     volumes: list[str],
 ) -> None:
     """Every work and dependency of the example, the matrix work as one node with its instance
-    count, its colours following the run without a reload; the README's screenshots."""
+    count, its colours following the run without a reload; the README's screenshots, made under
+    build/ so that the tests leave the checkout's docs as they were."""
+    docs_images_before = {path.name: path.stat().st_mtime_ns for path in DOC_IMAGES.glob("*")}
     docs = documents(EXAMPLE)
     example = of_kind(docs, "DAGFlow")[0]
     name = example["metadata"]["name"]
@@ -103,8 +107,8 @@ def test_example_graph_is_drawn_and_coloured_live(
 
     train = page.locator(f'g.node[data-work="{matrix["name"]}"]')
     expect(train).to_have_attribute("data-phase", "Running", timeout=LIVE_TIMEOUT_MS)
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / "ui-flow-running.png"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "ui-flow-running.png"))
 
     serve = next(entry["name"] for entry in works if "serve" in entry)
     expect(page.locator(f'g.node[data-work="{serve}"]')).to_have_attribute(
@@ -114,12 +118,16 @@ def test_example_graph_is_drawn_and_coloured_live(
     expect(train).to_contain_text(f"{combinations}/{combinations}")
     page.locator(f'g.node[data-work="{serve}"]').click()
     expect(page.locator("#panel[data-loaded='1']")).to_be_visible()
-    page.screenshot(path=str(IMAGES / "ui-flow-serving.png"))
+    page.screenshot(path=str(SCREENSHOTS / "ui-flow-serving.png"))
 
     assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
     assert phases_seen(page, "process")[-2:] == ["Running", "Succeeded"]
     assert phases_seen(page, matrix["name"])[-2:] == ["Running", "Succeeded"]
     assert phases_seen(page, serve)[-1] == "Serving"
+    docs_images_after = {path.name: path.stat().st_mtime_ns for path in DOC_IMAGES.glob("*")}
+    assert docs_images_after == docs_images_before, "the test wrote into docs/images"
+    for name in ("ui-flow-running.png", "ui-flow-serving.png"):
+        assert (SCREENSHOTS / name).stat().st_size > 0, name
 
 
 def test_colours_change_live_from_one_shared_watch(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, ClassVar
 
+import pytest
+import yaml
 from typer.testing import CliRunner
 
+from dagflow.client import cli as cli_module
 from dagflow.client.cli import app
 
 runner = CliRunner()
@@ -139,3 +144,108 @@ def test_submit_refuses_an_invalid_file_before_touching_any_cluster(tmp_path: Pa
 def test_cluster_commands_say_when_there_is_no_cluster(tmp_path: Path) -> None:
     result = runner.invoke(app, ["list", "--kubeconfig", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "kubeconfig" in result.output
+
+
+# -- tables and -o, on a cluster that exists only here -------------------------------------------
+
+LONG_ENDPOINT = "http://ml-pipeline-serve-a-rather-long-service-name.team-with-a-long-namespace.svc:8080"
+LONG_MESSAGE = "BackoffLimitExceeded: Job has reached the specified backoff limit after 3 attempts"
+
+
+def listed_flow(name: str, namespace: str = "team-with-a-long-namespace") -> dict[str, Any]:
+    return {
+        "apiVersion": "dagflow.dev/v1alpha1",
+        "kind": "DAGFlow",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": "2026-01-01T11:00:00Z"},
+        "spec": {"schedule": "*/5 * * * *", "works": [{"name": "train", "container": {"image": "x"}}]},
+        "status": {
+            "phase": "Serving",
+            "progress": "3/3",
+            "run": 12,
+            "endpoint": LONG_ENDPOINT,
+            "works": [
+                {
+                    "name": "train-a-model-with-a-long-name",
+                    "phase": "Failed",
+                    "job": f"{name}-12-train-a-model-with-a-long-name",
+                    "attempts": 3,
+                    "startedAt": "2026-01-01T11:00:00Z",
+                    "message": LONG_MESSAGE,
+                }
+            ],
+            "runs": [
+                {"number": 12, "trigger": "Schedule", "phase": "Serving", "startedAt": "2026-01-01T11:00:00Z"}
+            ],
+        },
+    }
+
+
+class FakeFlowClient:
+    """The part of FlowClient that list and get use, with flows that exist nowhere."""
+
+    flows: ClassVar[list[dict[str, Any]]] = [
+        listed_flow("ml-pipeline-with-a-name-long-enough-to-be-cut"),
+        listed_flow("b", "default"),
+    ]
+
+    def __init__(self, target: Any) -> None:
+        self.namespace = target.namespace or "default"
+
+    def list_flows(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
+        return [
+            flow for flow in self.flows if all_namespaces or flow["metadata"]["namespace"] == self.namespace
+        ]
+
+    def get(self, name: str) -> dict[str, Any]:
+        return next(flow for flow in self.flows if flow["metadata"]["name"] == name)
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_module, "FlowClient", FakeFlowClient)
+
+
+def test_piped_tables_print_every_value_whole(fake_cluster: None) -> None:
+    """`dagflow list -A | grep ...` sees the whole endpoint, as with kubectl: no ellipsis, no
+    wrapping, one line per flow, columns lined up."""
+    result = runner.invoke(app, ["list", "-A"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "…" not in result.output
+    assert len(lines) == 3
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "PROGRESS", "RUN", "SCHEDULE", "ENDPOINT"]
+    row = lines[1]
+    assert "ml-pipeline-with-a-name-long-enough-to-be-cut" in row and row.endswith(LONG_ENDPOINT)
+    assert lines[2].index("http://") == row.index("http://"), "the columns are not lined up"
+
+    shown = runner.invoke(app, ["get", "ml-pipeline-with-a-name-long-enough-to-be-cut", "-n", "x"])
+    assert shown.exit_code == 0, shown.output
+    assert "…" not in shown.output
+    work_line = next(line for line in shown.output.splitlines() if line.startswith("train-a-model"))
+    assert work_line.split()[0] == "train-a-model-with-a-long-name"
+    assert work_line.endswith(LONG_MESSAGE)
+
+
+def test_list_and_get_write_json_yaml_wide_and_names_as_kubectl_does(fake_cluster: None) -> None:
+    listed = runner.invoke(app, ["list", "-A", "-o", "json"])
+    assert listed.exit_code == 0, listed.output
+    as_json = json.loads(listed.output)
+    assert as_json["kind"] == "List" and [item["metadata"]["name"] for item in as_json["items"]] == [
+        "ml-pipeline-with-a-name-long-enough-to-be-cut",
+        "b",
+    ]
+    as_yaml = yaml.safe_load(runner.invoke(app, ["list", "-o", "yaml"]).output)
+    assert [item["metadata"]["name"] for item in as_yaml["items"]] == ["b"]
+    assert runner.invoke(app, ["list", "-o", "name"]).output == "dagflow.dagflow.dev/b\n"
+
+    wide = runner.invoke(app, ["list", "-A", "-o", "wide"]).output.splitlines()
+    assert wide[0].split()[-3:] == ["SUSPENDED", "AGE", "MESSAGE"]
+
+    got = runner.invoke(app, ["get", "b", "-o", "json"])
+    assert json.loads(got.output) == FakeFlowClient.flows[1]
+    assert yaml.safe_load(runner.invoke(app, ["get", "b", "-o", "yaml"]).output) == FakeFlowClient.flows[1]
+    got_wide = runner.invoke(app, ["get", "b", "-o", "wide"]).output
+    assert "b-12-train-a-model-with-a-long-name" in got_wide
+
+    refused = runner.invoke(app, ["list", "-o", "table"])
+    assert refused.exit_code == 1 and "wide, json, yaml, name" in refused.output

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.client.flowview import duration, graph, instances, live_view, outputs_lines
+from dagflow.client.flowview import Listing, age, duration, graph, instances, live_view, outputs_lines
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -83,3 +83,24 @@ def test_outputs_and_the_live_view() -> None:
     screen = console.export_text()
     assert "f  run 1  Running  1/2 works" in screen
     assert "split" in screen and "5s" in screen and "1/3" in screen
+
+
+def test_ages_read_as_kubectl_writes_them() -> None:
+    assert age("2026-01-01T11:59:15Z", NOW) == "45s"
+    assert age("2026-01-01T11:56:40Z", NOW) == "3m20s"
+    assert age("2026-01-01T10:25:00Z", NOW) == "95m"
+    assert age("2026-01-01T06:48:00Z", NOW) == "5h12m"
+    assert age("2025-12-29T08:00:00Z", NOW) == "3d4h"
+    assert age(None, NOW) == "<unknown>"
+
+
+def test_a_plain_table_keeps_every_value_whole_and_lines_up_its_columns() -> None:
+    listing = Listing(
+        ["NAME", "MESSAGE"], [["a", "first line\nsecond line"], ["a-much-longer-name", "x" * 300]]
+    )
+    lines = listing.plain().splitlines()
+    assert lines == [
+        "NAME                 MESSAGE",
+        "a                    first line second line",
+        "a-much-longer-name   " + "x" * 300,
+    ]

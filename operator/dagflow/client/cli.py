@@ -6,6 +6,8 @@ kubectl would use, with kubectl's -n/--namespace, --context and --kubeconfig.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +47,17 @@ NamespaceOption = Annotated[
 ]
 ContextOption = Annotated[str | None, typer.Option("--context", help="kubeconfig context to use.")]
 KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file to use.")]
+OUTPUT_FORMATS = ("wide", "json", "yaml", "name")
+OutputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help="wide (more columns), json, yaml or name, as kubectl get writes them.",
+        case_sensitive=False,
+    ),
+]
 
 
 @app.callback()
@@ -267,6 +280,41 @@ def submit(
         raise typer.Exit(code=_watch(client, flows[0], timeout))
 
 
+def _output_format(output: str | None) -> str | None:
+    if output is None:
+        return None
+    if output.lower() not in OUTPUT_FORMATS:
+        _fail(f"--output {output!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    return output.lower()
+
+
+def _show_table(console: Console, listing: flowview.Listing) -> None:
+    """A rich table fitted to a terminal; anywhere else every value whole, as kubectl prints."""
+    if console.is_terminal:
+        console.print(listing.rich())
+    else:
+        console.file.write(listing.plain() + "\n")
+        console.file.flush()
+
+
+def _show_objects(objects: list[dict[str, Any]], form: str, as_list: bool) -> None:
+    """Flows as json, yaml or their names (`dagflow.dagflow.dev/NAME`), as kubectl get writes them;
+    several (`as_list`) in a `kind: List`."""
+    if form == "name":
+        for obj in objects:
+            typer.echo(f"dagflow.dagflow.dev/{obj['metadata']['name']}")
+        return
+    shown: dict[str, Any] = (
+        {"apiVersion": "v1", "kind": "List", "items": objects, "metadata": {"resourceVersion": ""}}
+        if as_list
+        else objects[0]
+    )
+    if form == "json":
+        typer.echo(json.dumps(shown, indent=4, ensure_ascii=False))
+    else:
+        typer.echo(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True), nl=False)
+
+
 def _watch(client: FlowClient, name: str, timeout: float | None) -> int:
     """Follow a flow until its run is over: redrawn in place on a terminal, a line per change
     elsewhere (a log, a pipe). The exit code for how the run ended."""
@@ -285,7 +333,7 @@ def _watch(client: FlowClient, name: str, timeout: float | None) -> int:
                     last[:] = [line]
 
             final = client.follow(name, log, timeout)
-            console.print(flowview.works_table(final))
+            _show_table(console, flowview.works_listing(final))
     except (ClusterError, TimeoutError) as error:
         _fail(str(error))
     status = final.get("status") or {}
@@ -306,44 +354,58 @@ def list_flows(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Flows of every namespace.")
     ] = False,
+    output: OutputOption = None,
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
 ) -> None:
-    """List flows: phase, progress, run, schedule, endpoint."""
+    """List flows: phase, progress, run, schedule, endpoint (-o wide: suspended, age, message)."""
+    form = _output_format(output)
     client = _client(ctx, namespace, context, kubeconfig)
     try:
         flows = client.list_flows(all_namespaces)
     except ClusterError as error:
         _fail(str(error))
+    if form in ("json", "yaml"):
+        _show_objects(flows, form, as_list=True)  # an empty list too, as kubectl does
+        return
     if not flows:
         where = "any namespace" if all_namespaces else f"namespace {client.namespace}"
         Console(stderr=True).print(f"No DAGFlows in {where}.")
         return
-    Console(highlight=False).print(flowview.flows_table(flows, all_namespaces))
+    if form == "name":
+        _show_objects(flows, form, as_list=True)
+        return
+    listing = flowview.flows_listing(flows, all_namespaces, wide=form == "wide")
+    _show_table(Console(highlight=False), listing)
 
 
 @app.command()
 def get(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(metavar="FLOW")],
+    output: OutputOption = None,
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
 ) -> None:
-    """Show a flow: its works, its runs, its endpoint and its outputs."""
+    """Show a flow: its works, its runs, its endpoint and its outputs (-o wide: Jobs and starts)."""
+    form = _output_format(output)
     client = _client(ctx, namespace, context, kubeconfig)
     found = _get(client, flow)
+    if form in ("json", "yaml", "name"):
+        _show_objects([found], form, as_list=False)
+        return
     status = found.get("status") or {}
     out = Console(highlight=False, soft_wrap=True)
     out.print(flowview.progress(found))
     if status.get("message"):
         out.print(escape(str(status["message"])))
     out.print()
-    out.print(flowview.works_table(found))
+    _show_table(out, flowview.works_listing(found, wide=form == "wide"))
     if status.get("runs"):
         out.print()
-        out.print(flowview.runs_table(found))
+        _show_table(out, flowview.runs_listing(found))
     if status.get("endpoint"):
         out.print(f"\nEndpoint: {escape(status['endpoint'])}")
     outputs = flowview.outputs_lines(found)
@@ -444,8 +506,29 @@ def ui(
     ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8080,
     address: Annotated[
-        str, typer.Option("--address", help="Address to listen on (0.0.0.0: every interface).")
+        str,
+        typer.Option(
+            "--address",
+            help="Address to listen on (0.0.0.0: every interface; with --auth kubeconfig it needs "
+            "--allow-remote).",
+        ),
     ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="With --auth kubeconfig, listen on an --address other machines reach: whoever "
+            "reaches it reads the cluster as you.",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="A host name the dashboard answers to, besides localhost and IP addresses (repeatable).",
+        ),
+    ] = None,
     auth: Annotated[
         str,
         typer.Option(
@@ -470,10 +553,25 @@ def ui(
         mode = AuthMode(auth.lower())
     except ValueError:
         _fail(f"--auth {auth!r}: use kubeconfig or bearer")
+    if mode is AuthMode.KUBECONFIG and not _is_loopback(address) and not allow_remote:
+        _fail(
+            f"--address {address}: with --auth kubeconfig everyone who reaches that address reads "
+            "the cluster as you; add --allow-remote if you mean it, or listen on 127.0.0.1"
+        )
     try:
-        serve(_target(ctx, namespace, context, kubeconfig), address, port, mode)
+        serve(_target(ctx, namespace, context, kubeconfig), address, port, mode, allowed_host or ())
     except ClusterError as error:
         _fail(str(error))
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether only this machine reaches `address`."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 FlowArgument = Annotated[str, typer.Argument(metavar="FLOW")]

@@ -1,10 +1,15 @@
 """How the `dagflow` command shows flows: tables of works, a progress bar, the graph as text, Mermaid
-or Graphviz dot. Pure: from a flow object to something rich or a string prints."""
+or Graphviz dot. Pure: from a flow object to something rich or a string prints.
+
+A table is built once as a `Listing` and printed two ways: as a rich table fitted to a terminal, and
+anywhere else (a pipe, a file) as kubectl prints its tables, every value whole in columns padded to
+the widest, so that `grep`, `awk` and `cut` see what the cluster holds."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +31,61 @@ PHASE_STYLES = {
     "Stopped": "magenta",
 }
 GRAPH_FORMATS = ("text", "mermaid", "dot")
+COLUMN_GAP = 3  # spaces between plain columns, as kubectl's tabwriter pads them
+
+
+@dataclass
+class Listing:
+    """A table as data: `rich()` for a terminal, `plain()` for anywhere else."""
+
+    columns: list[str]
+    rows: list[list[str | Text]] = field(default_factory=list)
+    folded: frozenset[str] = frozenset()  # columns a terminal folds onto more lines instead of cutting
+
+    def rich(self) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in self.columns:
+            table.add_column(column, overflow="fold" if column in self.folded else "ellipsis")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def plain(self) -> str:
+        """Every value whole, on one line per row (a line break inside a value becomes a space),
+        columns padded to their widest value; no trailing spaces."""
+        lines = [self.columns] + [[_one_line(value) for value in row] for row in self.rows]
+        widths = [max(len(line[index]) for line in lines) for index in range(len(self.columns))]
+        gap = " " * COLUMN_GAP
+        return "\n".join(
+            gap.join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
+            for line in lines
+        )
+
+
+def _one_line(value: str | Text) -> str:
+    return " ".join(str(value.plain if isinstance(value, Text) else value).splitlines())
+
+
+def age(created: Any, now: datetime | None = None) -> str:
+    """How long ago, as kubectl writes an AGE: 45s, 3m20s, 95m, 5h12m, 30h, 3d4h, 60d, 2y."""
+    since = _time(created)
+    if since is None:
+        return "<unknown>"
+    seconds = max(int(((now or datetime.now(UTC)) - since).total_seconds()), 0)
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d" if days < 730 else f"{days // 365}y"
 
 
 def styled(phase: str | None) -> Text:
@@ -57,20 +117,27 @@ def instances(work: Mapping[str, Any]) -> str:
     return text
 
 
-def works_table(flow: Mapping[str, Any], now: datetime | None = None) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("WORK", "PHASE", "INSTANCES", "ATTEMPTS", "DURATION", "MESSAGE"):
-        table.add_column(column, overflow="fold" if column == "MESSAGE" else "ellipsis")
+def works_listing(flow: Mapping[str, Any], now: datetime | None = None, wide: bool = False) -> Listing:
+    """The works of the current run; `wide` adds each work's Job (or Deployment) and start."""
+    columns = ["WORK", "PHASE", "INSTANCES", "ATTEMPTS", "DURATION"]
+    columns += ["JOB", "STARTED"] if wide else []
+    listing = Listing([*columns, "MESSAGE"], folded=frozenset({"MESSAGE"}))
     for work in (flow.get("status") or {}).get("works") or []:
-        table.add_row(
+        row: list[str | Text] = [
             work["name"],
             styled(work.get("phase")),
             instances(work),
             str(work.get("attempts", "-")),
             duration(work, now),
-            work.get("message") or "",
-        )
-    return table
+        ]
+        if wide:
+            row += [str(work.get("job") or "-"), str(work.get("startedAt") or "-")]
+        listing.rows.append([*row, work.get("message") or ""])
+    return listing
+
+
+def works_table(flow: Mapping[str, Any], now: datetime | None = None) -> Table:
+    return works_listing(flow, now).rich()
 
 
 def progress(flow: Mapping[str, Any]) -> RenderableType:
@@ -111,39 +178,57 @@ def live_view(flow: Mapping[str, Any], now: datetime | None = None) -> Renderabl
     return Group(progress(flow), Text(""), works_table(flow, now))
 
 
-def flows_table(flows: Sequence[Mapping[str, Any]], all_namespaces: bool) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
+def flows_listing(
+    flows: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool = False, now: datetime | None = None
+) -> Listing:
+    """One row per flow; `wide` adds whether it is suspended, its age and its message."""
     columns = ["NAMESPACE"] if all_namespaces else []
-    for column in [*columns, "NAME", "PHASE", "PROGRESS", "RUN", "SCHEDULE", "ENDPOINT"]:
-        table.add_column(column)
+    columns += ["NAME", "PHASE", "PROGRESS", "RUN", "SCHEDULE", "ENDPOINT"]
+    columns += ["SUSPENDED", "AGE", "MESSAGE"] if wide else []
+    listing = Listing(columns, folded=frozenset({"MESSAGE"}))
     for flow in flows:
         status = flow.get("status") or {}
+        spec = flow.get("spec") or {}
         row: list[str | Text] = [flow["metadata"]["namespace"]] if all_namespaces else []
         row += [
             flow["metadata"]["name"],
             styled(status.get("phase")),
             str(status.get("progress") or "-"),
             str(status.get("run") or "-"),
-            str((flow.get("spec") or {}).get("schedule") or "-"),
+            str(spec.get("schedule") or "-"),
             str(status.get("endpoint") or "-"),
         ]
-        table.add_row(*row)
-    return table
+        if wide:
+            row += [
+                str(bool(spec.get("suspend"))).lower(),
+                age(flow["metadata"].get("creationTimestamp"), now),
+                str(status.get("message") or ""),
+            ]
+        listing.rows.append(row)
+    return listing
+
+
+def flows_table(flows: Sequence[Mapping[str, Any]], all_namespaces: bool) -> Table:
+    return flows_listing(flows, all_namespaces).rich()
+
+
+def runs_listing(flow: Mapping[str, Any]) -> Listing:
+    listing = Listing(["RUN", "TRIGGER", "PHASE", "STARTED", "FINISHED"])
+    for run in (flow.get("status") or {}).get("runs") or []:
+        listing.rows.append(
+            [
+                str(run["number"]),
+                run.get("trigger", ""),
+                styled(run.get("phase")),
+                run.get("startedAt") or "-",
+                run.get("finishedAt") or "-",
+            ]
+        )
+    return listing
 
 
 def runs_table(flow: Mapping[str, Any]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("RUN", "TRIGGER", "PHASE", "STARTED", "FINISHED"):
-        table.add_column(column)
-    for run in (flow.get("status") or {}).get("runs") or []:
-        table.add_row(
-            str(run["number"]),
-            run.get("trigger", ""),
-            styled(run.get("phase")),
-            run.get("startedAt") or "-",
-            run.get("finishedAt") or "-",
-        )
-    return table
+    return runs_listing(flow).rich()
 
 
 def outputs_lines(flow: Mapping[str, Any]) -> list[str]:

@@ -2,40 +2,53 @@
 of server-sent events per namespace fed by the shared watch (`hub`).
 
 Every read is made with the identity of the person behind the request (`access`); the server
-writes nothing to the cluster.
+writes nothing to the cluster. Every request passes `guard` first (its host, its origin), and every
+answer carries its security headers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
+from dagflow.rules.naming import is_dns1123_label
 from dagflow.ui import views
 from dagflow.ui.access import Access, AuthMode, Unauthenticated, may_watch_flows
+from dagflow.ui.guard import RequestGuard
 from dagflow.ui.hub import Hub
+from dagflow.ui.stream import RECHECK_SECONDS, reader_events
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-KEEPALIVE_SECONDS = 15.0
-RECHECK_SECONDS = 60.0  # how often a stream asks again whether its reader may still read the namespace
 LOG_LINES = 500
+MAX_SUBDOMAIN_LENGTH = 253
+_DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def create_app(access: Access, default_namespace: str) -> Starlette:
+def create_app(
+    access: Access,
+    default_namespace: str,
+    allowed_hosts: Iterable[str] = (),
+    check_host: bool = True,
+    recheck_seconds: float = RECHECK_SECONDS,
+) -> Starlette:
+    """The dashboard's application. `check_host`: answer only to loopback names, IP addresses and
+    `allowed_hosts` (see `guard`)."""
     hub = Hub(access.watcher)
 
     def user(request: Request) -> FlowClient:
@@ -48,6 +61,7 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
         return int(asked) if asked and asked.isdigit() else current
 
     def config(request: Request) -> JSONResponse:
+        access.authenticate(request, default_namespace)
         return JSONResponse({"namespace": default_namespace, "auth": access.mode.value})
 
     def flows(request: Request) -> JSONResponse:
@@ -105,24 +119,27 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
         reader = user(request)
         if not await run_in_threadpool(may_watch_flows, reader):
             return _forbidden(namespace)
+        token_expiry = access.token_expiry(request)
+        # On the monotonic clock: a change of the machine's time neither ends nor prolongs a stream.
+        expires_at = None if token_expiry is None else time.monotonic() + token_expiry - time.time()
         watch, subscriber = hub.subscribe(namespace)
+
+        async def still_allowed() -> bool:
+            try:
+                return await run_in_threadpool(may_watch_flows, reader)
+            except ClusterError as error:  # a revoked token, an API server away: the stream ends
+                log.info("Stream of namespace %s ends: %s", namespace, error)
+                return False
 
         async def events() -> AsyncIterator[str]:
             try:
                 yield "retry: 2000\n\n"
                 if watch.synced.is_set():
                     yield watch.snapshot()
-                checked = time.monotonic()
-                while True:
-                    with contextlib.suppress(TimeoutError):
-                        yield await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
-                        continue
-                    yield ": keep-alive\n\n"
-                    if time.monotonic() - checked > RECHECK_SECONDS:
-                        checked = time.monotonic()
-                        if not await run_in_threadpool(may_watch_flows, reader):
-                            yield "event: forbidden\ndata: {}\n\n"
-                            return
+                async for message in reader_events(
+                    subscriber.queue, still_allowed, expires_at, recheck_seconds=recheck_seconds
+                ):
+                    yield message
             finally:
                 hub.unsubscribe(watch, subscriber)
 
@@ -133,7 +150,12 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
         )
 
     def hub_stats(request: Request) -> JSONResponse:
-        return JSONResponse(hub.stats())
+        """The watched namespaces; with bearer tokens, only those the reader may watch."""
+        reader = access.authenticate(request, default_namespace)
+        stats = hub.stats()
+        if access.mode is AuthMode.BEARER:
+            stats = {ns: entry for ns, entry in stats.items() if may_watch_flows(reader.in_namespace(ns))}
+        return JSONResponse(stats)
 
     def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -145,8 +167,8 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
-        Route("/api/config", config),
-        Route("/api/hub", hub_stats),
+        Route("/api/config", _guarded(config)),
+        Route("/api/hub", _guarded(hub_stats)),
         Route(f"{namespaced}/flows", _guarded(flows)),
         Route(f"{namespaced}/flows/{{name}}", _guarded(flow)),
         Route(f"{namespaced}/flows/{{name}}/works/{{work}}", _guarded(work)),
@@ -160,13 +182,22 @@ def create_app(access: Access, default_namespace: str) -> Starlette:
         yield
         hub.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    guard = Middleware(RequestGuard, allowed_hosts=allowed_hosts, check_host=check_host)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
 
 
-def serve(target: Target, address: str, port: int, mode: AuthMode) -> None:
-    """Serve the dashboard until interrupted."""
+def serve(target: Target, address: str, port: int, mode: AuthMode, allowed_hosts: Iterable[str] = ()) -> None:
+    """Serve the dashboard until interrupted. With the kubeconfig's identity every request is
+    checked for its host (a page that rebinds its domain to this address gets nothing); with bearer
+    tokens a rebinding page has no token to send, and hosts are checked where some are given."""
     server_client = FlowClient(target, field_manager="dagflow-ui")
-    app = create_app(Access(server_client, mode), server_client.namespace)
+    allowed_hosts = tuple(allowed_hosts)
+    app = create_app(
+        Access(server_client, mode),
+        server_client.namespace,
+        allowed_hosts,
+        check_host=mode is AuthMode.KUBECONFIG or bool(allowed_hosts),
+    )
     url = f"http://{address if ':' not in address else f'[{address}]'}:{port}/#/ns/{server_client.namespace}"
     print(f"Serving the DAGFlow dashboard at {url}", flush=True)
     uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False)
@@ -194,10 +225,34 @@ def _failure(error: Exception) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=status)
 
 
+def _bad_name(request: Request) -> JSONResponse | None:
+    """A 400 for a namespace, flow or work in the URL that Kubernetes could not have named so;
+    such a value never reaches the API server (in a path, a field or label selector)."""
+    params = request.path_params
+    checks = [
+        ("namespace", is_dns1123_label, "a DNS-1123 label"),
+        ("work", is_dns1123_label, "a DNS-1123 label"),
+        ("name", _is_dns1123_subdomain, "a DNS-1123 subdomain"),
+    ]
+    for key, valid, what in checks:
+        value = params.get(key)
+        if value is not None and not valid(value):
+            shown = "flow" if key == "name" else key
+            return JSONResponse({"error": f"{shown} {value!r} is not {what}"}, status_code=400)
+    return None
+
+
+def _is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= MAX_SUBDOMAIN_LENGTH and bool(_DNS_1123_SUBDOMAIN.match(value))
+
+
 def _guarded(endpoint: Callable[[Request], Response]) -> Callable[[Request], Any]:
     """The endpoint run in a thread (the kubernetes client blocks), its refusals as JSON errors."""
 
     async def guarded(request: Request) -> Response:
+        refusal = _bad_name(request)
+        if refusal is not None:
+            return refusal
         try:
             return await run_in_threadpool(endpoint, request)
         except (ClusterError, Unauthenticated) as error:
@@ -208,6 +263,9 @@ def _guarded(endpoint: Callable[[Request], Response]) -> Callable[[Request], Any
 
 def _guarded_async(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
     async def guarded(request: Request) -> Response:
+        refusal = _bad_name(request)
+        if refusal is not None:
+            return refusal
         try:
             response: Response = await endpoint(request)
             return response
