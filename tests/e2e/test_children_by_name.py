@@ -21,7 +21,9 @@ GRID = {"model": ["linear", "forest"]}
 
 
 def config_map_names(namespace: str) -> set[str]:
-    listing = get_json("configmaps", "-l", "app.kubernetes.io/managed-by=dagflow-operator", namespace=namespace)
+    listing = get_json(
+        "configmaps", "-l", "app.kubernetes.io/managed-by=dagflow-operator", namespace=namespace
+    )
     return {item["metadata"]["name"] for item in listing["items"]}
 
 
@@ -60,7 +62,9 @@ def test_a_config_map_planted_under_the_values_name_fails_the_work_and_no_pod_re
 def test_a_planted_outputs_config_map_is_not_read_into_the_next_works_pods(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
-    train = matrix_work("train", matrix=GRID, annotations=reporting({"score": 0.5}), outputs=[{"name": "score"}])
+    train = matrix_work(
+        "train", matrix=GRID, annotations=reporting({"score": 0.5}), outputs=[{"name": "score"}]
+    )
     pick = work("pick", "train")
     pick["container"]["args"] = ["$(works.train.outputs.score)"]
     apply(planted("picked-1-train-outputs", {"outputs.json": '{"score":["pwned"]}'}), namespace=namespace)
@@ -75,7 +79,9 @@ def test_a_planted_outputs_config_map_is_not_read_into_the_next_works_pods(
 def test_every_config_map_of_a_matrix_work_goes_once_nothing_uses_it(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
-    train = matrix_work("train", matrix=GRID, annotations=reporting({"score": 0.5}), outputs=[{"name": "score"}])
+    train = matrix_work(
+        "train", matrix=GRID, annotations=reporting({"score": 0.5}), outputs=[{"name": "score"}]
+    )
     create(flow("tidy", [train], historyRuns=1), namespace)
     wait_for_phase(namespace, "tidy", "Succeeded")
     assert config_map_names(namespace) == {"tidy-1-train-matrix", "tidy-1-train-outputs"}
@@ -90,11 +96,15 @@ def test_every_config_map_of_a_matrix_work_goes_once_nothing_uses_it(
     wait_for_config_maps(namespace, {"tidy-2-train-matrix", "tidy-2-train-outputs"})
 
 
-def test_a_stopped_matrix_work_leaves_no_config_map(namespace: str, running_operator: OperatorProcess) -> None:
+def test_a_stopped_matrix_work_leaves_no_config_map(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
     train = matrix_work("train", matrix=GRID, annotations={"sim.dagflow.dev/duration": "300s"})
     create(flow("halted", [train]), namespace)
     wait_for(lambda: config_map_names(namespace) == {"halted-1-train-matrix"}, what="the values ConfigMap")
-    wait_for(lambda: works_by_name(status(namespace, "halted"))["train"]["phase"] == "Running", what="running")
+    wait_for(
+        lambda: works_by_name(status(namespace, "halted"))["train"]["phase"] == "Running", what="running"
+    )
     request(namespace, "halted", "stop", "enough")
     wait_for_run(namespace, "halted", 1, "Stopped")
     wait_for_config_maps(namespace, set())
