@@ -57,7 +57,6 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
-        "MutatingWebhookConfiguration",
         "Service",
         "Service",
         "ServiceAccount",
@@ -135,7 +134,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "customresourcedefinitions",
         "namespaces",
         "validatingwebhookconfigurations",
-        "mutatingwebhookconfigurations",
+        "subjectaccessreviews",
     }
     namespaced_resources = {resource for rule in roles["team-a"]["rules"] for resource in rule["resources"]}
     assert namespaced_resources == {
@@ -172,16 +171,13 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         # that each goes once nothing uses it.
         ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ()): ["create"],
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ()): ["create"],
+        # The chart makes the webhook configuration; the operator reads and patches that one only.
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("dagflow.dev",)): [
-            "delete",
+            "get",
             "patch",
         ],
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("dagflow.dev",)): [
-            "delete",
-            "patch",
-        ],
+        # The webhook asks whether a flow's author may create what the operator would create.
+        ("authorization.k8s.io", "subjectaccessreviews", ()): ["create"],
         # Peering is always on: a second operator on the cluster stands by.
         ("kopf.dev", "clusterkopfpeerings", ()): ["list", "watch"],
         ("kopf.dev", "clusterkopfpeerings", ("dagflow-dagflow-operator",)): ["get", "patch"],
@@ -194,6 +190,33 @@ def test_no_values_grant_secrets_pods_exec_or_wildcards(values: dict[str, Any] |
         assert not FORBIDDEN_RESOURCES & set(rule["resources"]), rule
         assert "*" not in rule["verbs"] and "*" not in rule["apiGroups"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_the_operator_can_create_no_webhook_configuration_and_patch_only_its_own(
+    values: dict[str, Any] | None,
+) -> None:
+    objects = render(values)
+    for rule in rbac_rules(objects):
+        if "admissionregistration.k8s.io" not in rule["apiGroups"]:
+            continue
+        assert rule.get("resourceNames") == ["dagflow.dev"], rule
+        assert set(rule["verbs"]) <= {"get", "patch"}, rule
+        assert rule["resources"] == ["validatingwebhookconfigurations"], rule
+    if (values or {}).get("webhook", {}).get("enabled", True):
+        # What the operator may not create, the chart makes: the configuration it patches.
+        assert [
+            item["metadata"]["name"] for item in objects_of(objects, "ValidatingWebhookConfiguration")
+        ] == ["dagflow.dev"]
+        assert not objects_of(objects, "MutatingWebhookConfiguration")
+
+
+def test_the_operator_is_told_the_user_permissions_policy_the_chart_installs() -> None:
+    policy = one(render(), "ValidatingAdmissionPolicy")["metadata"]["name"]
+    assert container_env(render())["DAGFLOW_USER_PERMISSIONS_POLICY"] == policy
+    unenforced = render({"userPermissions": {"enforced": False}})
+    assert not objects_of(unenforced, "ValidatingAdmissionPolicy")
+    assert "DAGFLOW_USER_PERMISSIONS_POLICY" not in container_env(unenforced)
 
 
 def test_without_the_webhook_nothing_touches_webhook_configurations() -> None:

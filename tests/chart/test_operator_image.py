@@ -10,17 +10,22 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.kube import REPO_ROOT, VENV_BIN
 
 DOCKERFILE = REPO_ROOT / "images" / "operator" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 ALL_DOCKERFILES = sorted((REPO_ROOT / "images").glob("*/Dockerfile"))
+LOCK = REPO_ROOT / "images" / "operator" / "requirements.lock"
+DIGEST = r"@sha256:[0-9a-f]{64}"
 
 
 def stages(dockerfile: Path) -> list[list[str]]:
@@ -72,13 +77,16 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    result = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", *map(str, wheels.glob("*.whl"))],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr
+    # As the image does: the locked dependencies, each checked against its hashes (pip refuses any
+    # dependency the lock lacks), then the wheel alone.
+    for arguments in (["--require-hashes", "-r", str(LOCK)], ["--no-deps", *map(str, wheels.glob("*.whl"))]):
+        result = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stderr
     yield venv
 
 
@@ -92,7 +100,7 @@ def test_final_stage_is_slim_non_root_and_runs_the_operator() -> None:
     builder, final = stages(DOCKERFILE)
     assert builder[0].split()[1] == final[0].split()[1] == "${PYTHON_IMAGE}"
     default_base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
-    assert default_base and re.fullmatch(r"python:3\.11-slim(-\w+)?", default_base.group(1))
+    assert default_base and re.fullmatch(rf"python:3\.11-slim(-\w+)?{DIGEST}", default_base.group(1))
     (user,) = [line.split()[1] for line in final if line.upper().startswith("USER ")]
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0
@@ -148,3 +156,57 @@ def test_wheel_holds_the_package_and_nothing_else(installed_venv: Path) -> None:
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"dagflow"}
     assert "dagflow/api/k8s-core-v1-schemas.json" in names
     assert "dagflow/py.typed" in names
+
+
+def locked_pins() -> dict[str, tuple[str, list[str]]]:
+    """The lock's packages: normalised name -> (version, hashes)."""
+    text = re.sub(r"\\\n", " ", LOCK.read_text())
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"not pinned: {line}"
+        hashes = [option.removeprefix("--hash=") for option in options if option.startswith("--hash=")]
+        pins[canonicalize_name(name)] = (version, hashes)
+    return pins
+
+
+def test_the_lock_pins_every_dependency_of_pyproject_with_hashes() -> None:
+    pins = locked_pins()
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dependency in map(Requirement, dependencies):
+        name = canonicalize_name(dependency.name)
+        assert name in pins, f"{dependency} is not in {LOCK.name}: run pip-compile (see its header)"
+        version, _ = pins[name]
+        assert dependency.specifier.contains(version, prereleases=True), f"{name}=={version} vs {dependency}"
+    for name, (_version, hashes) in pins.items():
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", digest) for digest in hashes), name
+
+
+def test_the_image_installs_its_dependencies_from_the_lock_by_hash() -> None:
+    _, final = stages(DOCKERFILE)
+    text = " ".join(final)
+    assert "--require-hashes -r /tmp/requirements.lock" in text
+    assert "source=images/operator/requirements.lock" in text
+    # The wheel brings no dependency of its own beside the lock's.
+    assert re.search(r"pip install [^&]*--no-deps /wheels/\*\.whl", text)
+    allowed = {line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")}
+    assert "images/operator/requirements.lock" in allowed
+
+
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda path: path.parent.name)
+def test_base_images_are_pinned_by_digest(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    defaults = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)", text, re.MULTILINE))
+    for stage in stages(dockerfile):
+        base = stage[0].split()[1]
+        if base == "scratch":
+            continue
+        argument = re.fullmatch(r"\$\{(\w+)\}", base)
+        image = defaults.get(argument.group(1), "") if argument else base
+        assert re.search(DIGEST + "$", image), (
+            f"{dockerfile.parent.name}: {base} ({image}) is not pinned by digest"
+        )

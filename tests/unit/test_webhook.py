@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import re
 import socket
 import ssl
 from typing import Any
@@ -14,10 +16,16 @@ from cryptography import x509
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.webhook import (
     ADMITTED_OPERATIONS,
-    ServiceWebhookServer,
+    DagflowWebhookServer,
     admission_problem,
     build_webhook_server,
+    may_start_a_run,
+    permission_checks,
+    permission_problem,
+    registered_webhooks,
+    status_write_problem,
 )
+from tests.chart.helm import one, render
 
 
 def free_port() -> int:
@@ -42,7 +50,7 @@ def test_service_setting_registers_a_service_reference_with_a_certificate_for_it
     port = free_port()
     settings = OperatorSettings(webhook_service="dagflow-system/dagflow-webhook", webhook_port=port)
     server = build_webhook_server(settings)
-    assert isinstance(server, ServiceWebhookServer)
+    assert isinstance(server, DagflowWebhookServer)
 
     config = asyncio.run(first_client_config(server))
 
@@ -137,3 +145,144 @@ def test_parameter_values_for_run_requests_are_judged_when_they_change() -> None
     assert admission_problem("CREATE", None, unknown, "f") == problem
     # Unchanged values on an unchanged spec pass, so such a flow can still be cleaned up.
     assert admission_problem("UPDATE", unknown, {**unknown, "status": {}}, "f") is None
+
+
+# No privilege beyond the user's: the webhook asks what the chart's ValidatingAdmissionPolicy asks.
+
+
+def annotated(spec: dict[str, Any], **annotations: str) -> dict[str, Any]:
+    return flow_body(spec, annotations=annotations)
+
+
+def test_the_writes_that_may_start_a_run_are_those_the_policy_checks() -> None:
+    assert may_start_a_run("CREATE", None, flow_body(FINE_SPEC))
+    assert may_start_a_run("UPDATE", flow_body(FINE_SPEC), flow_body({**FINE_SPEC, "parallelism": 2}))
+    for key in ("dagflow.dev/rerun", "dagflow.dev/retry", "dagflow.dev/params"):
+        assert may_start_a_run("UPDATE", flow_body(FINE_SPEC), annotated(FINE_SPEC, **{key: "1"})), key
+    # Labels, other annotations, a stop request, a deletion: nothing starts.
+    assert not may_start_a_run("UPDATE", flow_body(FINE_SPEC), flow_body(FINE_SPEC, labels={"team": "ml"}))
+    assert not may_start_a_run(
+        "UPDATE", flow_body(FINE_SPEC), annotated(FINE_SPEC, **{"dagflow.dev/stop": "1"})
+    )
+    assert not may_start_a_run("DELETE", flow_body(FINE_SPEC), None)
+
+
+SERVE_AND_MATRIX_SPEC = {
+    "works": [
+        {"name": "train", "matrix": {"model": ["a", "b"]}, "container": {"image": "x"}},
+        {"name": "web", "dependsOn": ["train"], "serve": {"port": 8080}, "container": {"image": "x"}},
+    ]
+}
+
+
+def test_the_webhook_asks_exactly_the_policys_questions() -> None:
+    policy = one(render(), "ValidatingAdmissionPolicy")
+    asked_by_policy = [
+        re.findall(r"authorizer\.group\('([^']*)'\)\.resource\('([^']+)'\)", validation["expression"])
+        for validation in policy["spec"]["validations"]
+    ]
+    asked_by_webhook = [list(check.resources) for check in permission_checks(SERVE_AND_MATRIX_SPEC)]
+    assert asked_by_webhook == asked_by_policy
+    assert [list(check.resources) for check in permission_checks(FINE_SPEC)] == asked_by_policy[:1]
+
+
+def test_a_missing_permission_is_named_in_the_policys_words() -> None:
+    def may_create_only_jobs(group: str, resource: str) -> bool:
+        return (group, resource) == ("batch", "jobs")
+
+    assert permission_problem("alice", "team-a", FINE_SPEC, may_create_only_jobs) is None
+    assert permission_problem("alice", "team-a", SERVE_AND_MATRIX_SPEC, may_create_only_jobs) == (
+        "alice may not create Deployments and Services in namespace team-a, which the operator would"
+        " create for the serve works of this DAGFlow"
+    )
+    assert permission_problem("bob", "team-a", FINE_SPEC, lambda group, resource: False) == (
+        "bob may not create Jobs in namespace team-a, which the operator would create for this DAGFlow"
+    )
+    # Bad input (the schema refuses it before) is asked about as a plain flow, never a crash.
+    assert permission_problem("bob", "team-a", {"works": "nope"}, lambda group, resource: True) is None
+
+
+def test_only_the_operator_writes_the_status() -> None:
+    operator_user = "system:serviceaccount:dagflow-system:dagflow-dagflow-operator"
+    assert status_write_problem(operator_user, operator_user) is None
+    problem = status_write_problem("alice", operator_user)
+    assert problem and problem.startswith("alice may not write the status of a DAGFlow")
+
+
+def test_the_webhooks_fail_closed_and_the_operators_status_writes_skip_them() -> None:
+    config = {"service": {"namespace": "ns", "name": "svc", "port": 9443, "path": ""}, "caBundle": "Q0E="}
+    flows, status = registered_webhooks(config, "system:serviceaccount:ns:op")
+    assert flows["rules"][0]["resources"] == ["dagflows"]
+    assert flows["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert flows["clientConfig"]["service"]["path"] == "/validate-dagflow"
+    assert status["rules"][0]["resources"] == ["dagflows/status"]
+    assert status["clientConfig"]["service"]["path"] == "/validate-dagflow-status"
+    assert status["matchConditions"] == [
+        {
+            "name": "not-the-operator",
+            "expression": 'request.userInfo.username != "system:serviceaccount:ns:op"',
+        }
+    ]
+    assert {hook["failurePolicy"] for hook in (flows, status)} == {"Fail"}
+    assert {hook["clientConfig"]["caBundle"] for hook in (flows, status)} == {"Q0E="}
+
+
+def served_certificate(port: int, ca_bundle: bytes) -> x509.Certificate:
+    """The server's certificate, as a client that trusts only `ca_bundle` gets it (verified now)."""
+    context = ssl.create_default_context(cadata=ca_bundle.decode())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_the_self_signed_certificate_is_renewed_and_registered_before_it_expires() -> None:
+    lifetime = datetime.timedelta(seconds=3)
+    port = free_port()
+    registered: list[dict[str, Any]] = []
+
+    async def register(config: Any) -> None:
+        registered.append(dict(config))
+
+    async def never_called(*_: Any, **__: Any) -> Any:
+        raise AssertionError("no admission request is sent in this test")
+
+    async def serve_past_the_first_expiry() -> x509.Certificate:
+        server = DagflowWebhookServer(
+            hostnames=["localhost", "127.0.0.1"],
+            certificate_lifetime=lifetime,
+            register=register,
+            trust_propagation_seconds=0.2,
+            addr="127.0.0.1",
+            port=port,
+            host="localhost",
+        )
+        async with server:
+            stream = server(never_called)
+            first = await anext(stream)
+            expiry = x509.load_pem_x509_certificate(base64.b64decode(first["caBundle"])).not_valid_after_utc
+            while datetime.datetime.now(datetime.UTC) < expiry + datetime.timedelta(seconds=0.5):
+                await asyncio.wait_for(anext(stream), timeout=5)
+            # The first certificate has expired: the server answers with one its registered CA trusts.
+            bundle = base64.b64decode(registered[-1]["caBundle"])
+            return await asyncio.to_thread(served_certificate, port, bundle)
+
+    served = asyncio.run(serve_past_the_first_expiry())
+    assert served.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+    bundles = [config["caBundle"] for config in registered]
+    assert len(set(bundles)) >= 3, "first CA, both CAs while switching, the new CA"
+    # The new CA is registered beside the old one before the server switches to it.
+    first, both, renewed = (base64.b64decode(bundle) for bundle in bundles[:3])
+    assert both == renewed + first
+
+
+def test_the_certificate_lifetime_is_a_setting() -> None:
+    assert OperatorSettings().webhook_certificate_lifetime_seconds == 365 * 24 * 3600
+    assert (
+        OperatorSettings(webhook_certificate_lifetime_seconds=60).webhook_certificate_lifetime_seconds == 60
+    )
+    with pytest.raises(ValueError, match="webhook_certificate_lifetime_seconds"):
+        OperatorSettings(webhook_certificate_lifetime_seconds=1)

@@ -121,15 +121,18 @@ Permissions in each namespace the operator works in: what kopf watches, what the
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- if .Values.webhook.enabled }}
-# kopf creates (create cannot be limited to a name) and patches the webhook configurations; the
-# operator deletes them when it stops.
+# The chart makes the operator's ValidatingWebhookConfiguration; the operator only reads it and
+# patches its webhooks and CA bundle into it. It may create no webhook configuration (a `create`
+# cannot be limited to a name) and delete none: the configuration stays while it is down.
 - apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
-  verbs: ["create"]
-- apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+  resources: ["validatingwebhookconfigurations"]
   resourceNames: [{{ include "dagflow-operator.webhookConfigurationName" . | quote }}]
-  verbs: ["patch", "delete"]
+  verbs: ["get", "patch"]
+# The webhook asks the API server whether a flow's author may create what the operator would create
+# for the flow (SubjectAccessReview), as the chart's ValidatingAdmissionPolicy does.
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
 {{- end }}
 {{- end }}
 

@@ -401,6 +401,17 @@ def get(
     out.print(flowview.progress(found))
     if status.get("message"):
         out.print(escape(str(status["message"])))
+    try:  # the operator's Warning while nothing checks its author's permissions (docs/security.md)
+        unchecked = [
+            event
+            for event in client.events()
+            if event.get("reason") == "PermissionsUnchecked"
+            and (event.get("involvedObject") or {}).get("uid") == found["metadata"].get("uid")
+        ]
+    except ClusterError:  # a reader who may not list Events sees the rest
+        unchecked = []
+    if unchecked:
+        out.print(f"[yellow]Warning:[/] {escape(str(unchecked[-1].get('message')))}")
     out.print()
     _show_table(out, flowview.works_listing(found, wide=form == "wide"))
     if status.get("runs"):

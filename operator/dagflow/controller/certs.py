@@ -15,8 +15,14 @@ from cryptography.x509.oid import NameOID
 VALIDITY = datetime.timedelta(days=365)
 
 
-def write_self_signed(hostnames: list[str], directory: Path | None = None) -> tuple[Path, Path]:
-    """Write a certificate valid for `hostnames` (DNS names or IPs) and its key; return both paths."""
+def write_self_signed(
+    hostnames: list[str], directory: Path | None = None, lifetime: datetime.timedelta = VALIDITY
+) -> tuple[Path, Path]:
+    """Write a certificate valid for `hostnames` (DNS names or IPs) for `lifetime`, and its key.
+
+    Returns both paths. Each call writes into a new directory unless one is given, so a server still
+    serving an earlier pair keeps its files.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for hostname in dict.fromkeys(hostnames):
@@ -24,8 +30,15 @@ def write_self_signed(hostnames: list[str], directory: Path | None = None) -> tu
             names.append(x509.IPAddress(ipaddress.ip_address(hostname)))
         except ValueError:
             names.append(x509.DNSName(hostname))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
     now = datetime.datetime.now(datetime.UTC)
+    # Each certificate's own subject: while one is renewed, the CA bundle holds the old and the new
+    # one, and a TLS client looks a certificate's issuer up by its name.
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0]),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"dagflow-operator {now:%Y%m%dT%H%M%S.%fZ}"),
+        ]
+    )
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -33,9 +46,10 @@ def write_self_signed(hostnames: list[str], directory: Path | None = None) -> tu
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     folder = directory or Path(tempfile.mkdtemp(prefix="dagflow-webhook-"))

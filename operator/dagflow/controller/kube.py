@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
 
+MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 USER_AGENT = "dagflow-operator"
 # (connect, read) seconds for every call: a hung API server must never hang a reconcile pass or a

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
+import socket
+import sys
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import kopf
 import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import kube as kube_module
@@ -40,7 +45,19 @@ from dagflow.controller.shutdown import (
     in_daemon_thread,
 )
 from dagflow.controller.status import FlowEvent
-from dagflow.controller.webhook import ADMITTED_OPERATIONS, admission_problem, build_webhook_server
+from dagflow.controller.webhook import (
+    ADMITTED_OPERATIONS,
+    FLOW_WEBHOOK_ID,
+    STATUS_OPERATIONS,
+    STATUS_WEBHOOK_ID,
+    AccessReviews,
+    WebhookRegistration,
+    admission_problem,
+    build_webhook_server,
+    may_start_a_run,
+    permission_problem,
+    status_write_problem,
+)
 from dagflow.rules import naming
 
 logger = logging.getLogger("dagflow")
@@ -53,6 +70,14 @@ CONNECT_TIMEOUT, REQUEST_TIMEOUT = kube_module.REQUEST_TIMEOUT
 WATCH_CLIENT_MARGIN = 30
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
+
+# The Event on each flow while nothing checks its author's permissions (`dagflow get` shows it).
+UNCHECKED_REASON = "PermissionsUnchecked"
+UNCHECKED_MESSAGE = (
+    "Nothing checks that this flow's author may create what the operator creates for it: the"
+    " operator's admission webhook is off and no user-permissions policy is installed, so whoever may"
+    " write DAGFlows here can have Jobs made (docs/security.md)"
+)
 
 state: dict[str, Any] = {}
 LOG_FORMATS = {
@@ -126,11 +151,27 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
                 ", ".join(working),
             )
     if operator_settings.webhook_enabled:
-        settings.admission.server = build_webhook_server(operator_settings)
+        api = kube_module.KubeClient(1).core.api_client
+        state["reviews"] = AccessReviews(api)
+        # Status writes are let through for this user only: the operator itself.
+        state["operator_username"] = await asyncio.to_thread(state["reviews"].own_username)
+        # The operator registers its webhooks itself rather than through kopf, which would need the
+        # permission to create webhook configurations of any name.
+        register = None
         if operator_settings.webhook_managed:
-            settings.admission.managed = WEBHOOK_CONFIGURATION
+            registration = WebhookRegistration(api, WEBHOOK_CONFIGURATION, state["operator_username"])
+            state["registration"] = registration
+
+            async def register(config: kopf.WebhookClientConfig) -> None:
+                await asyncio.to_thread(registration.apply, config)
+
+        settings.admission.server = build_webhook_server(operator_settings, register)
     if operator_settings.metrics_port:
-        metrics.serve(operator_settings.metrics_port)
+        try:
+            metrics.serve(operator_settings.metrics_port)
+        except OSError as error:
+            port_taken(error, operator_settings.metrics_port, "DAGFLOW_METRICS_PORT")
+    state["unchecked_warnings"] = asyncio.create_task(warn_while_unchecked(operator_settings))
     # The clean-up after SIGTERM is bounded: kopf's own clean-up calls retry for about a minute
     # when the API server is gone. kopf's backstop kills the process a little after the deadline.
     settings.process.ultimate_exiting_timeout = operator_settings.shutdown_timeout_seconds + 3
@@ -145,12 +186,16 @@ async def stop(**_: Any) -> None:
     # kopf's own clean-up (its webhook patches, the peering keep-alive's removal) retries for about a
     # minute when the API server is gone: the process leaves at the deadline whatever is left.
     exit_deadline.extend_to(budget)
+    warnings: asyncio.Task[None] | None = state.pop("unchecked_warnings", None)
+    if warnings is not None:
+        warnings.cancel()
     reconciler: Reconciler | None = state.pop("reconciler", None)
     if reconciler is not None:
         await reconciler.stop()
-    if operator_settings and operator_settings.webhook_enabled and operator_settings.webhook_managed:
-        # Without the operator nobody answers the webhook; leave DAGFlows writable, unless a peer
-        # replica is still there to answer it.
+    if operator_settings and "registration" in state:
+        # The webhooks stay registered and fail closed while no operator answers them: no flow gets
+        # in unchecked. Only a configuration the operator made itself (a local run without the
+        # chart) goes, once no peer replica is left to answer it.
         try:
             await in_daemon_thread(lambda: remove_webhook(operator_settings), timeout=exit_deadline.left())
         except Exception as error:  # shutting down anyway
@@ -169,7 +214,98 @@ def remove_webhook(operator_settings: OperatorSettings) -> None:
         if others:
             logger.info("Leaving the webhook to the live peers %s", ", ".join(others))
             return
-    kube.delete_webhook_configurations(WEBHOOK_CONFIGURATION)
+    registration: WebhookRegistration = state["registration"]
+    if registration.remove_if_own():
+        logger.warning(
+            "Deleted the ValidatingWebhookConfiguration %s this operator had made: DAGFlows are not"
+            " validated at apply until an operator starts again",
+            WEBHOOK_CONFIGURATION,
+        )
+    else:
+        logger.info(
+            "The ValidatingWebhookConfiguration %s stays: DAGFlow writes are refused until an operator"
+            " answers it again",
+            WEBHOOK_CONFIGURATION,
+        )
+
+
+def port_taken(error: OSError, port: int, setting: str) -> NoReturn:
+    """Leave at once with one line: a taken port does not free itself by retrying."""
+    print(
+        f"dagflow-operator: port {port} is taken ({error.strerror}); stop what holds it or move this"
+        f" operator's port with {setting}",
+        file=sys.stderr,
+        flush=True,
+    )
+    # From inside kopf's startup too: no retry, no clean-up of anything this process has not made.
+    logging.shutdown()
+    os._exit(2)
+
+
+def check_ports_free(operator_settings: OperatorSettings) -> None:
+    """Exit before kopf starts if the metrics or webhook port is held by another process."""
+    ports = [(operator_settings.metrics_port, "0.0.0.0", "DAGFLOW_METRICS_PORT")]
+    if operator_settings.webhook_enabled:
+        address = (
+            "0.0.0.0" if operator_settings.webhook_service or operator_settings.webhook_host else "127.0.0.1"
+        )
+        ports.append((operator_settings.webhook_port, address, "DAGFLOW_WEBHOOK_PORT"))
+    for port, address, setting in ports:
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the servers bind: a port left in TIME_WAIT by an earlier run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as error:
+                if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                    port_taken(error, port, setting)
+                raise
+
+
+def unchecked_permissions(operator_settings: OperatorSettings) -> bool:
+    """Whether nothing checks users' permissions: no webhook, and no user-permissions policy."""
+    if operator_settings.webhook_enabled:
+        return False
+    policy = operator_settings.user_permissions_policy
+    if not policy:
+        return True
+    try:
+        kube_module.KubeClient(1).admission.read_validating_admission_policy(
+            policy, _request_timeout=kube_module.REQUEST_TIMEOUT
+        )
+    except ApiException as error:
+        # Gone: deleted after the install. Any other answer (the operator may not read policies):
+        # the setting's word is taken.
+        return bool(error.status == 404)
+    return False
+
+
+async def warn_while_unchecked(operator_settings: OperatorSettings) -> None:
+    """Say it loudly, at start and every few minutes, while nothing checks users' permissions."""
+    while True:
+        try:
+            unchecked = await asyncio.to_thread(unchecked_permissions, operator_settings)
+        except Exception as error:  # the API server may be gone for a while; ask again later
+            logger.debug("Could not read the user-permissions policy: %r", error)
+        else:
+            state["unchecked"] = unchecked
+            metrics.USER_PERMISSIONS_UNCHECKED.set(1 if unchecked else 0)
+            if unchecked:
+                logger.warning(
+                    "Users' permissions are NOT checked: the admission webhook is off"
+                    " (DAGFLOW_WEBHOOK_ENABLED=false) and no user-permissions policy is installed"
+                    " (the chart's userPermissions.enforced). Whoever may write DAGFlows can have this"
+                    " operator create Jobs, Deployments, Services and ConfigMaps in their namespace."
+                )
+                for body in list(state.get("flows", {}).values()):
+                    _warn_unchecked(body)
+        await asyncio.sleep(operator_settings.unchecked_warning_interval_seconds)
+
+
+def _warn_unchecked(body: Mapping[str, Any]) -> None:
+    kopf.event(cast(kopf.Body, body), type="Warning", reason=UNCHECKED_REASON, message=UNCHECKED_MESSAGE)
 
 
 # Indexers and handlers are coroutines: kopf runs plain functions in a thread pool, a hop per
@@ -230,25 +366,65 @@ async def flow_changed(
 ) -> None:
     if not namespace or not name:
         return
+    _note_flow((namespace, name), None if type == "DELETED" else body)
     reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
-def refuse_invalid_flow(
+def _note_flow(key: FlowKey, body: Mapping[str, Any] | None) -> None:
+    """Keep the flows seen, to warn on each while nothing checks its author's permissions; a flow
+    new or changed while unchecked gets its warning at once."""
+    flows: dict[FlowKey, Mapping[str, Any]] = state.setdefault("flows", {})
+    if body is None:
+        flows.pop(key, None)
+        return
+    metadata = body.get("metadata") or {}
+    seen = flows.get(key)
+    flows[key] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": dict(metadata)}
+    changed = seen is None or (seen.get("metadata") or {}).get("generation") != metadata.get("generation")
+    if changed and state.get("unchecked"):
+        _warn_unchecked(flows[key])
+
+
+async def refuse_invalid_flow(
     name: str | None,
+    namespace: str | None,
     operation: str | None,
     old: kopf.Body | None,
     new: kopf.Body | None,
+    userinfo: kopf.UserInfo,
     **_: Any,
 ) -> None:
-    """What the CRD schema cannot check (cycles, unknown dependencies) is refused here.
+    """What the CRD schema cannot check (cycles, unknown dependencies) is refused here, and so is a
+    write that would have the operator create what its author may not create.
 
     Only a new spec is judged: an update that leaves the spec as it was (labels, annotations,
     finalizers) passes, so a flow that got in while the webhook was absent can still be cleaned up.
+    Permissions are checked on the writes that may start a run, as the chart's policy checks them.
     """
     problem = admission_problem(operation, old, new, name)
     if problem:
         raise kopf.AdmissionError(problem, code=422)
+    if new is None or not namespace or not may_start_a_run(operation, old, new):
+        return
+    reviews: AccessReviews = state["reviews"]
+    username = str(userinfo.get("username") or "")
+
+    def may_create(group: str, resource: str) -> bool:
+        return reviews.may_create(userinfo, namespace, group, resource)
+
+    refusal = await asyncio.to_thread(
+        permission_problem, username, namespace, new.get("spec") or {}, may_create
+    )
+    if refusal:
+        raise kopf.AdmissionError(refusal, code=403)
+
+
+async def refuse_foreign_status_write(userinfo: kopf.UserInfo, **_: Any) -> None:
+    """Only the operator writes a flow's status (the API server does not even ask for its writes)."""
+    problem = status_write_problem(userinfo.get("username"), state["operator_username"])
+    if problem:
+        raise kopf.AdmissionError(problem, code=403)
 
 
 @kopf.on.probe(id="flows")
@@ -316,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         # kopf logs every handled event at INFO; at thousands of Job events that is noise and CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     operator_settings = OperatorSettings()
+    check_ports_free(operator_settings)
     namespaces = args.namespace or operator_settings.namespaces
     peering = operator_settings.peering
     state["identity"] = own_identity()
@@ -323,9 +500,17 @@ def main(argv: list[str] | None = None) -> None:
     if operator_settings.webhook_enabled:
         # Registered only when served: kopf refuses to start with admission handlers and no server.
         # CREATE and UPDATE only: a DELETE is never refused, whatever the flow's spec.
-        kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-dagflow", operations=ADMITTED_OPERATIONS)(
+        kopf.on.validate(GROUP, VERSION, PLURAL, id=FLOW_WEBHOOK_ID, operations=ADMITTED_OPERATIONS)(
             refuse_invalid_flow
         )
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            PLURAL,
+            id=STATUS_WEBHOOK_ID,
+            operations=STATUS_OPERATIONS,
+            subresource="status",
+        )(refuse_foreign_status_write)
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

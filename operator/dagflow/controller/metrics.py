@@ -25,6 +25,12 @@ CHILDREN_CREATED = Counter(
     "dagflow_children_created_total", "Jobs, Deployments and Services created.", ["kind"]
 )
 
+USER_PERMISSIONS_UNCHECKED = Gauge(
+    "dagflow_user_permissions_unchecked",
+    "1 while nothing checks that a flow's author may create what the operator creates for it (the"
+    " admission webhook is off and no user-permissions policy is installed), else 0.",
+)
+
 
 def serve(port: int) -> None:
     """Start the metrics endpoint in a background thread."""

@@ -71,7 +71,32 @@ class OperatorSettings(BaseSettings):
     webhook_cert_file: str | None = Field(None, description="TLS certificate of the webhook server.")
     webhook_key_file: str | None = Field(None, description="TLS private key of the webhook server.")
     webhook_managed: bool = Field(
-        True, description="Let the operator create and update its ValidatingWebhookConfiguration."
+        True,
+        description=(
+            "Let the operator register its webhooks in the ValidatingWebhookConfiguration `dagflow.dev`:"
+            " patched in place where it exists (the chart makes it), created where it does not."
+        ),
+    )
+    webhook_certificate_lifetime_seconds: int = Field(
+        365 * 24 * 3600,
+        ge=10,
+        description=(
+            "Lifetime of the self-signed webhook certificate the operator makes when none is given;"
+            " a new one is made and registered when a third of it is left."
+        ),
+    )
+    user_permissions_policy: str | None = Field(
+        None,
+        description=(
+            "Name of the ValidatingAdmissionPolicy that checks the requesting user's permissions (the"
+            " chart sets it where it installs the policy). With the webhook off and no such policy,"
+            " nothing checks them: the operator says so at start and every few minutes."
+        ),
+    )
+    unchecked_warning_interval_seconds: float = Field(
+        300,
+        gt=0,
+        description="How often the operator repeats that nothing checks the users' permissions.",
     )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or JSON.")
     peering: str | None = Field(
