@@ -66,7 +66,7 @@ dockerfile() { echo "images/$1/Dockerfile"; }
 context() { case "$1" in operator) echo . ;; examples) echo images/examples ;; launcher) echo images/launcher ;; esac; }
 inputs() {
   case "$1" in
-    operator) echo images/operator/Dockerfile .dockerignore pyproject.toml README.md operator ;;
+    operator) echo images/operator/Dockerfile images/operator/requirements.lock .dockerignore pyproject.toml README.md operator ;;
     examples) echo images/examples ;;
     launcher) echo images/launcher/Dockerfile images/launcher/go.mod images/launcher/main.go ;;
   esac

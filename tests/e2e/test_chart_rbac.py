@@ -24,7 +24,7 @@ from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
 
-WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration",)
 # What the operator must be able to do in a namespace whose flows it runs.
 GRANTED = [
     ("list", "dagflows.dagflow.dev"),
@@ -152,7 +152,6 @@ PERMISSION_KINDS = {
     "ClusterKopfPeering",
     "KopfPeering",
     "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
 }
 
 
@@ -228,11 +227,12 @@ def test_operator_runs_the_classic_pipeline_with_only_the_charts_rbac(
             for kind in WEBHOOK_CONFIGURATIONS:
                 assert kubectl("get", kind, "dagflow.dev", check=False).returncode == 0, f"{kind} is gone"
             as_account = standby
-        # The last replica's clean stop removes the webhook configurations, with the account's own
-        # permissions.
+        # The last replica's clean stop leaves the chart's webhook configuration as it is: validation
+        # fails closed while no operator runs, it never silently lapses.
         as_account.stop()
         for kind in WEBHOOK_CONFIGURATIONS:
-            assert kubectl("get", kind, "dagflow.dev", check=False).returncode != 0
+            kept = get_json(kind, "dagflow.dev")
+            assert {hook["failurePolicy"] for hook in kept["webhooks"]} == {"Fail"}, kept
         log = as_account.log_path.read_text()
         # RBAC refusals name the user; other 403s (a namespace being deleted) do not count.
         refusal = re.compile(
