@@ -199,6 +199,9 @@ class FakeFlowClient:
     def get(self, name: str) -> dict[str, Any]:
         return next(flow for flow in self.flows if flow["metadata"]["name"] == name)
 
+    def events(self) -> list[dict[str, Any]]:
+        return []
+
 
 @pytest.fixture
 def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> None:

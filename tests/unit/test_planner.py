@@ -73,8 +73,16 @@ def job_obs(
 
 
 def deploy_obs(
-    work: str, *, available: bool = True, run: int = 1, message: str | None = None
+    work: str,
+    *,
+    available: bool = True,
+    run: int = 1,
+    message: str | None = None,
+    serving_run: int | None = None,
+    stalled: bool = False,
 ) -> DeploymentObservation:
+    """A serve work's Deployment: rolled out and available (its pods run `run`'s model), or not;
+    `serving_run` names the run whose pods serve while it rolls out."""
     return DeploymentObservation(
         name=f"{FLOW.name}-{work}",
         work=work,
@@ -84,6 +92,8 @@ def deploy_obs(
         started_at=EARLIER,
         available_at=NOW if available else None,
         message=message,
+        serving_run=run if available else serving_run,
+        stalled=stalled,
     )
 
 
@@ -304,11 +314,15 @@ def test_progress_counts_failed_skipped_and_serving_works_as_done() -> None:
 # -- failures and trigger rules ------------------------------------------------------------------
 
 
-def test_fail_fast_starts_nothing_new_after_a_failure_and_fails_the_flow() -> None:
+def test_fail_fast_starts_nothing_new_after_a_failure_stops_what_runs_and_fails_the_flow() -> None:
     flow_spec = spec(work("a"), work("b"), work("c"), work("after-b", "b"), parallelism=2)
     result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
     assert started(result) == []
-    assert phases(result) == {"a": "Failed", "b": "Running", "c": "Skipped", "after-b": "Pending"}
+    # A failed run holds no nodes or GPUs: b's Job is deleted and b ends Stopped, saying why.
+    assert phases(result) == {"a": "Failed", "b": "Stopped", "c": "Skipped", "after-b": "Skipped"}
+    assert result.stop == [f"{FLOW.name}-1-b"]
+    assert state(result, "b").message == "stopped: a failed and failurePolicy is FailFast"
+    assert state(result, "b").finished_at == NOW
     assert "a failed" in (state(result, "c").message or "")
     assert "FailFast" in (state(result, "c").message or "")
     assert result.phase == FlowPhase.FAILED
@@ -531,7 +545,7 @@ def test_a_refused_child_fails_its_work_and_the_flow() -> None:
     # The next pass does not try again: the refusal sticks and the dependent is skipped.
     again = plan(flow_spec, jobs=[job_obs("b")], previous=previous_of(result))
     assert started(again) == []
-    assert phases(again) == {"a": "Failed", "b": "Running", "c": "Skipped"}
+    assert phases(again) == {"a": "Failed", "b": "Stopped", "c": "Skipped"}
 
 
 def test_a_refused_child_under_continue_leaves_the_flow_running_while_others_can_still_run() -> None:
@@ -688,6 +702,13 @@ def test_a_flow_with_failures_always_comes_to_an_end_that_follows_its_rules(
                 deployments[name] = deploy_obs(name, available=False)
         if parallelism:
             assert len([n for n in running if works[n].serve is None]) <= parallelism
+        # The reconciler deletes the Jobs the plan stops (FailFast after a failure): gone, never done.
+        for job_name in result.stop:
+            (name,) = [n for n, j in jobs.items() if j.name == job_name]
+            assert fail_fast and "Failed" in outcome.values(), f"{name} stopped without a failure"
+            running.remove(name)
+            outcome[name] = "Stopped"
+            del jobs[name]
         previous = {s.name: s.to_status() for s in result.works}
         if not running:
             break
@@ -1056,3 +1077,54 @@ def test_a_matrix_outcome_carried_by_a_retry_keeps_its_instances_and_outputs() -
     train = state(result, "train").to_status()
     assert {key: train[key] for key in carried} == carried
     assert started(result) == ["pick", "any"]
+
+
+def test_a_work_stopped_under_fail_fast_stays_stopped_while_and_after_its_job_goes() -> None:
+    flow_spec = spec(work("a"), work("b"))
+    first = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
+    deleting = job_obs("b", deleting=True)
+    while_deleting = plan(flow_spec, jobs=[job_obs("a", "Failed"), deleting], previous=previous_of(first))
+    assert phases(while_deleting)["b"] == "Stopped" and while_deleting.stop == []
+    # Its Job may even have succeeded before the deletion landed: the work stays Stopped.
+    raced = plan(
+        flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b", "Succeeded")], previous=previous_of(first)
+    )
+    assert phases(raced)["b"] == "Stopped"
+    gone = plan(flow_spec, jobs=[job_obs("a", "Failed")], previous=previous_of(first))
+    assert phases(gone)["b"] == "Stopped"
+    assert state(gone, "b").finished_at == state(first, "b").finished_at
+
+
+def test_under_continue_a_failure_stops_nothing() -> None:
+    flow_spec = spec(work("a"), work("b"), failurePolicy="Continue")
+    result = plan(flow_spec, jobs=[job_obs("a", "Failed"), job_obs("b")])
+    assert phases(result) == {"a": "Failed", "b": "Running"} and result.stop == []
+
+
+def test_while_a_new_run_rolls_out_the_old_runs_pods_keep_serving_and_are_named() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"))
+    rolling = deploy_obs("serve", run=2, available=False, serving_run=1)
+    result = plan(flow_spec, [job_obs("train", "Succeeded", run=2)], [rolling], run=2)
+    assert phases(result)["serve"] == "Running"
+    assert result.serving == {"serve": 1}
+
+
+def test_a_rollout_past_its_deadline_fails_the_serve_work_with_the_deployments_reason() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"))
+    stuck = deploy_obs(
+        "serve",
+        run=2,
+        available=False,
+        serving_run=1,
+        stalled=True,
+        message='ReplicaSet "x" has timed out progressing.',
+    )
+    result = plan(flow_spec, [job_obs("train", "Succeeded", run=2)], [stuck], run=2)
+    serve = state(result, "serve")
+    assert serve.phase == WorkPhase.FAILED
+    assert serve.message == (
+        'its rollout did not finish: ReplicaSet "x" has timed out progressing. (ProgressDeadlineExceeded)'
+    )
+    assert result.phase == FlowPhase.FAILED
+    # The run before still serves: the flow failed, its endpoint did not go dark.
+    assert result.serving == {"serve": 1}

@@ -257,6 +257,14 @@ class Serve(ApiModel):
     replicas: int = Field(
         default=1, ge=1, le=INT32_MAX, description="Number of serving pods of the Deployment. Defaults to 1."
     )
+    progress_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="Seconds a rollout of a new run's model may take before it counts as failed: the "
+        "Deployment's progressDeadlineSeconds (Kubernetes' default, 600, when unset). The serve work then "
+        "fails with the Deployment's reason, while the pods of the run before keep serving.",
+    )
 
 
 class PodDefaults(ApiModel):

@@ -200,8 +200,10 @@ def build_deployment(
     run: int,
     settings: OperatorSettings,
     values: Values | None = None,
+    rolled_from: int | None = None,
 ) -> dict[str, Any]:
-    """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place."""
+    """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place;
+    `rolled_from` is the run whose model it serves until then."""
     assert work.serve is not None, "only serve works have a Deployment"
     template = _pod_template(flow, spec, work, run, settings, "Always", values)
     container = template["spec"]["containers"][0]
@@ -217,7 +219,7 @@ def build_deployment(
     # from `serviceAccount`, so a rollout that merely left it out would keep the old account.
     account = template["spec"].get("serviceAccountName") or "default"
     template["spec"]["serviceAccountName"] = template["spec"]["serviceAccount"] = account
-    return {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _child_metadata(flow, naming.serve_name(flow.name, work.name), work, run, stamped=True),
@@ -225,8 +227,17 @@ def build_deployment(
             "replicas": work.serve.replicas,
             "selector": {"matchLabels": _selector_labels(flow, work)},
             "template": template,
+            **(
+                {"progressDeadlineSeconds": work.serve.progress_deadline_seconds}
+                if work.serve.progress_deadline_seconds
+                else {}
+            ),
         },
     }
+    if rolled_from is not None:
+        # The run whose pods serve while this one rolls out, for the Serving condition to name.
+        deployment["metadata"]["annotations"][naming.ROLLED_FROM_ANNOTATION] = str(rolled_from)
+    return deployment
 
 
 def build_service(flow: FlowRef, work: Work, run: int) -> dict[str, Any]:

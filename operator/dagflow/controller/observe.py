@@ -68,6 +68,11 @@ class DeploymentObservation:
     generation: int | None = None
     deleting: bool = False
     uid: str | None = None
+    # The run whose model its available pods run: `run` once rolled out, the run before while a
+    # rollout is under way and the old pods still serve; None when no pod serves.
+    serving_run: int | None = None
+    # The rollout went past its progressDeadlineSeconds: it will not finish by itself.
+    stalled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,23 +195,28 @@ def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
     template_labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
     replicas = int(spec.get("replicas", 1))
     available_at = message = None
-    available_condition = False
+    available_condition = stalled = False
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Available":
             available_condition = condition.get("status") == "True"
             available_at = condition.get("lastTransitionTime")
         if condition.get("type") == "Progressing" and condition.get("status") == "False":
             message = condition.get("message")
+            stalled = condition.get("reason") == "ProgressDeadlineExceeded"
     rolled_out = (
         int(status.get("observedGeneration") or 0) >= int(metadata.get("generation") or 0)
         and int(status.get("updatedReplicas") or 0) >= replicas
         and int(status.get("availableReplicas") or 0) >= replicas
         and int(status.get("replicas") or 0) <= replicas
     )
+    run = _run_of(template_labels)
+    serving_run = None
+    if available_condition:
+        serving_run = run if rolled_out else _rolled_from(metadata) or run
     return DeploymentObservation(
         name=str(metadata.get("name", "")),
         work=naming.work_of(metadata),
-        run=_run_of(template_labels),
+        run=run,
         replicas=replicas,
         available=available_condition and rolled_out,
         started_at=metadata.get("creationTimestamp"),
@@ -216,7 +226,16 @@ def observe_deployment(body: Mapping[str, Any]) -> DeploymentObservation:
         generation=_generation_of(metadata),
         deleting=metadata.get("deletionTimestamp") is not None,
         uid=metadata.get("uid"),
+        serving_run=serving_run,
+        stalled=stalled,
     )
+
+
+def _rolled_from(metadata: Mapping[str, Any]) -> int | None:
+    try:
+        return int((metadata.get("annotations") or {})[naming.ROLLED_FROM_ANNOTATION])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def observe_service(body: Mapping[str, Any]) -> ServiceObservation:

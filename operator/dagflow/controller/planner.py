@@ -92,6 +92,9 @@ class Plan:
     # The matrix works in `start`: their combinations, and how many instances run at once.
     combinations: dict[str, list[Combination]] = field(default_factory=dict)
     instances: dict[str, MatrixInstances] = field(default_factory=dict)
+    # Jobs of this run to delete: under FailFast, once a work failed, the works still running stop,
+    # so a failed run holds no nodes or GPUs.
+    stop: list[str] = field(default_factory=list)
 
     @property
     def progress(self) -> str:
@@ -132,7 +135,7 @@ def plan_run(
     states: dict[str, WorkState] = {}
     for name in order:
         states[name] = _observed_state(
-            flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name)
+            flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name), now
         )
         if (
             works[name].outputs
@@ -163,6 +166,8 @@ def plan_run(
     free_slots = spec.parallelism - running_batch if not unlimited else len(order)
 
     plan = Plan()
+    if fail_fast:
+        _stop_running(plan, states, works, jobs, previous, failed, now)
     for name in order:
         state, work = states[name], works[name]
         if state.phase != WorkPhase.PENDING or _has_current_child(work, run, jobs, deployments):
@@ -211,15 +216,22 @@ def plan_run(
 
     plan.works = [states[work.name] for work in spec.works]
     plan.serve_works = [work.name for work in spec.works if work.serve is not None]
-    plan.serving = {
-        name: deployment.run
-        for name, deployment in deployments.items()
-        if name in works and works[name].serve is not None and deployment.available
-    }
+    plan.serving = serving_runs(spec, deployments)
     reassess(plan, spec)
     if hold and plan.phase in (FlowPhase.PENDING, FlowPhase.RUNNING):
         plan.message = SUSPENDED_MESSAGE
     return plan
+
+
+def serving_runs(spec: DAGFlowSpec, deployments: Mapping[str, DeploymentObservation]) -> dict[str, int]:
+    """By serve work, the run whose model its available pods run (the run before while a rollout is
+    under way), for those whose Deployment has any."""
+    serve_works = {work.name for work in spec.works if work.serve is not None}
+    return {
+        name: deployment.serving_run
+        for name, deployment in deployments.items()
+        if name in serve_works and deployment.serving_run is not None
+    }
 
 
 def defer_start(plan: Plan, spec: DAGFlowSpec, work: str, message: str) -> None:
@@ -265,6 +277,27 @@ def _skip_what_can_no_longer_start(plan: Plan, spec: DAGFlowSpec) -> None:
                 state.phase, state.message, changed = WorkPhase.SKIPPED, _fail_fast_reason(failed), True
 
 
+def _stop_running(
+    plan: Plan,
+    states: Mapping[str, WorkState],
+    works: Mapping[str, Work],
+    jobs: Mapping[str, JobObservation],
+    previous: Mapping[str, Mapping[str, Any]],
+    failed: Sequence[str],
+    now: str,
+) -> None:
+    """Under FailFast, once a work failed: the batch works still running stop, their Jobs go."""
+    for name, state in states.items():
+        job = jobs.get(name)
+        if works[name].serve is None and state.phase == WorkPhase.RUNNING and job is not None:
+            before = previous.get(name) or {}
+            stopped_at = before.get("finishedAt") if before.get("phase") == WorkPhase.STOPPED else None
+            state.phase, state.finished_at = WorkPhase.STOPPED, stopped_at or now
+            state.message = f"stopped: {failed[0]} failed and failurePolicy is FailFast"
+            if not job.deleting:
+                plan.stop.append(job.name)
+
+
 def _fail_fast_reason(failed: Sequence[str]) -> str:
     return f"not started: {failed[0]} failed and failurePolicy is FailFast"
 
@@ -293,6 +326,7 @@ def _observed_state(
     job: JobObservation | None,
     deployment: DeploymentObservation | None,
     previous: Mapping[str, Any] | None,
+    now: str,
 ) -> WorkState:
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
     if previous and previous.get("carriedFromRun"):
@@ -303,6 +337,11 @@ def _observed_state(
             state.started_at = deployment.started_at
             if deployment.available:
                 state.phase = WorkPhase.SERVING
+            elif deployment.stalled:
+                # It will not finish by itself: the work fails, so the run ends (a schedule with
+                # Forbid is not held up for ever); the pods of the run before keep serving.
+                state.phase, state.finished_at = WorkPhase.FAILED, (previous or {}).get("finishedAt") or now
+                state.message = f"its rollout did not finish: {deployment.message} (ProgressDeadlineExceeded)"
             elif previous and previous.get("phase") == WorkPhase.SERVING:
                 state.phase = WorkPhase.RUNNING
                 detail = deployment.message or "fewer available replicas than wanted"
@@ -318,9 +357,11 @@ def _observed_state(
         elif deployment is not None:
             state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
         return state
-    if job is None:
+    stopped = previous is not None and previous.get("phase") == WorkPhase.STOPPED
+    if job is None or stopped:
         # A finished work whose Job is gone (deleted by hand) keeps its outcome: it never runs twice.
-        if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED):
+        # A stopped one stays stopped, even if its Job ended another way before its deletion landed.
+        if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.STOPPED):
             kept = WorkState(
                 name=work.name,
                 phase=WorkPhase(previous["phase"]),

@@ -27,6 +27,7 @@ from dagflow.controller.builders import (
     build_job,
     build_matrix_values,
     build_service,
+    endpoint_url,
 )
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
@@ -37,7 +38,7 @@ from dagflow.controller.observe import (
     JobObservation,
     ServiceObservation,
 )
-from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start
+from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -49,10 +50,12 @@ from dagflow.controller.runcontrol import (
 from dagflow.controller.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.status import (
+    SERVING_CONDITION,
     FlowEvent,
     Transition,
     build_status,
     invalid_status,
+    serving_condition,
     summarize,
     transitions,
 )
@@ -391,14 +394,22 @@ class Reconciler:
         if status.get("phase") == FlowPhase.STOPPED.value:
             # A stopped run is not planned again; only the run-control fields move (schedule times,
             # requests that were answered without a run).
+            # Its serve works go on serving whichever model they serve: still watched, their Service
+            # restored, the Serving condition true to their Deployments.
             referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
             await asyncio.gather(
                 self._retire(flow, retirement),
                 self._collect_config_maps(
                     flow, stale_config_maps(config_maps, all_jobs, run, (), referenced)
                 ),
+                self._keep_serving(key, flow, spec, set(deployments), deployments, services),
             )
             settled = with_run_control(dict(status), decision, keep)
+            if any(work.serve is not None for work in spec.works):
+                settled["conditions"] = [
+                    *(c for c in settled.get("conditions") or [] if c.get("type") != SERVING_CONDITION),
+                    self._serving_condition(flow, spec, deployments, status, generation, now),
+                ]
             if await self._write_status(key, body, settled):
                 self._announce(body, decision)
             return
@@ -431,10 +442,13 @@ class Reconciler:
         referenced = {state.outputs_config_map for state in plan.works if state.outputs_config_map}
         stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
         await asyncio.gather(
-            self._start_children(key, flow, spec, run, plan, status.get("params") or default_params(spec)),
+            self._start_children(
+                key, flow, spec, run, plan, status.get("params") or default_params(spec), deployments
+            ),
             self._retire(flow, retirement),
+            self._stop_failed_run(flow, plan),
             self._collect_config_maps(flow, stale),
-            self._keep_serving(key, flow, spec, plan, deployments, services),
+            self._keep_serving(key, flow, spec, self._restorable(plan), deployments, services),
         )
         hold = self._status_hold(key, len(spec.works), plan.phase)
         if hold > 0:
@@ -587,6 +601,7 @@ class Reconciler:
         run: int,
         plan: Plan,
         params: Mapping[str, str],
+        deployments: Mapping[str, DeploymentObservation],
     ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             backoff_key = (key, flow.uid, run, work_name)
@@ -647,7 +662,9 @@ class Reconciler:
                 if work.serve is None:
                     job = build_job(flow, spec, work, run, self.settings, values, instances)
                 else:
-                    deployment = build_deployment(flow, spec, work, run, self.settings, values)
+                    serving = deployments[work.name].serving_run if work.name in deployments else None
+                    rolled_from = serving if serving != run else None
+                    deployment = build_deployment(flow, spec, work, run, self.settings, values, rolled_from)
             except BadReference as error:
                 refuse(work.name, str(error))
                 continue
@@ -700,26 +717,56 @@ class Reconciler:
             "Rolled out Deployment %s/%s", deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         )
 
+    @staticmethod
+    def _restorable(plan: Plan) -> set[str]:
+        """The serve works whose deleted Service a pass brings back: those serving or rolling out,
+        not those whose Deployment this pass makes (it makes their Service too)."""
+        starting = {work.name for work in plan.start}
+        return {
+            state.name
+            for state in plan.works
+            if state.phase in (WorkPhase.RUNNING, WorkPhase.SERVING) and state.name not in starting
+        }
+
+    def _serving_condition(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        deployments: Mapping[str, DeploymentObservation],
+        status: Mapping[str, Any],
+        generation: int,
+        now: str,
+    ) -> dict[str, Any]:
+        serve_works = [work.name for work in spec.works if work.serve is not None]
+        endpoints = {work.name: url for work in spec.works if (url := endpoint_url(flow, work))}
+        return serving_condition(
+            serve_works, serving_runs(spec, deployments), endpoints, status, generation, now
+        )
+
+    async def _stop_failed_run(self, flow: FlowRef, plan: Plan) -> None:
+        """Delete the Jobs of a run that failed under FailFast: it holds no nodes or GPUs."""
+        await asyncio.gather(
+            *(self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in plan.stop)
+        )
+        for name in plan.stop:
+            logger.info("Deleted Job %s/%s of a failed run (FailFast)", flow.namespace, name)
+
     async def _keep_serving(
         self,
         key: FlowKey,
         flow: FlowRef,
         spec: DAGFlowSpec,
-        plan: Plan,
+        restorable: set[str],
         deployments: Mapping[str, DeploymentObservation],
         services: Mapping[str, ServiceObservation],
     ) -> None:
-        """Bring back a serve work's deleted Service; remove the Deployment and Service of a work
-        that is no longer a serve work (removed from the spec, or now a batch work)."""
+        """Bring back the deleted Service of a serve work in `restorable`; remove the Deployment and
+        Service of a work that is no longer a serve work (removed from the spec, or now a batch work)."""
         serve_works = {work.name: work for work in spec.works if work.serve is not None}
-        starting = {work.name for work in plan.start}
-        states = {state.name: state for state in plan.works}
         calls = []
         now = time.monotonic()
         for name, work in serve_works.items():
-            if name in starting or name in services or name not in deployments:
-                continue
-            if states[name].phase not in (WorkPhase.RUNNING, WorkPhase.SERVING):
+            if name not in restorable or name in services or name not in deployments:
                 continue
             made = self._services_made.get((key, naming.serve_name(flow.name, name)))
             if made is not None and now - made < SERVICE_RECHECK_SECONDS:

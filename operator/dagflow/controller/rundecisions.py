@@ -5,8 +5,9 @@ The answer, by priority:
 
 1. The flow's first pass starts run 1 (Created). Run requests already on the flow then are taken as
    answered by it: a manifest applied with a request annotation does not run twice.
-2. A stop request stops the current run if it is active (its running Jobs are deleted, its works
-   that have not finished end Stopped, and so does the run).
+2. A stop request stops the current run if it is active or has works still running (a run that
+   failed under failurePolicy Continue): its running Jobs are deleted, its works that have not
+   finished end Stopped, and so does the run.
 3. A change to what runs starts a run (SpecChange). "What runs" is every spec field but the
    run-control fields (`RUN_CONTROL_FIELDS`: schedule, timeZone, concurrencyPolicy,
    startingDeadlineSeconds, suspend, historyRuns); `metadata.generation` moves for those too, so
@@ -262,7 +263,8 @@ def decide_run(
     if RunRequest.STOP in pending:
         token = pending.pop(RunRequest.STOP)
         handled = _with_tokens(handled, {RunRequest.STOP: token})
-        if active:
+        # A run that failed may still have works running (failurePolicy Continue): they stop too.
+        if active or any(work.get("phase") in UNFINISHED for work in status.get("works") or []):
             ticked = schedule.answered_by_another_run(f"run {run} was being stopped")
             return RunDecision(
                 action=RunAction.STOP,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -189,18 +189,30 @@ def _ready_condition(plan: Plan, previous: Mapping[str, Any], generation: int, n
 
 
 def _serving_condition(plan: Plan, previous: Mapping[str, Any], generation: int, now: str) -> dict[str, Any]:
-    """Whether every serve work has an available Deployment, of whichever run: the model an earlier
-    run rolled out keeps serving while a later run retrains, and after that run failed."""
-    endpoints = {state.name: state.endpoint for state in plan.works}
-    missing = [name for name in plan.serve_works if name not in plan.serving]
+    endpoints = {state.name: state.endpoint for state in plan.works if state.endpoint}
+    return serving_condition(plan.serve_works, plan.serving, endpoints, previous, generation, now)
+
+
+def serving_condition(
+    serve_works: Sequence[str],
+    serving: Mapping[str, int],
+    endpoints: Mapping[str, str],
+    previous: Mapping[str, Any],
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    """Whether every serve work has available pods, and which run's model they run: the model an
+    earlier run rolled out keeps serving while a later run retrains or rolls out its own, after that
+    run failed, and after it was stopped."""
+    missing = [name for name in serve_works if name not in serving]
     if missing:
         message = f"no available Deployment for {', '.join(missing)}"
         return _condition(False, "NotServing", message, previous, generation, now, SERVING_CONDITION)
     served = [
-        f"run {plan.serving[name]}'s model serves at {endpoints.get(name) or name}"
-        if len(plan.serve_works) == 1
-        else f"{name}: run {plan.serving[name]}'s model serves at {endpoints.get(name) or name}"
-        for name in plan.serve_works
+        f"run {serving[name]}'s model serves at {endpoints.get(name) or name}"
+        if len(serve_works) == 1
+        else f"{name}: run {serving[name]}'s model serves at {endpoints.get(name) or name}"
+        for name in serve_works
     ]
     return _condition(True, "Serving", "; ".join(served), previous, generation, now, SERVING_CONDITION)
 

@@ -23,6 +23,8 @@ MANAGED_BY_VALUE = "dagflow-operator"
 # The full names, for when a label value had to be shortened.
 FLOW_ANNOTATION = "dagflow.dev/flow-name"
 WORK_ANNOTATION = "dagflow.dev/work-name"
+# On a serve work's Deployment: the run whose model served before the rollout it is in.
+ROLLED_FROM_ANNOTATION = "dagflow.dev/rolled-from-run"
 # The flow's generation a child was built from: the run that holds it runs that generation's spec.
 GENERATION_ANNOTATION = "dagflow.dev/generation"
 # On a matrix work's Job: its ConfigMaps (values, outputs) go when it goes.
