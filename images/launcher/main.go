@@ -4,12 +4,23 @@
 // command becomes `/dagflow/launcher run -- COMMAND ARGS...`.
 //
 //	dagflow-launcher install DEST   copy this program to DEST (the init container)
-//	dagflow-launcher run -- ARGV    replace $(matrix.KEY) in ARGV and in the environment's values
-//	                                with the values of this pod's index, then exec ARGV
+//	dagflow-launcher run -- ARGV    replace $(matrix.KEY) in ARGV and in the values of the
+//	                                environment variables DAGFLOW_MATRIX_ENV names with the values
+//	                                of this pod's index, then exec ARGV
 //
 // The index is JOB_COMPLETION_INDEX, set by the Job controller; the values are a JSON list with one
 // object per index, read from DAGFLOW_MATRIX_VALUES (default /dagflow-matrix/values.json). By then
 // the kubelet has already expanded Kubernetes' own $(VAR) references, so only $(matrix.KEY) is left.
+//
+// Only text the flow's author wrote is expanded: ARGV, and the variables whose author-written value
+// holds a matrix reference (DAGFLOW_MATRIX_ENV, a JSON list of names the operator sets). Values
+// from Secrets, ConfigMaps or the image are never read for references. Inside the text that is
+// expanded, $$(matrix. stands for a literal $(matrix. : the operator writes it so for the values of
+// parameters and outputs it put in, so that they reach the program as they are.
+//
+// A launch that cannot happen exits with launchFailure, a code of its own, so that the Job's pod
+// failure policy fails the instance at once instead of retrying what would fail the same way; the
+// reason goes to the termination message, where the operator reads it.
 package main
 
 import (
@@ -26,13 +37,26 @@ import (
 
 const defaultValues = "/dagflow-matrix/values.json"
 
-var reference = regexp.MustCompile(`\$\(matrix\.([A-Za-z_][A-Za-z0-9_-]*)\)`)
+// launchFailure is the exit code of a launch that cannot happen. Above the shell's 126 and 127 and
+// above the 128+signal codes, where programs rarely exit; the operator's pod failure policy (in
+// builders.py) names the same number.
+const launchFailure = 242
+
+// maxArgumentBytes is the most Linux passes as one argument or environment string, its terminating
+// NUL included (MAX_ARG_STRLEN); execve refuses a longer one with E2BIG.
+const maxArgumentBytes = 131072
+
+// An escaped reference ($$(matrix.) or a reference; the escape comes first so that the `$` of an
+// escape never starts a reference.
+var reference = regexp.MustCompile(`\$\$\(matrix\.|\$\(matrix\.([A-Za-z_][A-Za-z0-9_-]*)\)`)
+
+const escaped = "$$(matrix."
 
 func main() {
 	if err := launch(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "dagflow-launcher: %v\n", err)
 		writeTerminationMessage(err)
-		os.Exit(127)
+		os.Exit(launchFailure)
 	}
 }
 
@@ -77,11 +101,12 @@ func run(argv []string) error {
 			return err
 		}
 	}
-	env := os.Environ()
-	for i, entry := range env {
-		if env[i], err = substitute(entry, values); err != nil {
-			return err
-		}
+	env, err := substituteEnvironment(os.Environ(), values)
+	if err != nil {
+		return err
+	}
+	if err := checkSizes(argv, env); err != nil {
+		return err
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
@@ -113,9 +138,56 @@ func instanceValues() (map[string]string, error) {
 	return all[index], nil
 }
 
+// substituteEnvironment expands references in the variables DAGFLOW_MATRIX_ENV names, and only there.
+func substituteEnvironment(env []string, values map[string]string) ([]string, error) {
+	named := map[string]bool{}
+	if list := os.Getenv("DAGFLOW_MATRIX_ENV"); list != "" {
+		var names []string
+		if err := json.Unmarshal([]byte(list), &names); err != nil {
+			return nil, fmt.Errorf("DAGFLOW_MATRIX_ENV: %v", err)
+		}
+		for _, name := range names {
+			named[name] = true
+		}
+	}
+	result := make([]string, len(env))
+	for i, entry := range env {
+		name, value, _ := strings.Cut(entry, "=")
+		if !named[name] {
+			result[i] = entry
+			continue
+		}
+		expanded, err := substitute(value, values)
+		if err != nil {
+			return nil, fmt.Errorf("environment variable %s: %v", name, err)
+		}
+		result[i] = name + "=" + expanded
+	}
+	return result, nil
+}
+
+// checkSizes says which string execve would refuse, rather than its bare "argument list too long".
+func checkSizes(argv, env []string) error {
+	for i, arg := range argv {
+		if len(arg)+1 > maxArgumentBytes {
+			return fmt.Errorf("argument %d takes %d bytes with its matrix values; Linux passes at most %d bytes as one argument", i, len(arg)+1, maxArgumentBytes)
+		}
+	}
+	for _, entry := range env {
+		if len(entry)+1 > maxArgumentBytes {
+			name, _, _ := strings.Cut(entry, "=")
+			return fmt.Errorf("environment variable %s takes %d bytes with its matrix values; Linux passes at most %d bytes as one environment string", name, len(entry)+1, maxArgumentBytes)
+		}
+	}
+	return nil
+}
+
 func substitute(text string, values map[string]string) (string, error) {
 	var missing []string
 	result := reference.ReplaceAllStringFunc(text, func(found string) string {
+		if found == escaped {
+			return escaped[1:]
+		}
 		key := reference.FindStringSubmatch(found)[1]
 		value, ok := values[key]
 		if !ok {

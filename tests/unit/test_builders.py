@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, Work
 from dagflow.controller.builders import (
+    LAUNCHER_ENV_NAMES,
+    LAUNCHER_EXIT_CODE,
     FlowRef,
     MatrixInstances,
     build_deployment,
@@ -550,3 +552,66 @@ def test_matrix_config_map_names_are_valid_whatever_the_names(flow_name: str, ru
     ):
         assert len(name) <= 253 and DNS_1123_LABEL.match(name.replace(".", "-"))
     assert naming.matrix_values_name(flow_name, run, "w") != naming.matrix_outputs_name(flow_name, run, "w")
+
+
+def launched_job(
+    raw_work: dict[str, Any], values: Values | None = None, **spec_fields: Any
+) -> dict[str, Any]:
+    flow_spec = spec(raw_work, **spec_fields)
+    return build_job(
+        FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS, values, MatrixInstances(count=2, parallelism=2)
+    )
+
+
+def test_a_launch_that_cannot_happen_fails_its_instance_at_once_without_using_up_retries() -> None:
+    train = work(
+        "train",
+        container={"image": "ml:1", "name": "trainer", "command": ["train", "$(matrix.m)"]},
+        matrix={"m": ["a", "b"]},
+        retries=3,
+    )
+    for failure_policy in ("FailFast", "Continue"):
+        rules = launched_job(train, failurePolicy=failure_policy)["spec"]["podFailurePolicy"]["rules"]
+        assert rules == [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "FailIndex",
+                "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [LAUNCHER_EXIT_CODE]},
+            },
+        ]
+    # A work that is not a matrix work runs no launcher: its exit codes are all the program's.
+    plain_rules = job_for(work("plain", retries=3))["spec"]["podFailurePolicy"]["rules"]
+    assert [rule["action"] for rule in plain_rules] == ["Ignore"]
+
+
+def test_the_launcher_expands_only_the_env_values_whose_author_wrote_a_matrix_reference() -> None:
+    train = work(
+        "train",
+        container={
+            "image": "ml:1",
+            "command": ["train", "--tag=$(params.tag)", "--m=$(matrix.m)"],
+            "env": [
+                {"name": "M", "value": "m=$(matrix.m)"},
+                {"name": "TAG", "value": "$(params.tag)"},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+            ],
+        },
+        matrix={"m": ["a", "b"]},
+    )
+    values = Values(run=1, flow=FLOW.name, work="train", params={"tag": "v$(matrix.m)"})
+    container = launched_job(train, values, params=[{"name": "tag", "default": "x"}])["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert env[LAUNCHER_ENV_NAMES] == '["M"]'
+    # Kubernetes turns $$ into $; the launcher then reads $$(matrix. as the literal $(matrix.
+    assert container["command"][3:] == ["train", "--tag=v$$$$(matrix.m)", "--m=$(matrix.m)"]
+    assert env["TAG"] == "v$$(matrix.m)", "the launcher does not read TAG: Kubernetes' escape only"
+    assert "valueFrom" in container["env"][2]
+
+
+def test_a_matrix_values_config_map_gives_every_instance_every_key() -> None:
+    train = work("train", container={"image": "ml:1", "command": ["t"]}, matrix={"m": ["a"]})
+    flow_spec = spec(train)
+    values = build_matrix_values(FLOW, flow_spec.works[0], 1, [{"m": "a"}, {"m": "b", "depth": "3"}])
+    assert values["data"]["values.json"] == '[{"depth":"","m":"a"},{"depth":"3","m":"b"}]'

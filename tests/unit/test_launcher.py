@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from dagflow.controller.builders import LAUNCHER_EXIT_CODE
 from tests.kube import REPO_ROOT
 
 SOURCE = REPO_ROOT / "images" / "launcher"
+# The launcher's own exit code for a launch that cannot happen (main.go), which the matrix Job's
+# pod failure policy names (builders.py).
+LAUNCH_FAILURE = LAUNCHER_EXIT_CODE
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,8 @@ def test_the_instance_of_the_pods_index_gets_its_values_in_args_and_env(
         'printf "%s|%s|%s" "$1" "$LR" "$HOME_REF"',
         "sh",
         "--model=$(matrix.model)",
-        env={"LR": "lr=$(matrix.lr)", "HOME_REF": "$(HOME)"},
+        # The operator names the variables whose value holds a matrix reference (builders.py).
+        env={"LR": "lr=$(matrix.lr)", "HOME_REF": "$(HOME)", "DAGFLOW_MATRIX_ENV": '["LR", "HOME_REF"]'},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "--model=random forest|lr=0.01|$(HOME)"
@@ -81,7 +86,7 @@ def test_a_launch_that_cannot_happen_says_why_and_fails(
     launcher: Path, tmp_path: Path, index: int, argv: list[str], reason: str
 ) -> None:
     result = run_instance(launcher, tmp_path, index, *argv)
-    assert result.returncode == 127
+    assert result.returncode == LAUNCH_FAILURE
     assert reason in result.stderr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -133,3 +134,39 @@ def test_combinations_are_unique_complete_and_deterministic(axes: dict[str, list
     assert len(expanded) == expected
     assert len({encode_values([combination]) for combination in expanded}) == expected
     assert expanded == combos(dict(reversed(list(axes.items()))))
+
+
+def test_a_key_only_an_include_entry_adds_is_an_empty_string_in_the_other_instances() -> None:
+    # The example of docs/api.md: $(matrix.depth) in every instance, depth added by one include entry.
+    documented = combos(
+        {
+            "model": ["linear", "forest", "gbr"],
+            "lr": ["0.1", "0.01"],
+            "exclude": [{"model": "linear", "lr": "0.01"}],
+            "include": [{"model": "gbr", "lr": "0.1", "depth": "3"}],
+        }
+    )
+    assert len(documented) == 5
+    assert [c for c in documented if "depth" in c] == [{"lr": "0.1", "model": "gbr", "depth": "3"}]
+    launched = json.loads(encode_values(documented))
+    assert [instance["depth"] for instance in launched] == ["", "", "3", "", ""]
+    assert [{k: v for k, v in instance.items() if k != "depth"} for instance in launched] == [
+        {k: v for k, v in combination.items() if k != "depth"} for combination in documented
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listed", "named"),
+    [
+        (["a", "b", "a"], '"a"'),
+        ([1, "1", 2], '"1"'),
+        (["x", "y", "x", "y"], '"x", "y"'),
+    ],
+)
+def test_a_dynamic_axis_with_a_value_listed_twice_cannot_expand_and_names_it(
+    listed: list[Any], named: str
+) -> None:
+    with pytest.raises(MatrixError, match="more than once") as raised:
+        combos({"shard": "$(works.split.outputs.shards)"}, {"shard": listed})
+    assert f"lists {named} more than once" in str(raised.value)
+    assert "matrix.shard: $(works.split.outputs.shards)" in str(raised.value)

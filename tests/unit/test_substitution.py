@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dagflow.rules.substitution import (
+    MAX_ARGUMENT_BYTES,
     BadReference,
     Values,
     container_references,
+    launcher_env_names,
     references,
     render,
     substitute,
@@ -138,3 +142,72 @@ def test_matrix_references_are_left_for_the_launcher_without_instance_values() -
     assert (
         substitute("--model $(matrix.model) --lr $(params.lr)", values) == "--model $(matrix.model) --lr 0.1"
     )
+
+
+def kubelet(text: str) -> str:
+    """What the kubelet gives the container of a field without references to its env: `$$` is `$`."""
+    return re.sub(r"\$\$", "$", text)
+
+
+def launcher(text: str, values: dict[str, str]) -> str:
+    """What the matrix launcher makes of a field it expands (images/launcher/main.go)."""
+
+    def replace(match: re.Match[str]) -> str:
+        return "$(matrix." if match.group(0) == "$$(matrix." else values[match.group(1)]
+
+    return re.sub(r"\$\$\(matrix\.|\$\(matrix\.([A-Za-z_][A-Za-z0-9_-]*)\)", replace, text)
+
+
+def test_in_a_matrix_work_a_replaced_value_reaches_the_program_as_it_is_and_never_as_a_reference() -> None:
+    tricky = "v$(matrix.shard) $$(matrix.shard) $$$(matrix.pw)"
+    values = Values(
+        run=1, flow="f", work="fan", params={"tag": tricky}, outputs={"split": {"note": "$(matrix.shard)"}}
+    )
+    container = {
+        "command": ["run", "--tag=$(params.tag)", "--shard=$(matrix.shard)"],
+        "args": ["$(works.split.outputs.note)"],
+        "env": [
+            {"name": "SHARD_TAG", "value": "$(matrix.shard):$(params.tag)"},
+            {"name": "TAG", "value": "$(params.tag)"},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+        ],
+    }
+    result = substitute_container(container, values, launched=True)
+    instance = {"shard": "a", "pw": "secret"}
+    received = [launcher(kubelet(arg), instance) for arg in [*result["command"], *result["args"]]]
+    assert received == ["run", f"--tag={tricky}", "--shard=a", "$(matrix.shard)"]
+    env = {entry["name"]: entry.get("value") for entry in result["env"]}
+    # Only the variable whose author-written value holds a matrix reference goes through the launcher.
+    assert launcher_env_names(result) == ["SHARD_TAG"]
+    assert launcher(kubelet(env["SHARD_TAG"]), instance) == f"a:{tricky}"
+    assert kubelet(env["TAG"]) == tricky, "a variable the launcher leaves alone is not escaped for it"
+    assert result["env"][2] == container["env"][2]
+    # Works that are not launched keep Kubernetes' escape only.
+    assert kubelet(substitute_container(container, values)["command"][1]) == f"--tag={tricky}"
+
+
+def test_a_value_linux_cannot_pass_as_one_argument_is_refused_naming_the_reference_and_its_size() -> None:
+    fits = "x" * (MAX_ARGUMENT_BYTES - len("--data=") - 1)
+    edge = "x" * (MAX_ARGUMENT_BYTES - len("DATA="))
+    values = Values(run=1, flow="f", work="w", params={"data": fits, "big": fits + "é", "edge": edge})
+    assert substitute_container({"args": ["--data=$(params.data)"]}, values)["args"] == [f"--data={fits}"]
+    with pytest.raises(BadReference) as raised:
+        substitute_container({"args": ["run", "--data=$(params.big)"]}, values)
+    assert str(raised.value).startswith(
+        f"args[1]: $(params.big) is {len(fits) + 2:,} bytes, which makes the argument 131,074 bytes"
+    )
+    assert "at most 131,072 bytes" in str(raised.value)
+    # An env value is passed as NAME=value: its name counts.
+    assert substitute_container({"args": ["$(params.edge)"]}, values)["args"] == [edge]
+    with pytest.raises(BadReference, match=r"env\[DATA\]: \$\(params.edge\) is .* environment string"):
+        substitute_container({"env": [{"name": "DATA", "value": "$(params.edge)"}]}, values)
+    # Kubernetes' escapes count as what they become; a big literal text with no reference is not ours.
+    escaped = "$$" * (MAX_ARGUMENT_BYTES // 2 - 10)
+    assert substitute_container({"command": [escaped + "$(run)"]}, values)["command"] == [escaped + "1"]
+
+
+def test_a_launched_output_list_too_long_for_one_argument_is_refused_too() -> None:
+    scores = [0.123456789] * 12_000
+    values = Values(run=1, flow="f", work="pick", outputs={"train": {"score": scores}})
+    with pytest.raises(BadReference, match=r"\$\(works.train.outputs.score\) is 144,001 bytes"):
+        substitute_container({"args": ["--scores", "$(works.train.outputs.score)"]}, values, launched=True)

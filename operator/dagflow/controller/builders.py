@@ -13,7 +13,7 @@ from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, Po
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, encode_values
-from dagflow.rules.substitution import Values, substitute_container
+from dagflow.rules.substitution import Values, launcher_env_names, substitute_container
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ def build_job(
         "podFailurePolicy": {
             "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
         },
-        "template": _pod_template(flow, spec, work, run, settings, "Never", values),
+        "template": _pod_template(
+            flow, spec, work, run, settings, "Never", values, launched=instances is not None
+        ),
     }
     if work.timeout_seconds is not None:
         job_spec["activeDeadlineSeconds"] = work.timeout_seconds
@@ -94,6 +96,18 @@ def build_job(
             # The first failed instance fails the work and stops its other instances.
             job_spec["maxFailedIndexes"] = 0
         _launched(job_spec["template"], naming.matrix_values_name(flow.name, run, work.name), settings)
+        # A launch that cannot happen (no values, a bad index) would fail the same way every time:
+        # the instance fails at once, its retries kept for the program's own failures.
+        job_spec["podFailurePolicy"]["rules"].append(
+            {
+                "action": "FailIndex",
+                "onExitCodes": {
+                    "containerName": work.container_name,
+                    "operator": "In",
+                    "values": [LAUNCHER_EXIT_CODE],
+                },
+            }
+        )
     metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
     if instances is not None:
         metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"
@@ -114,6 +128,12 @@ LAUNCHER_PATH = f"{LAUNCHER_DIRECTORY}/launcher"
 MATRIX_VALUES_DIRECTORY = "/dagflow-matrix"
 MATRIX_VALUES_KEY = "values.json"
 MATRIX_OUTPUTS_KEY = "outputs.json"
+# The launcher's exit code when it cannot start the instance (images/launcher/main.go), with the
+# reason in the container's termination message.
+LAUNCHER_EXIT_CODE = 242
+# The env variables the launcher expands, as a JSON list of names: those whose author-written value
+# holds a $(matrix.KEY). Values from Secrets, ConfigMaps or the image are never expanded.
+LAUNCHER_ENV_NAMES = "DAGFLOW_MATRIX_ENV"
 _LAUNCHER_VOLUME = "dagflow-launcher"
 _VALUES_VOLUME = "dagflow-matrix"
 # The init container is the operator's, so it is as locked down as a pod can be: it passes the
@@ -133,11 +153,16 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
     """A matrix work's pod template, started through the launcher: an init container copies it into
     a shared volume, and the container's command becomes `launcher run -- COMMAND ARGS...`, which
     puts the instance's values (from the ConfigMap, by the pod's completion index) in place of
-    $(matrix.KEY) in the arguments and the environment, then runs the command."""
+    $(matrix.KEY) in the arguments and in the env values that hold one, then runs the command."""
     pod_spec = template["spec"]
     container = pod_spec["containers"][0]
     argv = [*container.pop("command", []), *container.pop("args", [])]
     container["command"] = [LAUNCHER_PATH, "run", "--", *argv]
+    expanded = json.dumps(launcher_env_names(container), separators=(",", ":"))
+    container["env"] = [
+        *(entry for entry in container.get("env", []) if entry.get("name") != LAUNCHER_ENV_NAMES),
+        {"name": LAUNCHER_ENV_NAMES, "value": expanded.replace("$", "$$")},
+    ]
     container["volumeMounts"] = [
         *container.get("volumeMounts", []),
         {"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY, "readOnly": True},
@@ -284,6 +309,7 @@ def _pod_template(
     settings: OperatorSettings,
     restart_policy: str,
     values: Values | None,
+    launched: bool = False,
 ) -> dict[str, Any]:
     defaults = spec.pod_defaults or PodDefaults()
     # The operator's own labels come last: a user's label never hides a pod from its flow.
@@ -295,7 +321,7 @@ def _pod_template(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
-        "containers": [_container(work, defaults, settings, values)],
+        "containers": [_container(work, defaults, settings, values, launched)],
     }
     service_account = work.service_account_name or defaults.service_account_name
     if service_account:
@@ -317,7 +343,7 @@ def _pod_template(
 
 
 def _container(
-    work: Work, defaults: PodDefaults, settings: OperatorSettings, values: Values | None
+    work: Work, defaults: PodDefaults, settings: OperatorSettings, values: Values | None, launched: bool
 ) -> dict[str, Any]:
     container = copy.deepcopy(work.container)
     container["name"] = work.container_name
@@ -327,7 +353,7 @@ def _container(
     if inherited or own_env:
         container["env"] = [*inherited, *own_env]
     if values is not None:
-        container = substitute_container(container, values)
+        container = substitute_container(container, values, launched)
     if work.gpu > 0:
         resources = container.setdefault("resources", {})
         limits = resources.setdefault("limits", {})

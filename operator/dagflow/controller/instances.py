@@ -95,12 +95,16 @@ def describe(values: Mapping[str, str]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(values.items()))
 
 
-def failure_message(counts: InstanceCounts, listed: list[dict[str, Any]]) -> str:
-    """Why a matrix work failed, naming its first failed instances."""
+def failure_message(
+    counts: InstanceCounts, listed: list[dict[str, Any]], launch_failure: str | None = None
+) -> str:
+    """Why a matrix work failed, naming its first failed instances; `launch_failure`: why the
+    launcher could not start one of them, from its pod's termination message."""
     named = "; ".join(
         f"{entry['index']} ({describe(entry['values'])})" if entry.get("values") else str(entry["index"])
         for entry in listed[:3]
     )
     more = f" and {counts.failed - 3} more" if counts.failed > 3 else ""
     why = f" ({counts.stopped} stopped by FailFast)" if counts.stopped else ""
-    return f"{counts.failed} of {counts.total} instances failed{why}: {named}{more}"
+    launch = f"; {launch_failure}" if launch_failure else ""
+    return f"{counts.failed} of {counts.total} instances failed{why}: {named}{more}{launch}"

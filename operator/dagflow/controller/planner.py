@@ -116,6 +116,7 @@ def plan_run(
     hold: bool = False,
     termination_messages: Mapping[str, str | None] | None = None,
     matrix_outputs: Mapping[str, CollectedOutputs] | None = None,
+    launch_failures: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -153,7 +154,7 @@ def plan_run(
     for name in order:
         job = jobs.get(name)
         if works[name].matrix is not None and job is not None and not states[name].carried_from_run:
-            _observe_instances(states[name], works[name], job, reported)
+            _observe_instances(states[name], works[name], job, reported, (launch_failures or {}).get(name))
 
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
@@ -401,7 +402,11 @@ def _slots_held(work: Work, job: JobObservation | None) -> int:
 
 
 def _observe_instances(
-    state: WorkState, work: Work, job: JobObservation, reported: Mapping[str, Mapping[str, Any]]
+    state: WorkState,
+    work: Work,
+    job: JobObservation,
+    reported: Mapping[str, Mapping[str, Any]],
+    launch_failure: str | None = None,
 ) -> None:
     """A matrix work's instances as its Indexed Job shows them: counts, failed ones, and why it failed."""
     counts = counts_of(job)
@@ -414,7 +419,7 @@ def _observe_instances(
         combinations = None
     state.failed_instances = failed_instances(job, combinations)
     if job.outcome == "Failed" and job.reason in ("FailedIndexes", "MaxFailedIndexesExceeded"):
-        state.message = instance_failure_message(counts, state.failed_instances)
+        state.message = instance_failure_message(counts, state.failed_instances, launch_failure)
 
 
 def _take_matrix_outputs(

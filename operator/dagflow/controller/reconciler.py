@@ -421,6 +421,7 @@ class Reconciler:
         refusals = await self._pod_refusals_of(key, current_jobs)
         messages = await self.work_data.termination_messages(flow, spec, current_jobs, previous_works)
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
+        launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
         plan = plan_run(
             flow,
             spec,
@@ -435,6 +436,7 @@ class Reconciler:
             hold=decision.hold,
             termination_messages=messages,
             matrix_outputs=collected,
+            launch_failures=launch_failures,
         )
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])

@@ -6,16 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work
-from dagflow.controller.builders import MATRIX_OUTPUTS_KEY, FlowRef, build_matrix_outputs
-from dagflow.controller.kube import KubeClient, NameTakenError
+from dagflow.controller.builders import (
+    LAUNCHER_EXIT_CODE,
+    MATRIX_OUTPUTS_KEY,
+    FlowRef,
+    build_matrix_outputs,
+)
+from dagflow.controller.kube import COMPLETION_INDEX_ANNOTATION, KubeClient, NameTakenError
 from dagflow.controller.observe import JobObservation
 from dagflow.controller.planner import Plan, needs_outputs_read
 from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs
 from dagflow.rules.substitution import container_references
+
+# At most this many failed matrix Jobs have their failed pods read per pass, each once: why a launch
+# failed does not change, so the answer is kept (for this many Jobs, the oldest forgotten first).
+LAUNCH_FAILURE_LOOKUPS_PER_PASS = 10
+LAUNCH_FAILURES_KEPT = 1000
+# One page of a failed Job's failed pods is read, and this much of the launcher's message kept.
+LAUNCH_FAILURE_PODS_READ = 100
+LAUNCH_FAILURE_MESSAGE_CHARS = 500
 
 
 class WorkData:
@@ -23,6 +37,66 @@ class WorkData:
 
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
+        # Why the launcher could not start an instance, by Job uid (None: not the launcher).
+        self._launch_failures: OrderedDict[str, str | None] = OrderedDict()
+
+    async def launch_failures(
+        self, flow: FlowRef, spec: DAGFlowSpec, jobs: Mapping[str, JobObservation]
+    ) -> dict[str, str]:
+        """Why the launcher could not start an instance of the matrix works whose Job failed, by work.
+
+        The operator watches no pods, and the launcher's reason is only in the termination message
+        of the instance's failed pod: one page of the Job's failed pods is listed once per Job, the
+        first whose container the launcher ended (its own exit code) gives the reason.
+        """
+        found: dict[str, str] = {}
+        budget = LAUNCH_FAILURE_LOOKUPS_PER_PASS
+        for work in spec.works:
+            job = jobs.get(work.name)
+            if work.matrix is None or job is None or job.uid is None:
+                continue
+            if job.outcome != "Failed" or not job.failed_indexes:
+                continue
+            if job.uid not in self._launch_failures:
+                if budget <= 0:
+                    continue
+                budget -= 1
+                self._launch_failures[job.uid] = await self._launch_failure(
+                    flow.namespace, job.uid, work.container_name
+                )
+                while len(self._launch_failures) > LAUNCH_FAILURES_KEPT:
+                    self._launch_failures.popitem(last=False)
+            reason = self._launch_failures[job.uid]
+            if reason is not None:
+                found[work.name] = reason
+        return found
+
+    async def _launch_failure(self, namespace: str, job_uid: str, container: str) -> str | None:
+        listing = json.loads(
+            await self.kube._call(
+                "list",
+                "pods",
+                self.kube.core.list_namespaced_pod,
+                namespace,
+                label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
+                field_selector="status.phase=Failed",
+                limit=LAUNCH_FAILURE_PODS_READ,
+            )
+        )
+        failures: list[tuple[int, str]] = []
+        for pod in listing.get("items") or []:
+            index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (status.get("state") or {}).get("terminated") or {}
+                if status.get("name") == container and terminated.get("exitCode") == LAUNCHER_EXIT_CODE:
+                    message = str(terminated.get("message") or "no message").strip()
+                    if len(message) > LAUNCH_FAILURE_MESSAGE_CHARS:
+                        message = message[:LAUNCH_FAILURE_MESSAGE_CHARS] + "..."
+                    failures.append((int(index), message))
+        if not failures:
+            return None
+        index, message = min(failures)
+        return f"instance {index} could not start: {message}"
 
     async def termination_messages(
         self,

@@ -15,7 +15,8 @@ matches all the keys of one of its entries; then each `include` entry either add
 combination whose axis values it matches (when it only adds new keys) or becomes a combination of
 its own (GitHub Actions' rules). Values are strings; numbers and booleans are taken as their JSON
 text. The instance's index is its position in that list: it never depends on anything but the spec
-and, for a dynamic axis, the output it reads.
+and, for a dynamic axis, the output it reads. An axis lists each value once, dynamic axes
+included. A key only some combinations have is an empty string in the others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,8 +156,13 @@ def values_size(combinations: Sequence[Combination]) -> int:
 
 
 def encode_values(combinations: Sequence[Combination]) -> str:
-    """The combinations as the pods' launcher reads them: a JSON list, one object per index."""
-    return json.dumps(list(combinations), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """The combinations as the pods' launcher reads them: a JSON list, one object per index.
+
+    A key that only some combinations have (an `include` entry added it) is an empty string in the
+    others, as in GitHub Actions: `$(matrix.depth)` is then empty, never a launch that fails."""
+    keys = sorted({key for combination in combinations for key in combination})
+    filled = [{key: combination.get(key, "") for key in keys} for combination in combinations]
+    return json.dumps(filled, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def static_size(matrix: MatrixSpec) -> int | None:
@@ -185,10 +192,20 @@ def _resolved_axis(key: str, reference: Reference, value: Any) -> list[str]:
         raise MatrixError(f"matrix.{key}: {reference.text} must be a list, not {type(value).__name__}")
     if not value:
         raise MatrixError(f"matrix.{key}: {reference.text} is an empty list, so the work has no instance")
-    return [
+    values = [
         item if isinstance(item, str) else json.dumps(item, separators=(",", ":"), sort_keys=True)
         for item in value
     ]
+    # As in a static axis: two instances of the same values would do the same work twice.
+    repeated = [item for item, count in Counter(values).items() if count > 1]
+    if repeated:
+        shown = ", ".join(json.dumps(item, ensure_ascii=False) for item in repeated[:5])
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise MatrixError(
+            f"matrix.{key}: {reference.text} lists {shown}{more} more than once; "
+            "an axis's values must be distinct"
+        )
+    return values
 
 
 def _check_key(key: str, where: str) -> None:

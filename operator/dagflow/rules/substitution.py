@@ -7,6 +7,15 @@ reference is the operator's when it is `run` or starts with `params.`, `works.`,
 or `work.`; anything else (`$(HOME)`, `$(MY_VAR)`) is left for Kubernetes. `$$(...)` is Kubernetes'
 escape for a literal `$(...)` and is left alone for it to undo. A replaced value has its `$` doubled,
 so nothing in a parameter or an output is expanded again by Kubernetes.
+
+A matrix work's pods start through a launcher that replaces `$(matrix.KEY)` after Kubernetes'
+expansion, in the arguments and in the env values that hold a matrix reference. In those fields a
+replaced value also has each `$(matrix.` written `$$(matrix.`, which the launcher reads as the
+literal text: a parameter `v$(matrix.shard)` reaches the program as it is.
+
+Linux refuses one argument or environment string longer than 128 KiB (`MAX_ARG_STRLEN`, the
+terminating NUL included): a field that a replaced value makes longer is refused here, naming the
+reference, rather than by `execve` in the pod.
 """
 
 from __future__ import annotations
@@ -20,6 +29,11 @@ from typing import Any
 # `$$` first, so that the escape is consumed before what follows it is read as a reference.
 _TOKEN = re.compile(r"\$\$|\$\(([^()]*)\)")
 _OUR_ROOTS = ("params", "works", "matrix", "flow", "work")
+# What the launcher reads as a literal `$(matrix.`, in the fields it expands (images/launcher).
+_MATRIX_OPENING = "$(matrix."
+_LAUNCHER_ESCAPE = "$$(matrix."
+# The most Linux passes as one argument or "NAME=value" environment string, its NUL included.
+MAX_ARGUMENT_BYTES = 128 * 1024
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 _WORK_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _FORMS = {
@@ -118,33 +132,104 @@ def render(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def substitute(text: str, values: Values) -> str:
-    """`text` with the operator's references replaced; BadReference names the first unresolved one."""
+def substitute(text: str, values: Values, launched: bool = False) -> str:
+    """`text` with the operator's references replaced; BadReference names the first unresolved one.
+    `launched`: the field goes through a matrix work's launcher, which must not read a replaced
+    value's `$(matrix.` as a reference."""
+    return _substitute(text, values, launched)[0]
 
-    def replace(match: re.Match[str]) -> str:
+
+def _substitute(text: str, values: Values, launched: bool) -> tuple[str, int, tuple[int, str] | None]:
+    """The field as written into the manifest; how many bytes the program receives of it once
+    Kubernetes undid the escapes; and the largest replaced value's size with its reference."""
+    received = 0
+    largest: tuple[int, str] | None = None
+    pieces: list[str] = []
+    position = 0
+    for match in _TOKEN.finditer(text):
+        literal = text[position : match.start()]
+        pieces.append(literal)
+        received += len(literal.encode())
+        position = match.end()
         inner = match.group(1)
-        if inner is None or not is_ours(inner):
-            return match.group(0)
-        reference = parse_reference(inner)
-        if reference.kind == "matrix" and values.matrix is None:
-            return match.group(0)
-        return render(values.resolve(reference)).replace("$", "$$")
+        reference = parse_reference(inner) if inner is not None and is_ours(inner) else None
+        if reference is None or (reference.kind == "matrix" and values.matrix is None):
+            pieces.append(match.group(0))
+            # Kubernetes turns `$$` into `$`; anything else stays for it or for the launcher.
+            received += 1 if match.group(0) == "$$" else len(match.group(0).encode())
+            continue
+        value = render(values.resolve(reference))
+        size = len(value.encode())
+        received += size
+        if largest is None or size > largest[0]:
+            largest = (size, reference.text)
+        if launched:
+            value = value.replace(_MATRIX_OPENING, _LAUNCHER_ESCAPE)
+        pieces.append(value.replace("$", "$$"))
+    tail = text[position:]
+    pieces.append(tail)
+    received += len(tail.encode())
+    return "".join(pieces), received, largest
 
-    return _TOKEN.sub(replace, text)
+
+def _fitting(where: str, text: str, values: Values, launched: bool, name: str | None = None) -> str:
+    """A field substituted, or BadReference when the string the program receives would be longer
+    than Linux passes as one argument (`name`: an env value, received as `NAME=value`)."""
+    substituted, received, largest = _substitute(text, values, launched)
+    if name is not None:
+        received += len(name.encode()) + 1
+    if received + 1 > MAX_ARGUMENT_BYTES and largest is not None:
+        kind = "environment string" if name is not None else "argument"
+        raise BadReference(
+            f"{where}: {largest[1]} is {largest[0]:,} bytes, which makes the {kind} {received + 1:,} bytes "
+            f"with its terminating NUL; Linux passes at most {MAX_ARGUMENT_BYTES:,} bytes (128 KiB) as one "
+            "argument or environment string: pass the value through a file or a volume instead"
+        )
+    return substituted
 
 
-def substitute_container(container: Mapping[str, Any], values: Values) -> dict[str, Any]:
-    """A copy of a core/v1 Container with references replaced in command, args and env values."""
+def substitute_container(
+    container: Mapping[str, Any], values: Values, launched: bool = False
+) -> dict[str, Any]:
+    """A copy of a core/v1 Container with references replaced in command, args and env values.
+    `launched`: a matrix work's container, whose command and args and whose env values with a
+    matrix reference (`launcher_env_names`) go through the launcher."""
     result = dict(container)
     for key in ("command", "args"):
         if key in result:
-            result[key] = [substitute(str(item), values) for item in result[key]]
+            result[key] = [
+                _fitting(f"{key}[{index}]", str(item), values, launched)
+                for index, item in enumerate(result[key])
+            ]
     if "env" in result:
+        through_launcher = set(launcher_env_names(result)) if launched else set()
         result["env"] = [
-            {**entry, "value": substitute(str(entry["value"]), values)} if "value" in entry else entry
+            {
+                **entry,
+                "value": _fitting(
+                    f"env[{entry.get('name')}]",
+                    str(entry["value"]),
+                    values,
+                    entry.get("name") in through_launcher,
+                    name=str(entry.get("name")),
+                ),
+            }
+            if "value" in entry
+            else entry
             for entry in result["env"]
         ]
     return result
+
+
+def launcher_env_names(container: Mapping[str, Any]) -> list[str]:
+    """The env variables of a matrix work's container whose value, as its author wrote it, holds a
+    `$(matrix.KEY)`: the only ones its launcher expands."""
+    return [
+        str(entry.get("name"))
+        for entry in container.get("env") or []
+        if "value" in entry
+        and any(reference.kind == "matrix" for reference in references(str(entry["value"])))
+    ]
 
 
 def container_references(container: Mapping[str, Any]) -> Iterator[tuple[str, Reference]]:
