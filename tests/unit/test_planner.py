@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, WorkPhase
-from dagflow.controller.builders import FlowRef
+from dagflow.controller.builders import FlowRef, build_matrix_values
 from dagflow.controller.observe import DeploymentObservation, JobObservation
 from dagflow.controller.planner import (
     Plan,
@@ -104,6 +104,7 @@ def plan(
     previous: Mapping[str, Mapping[str, Any]] | None = None,
     run: int = 1,
     hold: bool = False,
+    stored_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     return plan_run(
         FLOW,
@@ -115,6 +116,7 @@ def plan(
         previous or {},
         NOW,
         hold=hold,
+        stored_outputs=stored_outputs,
     )
 
 
@@ -1128,3 +1130,23 @@ def test_a_rollout_past_its_deadline_fails_the_serve_work_with_the_deployments_r
     assert result.phase == FlowPhase.FAILED
     # The run before still serves: the flow failed, its endpoint did not go dark.
     assert result.serving == {"serve": 1}
+
+
+def test_a_matrix_works_gathered_output_fans_out_to_ten_thousand_instances() -> None:
+    shards = [f"s3://data/shard-{n:05d}" for n in range(10_000)]
+    flow_spec = spec(
+        {**work("list"), "matrix": {"part": [str(n) for n in range(100)]}, "outputs": [{"name": "shard"}]},
+        {**work("fan", "list"), "matrix": {"shard": "$(works.list.outputs.shard)"}},
+    )
+    previous = {"list": {"phase": "Succeeded", "outputsConfigMap": f"{FLOW.name}-1-list-outputs"}}
+    result = plan(
+        flow_spec,
+        [matrix_job("list", 100, "Succeeded", completed_indexes="0-99")],
+        previous=previous,
+        stored_outputs={"list": {"shard": shards}},
+    )
+    assert started(result) == ["fan"]
+    assert result.instances["fan"].count == 10_000
+    assert result.combinations["fan"][9_999] == {"shard": shards[9_999]}
+    values = build_matrix_values(FLOW, flow_spec.works[1], 1, result.combinations["fan"])
+    assert len(values["data"]["values.json"].encode()) < 1024 * 1024

@@ -7,8 +7,16 @@ from typing import Any
 import pytest
 
 from dagflow.api.models import DAGFlowStatus, FlowPhase, WorkPhase
-from dagflow.controller.planner import Plan, WorkState
-from dagflow.controller.status import Transition, build_status, invalid_status, summarize, transitions
+from dagflow.controller.planner import MAX_WORK_MESSAGE_CHARS, Plan, WorkState
+from dagflow.controller.status import (
+    Transition,
+    build_status,
+    fit_in_object,
+    invalid_status,
+    json_size,
+    summarize,
+    transitions,
+)
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"
@@ -311,3 +319,29 @@ def test_a_flow_without_serve_works_has_no_serving_condition() -> None:
 def test_a_stopped_run_is_finished() -> None:
     built = status(plan_of("Stopped", ws("train", "Stopped")))
     assert built["finishedAt"] == T0
+
+
+def test_a_status_that_would_not_fit_its_object_sheds_messages_first_then_leaves_them_out() -> None:
+    works = [
+        {
+            "name": f"w{n}",
+            "phase": "Failed",
+            "message": "x" * 1000,
+            "failedInstances": [{"index": i} for i in range(20)],
+        }
+        for n in range(100)
+    ]
+    status = {"phase": "Failed", "message": "3 works failed", "works": works}
+    assert fit_in_object(status, json_size(status)) is status
+    shorter = fit_in_object(status, 40_000)
+    assert json_size(shorter) <= 40_000
+    assert {len(work["message"]) for work in shorter["works"]} == {120}
+    assert {len(work["failedInstances"]) for work in shorter["works"]} == {3}
+    bare = fit_in_object(status, 10_000)
+    assert all("message" not in work for work in bare["works"])
+    assert bare["message"].startswith("3 works failed; the works' messages are left out")
+
+
+def test_a_works_message_in_the_status_is_cut_to_a_bounded_length() -> None:
+    entry = WorkState(name="a", message="é" * 5000).to_status()
+    assert len(entry["message"]) == MAX_WORK_MESSAGE_CHARS and entry["message"].endswith("…")

@@ -204,11 +204,10 @@ def build_matrix_values(
     }
 
 
-def build_matrix_outputs(
-    flow: FlowRef, work: Work, run: int, outputs: Mapping[str, list[Any]]
-) -> dict[str, Any]:
-    """The ConfigMap of the outputs a matrix work's instances reported: by output name, the list of
-    the instances' values in index order."""
+def build_matrix_outputs(flow: FlowRef, work: Work, run: int, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ConfigMap of the outputs kept out of the flow's status: a matrix work's instances' (by
+    output name, the list of the instances' values in index order), or a work's own past the
+    status's budget (by output name, its value)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

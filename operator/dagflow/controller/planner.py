@@ -32,6 +32,8 @@ DONE = frozenset(
 MET = frozenset({WorkPhase.SUCCEEDED, WorkPhase.SERVING})
 NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.STOPPED})
 SUSPENDED_MESSAGE = "suspended: starts once spec.suspend is false"
+# A work's message in the status is at most this long.
+MAX_WORK_MESSAGE_CHARS = 1024
 
 
 @dataclass
@@ -74,6 +76,9 @@ class WorkState:
             "outputsConfigMap": self.outputs_config_map,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
+        if len(entry.get("message", "")) > MAX_WORK_MESSAGE_CHARS:
+            # Messages quote the API server or a pod; cut, so that every work's entry stays small.
+            entry["message"] = entry["message"][: MAX_WORK_MESSAGE_CHARS - 1] + "…"
         return entry
 
 
@@ -117,6 +122,7 @@ def plan_run(
     termination_messages: Mapping[str, str | None] | None = None,
     matrix_outputs: Mapping[str, CollectedOutputs] | None = None,
     launch_failures: Mapping[str, str] | None = None,
+    stored_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -129,6 +135,8 @@ def plan_run(
     `termination_messages` holds, per work whose succeeded Job's outputs are not yet in the
     status, its pod's termination message (None: no pod left to read it from);
     `matrix_outputs` the same for matrix works: the ConfigMap their instances' outputs went to.
+    `stored_outputs` holds the outputs kept in ConfigMaps rather than in the status (a matrix work's
+    gathered lists, a work's outputs past the status budget) that a dynamic matrix axis reads.
     """
     works = {work.name: work for work in spec.works}
     refusals = pod_refusals or {}
@@ -151,6 +159,9 @@ def plan_run(
             states[name].message = f"its pods are refused: {refusals[name]}"
 
     reported = {name: state.outputs for name, state in states.items() if state.outputs is not None}
+    reported.update(
+        {name: dict(outputs) for name, outputs in (stored_outputs or {}).items() if name not in reported}
+    )
     for name in order:
         job = jobs.get(name)
         if works[name].matrix is not None and job is not None and not states[name].carried_from_run:
@@ -464,6 +475,9 @@ def _take_outputs(
     previous = previous or {}
     if "outputs" in previous:
         state.outputs = dict(previous["outputs"])
+        return
+    if previous.get("outputsConfigMap"):
+        state.outputs_config_map = previous["outputsConfigMap"]  # past the status's budget
         return
     if previous.get("phase") == WorkPhase.FAILED:
         state.phase, state.message = WorkPhase.FAILED, previous.get("message")

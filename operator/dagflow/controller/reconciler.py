@@ -50,11 +50,15 @@ from dagflow.controller.runcontrol import (
 from dagflow.controller.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.status import (
+    MAX_STORED_OBJECT_BYTES,
+    OBJECT_MARGIN_BYTES,
     SERVING_CONDITION,
     FlowEvent,
     Transition,
     build_status,
+    fit_in_object,
     invalid_status,
+    json_size,
     serving_condition,
     summarize,
     transitions,
@@ -422,6 +426,7 @@ class Reconciler:
         messages = await self.work_data.termination_messages(flow, spec, current_jobs, previous_works)
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
+        stored = await self.work_data.outputs_for_axes(flow, spec, previous_works, collected)
         plan = plan_run(
             flow,
             spec,
@@ -437,7 +442,9 @@ class Reconciler:
             termination_messages=messages,
             matrix_outputs=collected,
             launch_failures=launch_failures,
+            stored_outputs=stored,
         )
+        await self.work_data.keep_outputs_out_of_status(flow, spec, run, plan, previous_works)
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
@@ -816,6 +823,10 @@ class Reconciler:
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:
         """Patch the status if it changed; True when it did."""
         previous: dict[str, Any] = body["status"]
+        if status == previous:
+            return False
+        room = MAX_STORED_OBJECT_BYTES - OBJECT_MARGIN_BYTES - json_size({**body, "status": None})
+        status = fit_in_object(status, room)
         if status == previous:
             return False
         metadata = body["metadata"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -243,4 +244,42 @@ def _condition(
         "message": message,
         "lastTransitionTime": since,
         "observedGeneration": generation,
+    }
+
+
+# etcd stores objects of at most 1.5 MiB; what the API server adds (managed fields) needs some room.
+MAX_STORED_OBJECT_BYTES = 1536 * 1024
+OBJECT_MARGIN_BYTES = 32 * 1024
+# What a work's message is cut to when the status would not fit otherwise.
+SHORT_MESSAGE_CHARS = 120
+SHORT_FAILED_INSTANCES = 3
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def fit_in_object(status: dict[str, Any], room: int) -> dict[str, Any]:
+    """`status`, or a shorter one when it would not fit in `room` bytes: first every work's message
+    cut short and a matrix work's failed instances listed fewer, then the works' messages left out.
+    Outputs never weigh much here (past a budget they are kept in ConfigMaps), so this is the last
+    line: a write etcd would refuse is never attempted, and the flow's status keeps moving."""
+    if json_size(status) <= room:
+        return status
+    works = []
+    for work in status.get("works") or []:
+        work = dict(work)
+        if len(work.get("message", "")) > SHORT_MESSAGE_CHARS:
+            work["message"] = work["message"][: SHORT_MESSAGE_CHARS - 1] + "…"
+        if work.get("failedInstances"):
+            work["failedInstances"] = work["failedInstances"][:SHORT_FAILED_INSTANCES]
+        works.append(work)
+    shorter = {**status, "works": works}
+    if json_size(shorter) <= room:
+        return shorter
+    note = "the works' messages are left out of the status to keep it within the object size limit"
+    return {
+        **shorter,
+        "works": [{key: value for key, value in work.items() if key != "message"} for work in works],
+        "message": f"{status['message']}; {note}" if status.get("message") else note,
     }

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from dagflow.api.models import DAGFlowSpec, Work
+from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
 from dagflow.controller.builders import (
     LAUNCHER_EXIT_CODE,
     MATRIX_OUTPUTS_KEY,
@@ -19,10 +19,17 @@ from dagflow.controller.builders import (
 )
 from dagflow.controller.kube import COMPLETION_INDEX_ANNOTATION, KubeClient, NameTakenError
 from dagflow.controller.observe import JobObservation
-from dagflow.controller.planner import Plan, needs_outputs_read
-from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs
+from dagflow.controller.planner import Plan, WorkState, needs_outputs_read, reassess
+from dagflow.rules.matrix import parse_matrix
+from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs, outputs_size
 from dagflow.rules.substitution import container_references
 
+# Outputs a flow's status keeps, all works together; the rest go into a ConfigMap per work. With a
+# spec of at most 1 MiB and a status entry of a few hundred bytes per work, the object stays under
+# etcd's 1.5 MiB whatever the outputs.
+OUTPUTS_IN_STATUS_BYTES = 64 * 1024
+# Outputs read from ConfigMaps kept in memory (each at most 1 MiB).
+STORED_OUTPUTS_KEPT = 8
 # At most this many failed matrix Jobs have their failed pods read per pass, each once: why a launch
 # failed does not change, so the answer is kept (for this many Jobs, the oldest forgotten first).
 LAUNCH_FAILURE_LOOKUPS_PER_PASS = 10
@@ -39,6 +46,8 @@ class WorkData:
         self.kube = kube
         # Why the launcher could not start an instance, by Job uid (None: not the launcher).
         self._launch_failures: OrderedDict[str, str | None] = OrderedDict()
+        # Outputs read from ConfigMaps, by (namespace, name, owner uid): they never change.
+        self._stored: OrderedDict[tuple[str, str, str], Mapping[str, Any]] = OrderedDict()
 
     async def launch_failures(
         self, flow: FlowRef, spec: DAGFlowSpec, jobs: Mapping[str, JobObservation]
@@ -148,23 +157,14 @@ class WorkData:
             except OutputsError as error:
                 return work.name, CollectedOutputs(error=str(error))
             config_map = build_matrix_outputs(flow, work, run, gathered)
-            try:
-                await self.kube.create_config_map(config_map)
-            except NameTakenError as error:
-                if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
-                    # Left by an earlier flow of this name for the garbage collector: its deletion
-                    # brings the next pass.
-                    why = "still being deleted" if error.deleting else "left by a deleted flow"
-                    waiting = f"waiting for ConfigMap {error.name}, {why}, to be removed"
-                    return work.name, CollectedOutputs(waiting=waiting)
-                return work.name, CollectedOutputs(error=f"its outputs cannot be kept: {error}")
-            return work.name, CollectedOutputs(config_map=config_map["metadata"]["name"])
+            return work.name, await self._keep_in_config_map(flow, config_map)
 
         return dict(await asyncio.gather(*(collect(work, job) for work, job in wanted)))
 
     async def outputs_for(self, flow: FlowRef, plan: Plan) -> dict[str, Mapping[str, Any]]:
-        """Outputs the works about to start may reference: those in the status, and those of matrix
-        works read from their ConfigMaps (only the ones a starting work references)."""
+        """Outputs the works about to start may reference: those in the status, and those kept in
+        ConfigMaps (a matrix work's, a work's past the status budget), only the ones a starting work
+        references."""
         outputs: dict[str, Mapping[str, Any]] = {
             state.name: state.outputs for state in plan.works if state.outputs is not None
         }
@@ -175,17 +175,109 @@ class WorkData:
             for _, reference in container_references(work.container)
             if reference.kind == "works" and reference.work in kept_in
         }
+        outputs.update(await self._read_stored(flow, {name: kept_in[name] for name in referenced}))
+        return outputs
 
-        async def read(name: str) -> tuple[str, Mapping[str, Any] | None]:
+    async def outputs_for_axes(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        previous: Mapping[str, Mapping[str, Any]],
+        collected: Mapping[str, CollectedOutputs],
+    ) -> dict[str, Mapping[str, Any]]:
+        """The outputs kept in ConfigMaps that the dynamic axes of matrix works yet to start read,
+        by work: a dynamic axis may be as long as a matrix work's gathered list."""
+        kept_in = {
+            name: work["outputsConfigMap"] for name, work in previous.items() if work.get("outputsConfigMap")
+        }
+        kept_in.update({name: found.config_map for name, found in collected.items() if found.config_map})
+        wanted: dict[str, str] = {}
+        for work in spec.works:
+            if work.matrix is None or (previous.get(work.name) or {}).get("phase", "Pending") != "Pending":
+                continue
+            for reference in parse_matrix(work.matrix).dynamic.values():
+                if reference.work in kept_in:
+                    wanted[reference.work] = kept_in[reference.work]
+        return await self._read_stored(flow, wanted) if wanted else {}
+
+    async def _read_stored(
+        self, flow: FlowRef, config_maps: Mapping[str, str]
+    ) -> dict[str, Mapping[str, Any]]:
+        """The outputs kept in these ConfigMaps (by work), read only from the flow's own. They are
+        immutable, so a few are kept in memory: a wide fan-out reads its 1 MiB list once."""
+
+        async def read(name: str, config_map: str) -> tuple[str, Mapping[str, Any] | None]:
+            key = (flow.namespace, config_map, flow.uid)
+            if key in self._stored:
+                self._stored.move_to_end(key)
+                return name, self._stored[key]
             try:
-                data = await self.kube.read_config_map(flow.namespace, kept_in[name], flow.uid)
+                data = await self.kube.read_config_map(flow.namespace, config_map, flow.uid)
             except NameTakenError:
                 return name, None  # not this flow's: its data never reaches this flow's pods
             if data is None or MATRIX_OUTPUTS_KEY not in data:
                 return name, None
-            return name, json.loads(data[MATRIX_OUTPUTS_KEY])
+            value: Mapping[str, Any] = json.loads(data[MATRIX_OUTPUTS_KEY])
+            self._stored[key] = value
+            while len(self._stored) > STORED_OUTPUTS_KEPT:
+                self._stored.popitem(last=False)
+            return name, value
 
-        for name, value in await asyncio.gather(*(read(name) for name in sorted(referenced))):
-            if value is not None:
-                outputs[name] = value
-        return outputs
+        found = await asyncio.gather(*(read(name, config_maps[name]) for name in sorted(config_maps)))
+        return {name: value for name, value in found if value is not None}
+
+    async def keep_outputs_out_of_status(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        plan: Plan,
+        previous: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Past `OUTPUTS_IN_STATUS_BYTES` of outputs in the status, the new outputs of a work go into a
+        ConfigMap of their own (`<job>-outputs`, named in its `outputsConfigMap`, as a matrix work's),
+        so that however many works report outputs, the flow's status keeps fitting in its object."""
+        in_status = sum(
+            outputs_size(state.outputs)
+            for state in plan.works
+            if state.outputs is not None and "outputs" in (previous.get(state.name) or {})
+        )
+        works = {work.name: work for work in spec.works}
+        moving = []
+        for state in plan.works:
+            if state.outputs is None or "outputs" in (previous.get(state.name) or {}):
+                continue
+            size = outputs_size(state.outputs)
+            if in_status + size <= OUTPUTS_IN_STATUS_BYTES:
+                in_status += size
+            else:
+                moving.append(state)
+
+        async def move(state: WorkState) -> None:
+            assert state.outputs is not None
+            config_map = build_matrix_outputs(flow, works[state.name], run, state.outputs)
+            kept = await self._keep_in_config_map(flow, config_map)
+            state.outputs = None
+            if kept.config_map:
+                state.outputs_config_map = kept.config_map
+            elif kept.waiting:
+                state.phase, state.finished_at, state.message = WorkPhase.RUNNING, None, kept.waiting
+            else:
+                state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {kept.error}"
+
+        await asyncio.gather(*(move(state) for state in moving))
+        if moving:
+            reassess(plan, spec)
+
+    async def _keep_in_config_map(self, flow: FlowRef, config_map: dict[str, Any]) -> CollectedOutputs:
+        """Create the ConfigMap that keeps outputs: where they went, what it waits for, or why not."""
+        try:
+            await self.kube.create_config_map(config_map)
+        except NameTakenError as error:
+            if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
+                # Left by an earlier flow of this name for the garbage collector: its deletion
+                # brings the next pass.
+                why = "still being deleted" if error.deleting else "left by a deleted flow"
+                return CollectedOutputs(waiting=f"waiting for ConfigMap {error.name}, {why}, to be removed")
+            return CollectedOutputs(error=f"its outputs cannot be kept: {error}")
+        return CollectedOutputs(config_map=config_map["metadata"]["name"])

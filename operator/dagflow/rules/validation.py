@@ -460,12 +460,9 @@ def _matrix_problems(
             )
         )
     for key, reference in matrix.dynamic.items():
+        # A matrix work's output is the list of its instances' values: an axis too, up to a matrix's
+        # size, as it is kept in a ConfigMap rather than in the status.
         reason = _unresolvable(reference, params, works, ancestors, set())
-        if not reason and isinstance((works.get(reference.work) or {}).get("matrix"), Mapping):
-            reason = (
-                f"{reference.text}: {reference.work!r} is itself a matrix work; a dynamic axis reads a "
-                "list output of a work that is not"
-            )
         if reason:
             problems.append(ValidationProblem(f"{path}.{key}", f"{label}: {reason}"))
     if not matrix.dynamic:
