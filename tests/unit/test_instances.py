@@ -43,16 +43,11 @@ class PodLister:
     def __init__(self, pods: dict[str, list[dict[str, Any]]]) -> None:
         self.pods = pods
         self.calls: list[dict[str, Any]] = []
-        self.core = self
 
-    def list_namespaced_pod(self) -> None:  # stands for the client's method; never called
-        raise AssertionError
-
-    async def _call(self, verb: str, resource: str, function: Any, namespace: str, **kwargs: Any) -> bytes:
-        assert (verb, resource, namespace) == ("list", "pods", "team-a")
-        self.calls.append(kwargs)
-        uid = kwargs["label_selector"].removeprefix("batch.kubernetes.io/controller-uid=")
-        return json.dumps({"items": self.pods.get(uid, [])}).encode()
+    async def failed_pods(self, namespace: str, job_uid: str, limit: int) -> list[dict[str, Any]]:
+        assert namespace == "team-a"
+        self.calls.append({"job_uid": job_uid, "limit": limit})
+        return self.pods.get(job_uid, [])
 
 
 def matrix_job(work: str, outcome: str | None, failed_indexes: str = "") -> JobObservation:
@@ -109,16 +104,8 @@ def test_the_reason_of_a_failed_launch_is_read_once_from_the_failed_pods_of_a_fa
     assert found["train"].startswith("instance 1 could not start: dagflow-launcher: index 1, but xxx")
     assert found["train"].endswith("...") and len(found["train"]) < 600, "a long message is cut"
     assert lister.calls == [
-        {
-            "label_selector": "batch.kubernetes.io/controller-uid=uid-train",
-            "field_selector": "status.phase=Failed",
-            "limit": 100,
-        },
-        {
-            "label_selector": "batch.kubernetes.io/controller-uid=uid-plain-failure",
-            "field_selector": "status.phase=Failed",
-            "limit": 100,
-        },
+        {"job_uid": "uid-train", "limit": 100},
+        {"job_uid": "uid-plain-failure", "limit": 100},
     ]
     # Read once: later passes, and a Job whose failures were not the launcher's, cost no call.
     assert asyncio.run(data.launch_failures(FLOW, spec, jobs)) == found

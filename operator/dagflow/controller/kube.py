@@ -283,6 +283,21 @@ class KubeClient:
             if not token:
                 return found
 
+    async def failed_pods(self, namespace: str, job_uid: str, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` of the Job's failed pods."""
+        listing = json.loads(
+            await self._call(
+                "list",
+                "pods",
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
+                field_selector="status.phase=Failed",
+                limit=limit,
+            )
+        )
+        return list(listing.get("items") or [])
+
     async def termination_message(self, namespace: str, job_uid: str, container: str) -> str | None:
         """The termination message of `container` in the pod that succeeded of a Job of one
         completion (index 0); None when no such pod is left."""

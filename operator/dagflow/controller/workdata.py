@@ -81,19 +81,8 @@ class WorkData:
         return found
 
     async def _launch_failure(self, namespace: str, job_uid: str, container: str) -> str | None:
-        listing = json.loads(
-            await self.kube._call(
-                "list",
-                "pods",
-                self.kube.core.list_namespaced_pod,
-                namespace,
-                label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
-                field_selector="status.phase=Failed",
-                limit=LAUNCH_FAILURE_PODS_READ,
-            )
-        )
         failures: list[tuple[int, str]] = []
-        for pod in listing.get("items") or []:
+        for pod in await self.kube.failed_pods(namespace, job_uid, LAUNCH_FAILURE_PODS_READ):
             index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 terminated = (status.get("state") or {}).get("terminated") or {}
