@@ -457,6 +457,13 @@ def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
     assert not [obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
+def test_the_dashboard_answers_only_the_host_names_it_is_given() -> None:
+    objects = render({"ui": {"enabled": True, "allowedHosts": ["dagflow.example.com", "10.0.0.7"]}})
+    ui = next(obj for obj in objects_of(objects, "Deployment") if obj["metadata"]["name"].endswith("-ui"))
+    [container] = ui["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-4:] == ["--allowed-host", "dagflow.example.com", "--allowed-host", "10.0.0.7"]
+
+
 def test_ui_is_off_by_default() -> None:
     assert not [obj for obj in render() if obj["metadata"]["name"].endswith("-ui")]
 

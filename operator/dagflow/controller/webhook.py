@@ -94,10 +94,10 @@ SERVE_CHECK = PermissionCheck(
     (("apps", "deployments"), ("", "services")),
     "which the operator would create for the serve works of this DAGFlow",
 )
-MATRIX_CHECK = PermissionCheck(
+DATA_CHECK = PermissionCheck(
     "ConfigMaps",
     (("", "configmaps"),),
-    "which the operator would create for the matrix works of this DAGFlow",
+    "which the operator would create for the matrix works and the outputs of this DAGFlow",
 )
 
 
@@ -133,8 +133,9 @@ def permission_checks(spec: Mapping[str, Any]) -> list[PermissionCheck]:
     checks = [JOBS_CHECK]
     if any("serve" in work for work in works):
         checks.append(SERVE_CHECK)
-    if any("matrix" in work for work in works):
-        checks.append(MATRIX_CHECK)
+    # A matrix work's values and outputs, and outputs past the status's budget, are ConfigMaps.
+    if any("matrix" in work or work.get("outputs") for work in works):
+        checks.append(DATA_CHECK)
     return checks
 
 
