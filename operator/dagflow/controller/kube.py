@@ -259,16 +259,8 @@ class KubeClient:
         found: dict[int, str] = {}
         token: str | None = None
         while True:
-            listing = json.loads(
-                await self._call(
-                    "list",
-                    "pods",
-                    self.core.list_namespaced_pod,
-                    namespace,
-                    label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
-                    limit=POD_PAGE_SIZE,
-                    **({"_continue": token} if token else {}),
-                )
+            listing = await self._pods_of_job(
+                namespace, job_uid, limit=POD_PAGE_SIZE, **({"_continue": token} if token else {})
             )
             for pod in listing.get("items") or []:
                 status = pod.get("status") or {}
@@ -285,18 +277,19 @@ class KubeClient:
 
     async def failed_pods(self, namespace: str, job_uid: str, limit: int) -> list[dict[str, Any]]:
         """At most `limit` of the Job's failed pods."""
-        listing = json.loads(
-            await self._call(
-                "list",
-                "pods",
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
-                field_selector="status.phase=Failed",
-                limit=limit,
-            )
+        listing = await self._pods_of_job(
+            namespace, job_uid, field_selector="status.phase=Failed", limit=limit
         )
         return list(listing.get("items") or [])
+
+    async def _pods_of_job(self, namespace: str, job_uid: str, **options: Any) -> dict[str, Any]:
+        """A list of the Job's pods (a page of them, by `options`), as the API server answers it."""
+        selector = f"batch.kubernetes.io/controller-uid={job_uid}"
+        response = await self._call(
+            "list", "pods", self.core.list_namespaced_pod, namespace, label_selector=selector, **options
+        )
+        listing: dict[str, Any] = json.loads(response)
+        return listing
 
     async def termination_message(self, namespace: str, job_uid: str, container: str) -> str | None:
         """The termination message of `container` in the pod that succeeded of a Job of one

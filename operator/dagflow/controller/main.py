@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, cast
 
 import kopf
@@ -310,28 +310,21 @@ def _warn_unchecked(body: Mapping[str, Any]) -> None:
 
 # Indexers and handlers are coroutines: kopf runs plain functions in a thread pool, a hop per
 # event that costs more than the work they do.
-@kopf.index("batch", "v1", "jobs", labels=CHILD_FILTER)
-async def flow_jobs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
-    key = _flow_key(namespace, body)
-    return {key: observe_job(body)} if key else None
+def _index_children(group: str, plural: str, observe: Callable[[kopf.Body], Any], index_id: str) -> None:
+    """An index of a kind of child by flow: (namespace, flow name) -> what `observe` makes of each."""
+
+    async def index(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+        key = _flow_key(namespace, body)
+        return {key: observe(body)} if key else None
+
+    kopf.index(group, "v1", plural, labels=CHILD_FILTER, id=index_id)(index)
 
 
-@kopf.index("apps", "v1", "deployments", labels=CHILD_FILTER)
-async def flow_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
-    key = _flow_key(namespace, body)
-    return {key: observe_deployment(body)} if key else None
-
-
-@kopf.index("", "v1", "services", labels=CHILD_FILTER)
-async def flow_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
-    key = _flow_key(namespace, body)
-    return {key: observe_service(body)} if key else None
-
-
-@kopf.index("", "v1", "configmaps", labels=CHILD_FILTER)
-async def flow_config_maps(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
-    key = _flow_key(namespace, body)
-    return {key: observe_config_map(body)} if key else None
+# The handlers below get each index as the keyword of its id.
+_index_children("batch", "jobs", observe_job, "flow_jobs")
+_index_children("apps", "deployments", observe_deployment, "flow_deployments")
+_index_children("", "services", observe_service, "flow_services")
+_index_children("", "configmaps", observe_config_map, "flow_config_maps")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
