@@ -225,6 +225,21 @@ def grant(namespace: str, name: str, rules: list[dict[str, Any]], subject: dict[
     apply([role, binding], namespace=namespace)
 
 
+def kubectl_as(
+    user: str, *args: str, namespace: str, document: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl impersonating `user` (`--as`), with `document` as its `-f -`; never raises."""
+    extra = ("-f", "-") if document is not None else ()
+    return kubectl(
+        *args,
+        *extra,
+        f"--as={user}",
+        namespace=namespace,
+        input=yaml.safe_dump(document) if document is not None else None,
+        check=False,
+    )
+
+
 def service_account_token(namespace: str, name: str, rules: list[dict[str, Any]] | None = None) -> str:
     """A token of a new ServiceAccount `name` in `namespace`, which may do what `rules` allow there
     (nothing when None)."""

@@ -24,7 +24,7 @@ from tests import kube
 from tests.chart.helm import objects_of, render
 from tests.e2e.conftest import delete_webhook_configurations
 from tests.e2e.flows import create, flow, jobs, wait_for_phase, work
-from tests.kube import VENV_BIN, get_json, kubectl, wait_for
+from tests.kube import VENV_BIN, get_json, kubectl, kubectl_as, wait_for
 from tests.operator_process import OperatorProcess, free_port
 
 pytestmark = pytest.mark.local_cluster
@@ -52,15 +52,7 @@ def grant(namespace: str, name: str, rules: list[dict[str, Any]]) -> None:
 
 
 def as_user(*args: str, namespace: str, document: dict[str, Any] | None = None) -> Any:
-    extra = ("-f", "-") if document is not None else ()
-    return kubectl(
-        *args,
-        *extra,
-        f"--as={USER}",
-        namespace=namespace,
-        input=yaml.safe_dump(document) if document is not None else None,
-        check=False,
-    )
+    return kubectl_as(USER, *args, namespace=namespace, document=document)
 
 
 def no_policy_installed() -> None:

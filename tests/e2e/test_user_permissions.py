@@ -14,7 +14,7 @@ import yaml
 from tests import kube
 from tests.chart.helm import objects_of, render
 from tests.e2e.flows import flow, work
-from tests.kube import kubectl, wait_for
+from tests.kube import kubectl, kubectl_as, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -55,15 +55,7 @@ SERVING = [
 
 
 def as_user(*args: str, namespace: str, document: dict[str, Any] | None = None) -> Any:
-    extra = ("-f", "-") if document is not None else ()
-    return kubectl(
-        *args,
-        *extra,
-        f"--as={USER}",
-        namespace=namespace,
-        input=yaml.safe_dump(document) if document is not None else None,
-        check=False,
-    )
+    return kubectl_as(USER, *args, namespace=namespace, document=document)
 
 
 def admitted(result: Any) -> bool:
