@@ -72,21 +72,18 @@ class Clock:
         return self.wall().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def api_error(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> ApiException:
-    """An ApiException as the kubernetes client raises it for a refused request."""
+def api_error(
+    code: int, reason: str | None, message: str, details: Mapping[str, Any] | None = None
+) -> ApiException:
+    """An ApiException as the kubernetes client raises it for a refused request (a storage error
+    comes without reason and details)."""
     error = ApiException(status=code, reason=reason)
-    error.body = json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "details": dict(details or {}),
-            "code": code,
-        }
-    )
+    status: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+    status["message"] = message
+    if reason is not None:
+        status.update(reason=reason, details=dict(details or {}))
+    status["code"] = code
+    error.body = json.dumps(status)
     return error
 
 
@@ -102,15 +99,29 @@ def uid_conflict(resource: str, name: str, wanted: str, actual: str) -> ApiExcep
     return api_error(
         409,
         "Conflict",
-        f'Operation cannot be fulfilled on {QUALIFIED[resource]} "{name}": Precondition failed: '
-        f"UID in precondition: {wanted}, UID in object meta: {actual}",
+        f'Operation cannot be fulfilled on {KINDS[resource]} "{name}": the UID in the precondition'
+        f" ({wanted}) does not match the UID in record ({actual}). The object might have been deleted"
+        " and then recreated",
         {"name": name},
     )
 
 
 def too_large() -> ApiException:
-    # etcd's refusal as the API server passes it on.
-    return api_error(500, "InternalError", "etcdserver: request is too large")
+    # etcd's refusal as the API server passes it on: a 500 without reason.
+    return api_error(500, None, "etcdserver: request is too large")
+
+
+# A ConfigMap's values together, as the API server validates them.
+MAX_CONFIG_MAP_BYTES = 1024 * 1024
+
+
+def config_map_too_long(name: str) -> ApiException:
+    return api_error(
+        422,
+        "Invalid",
+        f'ConfigMap "{name}" is invalid: []: Too long: may not be more than {MAX_CONFIG_MAP_BYTES} bytes',
+        {"name": name, "kind": "ConfigMap"},
+    )
 
 
 def immutable_config_map(name: str) -> ApiException:
@@ -122,10 +133,9 @@ def immutable_config_map(name: str) -> ApiException:
     )
 
 
-def test_failed(path: str) -> ApiException:
-    return api_error(
-        422, "Invalid", f"the server rejected our request: testing value {path} failed: test failed"
-    )
+def json_patch_test_failed() -> ApiException:
+    # The real server names neither the operation that failed nor its path.
+    return api_error(422, "Invalid", "the server rejected our request due to an error in our request")
 
 
 class WriteTimeout(urllib3.exceptions.ReadTimeoutError):
@@ -170,7 +180,7 @@ def json_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> di
         if op == "test":
             current = parent.get(last) if isinstance(parent, dict) else parent[int(last)]
             if current != operation["value"]:
-                raise test_failed(operation["path"])
+                raise json_patch_test_failed()
         elif op in ("add", "replace"):
             if isinstance(parent, list):
                 parent.insert(len(parent) if last == "-" else int(last), copy.deepcopy(operation["value"]))
@@ -186,6 +196,14 @@ def json_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> di
 
 def object_size(obj: Mapping[str, Any]) -> int:
     return len(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def config_map_size(obj: Mapping[str, Any]) -> int:
+    return sum(
+        len(str(value).encode())
+        for part in ("data", "binaryData")
+        for value in (obj.get(part) or {}).values()
+    )
 
 
 def owner_uids(obj: Mapping[str, Any]) -> list[str]:
@@ -259,6 +277,8 @@ class ApiServer:
         self.revision = 0
         self.uids = 0
         self.logs: dict[str, list[tuple[str, dict[str, Any]]]] = {resource: [] for resource in KINDS}
+        # When each event of a log happened (simulated seconds), in the same order.
+        self.log_times: dict[str, list[float]] = {resource: [] for resource in KINDS}
         self.writes: list[Write] = []
         self.actor = "user"
         self.faults = Faults()
@@ -287,12 +307,15 @@ class ApiServer:
         return any(obj["metadata"]["uid"] == uid for obj in self.objects.values())
 
     def _store(self, resource: str, verb: str, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+        if resource == "configmaps" and config_map_size(after) > MAX_CONFIG_MAP_BYTES:
+            raise config_map_too_long(after["metadata"]["name"])
         if object_size(after) > MAX_OBJECT_BYTES:
             raise too_large()
         metadata = after["metadata"]
         metadata["resourceVersion"] = self._next_revision()
         self.objects[(resource, metadata["namespace"], metadata["name"])] = after
         self.logs[resource].append(("ADDED" if before is None else "MODIFIED", copy.deepcopy(after)))
+        self.log_times[resource].append(self.clock.seconds)
         self.writes.append(
             Write(
                 self.actor,
@@ -312,6 +335,7 @@ class ApiServer:
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = str(self.revision)
         self.logs[resource].append(("DELETED", gone))
+        self.log_times[resource].append(self.clock.seconds)
         self.writes.append(
             Write(self.actor, verb, resource, metadata["namespace"], metadata["name"], obj, None)
         )

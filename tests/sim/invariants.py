@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dagflow.api.models import PLURAL
+from dagflow.api.models import PLURAL, DAGFlowSpec
 from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
@@ -61,6 +61,7 @@ def one_job_per_run_and_work(world: World) -> None:
             uid = (write.before or {}).get("metadata", {}).get("uid")
             if uid and uid not in record.deleted_by:
                 record.deleted_by[uid] = write.actor
+                record.deleted_by[write.name] = write.actor
             continue
         if write.verb != "create" or write.actor != OPERATOR:
             continue
@@ -145,12 +146,14 @@ def phases_move_forward(world: World) -> None:
                 "phases-move-forward", f"{name}: run {status.get('run')} went from {old} to {new}"
             )
         serve_works = {work["name"] for work in flow["spec"].get("works") or [] if "serve" in work}
-        earlier = {work["name"]: work.get("phase") for work in before.get("works") or []}
+        earlier = {work["name"]: work for work in before.get("works") or []}
         for work in status.get("works") or []:
             if work["name"] in serve_works or work["name"] not in earlier:
                 continue
-            was, now = earlier[work["name"]] or "Pending", work.get("phase") or "Pending"
-            if WORK_PHASE_RANK.get(now, 0) < WORK_PHASE_RANK.get(was, 0):
+            was, now = earlier[work["name"]].get("phase") or "Pending", work.get("phase") or "Pending"
+            # A work whose Job someone else deleted starts again from Pending.
+            lost = world.record.deleted_by.get(earlier[work["name"]].get("job") or "") not in (None, OPERATOR)
+            if WORK_PHASE_RANK.get(now, 0) < WORK_PHASE_RANK.get(was, 0) and not (lost and was == "Running"):
                 raise Violation(
                     "phases-move-forward",
                     f"{name}: work {work['name']} of run {status.get('run')} went from {was} to {now}",
@@ -262,7 +265,7 @@ def serving_only_with_available_pods(world: World) -> None:
 
 def nothing_of_retired_runs_left(world: World) -> None:
     """Once settled, no Job of an earlier run still runs, no finished Job beyond the kept history is
-    left, and every ConfigMap of the flow belongs to a Job still there or to the status."""
+    left, and every ConfigMap of an earlier run belongs to a Job still there or to the status."""
     settings = OperatorSettings()
     for flow in world.flows():
         status = flow.get("status") or {}
@@ -270,8 +273,6 @@ def nothing_of_retired_runs_left(world: World) -> None:
         if not run:
             continue
         uid = flow["metadata"]["uid"]
-        from dagflow.api.models import DAGFlowSpec
-
         keep = history_limit(DAGFlowSpec.model_validate(flow["spec"]), settings.history_runs)
         carried = {
             str(work.get("carriedFromRun"))
@@ -298,8 +299,10 @@ def nothing_of_retired_runs_left(world: World) -> None:
         for config_map in _owned(world, "configmaps", uid):
             name = config_map["metadata"]["name"]
             owner_job = name.rsplit("-", 1)[0]
+            # The current run's may wait for a work yet to start (immutable, they are used as they are).
             if (
-                name not in referenced
+                int(_run_of(config_map) or 0) != run
+                and name not in referenced
                 and owner_job not in job_names
                 and not config_map["metadata"].get("deletionTimestamp")
             ):
