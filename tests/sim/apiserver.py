@@ -146,9 +146,11 @@ class WriteTimeout(urllib3.exceptions.ReadTimeoutError):
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: a null member deletes the key, anything not an object replaces."""
+    """JSON merge patch as the API server applies it: a null member deletes the key, anything not
+    an object replaces, and null members of the objects a patch brings are dropped too, inside lists
+    as well (evanphx/json-patch's pruning, beyond RFC 7386)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return without_nulls(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -156,6 +158,15 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` without null members in its objects (null items of lists stay)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return copy.deepcopy(value)
 
 
 def _pointer(path: str) -> list[str]:

@@ -8,6 +8,7 @@ in the list it belongs to (docs/testing.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from tests.sim.apiserver import MAX_OBJECT_BYTES, OPERATOR, controller_uid, object_size
+from tests.sim.controllers import MESSAGE_ANNOTATION
 from tests.sim.world import NAMESPACE, Violation, World
 
 Invariant = Callable[[World], None]
@@ -183,8 +185,67 @@ def request_acted_on_once(world: World) -> None:
         used.add(token)
 
 
+def outputs_kept_exactly(world: World) -> None:
+    """A work's outputs in the status are what its pod reported, value for value (JSON null too)."""
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        if status.get("observedGeneration") != flow["metadata"].get("generation"):
+            continue  # the status may still be of the spec before
+        works = {work["name"]: work for work in flow["spec"].get("works") or []}
+        for work in status.get("works") or []:
+            spec = works.get(work["name"])
+            if spec is None or "outputs" not in work or "matrix" in spec:
+                continue
+            message = (spec.get("annotations") or {}).get(MESSAGE_ANNOTATION, "").replace("{index}", "0")
+            reported = json.loads(message) if message else {}
+            expected = {output["name"]: reported.get(output["name"]) for output in spec.get("outputs") or []}
+            if work["outputs"] != expected:
+                raise Violation(
+                    "outputs-kept-exactly",
+                    f"{flow['metadata']['name']}: work {work['name']} has outputs {work['outputs']},"
+                    f" its pod reported {expected}",
+                )
+
+
+def only_owned_config_maps_used(world: World) -> None:
+    """A Job the operator makes mounts, and a status it writes names, only ConfigMaps the flow owns:
+    an object planted under the name must never feed its pods or its outputs."""
+    for index in range(world.record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.actor != OPERATOR or write.after is None:
+            continue
+        _, flow_uid = world.record.write_flows.get(index, (None, None))
+        if write.resource == "jobs" and write.verb == "create":
+            volumes = write.after["spec"]["template"]["spec"].get("volumes") or []
+            names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        elif write.resource == PLURAL:
+            names = [
+                work["outputsConfigMap"]
+                for work in (write.after.get("status") or {}).get("works") or []
+                if work.get("outputsConfigMap")
+            ]
+            previous = {
+                work.get("outputsConfigMap")
+                for work in ((write.before or {}).get("status") or {}).get("works") or []
+            }
+            names = [name for name in names if name not in previous]
+        else:
+            continue
+        for name in names:
+            config_map = world.server.get("configmaps", NAMESPACE, name)
+            if config_map is not None and controller_uid(config_map) != flow_uid:
+                raise Violation(
+                    "only-owned-config-maps-used",
+                    f"{write.resource}/{write.name} uses ConfigMap {name},"
+                    f" owned by {controller_uid(config_map)}"
+                    f" and not by the flow (uid {flow_uid})",
+                )
+
+
 STEP_INVARIANTS: list[Invariant] = [
     one_job_per_run_and_work,
+    only_owned_config_maps_used,
+    outputs_kept_exactly,
     only_owned_objects_changed,
     flow_fits_and_no_write_refused,
     request_acted_on_once,  # before phases_move_forward, which records the statuses

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.kube import REPO_ROOT, apply_crds, fresh_namespace
-from tests.sim.apiserver import ApiServer, Clock
+from tests.sim.apiserver import ApiServer, Clock, merge_patch
 
 pytestmark = pytest.mark.cluster
 
@@ -61,6 +61,20 @@ class Real:
             )
         )
 
+    def merge_patch_flow_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return _json(
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        )
+
     def patch_flow_status(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
         return _json(
             self.custom.patch_namespaced_custom_object_status(
@@ -100,6 +114,11 @@ class Model:
 
     def patch_flow_status(self, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
         return self.server.patch_status(PLURAL, self.namespace, name, operations)
+
+    def merge_patch_flow_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        current = self.server.read(PLURAL, self.namespace, name)
+        current["status"] = merge_patch(current, patch).get("status")
+        return self.server.replace(PLURAL, current)
 
 
 Api = Real | Model
@@ -192,6 +211,16 @@ def json_patch_keeps_null(api: Api) -> Any:
     return written["status"]["works"][0]["outputs"], written["metadata"]["generation"]
 
 
+def merge_patch_drops_null_even_in_a_list(api: Api) -> Any:
+    api.create_flow(flow("merged"))
+    status = {
+        "phase": "Running",
+        "works": [{"name": "a", "phase": "Succeeded", "outputs": {"x": None, "y": 1}}],
+    }
+    written = api.merge_patch_flow_status("merged", {"status": status})
+    return written["status"]["works"][0]["outputs"]
+
+
 def json_patch_test_of_another_uid(api: Api) -> Any:
     api.create_flow(flow("replaced"))
     operations = [
@@ -211,6 +240,7 @@ SEMANTICS = [
     config_map_past_its_limit,
     object_past_the_size_limit,
     json_patch_keeps_null,
+    merge_patch_drops_null_even_in_a_list,
     json_patch_test_of_another_uid,
 ]
 

@@ -4,7 +4,6 @@ it could not start, read from that instance's failed pod."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec

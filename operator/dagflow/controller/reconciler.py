@@ -146,6 +146,10 @@ def status_hold(last_patch: float | None, now: float, spacing: float, phase: Flo
     return max(0.0, last_patch + spacing - now)
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def parse_spec(raw: Mapping[str, Any], flow_name: str) -> ParsedSpec:
     problems = validate_flow(raw, flow_name=flow_name)
     if problems:
@@ -169,7 +173,7 @@ class Reconciler:
         config_maps: Mapping[FlowKey, Iterable[ConfigMapObservation]],
         post_event: PostEvent,
         workers: int = 4,
-        wall_clock: Callable[[], datetime] = partial(datetime.now, UTC),
+        wall_clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
