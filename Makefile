@@ -111,3 +111,4 @@ test-unit: venv ## Run the unit tests only (no cluster).
 include mk/deploy.mk
 include mk/demo.mk
 include mk/ui.mk
+include mk/sim.mk

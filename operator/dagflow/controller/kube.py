@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -72,10 +73,20 @@ def check_owner(kind: str, existing: dict[str, Any], uid: str) -> None:
     )
 
 
-class KubeClient:
-    """Creates, patches and deletes the objects of flows, at most `concurrency` calls at a time."""
+@dataclass(frozen=True)
+class ApiGroups:
+    """The API groups the operator calls, as the kubernetes client's classes (or anything with
+    their methods)."""
 
-    def __init__(self, concurrency: int) -> None:
+    batch: Any
+    apps: Any
+    core: Any
+    custom: Any
+    admission: Any
+
+    @classmethod
+    def from_kubeconfig(cls, concurrency: int) -> ApiGroups:
+        """The groups of the cluster the operator runs in, else of the kubeconfig."""
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
@@ -84,14 +95,33 @@ class KubeClient:
         configuration.connection_pool_maxsize = concurrency
         api_client = client.ApiClient(configuration)
         api_client.user_agent = USER_AGENT
-        self.batch = client.BatchV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.admission = client.AdmissionregistrationV1Api(api_client)
+        return cls(
+            batch=client.BatchV1Api(api_client),
+            apps=client.AppsV1Api(api_client),
+            core=client.CoreV1Api(api_client),
+            custom=client.CustomObjectsApi(api_client),
+            admission=client.AdmissionregistrationV1Api(api_client),
+        )
+
+
+class KubeClient:
+    """Creates, patches and deletes the objects of flows, at most `concurrency` calls at a time.
+
+    `apis` and `executor` default to the configured cluster and a pool of `concurrency` threads.
+    """
+
+    def __init__(
+        self, concurrency: int, apis: ApiGroups | None = None, executor: Executor | None = None
+    ) -> None:
+        apis = apis or ApiGroups.from_kubeconfig(concurrency)
+        self.batch = apis.batch
+        self.apps = apis.apps
+        self.core = apis.core
+        self.custom = apis.custom
+        self.admission = apis.admission
         self._slots = asyncio.Semaphore(concurrency)
         # Its own threads: asyncio's default pool has only a handful on a small machine.
-        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="dagflow-api")
+        self._threads = executor or ThreadPoolExecutor(concurrency, thread_name_prefix="dagflow-api")
 
     async def _call(
         self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any

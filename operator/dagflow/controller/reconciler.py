@@ -146,6 +146,10 @@ def status_hold(last_patch: float | None, now: float, spacing: float, phase: Flo
     return max(0.0, last_patch + spacing - now)
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def parse_spec(raw: Mapping[str, Any], flow_name: str) -> ParsedSpec:
     problems = validate_flow(raw, flow_name=flow_name)
     if problems:
@@ -169,8 +173,12 @@ class Reconciler:
         config_maps: Mapping[FlowKey, Iterable[ConfigMapObservation]],
         post_event: PostEvent,
         workers: int = 4,
+        wall_clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        # The time of day (status timestamps, schedules) and the time between passes.
+        self._wall_clock, self._monotonic = wall_clock, monotonic
         self.kube = kube
         self.work_data = WorkData(kube)
         self.jobs = jobs
@@ -188,7 +196,7 @@ class Reconciler:
         self._queued: set[FlowKey] = set()
         self._active: set[FlowKey] = set()
         self._dirty: set[FlowKey] = set()
-        self._last_progress = time.monotonic()
+        self._last_progress = self._monotonic()
         # Jobs this operator created whose watch event has not reached the index yet, by flow and
         # name, with when they were created: a pass in between must neither create them again nor
         # report their works as not started.
@@ -276,7 +284,7 @@ class Reconciler:
 
     def enqueue(self, key: FlowKey) -> None:
         if not (self._queued or self._active):
-            self._last_progress = time.monotonic()  # the stall clock starts with the first wish
+            self._last_progress = self._monotonic()  # the stall clock starts with the first wish
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -290,7 +298,7 @@ class Reconciler:
         """
         if not (self._queued or self._active):
             return 0.0
-        return time.monotonic() - self._last_progress
+        return self._monotonic() - self._last_progress
 
     async def stop(self) -> None:
         for held in self._held.values():
@@ -323,7 +331,7 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
                 self._active.discard(key)
-                self._last_progress = time.monotonic()
+                self._last_progress = self._monotonic()
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.enqueue(key)
@@ -339,7 +347,7 @@ class Reconciler:
         metadata = body["metadata"]
         generation = int(metadata.get("generation") or 1)
         status: dict[str, Any] = body["status"]
-        moment = datetime.now(UTC).replace(microsecond=0)
+        moment = self._wall_clock().replace(microsecond=0)
         now = timestamp(moment)
         parsed = self._parse(key, metadata, body["spec"])
         if parsed.spec is None:
@@ -540,7 +548,7 @@ class Reconciler:
 
     def _status_hold(self, key: FlowKey, works: int, phase: FlowPhase) -> float:
         spacing = self.settings.status_interval_per_1000_works * works / 1000
-        return status_hold(self._last_patch.get(key), time.monotonic(), spacing, phase)
+        return status_hold(self._last_patch.get(key), self._monotonic(), spacing, phase)
 
     def _parse(self, key: FlowKey, metadata: Mapping[str, Any], raw_spec: Mapping[str, Any]) -> ParsedSpec:
         uid, generation = str(metadata.get("uid")), int(metadata.get("generation") or 1)
@@ -559,7 +567,7 @@ class Reconciler:
         if not unseen:
             return []
         seen = {job.name for job in indexed}
-        deadline = time.monotonic() - UNSEEN_JOB_TTL_SECONDS
+        deadline = self._monotonic() - UNSEEN_JOB_TTL_SECONDS
         found = []
         for name, (job, created) in list(unseen.items()):
             if name in seen or created < deadline:
@@ -578,7 +586,7 @@ class Reconciler:
         """
         found: dict[str, str] = {}
         budget = REFUSAL_LOOKUPS_PER_PASS
-        now, wall = time.monotonic(), datetime.now(UTC)
+        now, wall = self._monotonic(), self._wall_clock()
         starved_uids = set()
         for work, job in jobs.items():
             if not job.starved or not job.uid or not job.started_at:
@@ -615,9 +623,9 @@ class Reconciler:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             backoff_key = (key, flow.uid, run, work_name)
             backoff = self._create_backoff.get(backoff_key)
-            if backoff is not None and backoff[1] > time.monotonic():
+            if backoff is not None and backoff[1] > self._monotonic():
                 defer_start(plan, spec, work_name, backoff[2])
-                self._recheck(key, backoff[1] - time.monotonic())
+                self._recheck(key, backoff[1] - self._monotonic())
                 return
             try:
                 await create()
@@ -631,7 +639,7 @@ class Reconciler:
                     message = (
                         f"waiting: the API server refused its child ({api_error_message(error)}); retrying"
                     )
-                    self._create_backoff[backoff_key] = (failures, time.monotonic() + delay, message)
+                    self._create_backoff[backoff_key] = (failures, self._monotonic() + delay, message)
                     defer_start(plan, spec, work_name, message)
                     self._recheck(key, delay)
                     return
@@ -707,7 +715,7 @@ class Reconciler:
         if key in self.flows:
             self._unseen_jobs.setdefault(key, {})[name] = (
                 just_created(name, work, run, flow),
-                time.monotonic(),
+                self._monotonic(),
             )
 
     async def _create_matrix_job(
@@ -720,7 +728,7 @@ class Reconciler:
         self, key: FlowKey, deployment: dict[str, Any], service: dict[str, Any]
     ) -> None:
         await self.kube.ensure_service(service)
-        self._services_made[(key, service["metadata"]["name"])] = time.monotonic()
+        self._services_made[(key, service["metadata"]["name"])] = self._monotonic()
         await self.kube.ensure_deployment(deployment)
         logger.info(
             "Rolled out Deployment %s/%s", deployment["metadata"]["namespace"], deployment["metadata"]["name"]
@@ -773,7 +781,7 @@ class Reconciler:
         Service of a work that is no longer a serve work (removed from the spec, or now a batch work)."""
         serve_works = {work.name: work for work in spec.works if work.serve is not None}
         calls = []
-        now = time.monotonic()
+        now = self._monotonic()
         for name, work in serve_works.items():
             if name not in restorable or name in services or name not in deployments:
                 continue
@@ -846,7 +854,7 @@ class Reconciler:
         body["status"] = status
         if key in self.flows:  # not deleted meanwhile
             self._remember(key, written)
-        self._last_patch[key] = time.monotonic()
+        self._last_patch[key] = self._monotonic()
         self._phases[key] = status["phase"]
         self._update_phase_gauge()
         return True

@@ -1,0 +1,133 @@
+"""The simulation in the suite: a fixed set of seeded histories, the regression histories of defects
+found, and the model's own semantics (no cluster needed; tests/sim/test_contract.py checks the model
+against a real API server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from dagflow.api.models import API_VERSION, KIND, PLURAL
+from dagflow.controller.kube import ApiGroups, FlowReplacedError, KubeClient
+from tests.sim.apiserver import (
+    ApiServer,
+    AppsApi,
+    BatchApi,
+    Clock,
+    CoreApi,
+    CustomApi,
+    json_patch,
+    merge_patch,
+)
+from tests.sim.run import HISTORY_LENGTH, parse_kept, replay_line, run_history
+from tests.sim.world import InlineExecutor, World, generate
+
+DELETED_BY_NAME = (
+    "KubeClient.delete_job deletes by name without a uid precondition: a Job the operator made and has"
+    " not seen yet (its unseen-Job memory), deleted by someone else and replaced by an object the flow"
+    " does not own, is deleted when its run is retired"
+)
+# Seeds of the fixed set that break an invariant through a defect not fixed yet.
+KNOWN_FAILING_SEEDS = {32: DELETED_BY_NAME, 174: DELETED_BY_NAME}
+# Seeds every `make test` plays (about 40 s); `make sim SEEDS=N` searches further.
+FIXED_SEEDS = [
+    pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING_SEEDS[seed]))
+    if seed in KNOWN_FAILING_SEEDS
+    else seed
+    for seed in range(500)
+]
+
+
+@pytest.mark.parametrize("seed", FIXED_SEEDS)
+def test_a_seeded_history_keeps_every_invariant(seed: int) -> None:
+    violation = run_history(seed, generate(seed, HISTORY_LENGTH))
+    assert violation is None, f"{violation}\nreplay: {replay_line(seed)}"
+
+
+# Histories that broke an invariant, shrunk: (seed, the steps kept of its history).
+KNOWN_DEFECTS = [
+    pytest.param(
+        174,
+        "13,34,53,58,62-63,65",
+        id="a-retired-job-is-deleted-by-name-only",
+        marks=pytest.mark.xfail(strict=True, reason=DELETED_BY_NAME),
+    ),
+    pytest.param(
+        32,
+        "46,68,82,84,96,100",
+        id="a-retired-job-is-deleted-by-name-only-after-a-timeout",
+        marks=pytest.mark.xfail(strict=True, reason=DELETED_BY_NAME),
+    ),
+]
+
+
+@pytest.mark.parametrize(("seed", "kept"), KNOWN_DEFECTS)
+def test_a_regression_history_keeps_every_invariant(seed: int, kept: str) -> None:
+    violation = run_history(seed, generate(seed, HISTORY_LENGTH), parse_kept(kept))
+    assert violation is None, f"{violation}\nreplay: {replay_line(seed, parse_kept(kept))}"
+
+
+def test_a_history_replays_exactly() -> None:
+    assert writes_of(7) == writes_of(7)
+
+
+def writes_of(seed: int) -> list[tuple[str, str, str, str]]:
+    """Every write of the first 60 steps of a seed's history."""
+    world = World(seed)
+    try:
+        for step in generate(seed, 60):
+            world.apply(step)
+        return [(write.actor, write.verb, write.resource, write.name) for write in world.server.writes]
+    finally:
+        world.close()
+
+
+# -- the model's semantics that the operator relies on ----------------------------------------
+
+
+def test_merge_patch_deletes_a_null_member_and_replaces_lists() -> None:
+    target = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}
+    assert merge_patch(target, {"b": {"c": None}, "e": [None]}) == {"a": 1, "b": {"d": 3}, "e": [None]}
+
+
+def test_json_patch_keeps_a_null_value() -> None:
+    patched = json_patch(
+        {"status": {}}, [{"op": "add", "path": "/status", "value": {"outputs": {"x": None}}}]
+    )
+    assert patched == {"status": {"outputs": {"x": None}}}
+
+
+def flow_client() -> tuple[ApiServer, KubeClient]:
+    server = ApiServer(Clock())
+    apis = ApiGroups(BatchApi(server), AppsApi(server), CoreApi(server), CustomApi(server), None)
+    return server, KubeClient(4, apis, InlineExecutor())
+
+
+def new_flow(server: ApiServer, name: str) -> dict[str, Any]:
+    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": {"works": []}}
+    return server.create(PLURAL, "sim", body)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KubeClient.replace_flow_status tells a failed uid test by '/metadata/uid' in the error,"
+    " which the API server's 422 never names (tests/sim/test_contract.py): a status written for a flow"
+    " replaced under the same name fails the pass as an API error instead of being dropped",
+)
+def test_a_status_written_for_a_replaced_flow_is_told_apart() -> None:
+    server, kube = flow_client()
+    old_uid = new_flow(server, "f")["metadata"]["uid"]
+    server.delete(PLURAL, "sim", "f")
+    new_flow(server, "f")
+    with pytest.raises(FlowReplacedError):
+        asyncio.run(kube.replace_flow_status("sim", "f", old_uid, {"phase": "Running"}))
+
+
+def test_a_status_write_keeps_a_null_output() -> None:
+    server, kube = flow_client()
+    uid = new_flow(server, "f")["metadata"]["uid"]
+    status = {"phase": "Running", "works": [{"name": "a", "outputs": {"x": None}}]}
+    written = asyncio.run(kube.replace_flow_status("sim", "f", uid, status))
+    assert written["status"]["works"][0]["outputs"] == {"x": None}

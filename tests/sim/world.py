@@ -1,0 +1,563 @@
+"""The simulated world: the API server model, its controllers, the operator (the real Reconciler
+and KubeClient, fed by modelled watches) and the people acting on flows, driven one step at a time.
+
+A history is a list of `Step`s drawn from a seed. Each step carries its own seed, so dropping steps
+(shrinking) leaves what the others do unchanged as far as the state allows; a step that no longer
+applies (editing a flow that does not exist) does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kubernetes.client.exceptions import ApiException
+
+from dagflow.api.models import API_VERSION, KIND, PLURAL
+from dagflow.controller.kube import ApiGroups, KubeClient
+from dagflow.controller.observe import (
+    ConfigMapObservation,
+    DeploymentObservation,
+    FlowKey,
+    JobObservation,
+    ServiceObservation,
+    observe_config_map,
+    observe_deployment,
+    observe_job,
+    observe_service,
+    owner_flow,
+)
+from dagflow.controller.reconciler import Reconciler
+from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.status import FlowEvent
+from dagflow.rules import naming
+from dagflow.rules.validation import validate_object
+from tests.sim.apiserver import (
+    OPERATOR,
+    ApiServer,
+    AppsApi,
+    BatchApi,
+    Clock,
+    CoreApi,
+    CustomApi,
+    merge_patch,
+)
+from tests.sim.controllers import (
+    MESSAGE_ANNOTATION,
+    OUTCOME_ANNOTATION,
+    READY_ANNOTATION,
+    DeploymentController,
+    JobController,
+)
+
+NAMESPACE = "sim"
+FLOW_NAMES = ("pipe", "flow")
+CHILD_RESOURCES = ("jobs", "deployments", "services", "configmaps")
+WATCHED = (PLURAL, *CHILD_RESOURCES)
+# The operator takes a Job it made and has not seen for 60 s as gone (UNSEEN_JOB_TTL_SECONDS): its
+# watches are late, in bursts, but by less than that (kopf restarts a silent watch after 70 s and
+# then lists anew, which the model does not play).
+MAX_WATCH_LAG_SECONDS = 30.0
+# Settled: this many rounds of settling in a row (5 s of simulated time each) changed nothing.
+QUIET_ROUNDS = 16
+T = TypeVar("T")
+
+
+class InlineExecutor(Executor):
+    """Runs each API call at once in the calling thread: the order of calls is the order of the
+    reconciler's awaits, the same at every replay."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to the awaiting coroutine, as a thread pool would
+            future.set_exception(error)
+        return future
+
+
+@dataclass(frozen=True)
+class Step:
+    """One move of the world: `kind` says who moves, `seed` how."""
+
+    kind: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.seed}"
+
+
+# How often each kind of step is drawn.
+STEP_WEIGHTS: dict[str, int] = {
+    "user": 6,
+    "third-party": 2,
+    "deliver": 14,
+    "pass": 14,
+    "pass-with-fault": 2,
+    "jobs": 8,
+    "deployments": 4,
+    "gc": 3,
+    "clock": 5,
+    "restart": 1,
+}
+
+
+def generate(seed: int, length: int) -> list[Step]:
+    rng = random.Random(seed)
+    kinds = list(STEP_WEIGHTS)
+    weights = [STEP_WEIGHTS[kind] for kind in kinds]
+    steps = [Step("user", rng.randrange(2**32))]  # a flow to begin with
+    steps += [Step(rng.choices(kinds, weights)[0], rng.randrange(2**32)) for _ in range(length - 1)]
+    return steps
+
+
+# -- flows a user writes ---------------------------------------------------------------------------
+
+
+def make_spec(rng: random.Random) -> dict[str, Any]:
+    """A small flow drawn from the features that meet at the seams: outputs (a null among them),
+    static and dynamic matrices, serve works, parameters, failure policies."""
+    works: list[dict[str, Any]] = []
+    count = rng.randint(1, 4)
+    for number in range(count):
+        name = f"w{number}"
+        earlier = [work["name"] for work in works if "serve" not in work]
+        work: dict[str, Any] = {
+            "name": name,
+            "container": {
+                "image": f"example/ml:{rng.randint(1, 3)}",
+                "command": ["python", "-m", "work"],
+                "args": ["--lr", "$(params.lr)"],
+            },
+        }
+        if earlier and rng.random() < 0.7:
+            work["dependsOn"] = rng.sample(earlier, rng.randint(1, min(2, len(earlier))))
+        kind = rng.random()
+        if kind < 0.2 and number > 0:
+            work["serve"] = {"port": 8080, "replicas": 1, "progressDeadlineSeconds": 120}
+            work["annotations"] = {READY_ANNOTATION: "false"} if rng.random() < 0.15 else {}
+        else:
+            outcome = rng.choices(["succeed", "fail", "flaky"], [6, 1, 2])[0]
+            work["annotations"] = {OUTCOME_ANNOTATION: outcome}
+            work["retries"] = rng.randint(0, 2)
+            if rng.random() < 0.5:
+                work["outputs"] = [{"name": "score"}, {"name": "shards"}]
+                value = rng.choice(["null", '"0.9"', "1", '{"nested": null}'])
+                work["annotations"][MESSAGE_ANNOTATION] = (
+                    f'{{"score": {value}, "shards": ["a", "b{{index}}"]}}'
+                )
+            if rng.random() < 0.25:
+                work["matrix"] = {"model": ["linear", "forest", "gbr"][: rng.randint(1, 3)]}
+                work["container"]["args"] = ["--model", "$(matrix.model)"]
+            elif rng.random() < 0.2:
+                source = next(
+                    (other for other in works if other.get("outputs") and "matrix" not in other), None
+                )
+                if source is not None:
+                    work["matrix"] = {"shard": f"$(works.{source['name']}.outputs.shards)"}
+                    work["dependsOn"] = sorted({*work.get("dependsOn", []), source["name"]})
+                    work["container"]["args"] = ["--shard", "$(matrix.shard)"]
+            if rng.random() < 0.15:
+                work["timeoutSeconds"] = rng.choice([30, 300])
+        works.append(work)
+    spec: dict[str, Any] = {
+        "works": works,
+        "params": [{"name": "lr", "default": "0.1"}],
+        "failurePolicy": rng.choice(["FailFast", "Continue"]),
+    }
+    if rng.random() < 0.3:
+        spec["historyRuns"] = rng.randint(1, 3)
+    if rng.random() < 0.1:
+        spec["suspend"] = True
+    return spec
+
+
+def admitted(flow: Mapping[str, Any]) -> bool:
+    """Whether the admission webhook (and the CRD's schema) let this flow in."""
+    return not validate_object({key: value for key, value in flow.items() if key != "status"})
+
+
+# -- the operator --------------------------------------------------------------------------------
+
+
+class Operator:
+    """One life of the operator: the real Reconciler and KubeClient, with indexes fed by the
+    modelled watches. A restart makes a new one, which lists everything afresh."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        server = world.server
+        apis = ApiGroups(
+            batch=BatchApi(server),
+            apps=AppsApi(server),
+            core=CoreApi(server),
+            custom=CustomApi(server),
+            admission=None,
+        )
+        self.kube = KubeClient(16, apis, InlineExecutor())
+        self.jobs: dict[FlowKey, list[JobObservation]] = {}
+        self.deployments: dict[FlowKey, list[DeploymentObservation]] = {}
+        self.services: dict[FlowKey, list[ServiceObservation]] = {}
+        self.config_maps: dict[FlowKey, list[ConfigMapObservation]] = {}
+        # What each watch has brought so far, by resource and (namespace, name).
+        self.seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {resource: {} for resource in WATCHED}
+        self.cursors: dict[str, int] = {}
+        self.reconciler = Reconciler(
+            world.settings,
+            self.kube,
+            self.jobs,
+            self.deployments,
+            self.services,
+            self.config_maps,
+            world.post_event,
+            workers=0,
+            wall_clock=world.clock.wall,
+            monotonic=world.clock.monotonic,
+        )
+        # As kopf starts: every index filled from a list, then the flows' events.
+        for resource in WATCHED:
+            self.cursors[resource] = len(server.logs[resource])
+            for obj in server.items(resource, NAMESPACE):
+                if self._watched(resource, obj):
+                    self.seen[resource][(NAMESPACE, obj["metadata"]["name"])] = copy.deepcopy(obj)
+        for resource in CHILD_RESOURCES:
+            self._reindex(resource)
+        for key, body in sorted(self.seen[PLURAL].items()):
+            self.reconciler.flow_seen(key, body)
+
+    @staticmethod
+    def _watched(resource: str, obj: Mapping[str, Any]) -> bool:
+        if resource == PLURAL:
+            return True
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return labels.get(naming.MANAGED_BY_LABEL) == naming.MANAGED_BY_VALUE
+
+    def _reindex(self, resource: str) -> None:
+        index, observe = {
+            "jobs": (self.jobs, observe_job),
+            "deployments": (self.deployments, observe_deployment),
+            "services": (self.services, observe_service),
+            "configmaps": (self.config_maps, observe_config_map),
+        }[resource]
+        index.clear()
+        for (namespace, _), body in sorted(self.seen[resource].items()):
+            flow = owner_flow(body)
+            if flow:
+                index.setdefault((namespace, flow), []).append(observe(body))  # type: ignore[attr-defined]
+
+    def pending(self, resource: str) -> int:
+        return len(self.world.server.logs[resource]) - self.cursors[resource]
+
+    def deliver(self, resource: str, count: int) -> None:
+        """The next `count` events of one watch reach the operator."""
+        log = self.world.server.logs[resource]
+        start = self.cursors[resource]
+        events = log[start : start + count]
+        self.cursors[resource] = start + len(events)
+        for kind, obj in events:
+            if not self._watched(resource, obj):
+                continue
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            if kind == "DELETED":
+                self.seen[resource].pop(key, None)
+            else:
+                self.seen[resource][key] = copy.deepcopy(obj)
+            if resource == PLURAL:
+                self.reconciler.flow_seen(key, None if kind == "DELETED" else obj)
+        if resource != PLURAL and events:
+            self._reindex(resource)
+
+    def deliver_all(self) -> None:
+        for resource in WATCHED:
+            self.deliver(resource, self.pending(resource))
+
+    def run_pass(self, key: FlowKey) -> BaseException | None:
+        """One reconcile pass of one flow, as a worker runs it: an error fails the pass only."""
+        try:
+            self.world.loop.run_until_complete(self.reconciler.reconcile(key))
+        except (Exception, asyncio.CancelledError) as error:
+            return error
+        return None
+
+
+# -- the world -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Violation(Exception):
+    invariant: str
+    detail: str
+    step: int = -1
+
+    def __str__(self) -> str:
+        return f"{self.invariant} (step {self.step}): {self.detail}"
+
+
+@dataclass
+class Record:
+    """What the invariants remember between steps."""
+
+    # Last status seen, by flow uid.
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Request tokens that started (or stopped) a run, by (flow uid, kind).
+    tokens: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    # Who began the deletion of each Job, by Job uid.
+    deleted_by: dict[str, str] = field(default_factory=dict)
+    # The Jobs made for (flow uid, run, work).
+    jobs_made: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    checked_writes: int = 0
+    # The flow (key, uid) each operator write was made for, by index in server.writes.
+    write_flows: dict[int, tuple[FlowKey, str | None]] = field(default_factory=dict)
+
+
+class World:
+    """The simulated cluster and everyone acting on it."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.clock = Clock()
+        self.server = ApiServer(self.clock)
+        self.jobs = JobController(self.server)
+        self.deployments = DeploymentController(self.server)
+        self.settings = OperatorSettings()
+        self.loop = asyncio.new_event_loop()
+        # The loop's timers (rechecks, held status patches) run on simulated time.
+        self.loop.time = self.clock.monotonic  # type: ignore[method-assign]
+        self.events: list[tuple[str, str, str]] = []
+        self.record = Record()
+        self.refused: list[str] = []
+        self.tokens = 0
+        self.operator = Operator(self)
+        self.pass_flow: tuple[FlowKey, str | None] | None = None
+
+    def close(self) -> None:
+        self.loop.close()
+
+    def post_event(self, body: Mapping[str, Any], event: FlowEvent) -> None:
+        self.events.append((str(body["metadata"].get("uid")), event.reason, event.message))
+
+    def flows(self) -> list[dict[str, Any]]:
+        return list(self.server.items(PLURAL, NAMESPACE))
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def apply(self, step: Step) -> None:
+        rng = random.Random(step.seed)
+        getattr(self, "_" + step.kind.replace("-", "_"))(rng)
+
+    def _user(self, rng: random.Random) -> None:
+        self.server.actor = "user"
+        name = rng.choice(FLOW_NAMES)
+        flow = self.server.get(PLURAL, NAMESPACE, name)
+        if flow is None:
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": name},
+                "spec": make_spec(rng),
+            }
+            if admitted(body):
+                self.server.create(PLURAL, NAMESPACE, body)
+            return
+        action = rng.choices(
+            ["edit", "delete", "rerun", "retry", "stop", "suspend", "same-token"], [3, 2, 3, 2, 2, 1, 1]
+        )[0]
+        if action == "delete":
+            self.server.delete(PLURAL, NAMESPACE, name)
+        elif action == "edit":
+            spec = copy.deepcopy(flow["spec"])
+            if rng.random() < 0.3:
+                spec = make_spec(rng)
+            else:
+                work = rng.choice(spec["works"])
+                work["container"]["image"] = f"example/ml:{rng.randint(4, 9)}"
+            if admitted({**flow, "spec": spec}):
+                self.server.replace(PLURAL, {**flow, "spec": spec})
+        elif action == "suspend":
+            self.server.merge_patch(
+                PLURAL, NAMESPACE, name, {"spec": {"suspend": not flow["spec"].get("suspend")}}
+            )
+        elif action == "same-token":
+            # The same request applied again: acted on once.
+            annotations = flow["metadata"].get("annotations") or {}
+            if annotations:
+                self.server.merge_patch(
+                    PLURAL, NAMESPACE, name, {"metadata": {"annotations": dict(annotations)}}
+                )
+        else:
+            self.tokens += 1
+            annotations = {f"dagflow.dev/{action}": f"t{self.tokens}"}
+            if action != "stop" and rng.random() < 0.4:
+                annotations["dagflow.dev/params"] = json.dumps({"lr": rng.choice(["0.5", "0.01"])})
+            patch = {"metadata": {"annotations": annotations}}
+            if admitted(merge_patch(flow, patch)):
+                self.server.merge_patch(PLURAL, NAMESPACE, name, patch)
+
+    def _third_party(self, rng: random.Random) -> None:
+        """Someone else deletes a flow's child, or plants an object under a name the operator will use."""
+        self.server.actor = "third-party"
+        children = [
+            (resource, obj)
+            for resource in ("jobs", "configmaps", "services")
+            for obj in self.server.items(resource, NAMESPACE)
+        ]
+        if children and rng.random() < 0.5:
+            resource, victim = rng.choice(children)
+            self.server.delete(resource, NAMESPACE, victim["metadata"]["name"])
+            return
+        flow = self.server.get(PLURAL, NAMESPACE, rng.choice(FLOW_NAMES))
+        if flow is None:
+            return
+        run = int((flow.get("status") or {}).get("run") or 0) + rng.randint(0, 1)
+        work = rng.choice(flow["spec"]["works"])
+        job = naming.job_name(flow["metadata"]["name"], max(run, 1), work["name"])
+        name, resource = rng.choice(
+            [
+                (f"{job}-matrix", "configmaps"),
+                (f"{job}-outputs", "configmaps"),
+                (naming.serve_name(flow["metadata"]["name"], work["name"]), "services"),
+                (job, "jobs"),
+            ]
+        )
+        labels = naming.child_labels(flow["metadata"]["name"], work["name"], max(run, 1))
+        metadata: dict[str, Any] = {
+            "name": name,
+            "labels": labels,
+            "annotations": naming.child_annotations(flow["metadata"]["name"], work["name"]),
+        }
+        body: dict[str, Any] = {"metadata": metadata}
+        if resource == "configmaps":
+            body.update(
+                data={
+                    "outputs.json": json.dumps({"score": ["planted"], "shards": ["planted"]}),
+                    "values.json": "{}",
+                },
+                immutable=True,
+            )
+        elif resource == "services":
+            body["spec"] = {"ports": [{"port": 8080}]}
+        else:
+            body["spec"] = {
+                "completions": 1,
+                "template": {
+                    "metadata": {"annotations": {OUTCOME_ANNOTATION: "succeed"}},
+                    "spec": {"containers": [{"name": work["name"]}]},
+                },
+            }
+        if self.server.get(resource, NAMESPACE, name) is None:
+            self.server.create(resource, NAMESPACE, body)
+
+    def _deliver(self, rng: random.Random) -> None:
+        resource = rng.choice(WATCHED)
+        pending = self.operator.pending(resource)
+        if pending:
+            # Late, one at a time, or in a burst.
+            self.operator.deliver(resource, rng.choice([1, 1, 2, pending]))
+
+    def _pass(self, rng: random.Random, faults: list[str | None] | None = None) -> None:
+        keys = sorted(self.operator.reconciler.flows)
+        if not keys:
+            return
+        key = rng.choice(keys)
+        known = self.operator.reconciler.flows.get(key)
+        self.pass_flow = (key, known["metadata"].get("uid") if known else None)
+        self.server.faults.writes = list(faults or [])
+        first_write = len(self.server.writes)
+        try:
+            error = self.operator.run_pass(key)
+        finally:
+            self.server.faults.writes = []
+        for index in range(first_write, len(self.server.writes)):
+            if self.server.writes[index].actor == OPERATOR:
+                self.record.write_flows[index] = self.pass_flow
+        self.pass_flow = None
+        if isinstance(error, ApiException) and "request is too large" in (error.body or ""):
+            self.refused.append(f"pass of {key}: {error.body}")
+        if (
+            error is not None
+            and not isinstance(error, (ApiException, OSError))
+            and "timed out" not in str(error).lower()
+        ):
+            raise Violation("no-crash", f"the pass of {key} raised {error!r}")
+
+    def _pass_with_fault(self, rng: random.Random) -> None:
+        fault = rng.choice(["timeout", "lost"])
+        faults: list[str | None] = [None] * rng.randint(0, 3) + [fault]
+        self._pass(rng, faults)
+
+    def _jobs(self, rng: random.Random) -> None:
+        self.jobs.step(rng)
+
+    def _deployments(self, rng: random.Random) -> None:
+        self.deployments.step(rng)
+
+    def _gc(self, rng: random.Random) -> None:
+        self.server.actor = "garbage-collector"
+        self.server.collect_garbage()
+
+    def _clock(self, rng: random.Random) -> None:
+        self.advance(rng.choice([0.05, 0.5, 3, 30, 90]))
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock; a watch is late, but never by more than `MAX_WATCH_LAG_SECONDS`."""
+        self.clock.advance(seconds)
+        for resource in WATCHED:
+            times = self.server.log_times[resource]
+            cursor = self.operator.cursors[resource]
+            overdue = 0
+            while (
+                cursor + overdue < len(times)
+                and times[cursor + overdue] < self.clock.seconds - MAX_WATCH_LAG_SECONDS
+            ):
+                overdue += 1
+            self.operator.deliver(resource, overdue)
+
+    def _restart(self, rng: random.Random) -> None:
+        self.operator = Operator(self)
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def settle(self, rounds: int = 200) -> int:
+        """No more people or faults: the controllers, the garbage collector, the watches and the
+        operator go on until nothing changes. The number of operator writes in the last round."""
+        rng = random.Random(self.seed ^ 0x5E771E)
+        last, quiet = -1, 0
+        for _ in range(rounds):
+            before = len(self.server.writes)
+            self.jobs.step(rng)
+            self.deployments.step(rng, disrupt=False)
+            self.server.actor = "garbage-collector"
+            self.server.collect_garbage()
+            self.advance(5)
+            self.operator.deliver_all()
+            for key in sorted(self.operator.reconciler.flows):
+                self._pass_for(key)
+            self.operator.deliver_all()
+            last = sum(1 for write in self.server.writes[before:] if write.actor == OPERATOR)
+            # Quiet for a while, not just one round that happened to move nothing.
+            quiet = quiet + 1 if len(self.server.writes) == before else 0
+            if quiet >= QUIET_ROUNDS:
+                return 0
+        return last
+
+    def _pass_for(self, key: FlowKey) -> None:
+        known = self.operator.reconciler.flows.get(key)
+        self.pass_flow = (key, known["metadata"].get("uid") if known else None)
+        first_write = len(self.server.writes)
+        error = self.operator.run_pass(key)
+        for index in range(first_write, len(self.server.writes)):
+            if self.server.writes[index].actor == OPERATOR:
+                self.record.write_flows[index] = self.pass_flow
+        self.pass_flow = None
+        if error is not None and not isinstance(error, (ApiException, OSError)):
+            raise Violation("no-crash", f"the pass of {key} raised {error!r}")
+
+
+logging.getLogger("dagflow").setLevel(logging.CRITICAL)
