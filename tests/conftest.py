@@ -2,9 +2,10 @@
 
 Tests under tests/integration, tests/e2e, tests/chaos and tests/browser need the local Kubernetes
 cluster, and so does any test marked `cluster` elsewhere (tests/sim/test_contract.py: the rest of
-tests/sim runs without one). The session reuses a running one or starts its own and removes it at the end. Its cluster
-is `dagflow-test` unless DAGFLOW_CLUSTER_NAME names another: never the demo's (`dagflow`), so
-`make test` leaves a running `make demo` alone, and the tests' operator never acts beside the demo's.
+tests/sim runs without one). The session reuses a running one or starts its own and removes it at
+the end. Its cluster is `dagflow-test` unless DAGFLOW_CLUSTER_NAME names another: never the demo's
+(`dagflow`), so `make test` leaves a running `make demo` alone, and the tests' operator never acts
+beside the demo's.
 """
 
 from __future__ import annotations

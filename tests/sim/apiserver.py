@@ -647,6 +647,17 @@ class CoreApi(OperatorApi):
 
 
 class CustomApi(OperatorApi):
+    def list_namespaced_custom_object(
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        field_selector: str | None = None,
+        **_: Any,
+    ) -> Response:
+        return self._read(lambda: self.server.list(plural, namespace, field_selector=field_selector))
+
     def patch_namespaced_custom_object_status(
         self,
         group: str,

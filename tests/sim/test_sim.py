@@ -24,13 +24,8 @@ from tests.sim.apiserver import (
 from tests.sim.run import HISTORY_LENGTH, parse_kept, replay_line, run_history
 from tests.sim.world import InlineExecutor, World, generate
 
-DELETED_BY_NAME = (
-    "KubeClient.delete_job deletes by name without a uid precondition: a Job the operator made and has"
-    " not seen yet (its unseen-Job memory), deleted by someone else and replaced by an object the flow"
-    " does not own, is deleted when its run is retired"
-)
-# Seeds of the fixed set that break an invariant through a defect not fixed yet.
-KNOWN_FAILING_SEEDS = {32: DELETED_BY_NAME, 174: DELETED_BY_NAME}
+# Seeds of the fixed set that break an invariant through a defect not fixed yet, with why.
+KNOWN_FAILING_SEEDS: dict[int, str] = {}
 # Seeds every `make test` plays (about 40 s); `make sim SEEDS=N` searches further.
 FIXED_SEEDS = [
     pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING_SEEDS[seed]))
@@ -51,14 +46,14 @@ KNOWN_DEFECTS = [
     pytest.param(
         174,
         "13,34,53,58,62-63,65",
+        # A Job the operator made and had not seen yet, deleted by someone else and replaced by
+        # one the flow does not own, was deleted when its run was retired: now by uid only.
         id="a-retired-job-is-deleted-by-name-only",
-        marks=pytest.mark.xfail(strict=True, reason=DELETED_BY_NAME),
     ),
     pytest.param(
         32,
         "46,68,82,84,96,100",
         id="a-retired-job-is-deleted-by-name-only-after-a-timeout",
-        marks=pytest.mark.xfail(strict=True, reason=DELETED_BY_NAME),
     ),
 ]
 
@@ -110,12 +105,6 @@ def new_flow(server: ApiServer, name: str) -> dict[str, Any]:
     return server.create(PLURAL, "sim", body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KubeClient.replace_flow_status tells a failed uid test by '/metadata/uid' in the error,"
-    " which the API server's 422 never names (tests/sim/test_contract.py): a status written for a flow"
-    " replaced under the same name fails the pass as an API error instead of being dropped",
-)
 def test_a_status_written_for_a_replaced_flow_is_told_apart() -> None:
     server, kube = flow_client()
     old_uid = new_flow(server, "f")["metadata"]["uid"]

@@ -138,13 +138,15 @@ class KubeClient:
                     metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(error.status)).inc()
                 raise
 
-    async def create_job(self, job: dict[str, Any]) -> bool:
-        """Create a Job; False when this flow's Job already exists (a restart never duplicates work).
+    async def create_job(self, job: dict[str, Any]) -> tuple[bool, str | None]:
+        """Create a Job: whether it was made now (False: this flow's Job already exists, so a restart
+        never duplicates work), and the Job's uid, by which it is deleted later.
 
         Raises NameTakenError when an object of another owner holds the name.
         """
-        if await self._create("jobs", self.batch.create_namespaced_job, job):
-            return True
+        created = await self._create("jobs", self.batch.create_namespaced_job, job)
+        if created is not None:
+            return True, created["metadata"].get("uid")
         metadata = job["metadata"]
         existing = json.loads(
             await self._call(
@@ -152,24 +154,23 @@ class KubeClient:
             )
         )
         check_owner("Job", existing, metadata["ownerReferences"][0]["uid"])
-        return False
+        return False, existing["metadata"].get("uid")
 
-    async def delete_job(self, namespace: str, name: str, wait_for_pods: bool = False) -> None:
-        """Delete a Job; `wait_for_pods`: the Job stays (being deleted) until its pods are gone."""
-        await self._delete(
-            "jobs",
-            self.batch.delete_namespaced_job,
-            name,
-            namespace,
-            propagation_policy="Foreground" if wait_for_pods else "Background",
-        )
+    async def delete_job(
+        self, namespace: str, name: str, uid: str | None, wait_for_pods: bool = False
+    ) -> None:
+        """Delete the Job of that uid only (another made since under the name stays); `wait_for_pods`:
+        the Job stays (being deleted) until its pods are gone."""
+        policy = "Foreground" if wait_for_pods else "Background"
+        delete = self.batch.delete_namespaced_job
+        await self._delete_exactly("jobs", delete, name, namespace, uid, propagation_policy=policy)
 
     async def create_config_map(self, config_map: dict[str, Any]) -> None:
         """Create a ConfigMap of a flow's. One of this flow's that exists already is kept (it was made
         from the same spec and outputs, and is immutable); one that this flow does not own raises
         NameTakenError, exactly as for a Job: whoever made it first must not feed another user's pods.
         """
-        if await self._create("configmaps", self.core.create_namespaced_config_map, config_map):
+        if await self._create("configmaps", self.core.create_namespaced_config_map, config_map) is not None:
             return
         metadata = config_map["metadata"]
         existing = await self._read_owned_config_map(
@@ -354,11 +355,31 @@ class KubeClient:
                 _content_type=JSON_PATCH,
             )
         except ApiException as error:
-            if error.status == 422 and "/metadata/uid" in (error.body or ""):
+            # The API server's answer to a failed `test` is a bare 422, as for an invalid status:
+            # the flow itself tells which it was.
+            if error.status == 422 and await self._flow_uid(namespace, name) != uid:
                 raise FlowReplacedError(namespace, name, uid) from None
             raise
         flow: dict[str, Any] = json.loads(response)
         return flow
+
+    async def _flow_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of the flow of that name now; None when there is none. (Listed by name: the
+        operator may list and watch flows, nothing more.)"""
+        listing = json.loads(
+            await self._call(
+                "list",
+                "dagflows",
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+            )
+        )
+        items = listing.get("items") or []
+        return str(items[0]["metadata"].get("uid")) if items else None
 
     def delete_webhook_configurations(self, name: str) -> None:
         """Remove the validating and mutating webhook configurations `name`; gone already is fine."""
@@ -398,36 +419,37 @@ class KubeClient:
         status: dict[str, Any] = json.loads(body).get("status") or {}
         return status
 
-    async def _delete(
-        self, resource: str, function: Callable[..., Any], name: str, namespace: str, **kwargs: Any
-    ) -> None:
-        """Delete; gone already is fine."""
-        try:
-            await self._call("delete", resource, function, name, namespace, **kwargs)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
     async def _delete_exactly(
-        self, resource: str, function: Callable[..., Any], name: str, namespace: str, uid: str | None
+        self,
+        resource: str,
+        function: Callable[..., Any],
+        name: str,
+        namespace: str,
+        uid: str | None,
+        **kwargs: Any,
     ) -> None:
         """Delete the object of `uid` (a precondition the API server checks); gone already, or
         replaced by another object of the name (409), is fine."""
         options = {"preconditions": {"uid": uid}} if uid else None
         try:
-            await self._call("delete", resource, function, name, namespace, body=options)
+            await self._call("delete", resource, function, name, namespace, body=options, **kwargs)
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
 
-    async def _create(self, resource: str, function: Callable[..., Any], body: dict[str, Any]) -> bool:
+    async def _create(
+        self, resource: str, function: Callable[..., Any], body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create; the object as made, or None when one of that name exists already (409)."""
         try:
-            await self._call("create", resource, function, body["metadata"]["namespace"], body)
+            made: dict[str, Any] = json.loads(
+                await self._call("create", resource, function, body["metadata"]["namespace"], body)
+            )
         except ApiException as error:
             if error.status == 409:
-                return False
+                return None
             raise
-        return True
+        return made
 
 
 POD_PAGE_SIZE = 500

@@ -102,7 +102,7 @@ class ParsedSpec:
     fingerprint: str | None = None
 
 
-def just_created(name: str, work: str, run: int, flow: FlowRef) -> JobObservation:
+def just_created(name: str, work: str, run: int, flow: FlowRef, uid: str | None = None) -> JobObservation:
     """A Job as it is the moment it is created: no pod yet, no outcome."""
     return JobObservation(
         name=name,
@@ -119,6 +119,7 @@ def just_created(name: str, work: str, run: int, flow: FlowRef) -> JobObservatio
         deleting=False,
         owner_uid=flow.uid,
         generation=flow.generation,
+        uid=uid,
     )
 
 
@@ -362,6 +363,7 @@ class Reconciler:
         # same name must not take over what the old one left for the garbage collector.
         all_jobs = [job for job in self.jobs.get(key) or [] if job.owner_uid == flow.uid]
         all_jobs += self._unseen(key, all_jobs)
+        job_uids = {job.name: job.uid for job in all_jobs}
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
             for deployment in self.deployments.get(key) or []
@@ -410,7 +412,7 @@ class Reconciler:
             # restored, the Serving condition true to their Deployments.
             referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
             await asyncio.gather(
-                self._retire(flow, retirement),
+                self._retire(flow, retirement, job_uids),
                 self._collect_config_maps(
                     flow, stale_config_maps(config_maps, all_jobs, run, (), referenced)
                 ),
@@ -462,8 +464,8 @@ class Reconciler:
             self._start_children(
                 key, flow, spec, run, plan, status.get("params") or default_params(spec), deployments
             ),
-            self._retire(flow, retirement),
-            self._stop_failed_run(flow, plan),
+            self._retire(flow, retirement, job_uids),
+            self._stop_failed_run(flow, plan, job_uids),
             self._collect_config_maps(flow, stale),
             self._keep_serving(key, flow, spec, self._restorable(plan), deployments, services),
         )
@@ -502,7 +504,7 @@ class Reconciler:
             job for job in jobs if job.run == decision.run and job.outcome is None and not job.deleting
         ]
         await asyncio.gather(
-            *(self.kube.delete_job(namespace, job.name, wait_for_pods=True) for job in running)
+            *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
         )
         for job in running:
             logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
@@ -709,12 +711,13 @@ class Reconciler:
         self, key: FlowKey, flow: FlowRef, work: str, run: int, job: dict[str, Any]
     ) -> None:
         name = job["metadata"]["name"]
-        if await self.kube.create_job(job):
+        created, uid = await self.kube.create_job(job)
+        if created:
             metrics.CHILDREN_CREATED.labels(kind="Job").inc()
             logger.info("Created Job %s/%s", job["metadata"]["namespace"], name)
         if key in self.flows:
             self._unseen_jobs.setdefault(key, {})[name] = (
-                just_created(name, work, run, flow),
+                just_created(name, work, run, flow, uid),
                 self._monotonic(),
             )
 
@@ -760,10 +763,13 @@ class Reconciler:
             serve_works, serving_runs(spec, deployments), endpoints, status, generation, now
         )
 
-    async def _stop_failed_run(self, flow: FlowRef, plan: Plan) -> None:
+    async def _stop_failed_run(self, flow: FlowRef, plan: Plan, uids: Mapping[str, str | None]) -> None:
         """Delete the Jobs of a run that failed under FailFast: it holds no nodes or GPUs."""
         await asyncio.gather(
-            *(self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in plan.stop)
+            *(
+                self.kube.delete_job(flow.namespace, name, uids.get(name), wait_for_pods=True)
+                for name in plan.stop
+            )
         )
         for name in plan.stop:
             logger.info("Deleted Job %s/%s of a failed run (FailFast)", flow.namespace, name)
@@ -807,15 +813,19 @@ class Reconciler:
             calls.append(self.kube.delete_service(flow.namespace, orphan.name, orphan.uid))
         await asyncio.gather(*calls)
 
-    async def _retire(self, flow: FlowRef, retirement: JobRetirement) -> None:
+    async def _retire(self, flow: FlowRef, retirement: JobRetirement, uids: Mapping[str, str | None]) -> None:
         """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
 
         A running Job is deleted in the foreground: it stays, being deleted, until its pods are
         gone, so the new run waits for them (see `draining` in the planner). Its ConfigMaps go in a
         later pass, once it is gone (`stale_config_maps`).
         """
-        calls = [self.kube.delete_job(flow.namespace, name, wait_for_pods=True) for name in retirement.stop]
-        calls += [self.kube.delete_job(flow.namespace, name) for name in retirement.delete]
+        # By uid: a Job made since under the same name by someone else is never deleted.
+        calls = [
+            self.kube.delete_job(flow.namespace, name, uids.get(name), wait_for_pods=True)
+            for name in retirement.stop
+        ]
+        calls += [self.kube.delete_job(flow.namespace, name, uids.get(name)) for name in retirement.delete]
         await asyncio.gather(*calls)
 
     async def _collect_config_maps(self, flow: FlowRef, stale: Iterable[ConfigMapObservation]) -> None:
