@@ -165,8 +165,9 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         ("apps", "deployments", ()): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services", ()): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "events", ()): ["create", "list"],
-        # Outputs of works are their pods' termination messages: pods are listed, nothing more.
-        ("", "pods", ()): ["list"],
+        # A work succeeds when its pod does, and its outputs are its pod's termination message:
+        # pods are listed and watched, nothing more.
+        ("", "pods", ()): ["list", "watch"],
         # A matrix work's values and its instances' outputs are ConfigMaps of the flow, watched so
         # that each goes once nothing uses it.
         ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],

@@ -9,7 +9,14 @@ import pytest
 
 from dagflow.api.models import DAGFlowSpec
 from dagflow.controller.builders import FlowRef, build_deployment, build_job
-from dagflow.controller.observe import observe_deployment, observe_job, owner_flow
+from dagflow.controller.observe import (
+    observe_deployment,
+    observe_job,
+    observe_pod,
+    owner_flow,
+    settled_by_pod,
+    succeeded_pods,
+)
 from dagflow.controller.settings import OperatorSettings
 
 CREATED = "2024-05-01T10:00:00Z"
@@ -419,3 +426,79 @@ def test_children_not_controlled_by_a_dagflow_have_no_owner_flow(
         body["metadata"]["ownerReferences"] = references
     assert owner_flow(body) is None
     assert owner_flow({}) is None
+
+
+# -- pods: a work succeeds when its pod did ------------------------------------------------------
+
+JOB_UID = "d3b07384-d9a7-4e3b-8b7e-1c2f3a4b5c6d"
+POD_ENDED = "2024-05-01T10:03:19Z"
+NOW = "2024-05-01T10:03:19Z"
+
+
+def pod_body(
+    phase: str, job_uid: str | None = JOB_UID, finished_at: str | None = POD_ENDED
+) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/managed-by": "dagflow-operator", "dagflow.dev/flow": "ml-pipeline"}
+    if job_uid:
+        labels["batch.kubernetes.io/controller-uid"] = job_uid
+    terminated = {
+        "exitCode": 0,
+        "reason": "Completed",
+        **({"finishedAt": finished_at} if finished_at else {}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ml-pipeline-1-train-0-x7k2p", "labels": labels},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "train", "state": {"terminated": terminated}}]
+            if phase in ("Succeeded", "Failed")
+            else [],
+        },
+    }
+
+
+def settled(job: dict[str, Any], *pods: dict[str, Any]) -> Any:
+    observed = [pod for pod in (observe_pod(body) for body in pods) if pod is not None]
+    return settled_by_pod(observe_job(job), succeeded_pods(observed), NOW)
+
+
+def running_job(**spec: Any) -> dict[str, Any]:
+    body = job_body({"startTime": STARTED, "active": 1})
+    body["spec"].update(spec)
+    return body
+
+
+def test_a_work_succeeds_when_its_pod_did_before_the_job_controller_says_so() -> None:
+    observed = settled(running_job(), pod_body("Succeeded"))
+    assert (observed.outcome, observed.finished_at, observed.attempts) == ("Succeeded", POD_ENDED, 1)
+    # A pod without its end time: the moment the operator saw it.
+    assert settled(running_job(), pod_body("Succeeded", finished_at=None)).finished_at == NOW
+
+
+def test_a_job_that_could_still_fail_waits_for_the_job_controller() -> None:
+    # Its deadline may pass before the Job controller counts the success: it would then fail.
+    assert settled(running_job(activeDeadlineSeconds=60), pod_body("Succeeded")).outcome is None
+    # A pod still running, or failed (a retry may follow), says nothing yet.
+    assert settled(running_job(), pod_body("Running")).outcome is None
+    assert settled(running_job(), pod_body("Failed")).outcome is None
+    # Another Job's pod (an earlier Job of the name, deleted and made again) is not this Job's.
+    assert settled(running_job(), pod_body("Succeeded", job_uid="another-job")).outcome is None
+
+
+def test_a_job_that_ended_or_is_being_deleted_is_taken_as_the_job_controller_says() -> None:
+    failed = job_body({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "X"}]})
+    assert settled(failed, pod_body("Succeeded")).outcome == "Failed"
+    deleting = running_job()
+    deleting["metadata"]["deletionTimestamp"] = ENDED
+    assert settled(deleting, pod_body("Succeeded")).outcome is None
+
+
+def test_a_matrix_works_job_waits_for_every_instance_through_the_job_controller() -> None:
+    matrix = running_job(completions=3, parallelism=3)
+    assert settled(matrix, pod_body("Succeeded")).outcome is None
+
+
+def test_pods_no_job_controls_are_not_observed() -> None:
+    assert observe_pod(pod_body("Running", job_uid=None)) is None

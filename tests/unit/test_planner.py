@@ -1150,3 +1150,10 @@ def test_a_matrix_works_gathered_output_fans_out_to_ten_thousand_instances() -> 
     assert result.combinations["fan"][9_999] == {"shard": shards[9_999]}
     values = build_matrix_values(FLOW, flow_spec.works[1], 1, result.combinations["fan"])
     assert len(values["data"]["values.json"].encode()) < 1024 * 1024
+
+
+def test_a_success_is_recorded_once_when_its_pod_succeeded_not_again_at_the_jobs_completion() -> None:
+    flow_spec = spec(work("a"))
+    previous = {"a": {"name": "a", "phase": "Succeeded", "finishedAt": EARLIER}}
+    result = plan(flow_spec, [job_obs("a", "Succeeded")], previous=previous)
+    assert state(result, "a").finished_at == EARLIER

@@ -101,11 +101,12 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
-# A batch work's outputs are its pod's termination message, read once the Job succeeded (only
-# listed, by the Job's uid: no get, no watch, no exec).
+# A batch work succeeds when its pod does: the pods of the operator's Jobs are watched (by its
+# label), and a work's outputs are its pod's termination message, listed by the Job's uid. No get,
+# no exec, no logs.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # A matrix work's values reach its pods in a ConfigMap, and its instances' outputs are kept in
 # another: made, read back (owner checked) when a name is taken or a later work references them,
 # watched (only those labelled as the operator's) so that each is deleted once nothing uses it.

@@ -28,10 +28,12 @@ from dagflow.controller.observe import (
     DeploymentObservation,
     FlowKey,
     JobObservation,
+    PodObservation,
     ServiceObservation,
     observe_config_map,
     observe_deployment,
     observe_job,
+    observe_pod,
     observe_service,
     owner_flow,
 )
@@ -92,7 +94,8 @@ def _reconciler() -> Reconciler:
 
 
 def _flow_key(namespace: str | None, body: Mapping[str, Any]) -> FlowKey | None:
-    flow = owner_flow(body)
+    # A pod's owner is its Job: its flow is named on it.
+    flow = naming.flow_of(body.get("metadata") or {}) if body.get("kind") == "Pod" else owner_flow(body)
     return (namespace, flow) if namespace and flow else None
 
 
@@ -327,10 +330,20 @@ _index_children("", "services", observe_service, "flow_services")
 _index_children("", "configmaps", observe_config_map, "flow_config_maps")
 
 
+# A Job's pods, by the flow named on them (their owner is the Job): a work counts as succeeded the
+# moment its pod did, a second before the Job controller says so (`observe.settled_by_pod`).
+@kopf.index("", "v1", "pods", labels=CHILD_FILTER)
+async def flow_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
+    key = _flow_key(namespace, body)
+    pod = observe_pod(body)
+    return {key: pod} if key and pod else None
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_FILTER)
+@kopf.on.event("", "v1", "pods", labels=CHILD_FILTER)
 async def child_changed(
     namespace: str | None,
     body: kopf.Body,
@@ -338,11 +351,14 @@ async def child_changed(
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
     flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
+    flow_pods: kopf.Index[FlowKey, PodObservation],
     **_: Any,
 ) -> None:
     key = _flow_key(namespace, body)
     if key:
-        _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps).enqueue(key)
+        _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps, flow_pods).enqueue(
+            key
+        )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -355,12 +371,13 @@ async def flow_changed(
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
     flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
+    flow_pods: kopf.Index[FlowKey, PodObservation],
     **_: Any,
 ) -> None:
     if not namespace or not name:
         return
     _note_flow((namespace, name), None if type == "DELETED" else body)
-    reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps)
+    reconciler = _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps, flow_pods)
     reconciler.flow_seen((namespace, name), None if type == "DELETED" else body)
 
 
@@ -444,6 +461,7 @@ def _ensure_reconciler(
     deployments: kopf.Index[FlowKey, DeploymentObservation],
     services: kopf.Index[FlowKey, ServiceObservation],
     config_maps: kopf.Index[FlowKey, ConfigMapObservation],
+    pods: kopf.Index[FlowKey, PodObservation],
 ) -> Reconciler:
     # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
     if "reconciler" not in state:
@@ -457,6 +475,7 @@ def _ensure_reconciler(
             config_maps,
             _post_event,
             workers=settings.reconcile_workers,
+            pods=pods,
         )
     return _reconciler()
 

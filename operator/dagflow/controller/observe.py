@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dagflow.rules import naming
@@ -41,6 +41,8 @@ class JobObservation:
     failed_indexes: str = ""
     # A matrix work's Job, whose ConfigMaps are deleted with it.
     matrix: bool = False
+    # It has an activeDeadlineSeconds: the Job controller may still fail it after its pod succeeded.
+    deadline: bool = False
 
     @property
     def attempts(self) -> int:
@@ -165,7 +167,62 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         completed_indexes=str(status.get("completedIndexes") or ""),
         failed_indexes=str(status.get("failedIndexes") or ""),
         matrix=(metadata.get("annotations") or {}).get(naming.MATRIX_ANNOTATION) == "true",
+        deadline=(body.get("spec") or {}).get("activeDeadlineSeconds") is not None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PodObservation:
+    """A pod of a flow's Job: only whether it succeeded, and when."""
+
+    name: str
+    job_uid: str
+    phase: str
+    finished_at: str | None
+
+
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+def observe_pod(body: Mapping[str, Any]) -> PodObservation | None:
+    """A Job's pod as the planner needs it; None for a pod that no Job controls (a serve work's)."""
+    metadata = body.get("metadata", {})
+    job_uid = (metadata.get("labels") or {}).get(JOB_UID_LABEL)
+    if not job_uid:
+        return None
+    status = body.get("status") or {}
+    ended = [
+        str(terminated["finishedAt"])
+        for container in status.get("containerStatuses") or []
+        if (terminated := (container.get("state") or {}).get("terminated")) and terminated.get("finishedAt")
+    ]
+    return PodObservation(
+        name=str(metadata.get("name", "")),
+        job_uid=str(job_uid),
+        phase=str(status.get("phase") or "Pending"),
+        finished_at=max(ended) if ended else None,
+    )
+
+
+def succeeded_pods(pods: Iterable[PodObservation]) -> dict[str, PodObservation]:
+    """The succeeded pods among `pods`, by the uid of their Job."""
+    return {pod.job_uid: pod for pod in pods if pod.phase == "Succeeded"}
+
+
+def settled_by_pod(job: JobObservation, succeeded: Mapping[str, PodObservation], now: str) -> JobObservation:
+    """The Job as its pod shows it (`succeeded`: the succeeded pods by Job uid). A Job of one
+    completion whose pod succeeded counts as succeeded then, before the Job controller marks it
+    Complete (about a second later), when nothing can fail it any more: no other pod can run (one
+    completion, parallelism one), the pod failure policy acts on failed pods only, and a succeeded
+    pod deleted before it is counted is still counted (the Job controller's tracking finalizer).
+    Only a deadline could fail it after that (the Job controller checks activeDeadlineSeconds
+    before it counts a success), so a Job with one waits for the Job controller."""
+    if job.outcome is not None or job.deleting or job.matrix or job.deadline or job.completions != 1:
+        return job
+    pod = succeeded.get(job.uid or "")
+    if pod is None:
+        return job
+    return replace(job, outcome="Succeeded", succeeded=1, active=0, finished_at=pod.finished_at or now)
 
 
 def index_ranges(text: str) -> list[range]:

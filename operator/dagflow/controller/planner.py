@@ -392,7 +392,10 @@ def _observed_state(
     # startTime) does not cost another status patch.
     state.started_at = (previous or {}).get("startedAt") or job.started_at
     if job.outcome == "Succeeded":
-        state.phase, state.finished_at = WorkPhase.SUCCEEDED, job.finished_at
+        # Recorded once, when its pod succeeded: the Job's completionTime a second later moves nothing.
+        succeeded_before = previous is not None and previous.get("phase") == WorkPhase.SUCCEEDED
+        kept_finish = (previous or {}).get("finishedAt") if succeeded_before else None
+        state.phase, state.finished_at = WorkPhase.SUCCEEDED, kept_finish or job.finished_at
     elif job.outcome == "Failed":
         state.phase, state.finished_at = WorkPhase.FAILED, job.finished_at
         state.message = _failure_message(job, work)

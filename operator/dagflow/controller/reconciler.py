@@ -36,7 +36,10 @@ from dagflow.controller.observe import (
     DeploymentObservation,
     FlowKey,
     JobObservation,
+    PodObservation,
     ServiceObservation,
+    settled_by_pod,
+    succeeded_pods,
 )
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.runcontrol import (
@@ -176,6 +179,7 @@ class Reconciler:
         workers: int = 4,
         wall_clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        pods: Mapping[FlowKey, Iterable[PodObservation]] | None = None,
     ) -> None:
         self.settings = settings
         # The time of day (status timestamps, schedules) and the time between passes.
@@ -186,6 +190,7 @@ class Reconciler:
         self.deployments = deployments
         self.services = services
         self.config_maps = config_maps
+        self.pods: Mapping[FlowKey, Iterable[PodObservation]] = pods if pods is not None else {}
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -427,7 +432,10 @@ class Reconciler:
             if await self._write_status(key, body, settled):
                 self._announce(body, decision)
             return
-        current_jobs = {job.work: job for job in all_jobs if job.run == run}
+        # A work whose pod succeeded counts as succeeded then, when nothing can fail its Job any more:
+        # its dependents start a second before the Job controller would let them.
+        succeeded = succeeded_pods(self.pods.get(key) or [])
+        current_jobs = {job.work: settled_by_pod(job, succeeded, now) for job in all_jobs if job.run == run}
         draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}

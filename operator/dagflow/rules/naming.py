@@ -131,6 +131,13 @@ def flow_selector(flow: str) -> str:
     return f"{FLOW_LABEL}={label_value(flow)},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 
+def flow_of(metadata: Mapping[str, Any]) -> str:
+    """The full name of the flow a child or a pod belongs to (the label may be hashed)."""
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    return str(annotations.get(FLOW_ANNOTATION) or labels.get(FLOW_LABEL, ""))
+
+
 def work_of(metadata: Mapping[str, Any]) -> str:
     # The work label may be hashed when too long; the annotation always holds the full name.
     annotations = metadata.get("annotations") or {}
