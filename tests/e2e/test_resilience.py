@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.api_proxy import ApiProxy
 from tests.e2e.conftest import delete_webhook_configurations, forget_peer
 from tests.e2e.flows import create, flow, jobs_per_run_and_work, status, wait_for_phase, work, works_by_name
-from tests.kube import control_plane_pid, paused, wait_for
+from tests.kube import control_plane_pid, kubectl, paused, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -114,18 +114,23 @@ def test_liveness_fails_while_the_reconcile_loop_is_stuck_and_recovers_after(
         create(manifest, namespace)
         wait_for(lambda: status(namespace, "stuck").get("phase") == "Succeeded", timeout=60, what="run 1")
         assert health(operator) == 200
-        # The operator's calls hang from now on, while its watches still bring news (here: an edit
-        # of the flow, which starts run 2): its passes wait for answers that do not come.
+        # The operator's calls hang from now on, while its watches still bring news (here: a stop
+        # request, which its webhook admits without asking the API server, unlike an edit or a
+        # rerun, whose author's permissions it checks there): its passes wait for answers that do
+        # not come.
         relayed.hang_requests()
-        manifest["spec"]["works"][0]["container"]["args"] = ["--again"]
-        create(manifest, namespace)
+        kubectl("annotate", "dagflow", "stuck", "dagflow.dev/stop=late", namespace=namespace)
         started = time.monotonic()
         wait_for(lambda: health(operator) == 500, timeout=60, interval=1, what="the liveness probe to fail")
         failed_after = time.monotonic() - started
         relayed.resume()
-        wait_for(lambda: status(namespace, "stuck").get("run") == 2, timeout=60, what="run 2")
+        wait_for(
+            lambda: (status(namespace, "stuck").get("handledRequests") or {}).get("stop") == "late",
+            timeout=60,
+            what="the stop request to be answered",
+        )
         final = wait_for_phase(namespace, "stuck", timeout=120)
-        assert final["phase"] == "Succeeded" and final["run"] == 2, final
+        assert final["phase"] == "Succeeded" and final["run"] == 1, final
         wait_for(lambda: health(operator) == 200, timeout=30, interval=1, what="the liveness probe to pass")
         assert operator.process is not None and operator.process.poll() is None, "the operator exited"
     finally:

@@ -22,10 +22,8 @@ from tests.operator_process import DeployedOperator
 
 pytestmark = pytest.mark.cluster
 
-WEBHOOK_CONFIGURATIONS = (
-    "validatingwebhookconfiguration/dagflow.dev",
-    "mutatingwebhookconfiguration/dagflow.dev",
-)
+# The chart's only webhook configuration (the operator validates; it mutates nothing).
+WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfiguration/dagflow.dev",)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -189,7 +187,7 @@ def test_upgrade_keeps_the_operators_webhooks_and_brings_back_deleted_configurat
         assert configuration["metadata"]["labels"]["helm.sh/chart"] == f"dagflow-operator-{version}-next"
         assert [webhook["name"] for webhook in configuration["webhooks"]] == [REGISTERED_WEBHOOK["name"]]
 
-        # The operator deletes them on a clean shutdown; the next upgrade makes them again.
+        # Deleted by hand: the next upgrade makes it again.
         kubectl("delete", *WEBHOOK_CONFIGURATIONS)
         helm("upgrade", release, str(CHART_DIR), "--namespace", namespace, "--reuse-values")
         for name in WEBHOOK_CONFIGURATIONS:

@@ -55,6 +55,13 @@ KNOWN_DEFECTS = [
         "46,68,82,84,96,100",
         id="a-retired-job-is-deleted-by-name-only-after-a-timeout",
     ),
+    pytest.param(
+        379,
+        "80-81,86,92,94,102-103,111,119-120,125-126",
+        # A matrix work's Job, made and not seen yet, was taken for a Job of one completion: its
+        # first instance's pod made the work succeed, and the Job's own event took it back.
+        id="a-just-created-matrix-job-is-not-settled-by-one-pod",
+    ),
 ]
 
 

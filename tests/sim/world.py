@@ -27,10 +27,12 @@ from dagflow.controller.observe import (
     DeploymentObservation,
     FlowKey,
     JobObservation,
+    PodObservation,
     ServiceObservation,
     observe_config_map,
     observe_deployment,
     observe_job,
+    observe_pod,
     observe_service,
     owner_flow,
 )
@@ -59,7 +61,7 @@ from tests.sim.controllers import (
 
 NAMESPACE = "sim"
 FLOW_NAMES = ("pipe", "flow")
-CHILD_RESOURCES = ("jobs", "deployments", "services", "configmaps")
+CHILD_RESOURCES = ("jobs", "deployments", "services", "configmaps", "pods")
 WATCHED = (PLURAL, *CHILD_RESOURCES)
 # The operator takes a Job it made and has not seen for 60 s as gone (UNSEEN_JOB_TTL_SECONDS): its
 # watches are late, in bursts, but by less than that (kopf restarts a silent watch after 70 s and
@@ -206,6 +208,7 @@ class Operator:
         self.deployments: dict[FlowKey, list[DeploymentObservation]] = {}
         self.services: dict[FlowKey, list[ServiceObservation]] = {}
         self.config_maps: dict[FlowKey, list[ConfigMapObservation]] = {}
+        self.pods: dict[FlowKey, list[PodObservation]] = {}
         # What each watch has brought so far, by resource and (namespace, name).
         self.seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {resource: {} for resource in WATCHED}
         self.cursors: dict[str, int] = {}
@@ -220,6 +223,7 @@ class Operator:
             workers=0,
             wall_clock=world.clock.wall,
             monotonic=world.clock.monotonic,
+            pods=self.pods,
         )
         # As kopf starts: every index filled from a list, then the flows' events.
         for resource in WATCHED:
@@ -240,6 +244,15 @@ class Operator:
         return labels.get(naming.MANAGED_BY_LABEL) == naming.MANAGED_BY_VALUE
 
     def _reindex(self, resource: str) -> None:
+        if resource == "pods":
+            # A pod's owner is its Job: kopf's index keys it by the flow named on it.
+            self.pods.clear()
+            for (namespace, _), body in sorted(self.seen[resource].items()):
+                pod = observe_pod(body)
+                flow = naming.flow_of(body.get("metadata") or {})
+                if pod is not None and flow:
+                    self.pods.setdefault((namespace, flow), []).append(pod)
+            return
         index, observe = {
             "jobs": (self.jobs, observe_job),
             "deployments": (self.deployments, observe_deployment),

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -38,6 +38,7 @@ from dagflow.controller.observe import (
     JobObservation,
     PodObservation,
     ServiceObservation,
+    observe_job,
     settled_by_pod,
     succeeded_pods,
 )
@@ -105,25 +106,10 @@ class ParsedSpec:
     fingerprint: str | None = None
 
 
-def just_created(name: str, work: str, run: int, flow: FlowRef, uid: str | None = None) -> JobObservation:
-    """A Job as it is the moment it is created: no pod yet, no outcome."""
-    return JobObservation(
-        name=name,
-        work=work,
-        run=run,
-        active=0,
-        succeeded=0,
-        failed=0,
-        outcome=None,
-        reason=None,
-        message=None,
-        started_at=None,
-        finished_at=None,
-        deleting=False,
-        owner_uid=flow.uid,
-        generation=flow.generation,
-        uid=uid,
-    )
+def just_created(job: Mapping[str, Any], uid: str | None) -> JobObservation:
+    """A Job as it is the moment it is created, from its manifest: no pod yet, no outcome, and its
+    shape (a matrix work's completions, a deadline) as the watch will show it."""
+    return replace(observe_job(job), uid=uid)
 
 
 def newer_or_same(version: Any, than: Any) -> bool:
@@ -368,6 +354,11 @@ class Reconciler:
         # same name must not take over what the old one left for the garbage collector.
         all_jobs = [job for job in self.jobs.get(key) or [] if job.owner_uid == flow.uid]
         all_jobs += self._unseen(key, all_jobs)
+        # A Job whose pod succeeded counts as succeeded then, when nothing can fail it any more: its
+        # dependents start a second before the Job controller would let them, and a new run keeps
+        # it as a finished Job of the run before rather than stopping it.
+        succeeded = succeeded_pods(self.pods.get(key) or [])
+        all_jobs = [settled_by_pod(job, succeeded, now) for job in all_jobs]
         job_uids = {job.name: job.uid for job in all_jobs}
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
@@ -432,10 +423,7 @@ class Reconciler:
             if await self._write_status(key, body, settled):
                 self._announce(body, decision)
             return
-        # A work whose pod succeeded counts as succeeded then, when nothing can fail its Job any more:
-        # its dependents start a second before the Job controller would let them.
-        succeeded = succeeded_pods(self.pods.get(key) or [])
-        current_jobs = {job.work: settled_by_pod(job, succeeded, now) for job in all_jobs if job.run == run}
+        current_jobs = {job.work: job for job in all_jobs if job.run == run}
         draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
@@ -725,7 +713,7 @@ class Reconciler:
             logger.info("Created Job %s/%s", job["metadata"]["namespace"], name)
         if key in self.flows:
             self._unseen_jobs.setdefault(key, {})[name] = (
-                just_created(name, work, run, flow, uid),
+                just_created(job, uid),
                 self._monotonic(),
             )
 
