@@ -686,10 +686,10 @@ class Reconciler:
             if work.serve is None and instances is not None:
                 # The pods mount the values, so they exist before the Job does.
                 matrix_values = build_matrix_values(flow, work, run, plan.combinations[work.name])
-                create_job = partial(self._create_job, key, flow, work.name, run, job)
+                create_job = partial(self._create_job, key, job)
                 tasks.append(start(work.name, partial(self._create_matrix_job, matrix_values, create_job)))
             elif work.serve is None:
-                tasks.append(start(work.name, partial(self._create_job, key, flow, work.name, run, job)))
+                tasks.append(start(work.name, partial(self._create_job, key, job)))
             else:
                 service = build_service(flow, work, run)
                 tasks.append(start(work.name, partial(self._create_serving, key, deployment, service)))
@@ -703,9 +703,7 @@ class Reconciler:
         owner = self.flows.get((namespace, error.owner_name or ""))
         return owner is not None and owner["metadata"].get("uid") == error.owner_uid
 
-    async def _create_job(
-        self, key: FlowKey, flow: FlowRef, work: str, run: int, job: dict[str, Any]
-    ) -> None:
+    async def _create_job(self, key: FlowKey, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
         created, uid = await self.kube.create_job(job)
         if created:
