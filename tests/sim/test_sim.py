@@ -62,7 +62,33 @@ KNOWN_DEFECTS = [
         # first instance's pod made the work succeed, and the Job's own event took it back.
         id="a-just-created-matrix-job-is-not-settled-by-one-pod",
     ),
+    pytest.param(
+        1821,
+        "0,6-7,9,23,26,31-32,38-42",
+        # A work that succeeded when its pod did went back to Running when the pod left the watch
+        # before the Job controller counted it.
+        id="a-success-by-pod-stands-until-the-job-catches-up",
+    ),
+    pytest.param(
+        598,
+        "8,12-13,26,28,33,37,41,72-74",
+        # A stop answered in the pass that also saw a spec change recorded the new generation as
+        # observed, with the works of the run of the spec before.
+        id="a-stopped-run-does-not-claim-a-newer-spec",
+    ),
 ]
+# Whole histories (beyond the fixed set) that once broke an invariant.
+REGRESSION_SEEDS = [
+    pytest.param(950, id="a-service-planted-under-the-name-does-not-fail-every-pass"),
+    pytest.param(2411, id="a-serve-work-that-failed-its-rollout-stays-failed-in-its-run"),
+    pytest.param(2593, id="a-failed-run-stays-failed"),
+]
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_a_regression_seed_keeps_every_invariant(seed: int) -> None:
+    violation = run_history(seed, generate(seed, HISTORY_LENGTH))
+    assert violation is None, f"{violation}\nreplay: {replay_line(seed)}"
 
 
 @pytest.mark.parametrize(("seed", "kept"), KNOWN_DEFECTS)

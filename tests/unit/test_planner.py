@@ -1157,3 +1157,31 @@ def test_a_success_is_recorded_once_when_its_pod_succeeded_not_again_at_the_jobs
     previous = {"a": {"name": "a", "phase": "Succeeded", "finishedAt": EARLIER}}
     result = plan(flow_spec, [job_obs("a", "Succeeded")], previous=previous)
     assert state(result, "a").finished_at == EARLIER
+
+
+def test_a_success_by_pod_stands_while_the_job_has_not_caught_up() -> None:
+    flow_spec = spec(work("a"))
+    previous = {"a": {"name": "a", "phase": "Succeeded", "finishedAt": EARLIER, "job": f"{FLOW.name}-1-a"}}
+    result = plan(flow_spec, [job_obs("a")], previous=previous)
+    assert phases(result) == {"a": "Succeeded"}
+    assert state(result, "a").finished_at == EARLIER
+
+
+def test_a_serve_work_whose_rollout_failed_stays_failed_in_its_run_when_the_deployment_recovers() -> None:
+    flow_spec = spec(work("train"), serve_work("serve", "train"))
+    previous = {
+        "train": {"name": "train", "phase": "Succeeded"},
+        "serve": {
+            "name": "serve",
+            "phase": "Failed",
+            "message": "its rollout did not finish",
+            "finishedAt": NOW,
+        },
+    }
+    result = plan(
+        flow_spec, [job_obs("train", "Succeeded", run=2)], [deploy_obs("serve", run=2)], previous, run=2
+    )
+    assert phases(result)["serve"] == "Failed"
+    assert result.phase == FlowPhase.FAILED
+    # The Serving condition still tells what serves.
+    assert result.serving == {"serve": 2}

@@ -347,7 +347,13 @@ def _observed_state(
         if deployment is not None and deployment.run == run:
             state.job = deployment.name
             state.started_at = deployment.started_at
-            if deployment.available:
+            failed_before = previous is not None and previous.get("phase") == WorkPhase.FAILED
+            if failed_before:
+                # Its rollout went past its deadline in this run: the run's outcome stands (the
+                # Serving condition still follows the Deployment).
+                state.phase, state.message = WorkPhase.FAILED, (previous or {}).get("message")
+                state.finished_at = (previous or {}).get("finishedAt")
+            elif deployment.available:
                 state.phase = WorkPhase.SERVING
             elif deployment.stalled:
                 # It will not finish by itself: the work fails, so the run ends (a schedule with
@@ -370,7 +376,10 @@ def _observed_state(
             state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
         return state
     stopped = previous is not None and previous.get("phase") == WorkPhase.STOPPED
-    if job is None or stopped:
+    # A work that succeeded when its pod did stays succeeded while its Job has not caught up, even
+    # should its pod vanish from the watch first: only the Job's failure could overturn it.
+    succeeded = previous is not None and previous.get("phase") == WorkPhase.SUCCEEDED
+    if job is None or stopped or (succeeded and job.outcome is None):
         # A finished work whose Job is gone (deleted by hand) keeps its outcome: it never runs twice.
         # A stopped one stays stopped, even if its Job ended another way before its deletion landed.
         if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.STOPPED):

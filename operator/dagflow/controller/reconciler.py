@@ -389,7 +389,11 @@ class Reconciler:
             wait = (decision.next_schedule_time - moment).total_seconds()
             self._recheck(key, max(wait, 0.0) + TICK_MARGIN_SECONDS)
         if decision.action == RunAction.STOP:
-            await self._stop_run(key, body, decision, all_jobs, generation, moment, keep)
+            # The stopped run was made from the spec of its own generation: a newer spec (its run
+            # comes next) is not yet observed.
+            run_spec_current = status.get("runSpecHash") in (None, parsed.fingerprint)
+            observed = generation if run_spec_current else int(status.get("observedGeneration") or generation)
+            await self._stop_run(key, body, decision, all_jobs, observed, moment, keep)
             return
         if decision.action == RunAction.START:
             # The status names the new run before any child of it exists and before the old run's
@@ -757,6 +761,17 @@ class Reconciler:
             serve_works, serving_runs(spec, deployments), endpoints, status, generation, now
         )
 
+    async def _restore_service(self, flow: FlowRef, service: dict[str, Any]) -> None:
+        """Make a serve work's deleted Service again, unless something else took its name meanwhile:
+        that one is left alone, and the pass goes on."""
+        name = service["metadata"]["name"]
+        try:
+            await self.kube.ensure_service(service)
+        except NameTakenError as error:
+            logger.warning("Could not restore Service %s/%s: %s", flow.namespace, name, error)
+            return
+        logger.info("Restored Service %s/%s", flow.namespace, name)
+
     async def _stop_failed_run(self, flow: FlowRef, plan: Plan, uids: Mapping[str, str | None]) -> None:
         """Delete the Jobs of a run that failed under FailFast: it holds no nodes or GPUs."""
         await asyncio.gather(
@@ -790,9 +805,8 @@ class Reconciler:
                 self._recheck(key, made + SERVICE_RECHECK_SECONDS - now)
                 continue
             service = build_service(flow, work, deployments[name].run)
-            logger.info("Restored Service %s/%s", flow.namespace, service["metadata"]["name"])
             self._services_made[(key, service["metadata"]["name"])] = now
-            calls.append(self.kube.ensure_service(service))
+            calls.append(self._restore_service(flow, service))
         # Each only where this flow owns it (both maps hold only this flow's): a Service of someone
         # else's under the same name stays.
         for work_name in sorted(deployments.keys() - serve_works.keys()):
