@@ -587,7 +587,9 @@ class BatchApi(OperatorApi):
         self, name: str, namespace: str, propagation_policy: str = "Background", body: Any = None, **_: Any
     ) -> Response:
         uid = ((body or {}).get("preconditions") or {}).get("uid")
-        return self._write(lambda: self.server.delete("jobs", namespace, name, propagation_policy, uid))
+        # With a body, the API server reads the options from it alone, not from the query.
+        policy = (body.get("propagationPolicy") or "Background") if body else propagation_policy
+        return self._write(lambda: self.server.delete("jobs", namespace, name, policy, uid))
 
 
 class AppsApi(OperatorApi):

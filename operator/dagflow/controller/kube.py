@@ -426,13 +426,18 @@ class KubeClient:
         name: str,
         namespace: str,
         uid: str | None,
-        **kwargs: Any,
+        propagation_policy: str | None = None,
     ) -> None:
         """Delete the object of `uid` (a precondition the API server checks); gone already, or
-        replaced by another object of the name (409), is fine."""
-        options = {"preconditions": {"uid": uid}} if uid else None
+        replaced by another object of the name (409), is fine. `propagation_policy` goes into the
+        body with the precondition: the API server reads the query's options only without a body."""
+        options: dict[str, Any] = {}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        if propagation_policy:
+            options["propagationPolicy"] = propagation_policy
         try:
-            await self._call("delete", resource, function, name, namespace, body=options, **kwargs)
+            await self._call("delete", resource, function, name, namespace, body=options or None)
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
