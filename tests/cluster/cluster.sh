@@ -27,7 +27,8 @@ is_up() {
 # The simulated nodes. A Node's status is only taken from the object that creates it; a cluster made
 # when they reported something else gets their status applied too (server-side, to the subresource).
 apply_nodes() {
-  local nodes; nodes="$(sed "s|@CONTAINERD_VERSION@|$CONTAINERD_VERSION|g" "$here/nodes.yaml")"
+  # As the real node's kubelet reports it: without the tag's leading v.
+  local nodes; nodes="$(sed "s|@CONTAINERD_VERSION@|${CONTAINERD_VERSION#v}|g" "$here/nodes.yaml")"
   kubectl --kubeconfig "$kubeconfig" apply -f - <<<"$nodes" >/dev/null
   kubectl --kubeconfig "$kubeconfig" apply --server-side --force-conflicts --field-manager dagflow-nodes \
     --subresource status -f - <<<"$nodes" >/dev/null

@@ -92,7 +92,8 @@ def test_where_every_node_mounts_images_a_matrix_runs_its_launcher_from_an_image
     chart_operator: DeployedOperator, real_namespace: str
 ) -> None:
     runtimes = {node["status"]["nodeInfo"]["containerRuntimeVersion"] for node in get_json("nodes")["items"]}
-    assert all(runtime.startswith("containerd://v2.") for runtime in runtimes), runtimes
+    # The real node's containerd, and the simulated nodes reporting the same.
+    assert len(runtimes) == 1 and next(iter(runtimes)).startswith("containerd://2."), runtimes
     assert operator_delivery() == "imageVolume"
 
     pods = runs_every_instance_with_its_value(real_namespace, "by-image")
