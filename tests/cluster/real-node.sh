@@ -178,11 +178,14 @@ render() {
     "$here/real-node/$1"
 }
 
+# ctr without the deprecation notices it repeats at each call (cgroup v1): containerd's log has them.
+ctr_() { ctr --address "$socket" "$@" 2> >(grep -v 'DEPRECATION' >&2); }
+
 import_image() {
   local file="$1" tag="$2"
   [[ -f "$file" ]] || return 0
-  if ! ctr --address "$socket" -n k8s.io images ls -q "name==$tag" | grep -q .; then
-    ctr --address "$socket" -n k8s.io images import "$file" >/dev/null
+  if ! ctr_ -n k8s.io images ls -q "name==$tag" | grep -q .; then
+    ctr_ -n k8s.io images import "$file" >/dev/null
   fi
 }
 
