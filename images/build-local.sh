@@ -34,6 +34,9 @@ cache="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}/images"
 storage="$cache/storage"
 runroot="/run/dagflow-images"
 address="${DAGFLOW_CONTAINERD_ADDRESS:-/run/dagflow/containerd/containerd.sock}"
+# The ctr built beside the real node's containerd (tests/cluster/build.sh), else the machine's own.
+ctr_bin="$("$repo/tests/cluster/build.sh" containerd-bin-dir 2>/dev/null)/ctr"
+[[ -x "$ctr_bin" ]] || ctr_bin=ctr
 suite=bookworm
 operator_image="${OPERATOR_IMAGE:-dagflow/operator:0.1.0}"
 examples_image="${EXAMPLES_IMAGE:-dagflow/examples:0.1.0}"
@@ -214,9 +217,9 @@ archive_id() {
 }
 containerd_id() {
   local manifest
-  manifest="$(ctr --address "$address" -n k8s.io images ls "name==$1" | awk 'NR == 2 {print $3}')"
+  manifest="$("$ctr_bin" --address "$address" -n k8s.io images ls "name==$1" | awk 'NR == 2 {print $3}')"
   [[ -n "$manifest" ]] || return 0
-  ctr --address "$address" -n k8s.io content get "$manifest" \
+  "$ctr_bin" --address "$address" -n k8s.io content get "$manifest" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])'
 }
 
@@ -231,7 +234,7 @@ import_image() {
   fi
   say "importing $tar into containerd ($address)"
   # The k8s.io namespace is the one the kubelet's images live in; import unpacks for its snapshotter.
-  ctr --address "$address" -n k8s.io images import "$tar"
+  "$ctr_bin" --address "$address" -n k8s.io images import "$tar"
 }
 
 names() { if (($#)); then printf '%s\n' "$@"; else printf '%s\n' operator examples launcher; fi; }
@@ -252,7 +255,7 @@ case "$command" in
     say "done in $((SECONDS - start)) s"
     ;;
   import)
-    command -v ctr >/dev/null || die "ctr is missing (Debian's containerd package has it)"
+    command -v "$ctr_bin" >/dev/null || die "ctr is missing (make tools builds it)"
     [[ -S "$address" ]] || die "no containerd socket at $address (DAGFLOW_CONTAINERD_ADDRESS)"
     for name in $(names "$@"); do import_image "$name"; done
     ;;
@@ -265,7 +268,7 @@ case "$command" in
   list)
     ls -l "$cache"/*.tar 2>/dev/null || echo "no archives in $cache"
     if [[ -S "$address" ]]; then
-      ctr --address "$address" -n k8s.io images ls | awk 'NR == 1 || /dagflow/'
+      "$ctr_bin" --address "$address" -n k8s.io images ls | awk 'NR == 1 || /dagflow/'
     fi
     ;;
   clean)

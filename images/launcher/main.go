@@ -1,7 +1,8 @@
 // dagflow-launcher starts one instance of a matrix work. The instances of a matrix work share one
 // pod template (one Indexed Job), so the values of each reach its container through this launcher:
-// an init container copies it into a volume the work's container shares, and the container's
-// command becomes `/dagflow/launcher run -- COMMAND ARGS...`.
+// its image is mounted as a read-only `image` volume at /dagflow where the runtime can, or an init
+// container copies it into a volume the work's container shares, and the container's command becomes
+// `/dagflow/dagflow-launcher run -- COMMAND ARGS...` (`/dagflow/launcher` when copied).
 //
 //	dagflow-launcher install DEST   copy this program to DEST (the init container)
 //	dagflow-launcher run -- ARGV    replace $(matrix.KEY) in ARGV and in the values of the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,6 +338,7 @@ def test_replicas_with_a_self_signed_webhook_certificate_are_refused() -> None:
         "DAGFLOW_HISTORY_RUNS",
         "DAGFLOW_LAUNCHER_IMAGE",
         "DAGFLOW_LAUNCHER_PULL_POLICY",
+        "DAGFLOW_LAUNCHER_DELIVERY",
         "DAGFLOW_API_CONCURRENCY",
         "DAGFLOW_LOG_FORMAT",
         "DAGFLOW_METRICS_PORT",
@@ -360,6 +363,73 @@ def test_the_launcher_image_defaults_to_the_charts_version_and_may_be_moved() ->
     assert env["DAGFLOW_LAUNCHER_IMAGE"] == f"dagflow/launcher:{chart_version}"
     moved = container_env(render({"launcher": {"repository": "registry.example.com/launcher", "tag": "1.2"}}))
     assert moved["DAGFLOW_LAUNCHER_IMAGE"] == "registry.example.com/launcher:1.2"
+
+
+@pytest.mark.parametrize("delivery", ["imageVolume", "initContainer"])
+def test_a_named_launcher_delivery_reaches_the_operator_as_it_reads_it(
+    delivery: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = container_env(render({"launcher": {"delivery": delivery}}))
+    monkeypatch.setenv("DAGFLOW_LAUNCHER_DELIVERY", env["DAGFLOW_LAUNCHER_DELIVERY"])
+    assert OperatorSettings().launcher_delivery == delivery
+
+
+def test_an_automatic_launcher_delivery_without_a_cluster_to_ask_is_the_init_container() -> None:
+    assert yaml.safe_load((CHART_DIR / "values.yaml").read_text())["launcher"]["delivery"] == "auto"
+    # helm template (and GitOps tools that render charts) cannot read the nodes: the delivery that
+    # works on every runtime.
+    assert container_env(render())["DAGFLOW_LAUNCHER_DELIVERY"] == "initContainer"
+    assert (
+        container_env(render(extra=["--kube-version", "1.36.3"]))["DAGFLOW_LAUNCHER_DELIVERY"]
+        == "initContainer"
+    )
+
+
+def runtimes(*versions: str | None) -> list[dict[str, Any]]:
+    """Nodes as the API server lists them, reporting these runtimes (None: no nodeInfo at all)."""
+    return [
+        {"metadata": {"name": f"node-{index}"}, "status": {"nodeInfo": {"containerRuntimeVersion": version}}}
+        if version is not None
+        else {"metadata": {"name": f"node-{index}"}, "status": {}}
+        for index, version in enumerate(versions)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kube_version", "nodes", "everywhere"),
+    [
+        ("v1.36.3", runtimes("containerd://v2.3.7", "containerd://2.1.0", "cri-o://1.31.2"), True),
+        ("v1.35.0", runtimes("containerd://2.2.1"), True),
+        ("v1.36.3+k3s1", runtimes("containerd://2.3.7-k3s1"), True),
+        # One node that cannot is enough: a matrix pod may land on it.
+        ("v1.36.3", runtimes("containerd://v2.3.7", "containerd://1.6.20~ds1"), False),
+        ("v1.36.3", runtimes("containerd://2.0.6"), False),
+        ("v1.36.3", runtimes("cri-o://1.30.4"), False),
+        ("v1.36.3", runtimes("docker://27.1.0"), False),
+        ("v1.36.3", runtimes("fake"), False),
+        ("v1.36.3", runtimes(None), False),
+        ("v1.36.3", runtimes(), False),
+        # Off by default before 1.35.
+        ("v1.34.2", runtimes("containerd://2.3.7"), False),
+    ],
+)
+def test_image_volumes_are_chosen_only_when_every_node_can_mount_them(
+    kube_version: str, nodes: list[dict[str, Any]], everywhere: bool, tmp_path: Path
+) -> None:
+    # The chart's own rule, fed nodes as `lookup` would return them, in a chart of its own.
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    shutil.copy(CHART_DIR / "templates" / "_launcher.tpl", probe / "templates")
+    (probe / "templates" / "probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata:\n  everywhere: "
+        '{{ include "dagflow-operator.imageVolumesEverywhere"'
+        ' (dict "nodes" .Values.nodes "kubeVersion" .Values.kubeVersion) | quote }}\n'
+    )
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({"nodes": nodes, "kubeVersion": kube_version}))
+    rendered = yaml.safe_load(helm("template", str(probe), "--values", str(values)).stdout)
+    assert rendered["data"]["everywhere"] == str(everywhere).lower()
 
 
 def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,6 +475,7 @@ def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.Monk
         ({"logFormat": "xml"}, "logFormat"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"extraEnv": [{"name": "PATH", "value": "/"}]}, "extraEnv"),
+        ({"launcher": {"delivery": "volume"}}, "/launcher/delivery"),
     ],
 )
 def test_values_schema_refuses_unknown_keys_and_bad_values(values: dict[str, Any], complaint: str) -> None:

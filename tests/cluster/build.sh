@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane from the official Go modules into a cache outside the repo, with the
-# real node's kubelet, kube-proxy, crictl and its two images (pause, busybox) beside it.
+# real node's kubelet, kube-proxy, containerd (with its runc shim and ctr), crictl and its two images
+# (pause, busybox) beside it.
 # Idempotent: a binary or image already in the cache is not rebuilt.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ source "$here/versions.env"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 bin_dir="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION/bin"
 images_dir="$(dirname "$bin_dir")/images"
+# The real node's containerd in a folder of its own version: a checkout that pins another containerd
+# (or none, using the machine's) never picks it up from the control plane's folder.
+containerd_bin_dir="$cache_root/containerd-$CONTAINERD_VERSION/bin"
 work_dir="$cache_root/build"
 mkdir -p "$bin_dir" "$images_dir" "$work_dir"
 
@@ -107,6 +111,46 @@ build_crictl() {
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
+# The real node's container runtime: containerd 2.x, its runc shim and ctr, from containerd's own Go
+# module (Debian's containerd 1.6 is end of life and cannot mount image volumes). runc itself is
+# Debian's. A wrapper module of its own, like etcd's, so its dependencies never mix with Kubernetes'.
+build_containerd() {
+  if [[ -x "$containerd_bin_dir/containerd" && -x "$containerd_bin_dir/containerd-shim-runc-v2" \
+    && -x "$containerd_bin_dir/ctr" ]]; then return; fi
+  log "Building containerd, containerd-shim-runc-v2 and ctr $CONTAINERD_VERSION"
+  local mod="$work_dir/containerd-$CONTAINERD_VERSION"
+  mkdir -p "$mod"
+  cat >"$mod/go.mod" <<GOMOD
+module dagflow.dev/localcluster/containerd
+
+go 1.26.0
+
+require github.com/containerd/containerd/v2 $CONTAINERD_VERSION
+GOMOD
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "github.com/containerd/containerd/v2/cmd/containerd"
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+	_ "github.com/containerd/containerd/v2/cmd/ctr"
+)
+GO
+  local pkg=github.com/containerd/containerd/v2
+  local ldflags="-s -w -X $pkg/version.Version=$CONTAINERD_VERSION -X $pkg/version.Revision=module"
+  # no_btrfs: no btrfs headers are needed (CGO is off anyway); no_grpc keeps the shim as small as
+  # containerd's own release build makes it. Moved into the cache only once all three are built.
+  (cd "$mod" && go mod tidy \
+    && go build -p 2 -trimpath -tags "no_btrfs urfave_cli_no_docs osusergo netgo" -ldflags "$ldflags" -o "$mod/out/" \
+      $pkg/cmd/containerd $pkg/cmd/ctr \
+    && go build -p 2 -trimpath -tags "no_btrfs urfave_cli_no_docs osusergo netgo no_grpc" -ldflags "$ldflags" \
+      -o "$mod/out/" $pkg/cmd/containerd-shim-runc-v2)
+  mkdir -p "$containerd_bin_dir"
+  mv "$mod/out/containerd" "$mod/out/containerd-shim-runc-v2" "$mod/out/ctr" "$containerd_bin_dir/"
+}
+
 # Writes a one-layer image in the docker-archive format (what `ctr images import` reads) from a root
 # file system folder. $4 is the JSON of the image's run config (Entrypoint, Cmd, User, Env).
 image_archive() {
@@ -181,7 +225,8 @@ build_helm() {
 case "${1:-all}" in
   bin-dir) echo "$bin_dir"; exit 0 ;;
   images-dir) echo "$images_dir"; exit 0 ;;
-  all) build_kwok; build_etcd; build_kubernetes; build_helm; build_crictl; build_images ;;
+  containerd-bin-dir) echo "$containerd_bin_dir"; exit 0 ;;
+  all) build_kwok; build_etcd; build_kubernetes; build_helm; build_crictl; build_containerd; build_images ;;
   *) "build_$1" ;;
 esac
 log "Binaries ready in $bin_dir"

@@ -6,6 +6,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
 cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 export KWOK_WORKDIR="$cache_root/kwok"
@@ -20,6 +22,16 @@ export KWOK_KUBECTL_BINARY="${KWOK_KUBECTL_BINARY:-$repo/.venv/bin/kubectl}"
 
 is_up() {
   [[ -f "$kubeconfig" ]] && kubectl --kubeconfig "$kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}
+
+# The simulated nodes. A Node's status is only taken from the object that creates it; a cluster made
+# when they reported something else gets their status applied too (server-side, to the subresource).
+apply_nodes() {
+  # As the real node's kubelet reports it: without the tag's leading v.
+  local nodes; nodes="$(sed "s|@CONTAINERD_VERSION@|${CONTAINERD_VERSION#v}|g" "$here/nodes.yaml")"
+  kubectl --kubeconfig "$kubeconfig" apply -f - <<<"$nodes" >/dev/null
+  kubectl --kubeconfig "$kubeconfig" apply --server-side --force-conflicts --field-manager dagflow-nodes \
+    --subresource status -f - <<<"$nodes" >/dev/null
 }
 
 wait_for_nodes() {
@@ -134,7 +146,7 @@ up() {
   else
     create
   fi
-  kubectl --kubeconfig "$kubeconfig" apply -f "$here/nodes.yaml" >/dev/null
+  apply_nodes
   wait_for_nodes
   wait_for_default_service_account
   start_real_node

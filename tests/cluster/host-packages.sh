@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the real node (containerd, runc, CNI plugins, iptables, conntrack) and
-# the image builds (debootstrap, buildah, busybox-static) need, and the headless Chromium the
-# dashboard's browser tests drive (tests/browser). Idempotent: quick when all are there.
+# Installs the Debian packages the real node (runc, CNI plugins, iptables, conntrack; build.sh builds its
+# containerd from containerd's Go module) and the image builds (debootstrap, buildah, busybox-static)
+# need, and the headless Chromium the dashboard's browser tests drive (tests/browser). Idempotent:
+# quick when all are there.
 # Not root: says what is missing and exits 0, since the simulated cluster works without them.
 set -euo pipefail
 
 packages=(
-  containerd runc containernetworking-plugins iptables conntrack
+  runc containernetworking-plugins iptables conntrack
   busybox-static
   debootstrap buildah
   chromium

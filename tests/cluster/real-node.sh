@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local cluster's real node `real-0`: containerd, kubelet and kube-proxy on this machine, beside
-# kwok's simulated nodes. A machine has one (one kubelet port, one containerd, one bridge), serving
+# The local cluster's real node `real-0`: containerd 2.x (with runc), kubelet and kube-proxy on this
+# machine, beside kwok's simulated nodes. A machine has one (one kubelet port, one containerd, one bridge), serving
 # one cluster at a time: the one named by DAGFLOW_CLUSTER_NAME (default dagflow).
 #
 #   real-node.sh up       start it for this cluster; if it serves another one, move it here and
@@ -12,7 +12,8 @@
 #   real-node.sh status   whether it runs, for which cluster; exit 0 only if it runs for this one
 #
 # Exit code 3 from up: this machine cannot run a real node; the reason is on stderr.
-# Images: ctr --address /run/dagflow/containerd/containerd.sock -n k8s.io images import FILE
+# Images: ctr --address /run/dagflow/containerd/containerd.sock -n k8s.io images import FILE, with the
+# ctr that build.sh built beside containerd (in `build.sh containerd-bin-dir`).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +25,9 @@ cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 clusters_dir="$cache_root/kwok/clusters"
 bin_dir="$("$here/build.sh" bin-dir)"
 images_dir="$("$here/build.sh" images-dir)"
-export PATH="$bin_dir:$repo/.venv/bin:$PATH:/usr/sbin:/sbin"
+# containerd 2.x, its runc shim (which containerd finds in PATH) and ctr, built by build.sh.
+containerd_bin_dir="$("$here/build.sh" containerd-bin-dir)"
+export PATH="$containerd_bin_dir:$bin_dir:$repo/.venv/bin:$PATH:/usr/sbin:/sbin"
 
 node_name=real-0
 gpus="${DAGFLOW_REAL_NODE_GPUS:-4}"
@@ -36,7 +39,10 @@ cni_bin_dir=/usr/lib/cni
 # Pids, logs and generated configs. Logs stay after down, for a look at what went wrong.
 state="$cache_root/real-node"
 # The machine's side: everything here but containerd's root (images) goes away on down.
-containerd_root=/var/lib/dagflow/containerd
+# containerd 2.x keeps a store apart from the one containerd 1.6 of older checkouts used
+# (/var/lib/dagflow/containerd), whose metadata it would migrate under them.
+containerd_root=/var/lib/dagflow/containerd2
+legacy_containerd_root=/var/lib/dagflow/containerd
 containerd_state=/run/dagflow/containerd
 socket="$containerd_state/containerd.sock"
 kubelet_root=/var/lib/dagflow/kubelet
@@ -97,7 +103,7 @@ check_machine() {
   fi
   grep -qw overlay /proc/filesystems || cannot "no overlay file system"
   local tool
-  for tool in containerd containerd-shim-runc-v2 ctr runc iptables iptables-save iptables-restore ip sysctl flock setsid; do
+  for tool in runc iptables iptables-save iptables-restore ip sysctl flock setsid; do
     command -v "$tool" >/dev/null || cannot "no $tool (make host-packages installs it)"
   done
   for tool in bridge host-local portmap loopback; do
@@ -105,6 +111,9 @@ check_machine() {
   done
   for tool in kubelet kube-proxy crictl; do
     [[ -x "$bin_dir/$tool" ]] || cannot "no $bin_dir/$tool (make tools builds it)"
+  done
+  for tool in containerd containerd-shim-runc-v2 ctr; do
+    [[ -x "$containerd_bin_dir/$tool" ]] || cannot "no $containerd_bin_dir/$tool (make tools builds it)"
   done
   [[ -f "$images_dir/pause.tar" ]] || cannot "no pause image $images_dir/pause.tar (make tools builds it)"
   [[ -n "$(node_ip)" ]] || cannot "no IPv4 address but loopback"
@@ -169,11 +178,14 @@ render() {
     "$here/real-node/$1"
 }
 
+# ctr without the deprecation notices it repeats at each call (cgroup v1): containerd's log has them.
+ctr_() { ctr --address "$socket" "$@" 2> >(grep -v 'DEPRECATION' >&2); }
+
 import_image() {
   local file="$1" tag="$2"
   [[ -f "$file" ]] || return 0
-  if ! ctr --address "$socket" -n k8s.io images ls -q "name==$tag" | grep -q .; then
-    ctr --address "$socket" -n k8s.io images import "$file" >/dev/null
+  if ! ctr_ -n k8s.io images ls -q "name==$tag" | grep -q .; then
+    ctr_ -n k8s.io images import "$file" >/dev/null
   fi
 }
 
@@ -211,7 +223,7 @@ start_node() {
     || log "No net.bridge.bridge-nf-call-iptables (br_netfilter): a pod may not reach a Service of a pod beside it"
 
   # containerd reads the CNI folder at start: the conflist is in place before.
-  start_daemon containerd containerd --config "$state/containerd.toml"
+  start_daemon containerd "$containerd_bin_dir/containerd" --config "$state/containerd.toml"
   for _ in $(seq 100); do
     ctr --address "$socket" version >/dev/null 2>&1 && break
     pid_of containerd containerd >/dev/null || break
@@ -328,6 +340,7 @@ stop_node() {
   unmount_under "$kubelet_root"
   unmount_under "$containerd_state"
   unmount_under "$containerd_root"
+  unmount_under "$legacy_containerd_root"
   rm -rf "$kubelet_root" "$pod_logs_dir" "$cni_data_dir" "$containerd_state" "$state/cni"
   # The kubelet links each container's log in /var/log/containers, a folder of its own making.
   if [[ -d /var/log/containers ]]; then
@@ -447,7 +460,12 @@ case "${1:-}" in
   up) up ;;
   release) release ;;
   down) down ;;
-  purge) down; log "Removing containerd's image store $containerd_root"; rm -rf "$containerd_root"; rmdir /var/lib/dagflow 2>/dev/null || true ;;
+  purge)
+    down
+    log "Removing containerd's image store $containerd_root (and $legacy_containerd_root, containerd 1.6's)"
+    rm -rf "$containerd_root" "$legacy_containerd_root"
+    rmdir /var/lib/dagflow 2>/dev/null || true
+    ;;
   status) status ;;
   *) echo "usage: $0 up|release|down|purge|status" >&2; exit 2 ;;
 esac

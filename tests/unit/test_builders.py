@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 
 from dagflow.api.models import DAGFlowSpec, Work
 from dagflow.controller.builders import (
+    LAUNCHER_DIRECTORY,
     LAUNCHER_ENV_NAMES,
     LAUNCHER_EXIT_CODE,
+    LAUNCHER_IMAGE_VOLUME_PATH,
     FlowRef,
     MatrixInstances,
     build_deployment,
@@ -608,6 +611,76 @@ def test_the_launcher_expands_only_the_env_values_whose_author_wrote_a_matrix_re
     assert container["command"][3:] == ["train", "--tag=v$$$$(matrix.m)", "--m=$(matrix.m)"]
     assert env["TAG"] == "v$$(matrix.m)", "the launcher does not read TAG: Kubernetes' escape only"
     assert "valueFrom" in container["env"][2]
+
+
+def test_the_launcher_comes_by_an_init_container_unless_the_settings_say_otherwise() -> None:
+    assert OperatorSettings().launcher_delivery == "initContainer"
+    train = work("train", container={"image": "ml:1", "command": ["t", "$(matrix.m)"]}, matrix={"m": ["a"]})
+    pod = launched_job(train)["spec"]["template"]["spec"]
+    assert [init["name"] for init in pod["initContainers"]] == ["dagflow-launcher"]
+    assert pod["volumes"][0] == {"name": "dagflow-launcher", "emptyDir": {"sizeLimit": "16Mi"}}
+
+
+def test_with_image_volumes_a_matrix_pod_mounts_the_launchers_image_and_runs_no_init_container() -> None:
+    by_image = OperatorSettings(
+        launcher_delivery="imageVolume",
+        launcher_image="registry.example/launcher:2",
+        launcher_pull_policy="Never",
+    )
+    train = work(
+        "train",
+        container={
+            "image": "ml:1",
+            "name": "trainer",
+            "command": ["train", "$(matrix.m)"],
+            "env": [{"name": "M", "value": "$(matrix.m)"}],
+        },
+        matrix={"m": ["a", "b"]},
+        retries=1,
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    flow_spec = spec(train)
+    job = build_job(FLOW, flow_spec, flow_spec.works[0], 3, by_image, None, MatrixInstances(2, 2))
+    pod = job["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert pod["volumes"] == [
+        {"name": "data", "emptyDir": {}},
+        {
+            "name": "dagflow-launcher",
+            "image": {"reference": "registry.example/launcher:2", "pullPolicy": "Never"},
+        },
+        {"name": "dagflow-matrix", "configMap": {"name": "ml-pipeline-3-train-matrix"}},
+    ]
+    (container,) = pod["containers"]
+    assert container["command"] == ["/dagflow/dagflow-launcher", "run", "--", "train", "$(matrix.m)"]
+    # An image volume is read-only, and so is its mount (the kubelet refuses a writable one).
+    assert {"name": "dagflow-launcher", "mountPath": "/dagflow", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "dagflow-matrix", "mountPath": "/dagflow-matrix", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": LAUNCHER_ENV_NAMES, "value": '["M"]'} in container["env"]
+    # The launcher exits as in the other delivery: its failures still fail the instance at once.
+    assert job["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"] == {
+        "containerName": "trainer",
+        "operator": "In",
+        "values": [LAUNCHER_EXIT_CODE],
+    }
+
+
+def test_the_launcher_is_where_its_image_puts_it_under_an_image_volume() -> None:
+    dockerfile = Path(__file__).parents[2] / "images" / "launcher" / "Dockerfile"
+    copied_to = re.findall(r"^COPY --from=build \S+ (\S+)$", dockerfile.read_text(), re.MULTILINE)
+    assert [LAUNCHER_DIRECTORY + path for path in copied_to] == [LAUNCHER_IMAGE_VOLUME_PATH]
+
+
+def test_the_launcher_delivery_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGFLOW_LAUNCHER_DELIVERY", "imageVolume")
+    assert OperatorSettings().launcher_delivery == "imageVolume"
+    monkeypatch.setenv("DAGFLOW_LAUNCHER_DELIVERY", "auto")
+    with pytest.raises(ValueError, match="launcher_delivery"):
+        OperatorSettings()
 
 
 def test_a_matrix_values_config_map_gives_every_instance_every_key() -> None:

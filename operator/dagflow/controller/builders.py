@@ -123,7 +123,11 @@ class MatrixInstances:
 
 
 LAUNCHER_DIRECTORY = "/dagflow"
+# Where the init container copies the launcher to.
 LAUNCHER_PATH = f"{LAUNCHER_DIRECTORY}/launcher"
+# Where the launcher is when its image is mounted as a volume at LAUNCHER_DIRECTORY: its path in the
+# image (images/launcher/Dockerfile) under the mount.
+LAUNCHER_IMAGE_VOLUME_PATH = f"{LAUNCHER_DIRECTORY}/dagflow-launcher"
 # Beside the launcher's directory, not in it: a mount inside a read-only mount cannot be made.
 MATRIX_VALUES_DIRECTORY = "/dagflow-matrix"
 MATRIX_VALUES_KEY = "values.json"
@@ -150,14 +154,20 @@ _LAUNCHER_SECURITY_CONTEXT = {
 
 
 def _launched(template: dict[str, Any], values_config_map: str, settings: OperatorSettings) -> None:
-    """A matrix work's pod template, started through the launcher: an init container copies it into
-    a shared volume, and the container's command becomes `launcher run -- COMMAND ARGS...`, which
-    puts the instance's values (from the ConfigMap, by the pod's completion index) in place of
-    $(matrix.KEY) in the arguments and in the env values that hold one, then runs the command."""
+    """Makes a matrix work's pod template start through the launcher: the container's command becomes
+    `launcher run -- COMMAND ARGS...`, which puts the instance's values (from the ConfigMap, by the
+    pod's completion index) in place of $(matrix.KEY) in the arguments and in the env values that hold
+    one, then runs the command.
+
+    The launcher reaches the pod as `settings.launcher_delivery` says: its image mounted read-only as
+    an `image` volume (nothing runs before the work's container), or copied by an init container into
+    an emptyDir, where the runtime cannot mount images."""
     pod_spec = template["spec"]
     container = pod_spec["containers"][0]
+    by_image_volume = settings.launcher_delivery == "imageVolume"
+    launcher = LAUNCHER_IMAGE_VOLUME_PATH if by_image_volume else LAUNCHER_PATH
     argv = [*container.pop("command", []), *container.pop("args", [])]
-    container["command"] = [LAUNCHER_PATH, "run", "--", *argv]
+    container["command"] = [launcher, "run", "--", *argv]
     expanded = json.dumps(launcher_env_names(container), separators=(",", ":"))
     container["env"] = [
         *(entry for entry in container.get("env", []) if entry.get("name") != LAUNCHER_ENV_NAMES),
@@ -168,24 +178,32 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
         {"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY, "readOnly": True},
         {"name": _VALUES_VOLUME, "mountPath": MATRIX_VALUES_DIRECTORY, "readOnly": True},
     ]
-    pod_spec["initContainers"] = [
-        *pod_spec.get("initContainers", []),
-        {
+    launcher_volume: dict[str, Any]
+    if by_image_volume:
+        launcher_volume = {
             "name": _LAUNCHER_VOLUME,
-            "image": settings.launcher_image,
-            "imagePullPolicy": settings.launcher_pull_policy,
-            "args": ["install", f"{LAUNCHER_DIRECTORY}/launcher"],
-            "volumeMounts": [{"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY}],
-            "resources": {
-                "requests": {"cpu": "10m", "memory": "16Mi"},
-                "limits": {"cpu": "100m", "memory": "32Mi"},
+            "image": {"reference": settings.launcher_image, "pullPolicy": settings.launcher_pull_policy},
+        }
+    else:
+        launcher_volume = {"name": _LAUNCHER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}
+        pod_spec["initContainers"] = [
+            *pod_spec.get("initContainers", []),
+            {
+                "name": _LAUNCHER_VOLUME,
+                "image": settings.launcher_image,
+                "imagePullPolicy": settings.launcher_pull_policy,
+                "args": ["install", LAUNCHER_PATH],
+                "volumeMounts": [{"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY}],
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "32Mi"},
+                },
+                "securityContext": dict(_LAUNCHER_SECURITY_CONTEXT),
             },
-            "securityContext": dict(_LAUNCHER_SECURITY_CONTEXT),
-        },
-    ]
+        ]
     pod_spec["volumes"] = [
         *pod_spec.get("volumes", []),
-        {"name": _LAUNCHER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
+        launcher_volume,
         {"name": _VALUES_VOLUME, "configMap": {"name": values_config_map}},
     ]
 

@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How a matrix work's pods get the launcher (builders.py, `_launched`).
+LauncherDelivery = Literal["initContainer", "imageVolume"]
+
 
 class OperatorSettings(BaseSettings):
     """What an operator instance applies to every flow it runs."""
@@ -26,10 +29,19 @@ class OperatorSettings(BaseSettings):
     )
     launcher_image: str = Field(
         "dagflow/launcher:0.1.0",
-        description="Image of the launcher an init container of every matrix work's pod copies in.",
+        description="Image of the launcher every matrix work's pod starts its instance through.",
     )
     launcher_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="imagePullPolicy of that init container."
+        "IfNotPresent", description="Pull policy of the launcher's image, in either delivery."
+    )
+    launcher_delivery: LauncherDelivery = Field(
+        "initContainer",
+        description=(
+            "How the launcher reaches a matrix work's pod: `initContainer` copies it into an emptyDir"
+            " (works on every runtime), `imageVolume` mounts its image read-only (no init container;"
+            " needs the `image` volume source on the API server and on every node's runtime). The"
+            " chart's `launcher.delivery: auto` picks one for its cluster."
+        ),
     )
     history_runs: int = Field(
         2, ge=1, description="Runs whose finished Jobs are kept; Jobs of older runs are deleted."
