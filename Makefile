@@ -34,11 +34,11 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the Python venv with the package and its dev tools.
 
 .PHONY: host-packages
-host-packages: ## Install the Debian packages of the real node (containerd, runc, CNI plugins, iptables...).
+host-packages: ## Install the Debian packages of the real node (runc, CNI plugins, iptables...; containerd is built by tools).
 	@tests/cluster/host-packages.sh
 
 .PHONY: tools
-tools: host-packages ## Build etcd, the Kubernetes control plane and node, kwok, helm, crictl and the node's images (cached in ~/.cache/dagflow).
+tools: host-packages ## Build etcd, the Kubernetes control plane and node, containerd, kwok, helm, crictl and the node's images (cached in ~/.cache/dagflow).
 	tests/cluster/build.sh all
 
 ##@ Local cluster
