@@ -14,8 +14,8 @@ from dagflow.controller.observe import (
     observe_job,
     observe_pod,
     owner_flow,
+    pods_by_job,
     settled_by_pod,
-    succeeded_pods,
 )
 from dagflow.controller.settings import OperatorSettings
 
@@ -461,7 +461,7 @@ def pod_body(
 
 def settled(job: dict[str, Any], *pods: dict[str, Any]) -> Any:
     observed = [pod for pod in (observe_pod(body) for body in pods) if pod is not None]
-    return settled_by_pod(observe_job(job), succeeded_pods(observed), NOW)
+    return settled_by_pod(observe_job(job), pods_by_job(observed), NOW)
 
 
 def running_job(**spec: Any) -> dict[str, Any]:
@@ -502,3 +502,10 @@ def test_a_matrix_works_job_waits_for_every_instance_through_the_job_controller(
 
 def test_pods_no_job_controls_are_not_observed() -> None:
     assert observe_pod(pod_body("Running", job_uid=None)) is None
+
+
+def test_a_work_settled_by_its_pod_counts_its_failed_attempts_before_its_job_does() -> None:
+    first = pod_body("Failed")
+    first["metadata"]["name"] = "ml-pipeline-1-train-0-aaaaa"
+    observed = settled(running_job(), first, pod_body("Succeeded"))
+    assert (observed.outcome, observed.attempts) == ("Succeeded", 2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -204,25 +204,34 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation | None:
     )
 
 
-def succeeded_pods(pods: Iterable[PodObservation]) -> dict[str, PodObservation]:
-    """The succeeded pods among `pods`, by the uid of their Job."""
-    return {pod.job_uid: pod for pod in pods if pod.phase == "Succeeded"}
+def pods_by_job(pods: Iterable[PodObservation]) -> dict[str, list[PodObservation]]:
+    """`pods` grouped by the uid of their Job."""
+    grouped: dict[str, list[PodObservation]] = {}
+    for pod in pods:
+        grouped.setdefault(pod.job_uid, []).append(pod)
+    return grouped
 
 
-def settled_by_pod(job: JobObservation, succeeded: Mapping[str, PodObservation], now: str) -> JobObservation:
-    """The Job as its pod shows it (`succeeded`: the succeeded pods by Job uid). A Job of one
-    completion whose pod succeeded counts as succeeded then, before the Job controller marks it
-    Complete (about a second later), when nothing can fail it any more: no other pod can run (one
-    completion, parallelism one), the pod failure policy acts on failed pods only, and a succeeded
-    pod deleted before it is counted is still counted (the Job controller's tracking finalizer).
-    Only a deadline could fail it after that (the Job controller checks activeDeadlineSeconds
-    before it counts a success), so a Job with one waits for the Job controller."""
+def settled_by_pod(
+    job: JobObservation, pods: Mapping[str, Sequence[PodObservation]], now: str
+) -> JobObservation:
+    """The Job as its pods show it (`pods`: by Job uid). A Job of one completion whose pod succeeded
+    counts as succeeded then, before the Job controller marks it Complete (about a second later),
+    when nothing can fail it any more: no other pod can run (one completion, parallelism one), the
+    pod failure policy acts on failed pods only, and a succeeded pod deleted before it is counted is
+    still counted (the Job controller's tracking finalizer). Only a deadline could fail it after
+    that (the Job controller checks activeDeadlineSeconds before it counts a success), so a Job with
+    one waits for the Job controller. Its attempts are its pods, which the Job's own counts may not
+    show yet."""
     if job.outcome is not None or job.deleting or job.matrix or job.deadline or job.completions != 1:
         return job
-    pod = succeeded.get(job.uid or "")
-    if pod is None:
+    own = pods.get(job.uid or "") or ()
+    succeeded = [pod for pod in own if pod.phase == "Succeeded"]
+    if not succeeded:
         return job
-    return replace(job, outcome="Succeeded", succeeded=1, active=0, finished_at=pod.finished_at or now)
+    failed = max(job.failed, sum(1 for pod in own if pod.phase == "Failed"))
+    ended = succeeded[0].finished_at or now
+    return replace(job, outcome="Succeeded", succeeded=1, failed=failed, active=0, finished_at=ended)
 
 
 def index_ranges(text: str) -> list[range]:

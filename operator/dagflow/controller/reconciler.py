@@ -39,8 +39,8 @@ from dagflow.controller.observe import (
     PodObservation,
     ServiceObservation,
     observe_job,
+    pods_by_job,
     settled_by_pod,
-    succeeded_pods,
 )
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.runcontrol import (
@@ -357,8 +357,8 @@ class Reconciler:
         # A Job whose pod succeeded counts as succeeded then, when nothing can fail it any more: its
         # dependents start a second before the Job controller would let them, and a new run keeps
         # it as a finished Job of the run before rather than stopping it.
-        succeeded = succeeded_pods(self.pods.get(key) or [])
-        all_jobs = [settled_by_pod(job, succeeded, now) for job in all_jobs]
+        flow_pods = pods_by_job(self.pods.get(key) or [])
+        all_jobs = [settled_by_pod(job, flow_pods, now) for job in all_jobs]
         job_uids = {job.name: job.uid for job in all_jobs}
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
