@@ -82,6 +82,7 @@ REGRESSION_SEEDS = [
     pytest.param(950, id="a-service-planted-under-the-name-does-not-fail-every-pass"),
     pytest.param(2411, id="a-serve-work-that-failed-its-rollout-stays-failed-in-its-run"),
     pytest.param(2593, id="a-failed-run-stays-failed"),
+    pytest.param(8145, id="a-skipped-serve-work-stays-skipped-when-its-deployment-shows-up"),
 ]
 
 

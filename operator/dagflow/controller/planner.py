@@ -180,6 +180,7 @@ def plan_run(
     plan = Plan()
     if fail_fast:
         _stop_running(plan, states, works, jobs, previous, failed, now)
+    _keep_skipped(plan, states, works, jobs, previous)
     for name in order:
         state, work = states[name], works[name]
         if state.phase != WorkPhase.PENDING or _has_current_child(work, run, jobs, deployments):
@@ -310,6 +311,26 @@ def _stop_running(
                 plan.stop.append(job.name)
 
 
+def _keep_skipped(
+    plan: Plan,
+    states: Mapping[str, WorkState],
+    works: Mapping[str, Work],
+    jobs: Mapping[str, JobObservation],
+    previous: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """A work already Skipped in this run stays Skipped: a Job of it that shows up later (its
+    create was applied, but its answer lost) is deleted, as the work must not run."""
+    for name, state in states.items():
+        before = previous.get(name) or {}
+        job = jobs.get(name)
+        if before.get("phase") != WorkPhase.SKIPPED or job is None or works[name].serve is not None:
+            continue
+        state.phase, state.message, state.job = WorkPhase.SKIPPED, before.get("message"), None
+        state.started_at, state.finished_at, state.attempts = None, None, 0
+        if not job.deleting:
+            plan.stop.append(job.name)
+
+
 def _fail_fast_reason(failed: Sequence[str]) -> str:
     return f"not started: {failed[0]} failed and failurePolicy is FailFast"
 
@@ -344,6 +365,11 @@ def _observed_state(
     if previous and previous.get("carriedFromRun"):
         return _carried_state(state, work, deployment, previous)
     if work.serve is not None:
+        if previous and previous.get("phase") == WorkPhase.SKIPPED:
+            # Skipped in this run stays so, even if its Deployment's create, answered with an
+            # error, was applied after all: the Serving condition tells what it serves.
+            state.phase, state.message = WorkPhase.SKIPPED, previous.get("message")
+            return state
         if deployment is not None and deployment.run == run:
             state.job = deployment.name
             state.started_at = deployment.started_at
@@ -382,7 +408,13 @@ def _observed_state(
     if job is None or stopped or (succeeded and job.outcome is None):
         # A finished work whose Job is gone (deleted by hand) keeps its outcome: it never runs twice.
         # A stopped one stays stopped, even if its Job ended another way before its deletion landed.
-        if previous and previous.get("phase") in (WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.STOPPED):
+        # A skipped one stays skipped: what decided it (a dependency's outcome) cannot change in a run.
+        if previous and previous.get("phase") in (
+            WorkPhase.SUCCEEDED,
+            WorkPhase.FAILED,
+            WorkPhase.STOPPED,
+            WorkPhase.SKIPPED,
+        ):
             kept = WorkState(
                 name=work.name,
                 phase=WorkPhase(previous["phase"]),
