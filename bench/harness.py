@@ -759,9 +759,27 @@ def matrix_floor(bench: Bench, label: str, width: int, record: dict[str, Any]) -
         "makespan_s": round(makespan, 2),
         "control_plane_cpu_s": cpu_since(cpu_before, bench.cluster_dir),
         "dependency_step": percentiles(bench.chain_steps(jobs, depends)),
+        "timeline": matrix_stages(timeline),
     }
     record["ratio_to_floor"] = round(record["makespan_s"] / makespan, 3)
     bench.timelines[label]["floor"] = timeline
+
+
+def matrix_stages(timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """The moments of a 1 -> n -> 1 timeline (root, middle, join) that say where its time goes."""
+    root, middle, join = timeline
+    return {
+        "root_created": root["job_created"],
+        "root_pod_succeeded": root["pod_succeeded"],
+        "matrix_created": middle["job_created"],
+        "matrix_first_pod_created": middle["first_pod_created"],
+        "matrix_last_pod_created": middle["last_pod_created"],
+        "matrix_last_pod_running": middle["last_pod_running"],
+        "matrix_last_pod_succeeded": middle["last_pod_succeeded"],
+        "matrix_complete": middle["job_complete"],
+        "join_created": join["job_created"],
+        "join_pod_succeeded": join["pod_succeeded"],
+    }
 
 
 def run_matrix(bench: Bench, label: str, width: int, run: Callable[[], None]) -> dict[str, Any]:
@@ -776,13 +794,7 @@ def run_matrix(bench: Bench, label: str, width: int, run: Callable[[], None]) ->
     record["dependency_step"] = percentiles(bench.chain_steps(jobs, depends))
     timeline = bench.timeline(jobs, depends, started, bench.works_finished_at(name))
     record["timeline"] = {
-        "root_created": timeline[0]["job_created"],
-        "root_pod_succeeded": timeline[0]["pod_succeeded"],
-        "matrix_created": timeline[1]["job_created"],
-        "matrix_last_pod_succeeded": timeline[1]["last_pod_succeeded"],
-        "matrix_complete": timeline[1]["job_complete"],
-        "join_created": timeline[2]["job_created"],
-        "join_pod_succeeded": timeline[2]["pod_succeeded"],
+        **matrix_stages(timeline),
         "flow_succeeded": round(bench.flow_watcher.finished[(bench.namespace, name)][0] - started, 3),
     }
     bench.timelines[label] = {"operator": timeline}
@@ -1022,6 +1034,26 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def stages_table(results: dict[str, Any]) -> str:
+    """Where the time goes, the operator beside its floor: the chain's mean step, and the matrices'
+    moments in seconds from their start."""
+    rows = ["| stage | operator | floor |", "| --- | --- | --- |"]
+    if "chain" in results:
+        chain_record = results["chain"]
+        for stage, seconds in chain_record["mean_step_s"].items():
+            floor_seconds = chain_record["floor"]["mean_step_s"][stage]
+            rows.append(f"| chain, mean step: {stage.replace('_', ' ')} | {seconds} | {floor_seconds} |")
+    for key in ("matrix", "bigmatrix"):
+        record = results.get(key) or {}
+        if "floor" not in record:
+            continue
+        width = record["works"] - 2
+        for stage, moment in record["timeline"].items():
+            floor_moment = record["floor"]["timeline"].get(stage, "")
+            rows.append(f"| {key} of {width}: {stage.replace('_', ' ')} | {moment} | {floor_moment} |")
+    return "\n".join(rows)
+
+
 def cpu_table(results: dict[str, Any]) -> str:
     """The control plane's CPU seconds per scenario: where the rest of the time goes."""
     used = results.get("control_plane_cpu_s", {})
@@ -1163,6 +1195,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(bench.results, indent=2))
     print(table(bench.results))
+    print("\nWhere the time goes, in seconds:\n")
+    print(stages_table(bench.results))
     print("\nControl plane CPU seconds per scenario (the operator's part and the floor's together):\n")
     print(cpu_table(bench.results))
     print(f"\nJSON: {args.output}")
