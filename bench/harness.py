@@ -540,7 +540,12 @@ class Bench:
             for key, n in requests.items()
             if key.split()[0] in ("create", "patch", "update", "delete") and not key.endswith(" events")
         )
-        events = sum(n for key, n in requests.items() if key.endswith(" events"))
+        # Events posted (created or patched); the operator's reads of Events are not among them.
+        events = sum(
+            n
+            for key, n in requests.items()
+            if key.endswith(" events") and key.split()[0] in ("create", "patch")
+        )
         record = {
             "works": works_count,
             "makespan_s": round(elapsed, 2),
