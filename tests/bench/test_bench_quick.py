@@ -23,16 +23,35 @@ def test_quick_benchmark_measures_every_number(tmp_path: Path) -> None:
         timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "| dependency latency" in result.stdout
+    assert "| chain step" in result.stdout and "makespan / floor" in result.stdout
     results = json.loads(output.read_text())
     for scenario in ("chain", "concurrent"):
-        latency = results[scenario]["dependency_latency"]
-        assert latency["n"] > 0
-        assert 0 < latency["p50_s"] <= latency["p99_s"]
+        step = results[scenario]["chain_step"]
+        assert step["n"] > 0
+        assert 0 < step["p50_s"] <= step["p99_s"]
+        # Negative when the operator acts on the pod before the Job is Complete: only its presence counts.
+        assert results[scenario]["job_complete_to_dependent_created"]["n"] > 0
+    chain = results["chain"]
+    assert chain["pods_running_s"] >= 0 and chain["pods_lifetime_s"] > 0
+    assert chain["floor"]["makespan_s"] > 0 and chain["floor"]["chain_step"]["n"] == chain["works"] - 1
+    assert chain["ratio_to_floor"] > 0
+    for scenario in ("matrix", "bigmatrix"):
+        assert results[scenario]["floor"]["makespan_s"] > 0 and results[scenario]["ratio_to_floor"] > 0
+    for scenario in ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep"):
+        timeline = json.loads((tmp_path / f"timeline-{scenario}.json").read_text())
+        assert timeline["control_plane_cpu_s"]["kube-apiserver"] > 0
+        assert timeline["operator"]
+    assert set(results["control_plane_cpu_s"]["chain"]) == {
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "etcd",
+        "kwok-controller",
+    }
     fanout = results["fanout"]
     assert fanout["makespan_s"] > 0 and fanout["baseline_makespan_s"] > 0 and fanout["ratio"] > 0
     assert fanout["api_requests"].get("create jobs") == fanout["works"]
     assert fanout["api_writes_per_work"] > 0
     assert results["object_size"]["status_kib"] > 0
     assert results["memory"]["jobs_tracked"] > 0 and results["memory"]["peak_rss_mib"] > 0
-    assert [point["works"] for point in results["sweep"]] == [10, 22, 50]
+    assert [point["works"] for point in results["sweep"]] == [10, 50, 102]
