@@ -228,9 +228,13 @@ class PodWatcher(Watcher):
                 self._changed.notify_all()
 
     def wait_succeeded(self, job: tuple[str, str], count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         with self._changed:
-            if not self._changed.wait_for(lambda: self.succeeded[job] >= count, timeout):
-                raise TimeoutError(f"{job[1]}: {self.succeeded[job]} of {count} pods succeeded")
+            while self.succeeded[job] < count:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{job[1]}: {self.succeeded[job]} of {count} pods succeeded")
+                # Short waits: a long one is not interrupted by Ctrl-C, which must still stop the bench.
+                self._changed.wait(0.5)
 
     def last_succeeded(self, job: tuple[str, str]) -> float | None:
         """When the last of the Job's pods was seen succeeded: when the Job's work was done."""
