@@ -285,6 +285,8 @@ class ApiServer:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.objects: dict[Key, dict[str, Any]] = {}
+        # Each resource's keys in order, made again when one is added or removed.
+        self._sorted_keys: dict[str, list[Key]] = {}
         self.revision = 0
         self.uids = 0
         self.logs: dict[str, list[tuple[str, dict[str, Any]]]] = {resource: [] for resource in KINDS}
@@ -310,9 +312,13 @@ class ApiServer:
         return copy.deepcopy(found) if found is not None else None
 
     def items(self, resource: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
-        for (kind, space, _), obj in sorted(self.objects.items()):
-            if kind == resource and (namespace is None or space == namespace):
-                yield obj
+        """The objects of one resource in name order, as they were when the iteration began."""
+        keys = self._sorted_keys.get(resource)
+        if keys is None:
+            keys = self._sorted_keys[resource] = sorted(key for key in self.objects if key[0] == resource)
+        snapshot = [(key, self.objects[key]) for key in keys if namespace is None or key[1] == namespace]
+        for _, obj in snapshot:
+            yield obj
 
     def uid_exists(self, uid: str) -> bool:
         return any(obj["metadata"]["uid"] == uid for obj in self.objects.values())
@@ -324,7 +330,10 @@ class ApiServer:
             raise too_large()
         metadata = after["metadata"]
         metadata["resourceVersion"] = self._next_revision()
-        self.objects[(resource, metadata["namespace"], metadata["name"])] = after
+        key = (resource, metadata["namespace"], metadata["name"])
+        if key not in self.objects:
+            self._sorted_keys.pop(resource, None)
+        self.objects[key] = after
         self.logs[resource].append(("ADDED" if before is None else "MODIFIED", copy.deepcopy(after)))
         self.log_times[resource].append(self.clock.seconds)
         self.writes.append(
@@ -342,6 +351,7 @@ class ApiServer:
     def _remove(self, resource: str, obj: dict[str, Any], verb: str = "delete") -> None:
         metadata = obj["metadata"]
         del self.objects[(resource, metadata["namespace"], metadata["name"])]
+        self._sorted_keys.pop(resource, None)
         self._next_revision()
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = str(self.revision)

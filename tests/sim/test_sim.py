@@ -76,6 +76,13 @@ KNOWN_DEFECTS = [
         # observed, with the works of the run of the spec before.
         id="a-stopped-run-does-not-claim-a-newer-spec",
     ),
+    pytest.param(
+        47,
+        "0,13,132-133,139,145",
+        # A stopped run's Serving condition stayed as the stop left it when the serving pods were
+        # lost later: a stopped flow's serve works are still watched and told.
+        id="serving-is-told-after-a-stop",
+    ),
 ]
 # Whole histories (beyond the fixed set) that once broke an invariant.
 REGRESSION_SEEDS = [

@@ -40,6 +40,7 @@ from dagflow.controller.reconciler import Reconciler
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.status import FlowEvent
 from dagflow.rules import naming
+from dagflow.rules.outputs import MAX_OUTPUTS_BYTES
 from dagflow.rules.validation import validate_object
 from tests.sim.apiserver import (
     OPERATOR,
@@ -67,6 +68,10 @@ WATCHED = (PLURAL, *CHILD_RESOURCES)
 # watches are late, in bursts, but by less than that (kopf restarts a silent watch after 70 s and
 # then lists anew, which the model does not play).
 MAX_WATCH_LAG_SECONDS = 30.0
+# How often a flow drawn is one of many works with large outputs (a history with one takes
+# about a hundred times as long as the others).
+WIDE_FLOW_CHANCE = 0.002
+WIDE_FLOW_WORKS = 1000
 # Settled: this many rounds of settling in a row (5 s of simulated time each) changed nothing.
 QUIET_ROUNDS = 16
 T = TypeVar("T")
@@ -178,7 +183,37 @@ def make_spec(rng: random.Random) -> dict[str, Any]:
         spec["historyRuns"] = rng.randint(1, 3)
     if rng.random() < 0.1:
         spec["suspend"] = True
+    # Drawn last, so that the draws above stay those of the histories kept as regressions.
+    if rng.random() < WIDE_FLOW_CHANCE:
+        return make_wide_spec(rng)
+    if rng.random() < 0.2:
+        # Ticks a few simulated minutes apart: a history of 150 steps sees several.
+        spec["schedule"] = rng.choice(["*/2 * * * *", "*/5 * * * *", "1-59/3 * * * *"])
+        spec["concurrencyPolicy"] = rng.choice(["Forbid", "Replace"])
+        if rng.random() < 0.3:
+            spec["startingDeadlineSeconds"] = rng.choice([10, 60])
     return spec
+
+
+def make_wide_spec(rng: random.Random) -> dict[str, Any]:
+    """A flow of many works, each reporting nearly as much output as a work may: together more than
+    one object holds, so the status must keep what it shows within its object."""
+    works: list[dict[str, Any]] = []
+    # The report's JSON, `{"report": "<number><fill>"}`, just under the most a work may report.
+    fill = MAX_OUTPUTS_BYTES - 24
+    for number in range(rng.randint(WIDE_FLOW_WORKS + 300, WIDE_FLOW_WORKS + 700)):
+        works.append(
+            {
+                "name": f"w{number}",
+                "container": {"image": "example/ml:1", "command": ["python", "-m", "work"]},
+                "outputs": [{"name": "report"}],
+                "annotations": {
+                    OUTCOME_ANNOTATION: rng.choices(["succeed", "fail"], [19, 1])[0],
+                    MESSAGE_ANNOTATION: f'{{"report": "{number}{{fill:{fill}}}"}}',
+                },
+            }
+        )
+    return {"works": works, "failurePolicy": "Continue"}
 
 
 def admitted(flow: Mapping[str, Any]) -> bool:
@@ -379,6 +414,8 @@ class World:
             if admitted(body):
                 self.server.create(PLURAL, NAMESPACE, body)
             return
+        if len(flow["spec"]["works"]) > WIDE_FLOW_WORKS and rng.random() < 0.9:
+            return  # a big flow is mostly left to run its course
         action = rng.choices(
             ["edit", "delete", "rerun", "retry", "stop", "suspend", "same-token"], [3, 2, 3, 2, 2, 1, 1]
         )[0]
@@ -536,6 +573,14 @@ class World:
         self.operator = Operator(self)
 
     # -- settling --------------------------------------------------------------------------------
+
+    def unschedule(self) -> None:
+        """The author takes every flow's schedule out (a run-control field: no run starts for it)."""
+        self.server.actor = "user"
+        for flow in self.flows():
+            if flow["spec"].get("schedule"):
+                name = flow["metadata"]["name"]
+                self.server.merge_patch(PLURAL, NAMESPACE, name, {"spec": {"schedule": None}})
 
     def settle(self, rounds: int = 200) -> int:
         """No more people or faults: the controllers, the garbage collector, the watches and the
