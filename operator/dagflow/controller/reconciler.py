@@ -39,8 +39,8 @@ from dagflow.controller.observe import (
     PodObservation,
     ServiceObservation,
     observe_job,
-    pods_by_job,
     settled_by_pod,
+    starved,
 )
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.runcontrol import (
@@ -165,7 +165,7 @@ class Reconciler:
         workers: int = 4,
         wall_clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
-        pods: Mapping[FlowKey, Iterable[PodObservation]] | None = None,
+        pods: Mapping[str, Iterable[PodObservation]] | None = None,
     ) -> None:
         self.settings = settings
         # The time of day (status timestamps, schedules) and the time between passes.
@@ -176,7 +176,9 @@ class Reconciler:
         self.deployments = deployments
         self.services = services
         self.config_maps = config_maps
-        self.pods: Mapping[FlowKey, Iterable[PodObservation]] = pods if pods is not None else {}
+        # The watched pods by the uid of their Job: a pass looks up its own Jobs' pods, however
+        # many pods the flow has.
+        self.pods: Mapping[str, Iterable[PodObservation]] = pods if pods is not None else {}
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -357,8 +359,7 @@ class Reconciler:
         # A Job whose pod succeeded counts as succeeded then, when nothing can fail it any more: its
         # dependents start a second before the Job controller would let them, and a new run keeps
         # it as a finished Job of the run before rather than stopping it.
-        flow_pods = pods_by_job(self.pods.get(key) or [])
-        all_jobs = [settled_by_pod(job, flow_pods, now) for job in all_jobs]
+        all_jobs = [settled_by_pod(job, self.pods, now) for job in all_jobs]
         job_uids = {job.name: job.uid for job in all_jobs}
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
@@ -591,7 +592,7 @@ class Reconciler:
         now, wall = self._monotonic(), self._wall_clock()
         starved_uids = set()
         for work, job in jobs.items():
-            if not job.starved or not job.uid or not job.started_at:
+            if not job.uid or not job.started_at or not starved(job, self.pods):
                 continue
             starved_uids.add(job.uid)
             age = (wall - datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))).total_seconds()
