@@ -695,6 +695,20 @@ class OperatorApi:
         self.server.calls += 1
         return Response(function())
 
+    def _list(
+        self,
+        resource: str,
+        namespace: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        _continue: str | None = None,
+        **_: Any,
+    ) -> Response:
+        return self._read(
+            lambda: self.server.list(resource, namespace, label_selector, field_selector, limit, _continue)
+        )
+
     def _write(self, function: Callable[[], Any]) -> Response:
         self.server.calls += 1
         fault = self.server.faults.next_write()
@@ -726,8 +740,14 @@ class BatchApi(OperatorApi):
         policy = (body.get("propagationPolicy") if body else propagation_policy) or "Orphan"
         return self._write(lambda: self.server.delete("jobs", namespace, name, policy, uid))
 
+    def list_namespaced_job(self, namespace: str, **options: Any) -> Response:
+        return self._list("jobs", namespace, **options)
+
 
 class AppsApi(OperatorApi):
+    def list_namespaced_deployment(self, namespace: str, **options: Any) -> Response:
+        return self._list("deployments", namespace, **options)
+
     def read_namespaced_deployment(self, name: str, namespace: str, **_: Any) -> Response:
         return self._read(lambda: self.server.read("deployments", namespace, name))
 
@@ -743,6 +763,12 @@ class AppsApi(OperatorApi):
 
 
 class CoreApi(OperatorApi):
+    def list_namespaced_service(self, namespace: str, **options: Any) -> Response:
+        return self._list("services", namespace, **options)
+
+    def list_namespaced_config_map(self, namespace: str, **options: Any) -> Response:
+        return self._list("configmaps", namespace, **options)
+
     def create_namespaced_config_map(self, namespace: str, body: Mapping[str, Any], **_: Any) -> Response:
         return self._write(lambda: self.server.create("configmaps", namespace, body))
 
@@ -790,10 +816,9 @@ class CustomApi(OperatorApi):
         version: str,
         namespace: str,
         plural: str,
-        field_selector: str | None = None,
-        **_: Any,
+        **options: Any,
     ) -> Response:
-        return self._read(lambda: self.server.list(plural, namespace, field_selector=field_selector))
+        return self._list(plural, namespace, **options)
 
     def patch_namespaced_custom_object_status(
         self,
