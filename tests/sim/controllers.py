@@ -9,6 +9,7 @@ What a pod does is steered by annotations of its template, which a flow sets thr
 - `sim.dagflow.dev/message`: the termination message of a succeeded pod, `{index}` replaced by its
   completion index and `{fill:N}` by N characters (so that a flow of many large reports still fits
   its own object);
+- `sim.dagflow.dev/duration` (`60s`): a pod runs at least that long;
 - `sim.dagflow.dev/ready: "false"` on a serve work: its pods never become ready.
 """
 
@@ -27,6 +28,7 @@ from tests.sim.apiserver import ApiServer
 OUTCOME_ANNOTATION = "sim.dagflow.dev/outcome"
 MESSAGE_ANNOTATION = "sim.dagflow.dev/message"
 READY_ANNOTATION = "sim.dagflow.dev/ready"
+DURATION_ANNOTATION = "sim.dagflow.dev/duration"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 DEFAULT_PROGRESS_DEADLINE = 600
@@ -109,7 +111,7 @@ class JobController:
         for pod in self._pods(job):
             index = int(pod["metadata"]["annotations"][COMPLETION_INDEX])
             phase = pod["status"]["phase"]
-            if phase == "Running" and rng.random() < 0.5:
+            if phase == "Running" and self._ran_long_enough(pod, annotations) and rng.random() < 0.5:
                 self._finish_pod(pod, behaviour, annotations, rng)
                 phase = pod["status"]["phase"]
             if phase == "Succeeded":
@@ -130,7 +132,10 @@ class JobController:
         status["failed"] = sum(
             1 for pod in pods if pod["status"]["phase"] == "Failed" and not pod["status"].get("ignored")
         )
-        status["completedIndexes"] = format_indexes(completed)
+        if completed:
+            status["completedIndexes"] = format_indexes(completed)
+        else:
+            status.pop("completedIndexes", None)  # as the Job controller leaves it out
         if per_index_limit is not None:
             status["failedIndexes"] = format_indexes(failed_indexes)
         deadline = spec.get("activeDeadlineSeconds")
@@ -160,7 +165,14 @@ class JobController:
                 self._end(job, status, pods, "Failed", "FailedIndexes", "Job has failed indexes")
             else:
                 status["completionTime"] = now
-                self._end(job, status, pods, "Complete", "", "")
+                self._end(
+                    job,
+                    status,
+                    pods,
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                )
             return
         waiting = [
             index
@@ -172,6 +184,14 @@ class JobController:
             active.add(index)
         status["active"] = len(active)
         self._write_status(job)
+
+    def _ran_long_enough(self, pod: dict[str, Any], annotations: dict[str, str]) -> bool:
+        """Whether a pod has run for its `DURATION_ANNOTATION`, when it has one."""
+        duration = annotations.get(DURATION_ANNOTATION)
+        started = pod["status"].get("startTime")
+        if not duration or not started:
+            return True
+        return self._age(started) >= float(duration.removesuffix("s"))
 
     def _age(self, timestamp: str) -> float:
         started = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
@@ -192,9 +212,6 @@ class JobController:
                 self.server.replace("pods", pod)
         status["active"] = 0
         condition = _condition(kind, reason, message, self.server.clock.timestamp())
-        if kind == "Complete":
-            condition.pop("reason")
-            condition.pop("message")
         status["conditions"] = [*(status.get("conditions") or []), condition]
         self._write_status(job)
 
@@ -235,7 +252,7 @@ class JobController:
                 ],
             },
             "spec": template.get("spec") or {},
-            "status": {"phase": "Running"},
+            "status": {"phase": "Running", "startTime": self.server.clock.timestamp()},
         }
         self.server.create("pods", job["metadata"]["namespace"], pod)
 

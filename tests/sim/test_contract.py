@@ -968,30 +968,8 @@ SEMANTICS = [
 ]
 
 
-def model_defect(semantic: Callable[[Api], Any], reason: str) -> Any:
-    """A case where the model still answers otherwise than the real server: it fails until the
-    model is fixed, and then the suite says so."""
-    return pytest.param(semantic, marks=pytest.mark.xfail(strict=True, reason=reason), id=semantic.__name__)
-
-
-# What tests/sim/controllers.py's JobController gets wrong against the real Job controller.
-EMPTY_INDEXES = (
-    'the model writes completedIndexes "" when no index completed; the Job controller leaves the field out'
-)
-CONTROLLER_SEMANTICS = [
-    model_defect(
-        job_completes,
-        "the model writes the Complete condition without reason and message; the Job controller"
-        " writes reason CompletionsReached, message 'Reached expected number of succeeded pods'",
-    ),
-    model_defect(job_fails_by_its_failed_indexes, EMPTY_INDEXES),
-    model_defect(
-        job_fails_past_its_deadline,
-        f"{EMPTY_INDEXES}; and its pods end within a few steps whatever the deadline (no"
-        " sim.dagflow.dev/duration), so an index may complete before the deadline that a slower pod"
-        " would not reach",
-    ),
-]
+# The Job controller's outward behaviour that tests/sim/controllers.py's JobController plays.
+CONTROLLER_SEMANTICS = [job_completes, job_fails_by_its_failed_indexes, job_fails_past_its_deadline]
 
 
 @pytest.fixture(scope="module")
