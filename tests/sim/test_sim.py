@@ -26,7 +26,7 @@ from tests.sim.world import InlineExecutor, World, generate
 
 # Seeds of the fixed set that break an invariant through a defect not fixed yet, with why.
 KNOWN_FAILING_SEEDS: dict[int, str] = {}
-# Seeds every `make test` plays (about 40 s); `make sim SEEDS=N` searches further.
+# Seeds every `make test` plays (about 100 s); `make sim SEEDS=N` searches further.
 FIXED_SEEDS = [
     pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING_SEEDS[seed]))
     if seed in KNOWN_FAILING_SEEDS
