@@ -5,6 +5,7 @@ against a real API server)."""
 from __future__ import annotations
 
 import asyncio
+from random import Random
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from tests.sim.apiserver import (
     merge_patch,
 )
 from tests.sim.run import HISTORY_LENGTH, parse_kept, replay_line, run_history
-from tests.sim.world import InlineExecutor, World, generate
+from tests.sim.world import NAMESPACE, RELIST_SECONDS, InlineExecutor, World, generate, make_spec
 
 # Seeds of the fixed set that break an invariant through a defect not fixed yet, with why.
 KNOWN_FAILING_SEEDS: dict[int, str] = {}
@@ -169,3 +170,28 @@ def test_a_status_write_keeps_a_null_output() -> None:
     status = {"phase": "Running", "works": [{"name": "a", "outputs": {"x": None}}]}
     written = asyncio.run(kube.replace_flow_status("sim", "f", uid, status))
     assert written["status"]["works"][0]["outputs"] == {"x": None}
+
+
+def test_a_flow_deleted_while_its_watch_was_cut_is_forgotten() -> None:
+    world = World(0)
+    try:
+        world.server.actor = "user"
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": "pipe"},
+            "spec": make_spec(Random(1)),
+        }
+        world.server.create(PLURAL, NAMESPACE, body)
+        world.operator.deliver_all()
+        key = (NAMESPACE, "pipe")
+        assert key in world.operator.reconciler.flows
+        world.server.delete(PLURAL, NAMESPACE, "pipe")
+        world.server.compact()
+        world.operator.cut(PLURAL)
+        # The list anew no longer has the flow, and kopf tells of no deletion.
+        assert key in world.operator.reconciler.flows
+        world.advance(RELIST_SECONDS)
+        assert key not in world.operator.reconciler.flows
+    finally:
+        world.close()
