@@ -92,6 +92,13 @@ KNOWN_DEFECTS = [
         # indexes hold from time to time and forgets what is gone.
         id="a-job-deleted-while-its-watch-was-cut-is-forgotten",
     ),
+    pytest.param(
+        654,
+        "98,107,114,116-117,119,125,127,129,131,134",
+        # A flow the operator had found gone by listing came back with an older event still on
+        # its way, whose deletion the cut watch never told: its run-1 Job was made again.
+        id="a-flow-found-gone-is-not-brought-back-by-a-late-event",
+    ),
 ]
 # Whole histories (beyond the fixed set) that once broke an invariant.
 REGRESSION_SEEDS = [

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import FINAL_PHASES, PLURAL, DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.controller import metrics
+from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import (
     FlowRef,
     build_deployment,
@@ -212,6 +213,9 @@ class Reconciler:
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
         # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
         self.vanished: set[str] = set()
+        # Flows a list showed gone while their watch had not told, by uid: an event of theirs that
+        # was still on its way must not bring them back.
+        self._vanished_flows: set[str] = set()
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
         ]
@@ -225,6 +229,8 @@ class Reconciler:
         if body is None:
             self.flows.pop(key, None)
             self._forget(key)
+            return
+        if body["metadata"].get("uid") in self._vanished_flows:
             return
         if self._remember(key, body):
             self.enqueue(key)
@@ -358,6 +364,7 @@ class Reconciler:
                     and known["metadata"].get("uid") == uid
                 ):
                     logger.info("Flow %s/%s was deleted while its watch was down", *key)
+                    self._vanished_flows.add(uid)
                     self.flow_seen(key, None)
 
     def _present(self, children: Iterable[Child] | None) -> list[Child]:
@@ -477,7 +484,7 @@ class Reconciler:
             # Its serve works go on serving whichever model they serve: still watched, their Service
             # restored, the Serving condition true to their Deployments.
             referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
-            await asyncio.gather(
+            await gather_all(
                 self._retire(flow, retirement, job_uids),
                 self._collect_config_maps(
                     flow, stale_config_maps(config_maps, all_jobs, run, (), referenced)
@@ -526,7 +533,7 @@ class Reconciler:
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
         referenced = {state.outputs_config_map for state in plan.works if state.outputs_config_map}
         stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
-        await asyncio.gather(
+        await gather_all(
             self._start_children(
                 key, flow, spec, run, plan, status.get("params") or default_params(spec), deployments
             ),
@@ -569,7 +576,7 @@ class Reconciler:
         running = [
             job for job in jobs if job.run == decision.run and job.outcome is None and not job.deleting
         ]
-        await asyncio.gather(
+        await gather_all(
             *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
         )
         for job in running:
@@ -840,7 +847,7 @@ class Reconciler:
 
     async def _stop_failed_run(self, flow: FlowRef, plan: Plan, uids: Mapping[str, str | None]) -> None:
         """Delete the Jobs of a run that failed under FailFast: it holds no nodes or GPUs."""
-        await asyncio.gather(
+        await gather_all(
             *(
                 self.kube.delete_job(flow.namespace, name, uids.get(name), wait_for_pods=True)
                 for name in plan.stop
@@ -885,7 +892,7 @@ class Reconciler:
             orphan = services[work_name]
             logger.info("Deleted Service %s/%s of a work that no longer serves", flow.namespace, orphan.name)
             calls.append(self.kube.delete_service(flow.namespace, orphan.name, orphan.uid))
-        await asyncio.gather(*calls)
+        await gather_all(*calls)
 
     async def _retire(self, flow: FlowRef, retirement: JobRetirement, uids: Mapping[str, str | None]) -> None:
         """Stop the running Jobs of earlier runs; delete finished ones beyond the kept history.
@@ -900,7 +907,7 @@ class Reconciler:
             for name in retirement.stop
         ]
         calls += [self.kube.delete_job(flow.namespace, name, uids.get(name)) for name in retirement.delete]
-        await asyncio.gather(*calls)
+        await gather_all(*calls)
 
     async def _collect_config_maps(self, flow: FlowRef, stale: Iterable[ConfigMapObservation]) -> None:
         """Delete the flow's ConfigMaps that nothing uses any more, each by its uid."""
@@ -910,7 +917,7 @@ class Reconciler:
                 "Deleted ConfigMap %s/%s, which nothing uses any more", flow.namespace, config_map.name
             )
             calls.append(self.kube.delete_config_map(flow.namespace, config_map.name, config_map.uid))
-        await asyncio.gather(*calls)
+        await gather_all(*calls)
 
     async def _write_status(self, key: FlowKey, body: dict[str, Any], status: dict[str, Any]) -> bool:
         """Patch the status if it changed; True when it did."""

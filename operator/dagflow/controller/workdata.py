@@ -4,13 +4,13 @@ that reference them. Each call is one step of a pass; what it finds goes to the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
+from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import (
     LAUNCHER_EXIT_CODE,
     MATRIX_OUTPUTS_KEY,
@@ -116,7 +116,7 @@ class WorkData:
             message = await self.kube.termination_message(flow.namespace, job.uid, work.container_name)
             return work.name, message
 
-        return dict(await asyncio.gather(*(read(work, job) for work, job in wanted)))
+        return dict(await gather_all(*(read(work, job) for work, job in wanted)))
 
     async def collect_matrix_outputs(
         self,
@@ -148,7 +148,7 @@ class WorkData:
             config_map = build_matrix_outputs(flow, work, run, gathered)
             return work.name, await self._keep_in_config_map(flow, config_map)
 
-        return dict(await asyncio.gather(*(collect(work, job) for work, job in wanted)))
+        return dict(await gather_all(*(collect(work, job) for work, job in wanted)))
 
     async def outputs_for(self, flow: FlowRef, plan: Plan) -> dict[str, Mapping[str, Any]]:
         """Outputs the works about to start may reference: those in the status, and those kept in
@@ -212,7 +212,7 @@ class WorkData:
                 self._stored.popitem(last=False)
             return name, value
 
-        found = await asyncio.gather(*(read(name, config_maps[name]) for name in sorted(config_maps)))
+        found = await gather_all(*(read(name, config_maps[name]) for name in sorted(config_maps)))
         return {name: value for name, value in found if value is not None}
 
     async def keep_outputs_out_of_status(
@@ -254,7 +254,7 @@ class WorkData:
             else:
                 state.phase, state.message = WorkPhase.FAILED, f"succeeded, but {kept.error}"
 
-        await asyncio.gather(*(move(state) for state in moving))
+        await gather_all(*(move(state) for state in moving))
         if moving:
             reassess(plan, spec)
 
