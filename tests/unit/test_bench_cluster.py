@@ -1,9 +1,9 @@
-"""Which cluster `make bench` uses: its own, never the tests' or the demo's."""
+"""Which cluster and which operator settings `make bench` uses."""
 
 from __future__ import annotations
 
 import pytest
-from bench.harness import bench_cluster_name
+from bench.harness import bench_cluster_name, operator_settings
 
 
 def test_the_bench_uses_its_own_cluster_named_after_the_chosen_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -15,3 +15,9 @@ def test_the_bench_uses_its_own_cluster_named_after_the_chosen_one(monkeypatch: 
     assert bench_cluster_name() == "dagflow-perf-bench"
     monkeypatch.setenv("DAGFLOW_BENCH_CLUSTER_NAME", "mine")
     assert bench_cluster_name() == "mine"
+
+
+def test_the_bench_runs_matrix_pods_without_init_container_unless_told() -> None:
+    assert operator_settings([])["DAGFLOW_LAUNCHER_DELIVERY"] == "imageVolume"
+    given = operator_settings(["DAGFLOW_LAUNCHER_DELIVERY=initContainer", "DAGFLOW_API_CONCURRENCY=32"])
+    assert given == {"DAGFLOW_LAUNCHER_DELIVERY": "initContainer", "DAGFLOW_API_CONCURRENCY": "32"}
