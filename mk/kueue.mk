@@ -3,6 +3,7 @@
 #   make kueue-tools              build Kueue's manager into ~/.cache/dagflow/kueue-<version>/ (once)
 #   DAGFLOW_KUEUE=1 make cluster  the local cluster with Kueue, its queues and a LocalQueue queued/default
 #   make kueue                    Kueue on the running local cluster (DAGFLOW_CLUSTER_NAME, default dagflow)
+#   make kueue-down               without it again
 KUEUE := tests/cluster/kueue.sh
 
 ##@ Kueue
@@ -18,5 +19,5 @@ kueue: venv kueue-tools ## Install and start Kueue on the running local cluster,
 	@$(KUEUE) up
 
 .PHONY: kueue-down
-kueue-down: ## Stop the local cluster's Kueue manager; its webhooks stay and refuse every Job until `make kueue` starts it again.
-	@$(KUEUE) stop
+kueue-down: ## Stop the local cluster's Kueue and remove its webhooks: Jobs are created as without it (its CRDs and queues stay).
+	@$(KUEUE) down

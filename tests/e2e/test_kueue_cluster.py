@@ -117,7 +117,7 @@ def test_a_queued_gpu_job_is_admitted_unsuspended_and_completes_on_a_gpu_node(
 
 
 def test_a_job_over_the_gpu_quota_waits_for_the_first_to_finish(namespace: str, local_queue: str) -> None:
-    apply(gpu_job("first", local_queue, gpus=3, duration="8s"), namespace=namespace)
+    apply(gpu_job("first", local_queue, gpus=3, duration="10s"), namespace=namespace)
     wait_for(lambda: admitted(namespace, "first"), timeout=30, what="the first Job to be admitted")
     apply(gpu_job("second", local_queue, gpus=3, duration="1s"), namespace=namespace)
 
