@@ -48,11 +48,21 @@ SCENARIOS = ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep", "m
 # -- the cluster and the objects' life, seen from outside ------------------------------------------
 
 
+def bench_cluster_name() -> str:
+    """A cluster of its own, made with an audit log: never the one the tests or the demo use, which
+    would be made anew without their own settings. Named after DAGFLOW_CLUSTER_NAME when that is set,
+    so that benchmarks of different checkouts on one machine do not share one."""
+    named = os.environ.get("DAGFLOW_BENCH_CLUSTER_NAME")
+    if named:
+        return named
+    base = os.environ.get("DAGFLOW_CLUSTER_NAME")
+    return f"{base}-bench" if base else "bench"
+
+
 def cluster_env() -> dict[str, str]:
     env = {
         **os.environ,
-        # A cluster of its own, made with an audit log: never the one the tests or the demo use.
-        "DAGFLOW_CLUSTER_NAME": os.environ.get("DAGFLOW_BENCH_CLUSTER_NAME", "bench"),
+        "DAGFLOW_CLUSTER_NAME": bench_cluster_name(),
         "DAGFLOW_AUDIT": "1",
         # Pods here are simulated: the machine's one real node stays with the cluster it serves.
         "DAGFLOW_REAL_NODE": "0",

@@ -6,6 +6,10 @@ generation that moves with the spec, and an entry in the watch log of its resour
 `ApiException`s with the status code, reason and message the real server gives (each one the
 operator relies on is checked against a real API server by tests/sim/test_contract.py).
 
+A watch from a resourceVersion answers the events after it, or 410 Gone once `compact()` has
+dropped what lies between (the API server keeps a window of each resource's events; what fell out
+of it is lost to a watch, which must list again).
+
 Not modelled: admission (webhooks, schema validation, defaulting beyond what is named here),
 strategic merge patch, field managers other than one applier, RBAC, quotas, namespaces' lifecycle.
 """
@@ -28,6 +32,7 @@ from dagflow.api.models import GROUP, PLURAL
 MAX_OBJECT_BYTES = 1536 * 1024
 OPERATOR = "operator"
 FOREGROUND = "foregroundDeletion"
+ORPHAN = "orphan"
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
 # The group-qualified resource as the API server names it in its messages.
@@ -49,7 +54,7 @@ KINDS = {
     "events": "Event",
     PLURAL: "DAGFlow",
 }
-# Resources whose spec changes move metadata.generation.
+# Resources whose spec changes move metadata.generation (a Deployment's annotations move it too).
 GENERATED = frozenset({"jobs", "deployments", PLURAL})
 
 
@@ -133,6 +138,16 @@ def immutable_config_map(name: str) -> ApiException:
     )
 
 
+def too_old(resource_version: int, kept_after: int) -> ApiException:
+    # The watch cache's answer: the Status comes without details. `kept_after` is the newest
+    # resourceVersion a watch can still start from and miss nothing (the oldest event kept, less one).
+    error = api_error(410, "Expired", f"too old resource version: {resource_version} ({kept_after})")
+    status = json.loads(error.body)
+    status.pop("details", None)
+    error.body = json.dumps(status)
+    return error
+
+
 def json_patch_test_failed() -> ApiException:
     # The real server names neither the operation that failed nor its path.
     return api_error(422, "Invalid", "the server rejected our request due to an error in our request")
@@ -205,6 +220,17 @@ def json_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> di
     return result
 
 
+def unchanged(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether a write would store what is stored already (whatever resourceVersion it names)."""
+
+    def stored(obj: Mapping[str, Any]) -> dict[str, Any]:
+        metadata = dict(obj.get("metadata") or {})
+        metadata.pop("resourceVersion", None)
+        return {**obj, "metadata": metadata}
+
+    return stored(before) == stored(after)
+
+
 def object_size(obj: Mapping[str, Any]) -> int:
     return len(json.dumps(obj, separators=(",", ":")).encode())
 
@@ -219,6 +245,15 @@ def config_map_size(obj: Mapping[str, Any]) -> int:
 
 def owner_uids(obj: Mapping[str, Any]) -> list[str]:
     return [str(ref.get("uid")) for ref in (obj.get("metadata") or {}).get("ownerReferences") or []]
+
+
+def blocks_deletion_of(owner_uid: str, obj: Mapping[str, Any]) -> bool:
+    """Whether `obj` holds back the foreground deletion of its owner `owner_uid`: only a reference
+    with blockOwnerDeletion does; the collector deletes the other dependents without waiting."""
+    return any(
+        str(ref.get("uid")) == owner_uid and bool(ref.get("blockOwnerDeletion"))
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
@@ -285,6 +320,8 @@ class ApiServer:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.objects: dict[Key, dict[str, Any]] = {}
+        # Each resource's keys in order, made again when one is added or removed.
+        self._sorted_keys: dict[str, list[Key]] = {}
         self.revision = 0
         self.uids = 0
         self.logs: dict[str, list[tuple[str, dict[str, Any]]]] = {resource: [] for resource in KINDS}
@@ -294,6 +331,8 @@ class ApiServer:
         self.actor = "user"
         self.faults = Faults()
         self.calls = 0
+        # The newest resourceVersion whose events `compact()` dropped from every watch's reach.
+        self.compacted = 0
 
     # -- storage ---------------------------------------------------------------------------------
 
@@ -310,9 +349,13 @@ class ApiServer:
         return copy.deepcopy(found) if found is not None else None
 
     def items(self, resource: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
-        for (kind, space, _), obj in sorted(self.objects.items()):
-            if kind == resource and (namespace is None or space == namespace):
-                yield obj
+        """The objects of one resource in name order, as they were when the iteration began."""
+        keys = self._sorted_keys.get(resource)
+        if keys is None:
+            keys = self._sorted_keys[resource] = sorted(key for key in self.objects if key[0] == resource)
+        snapshot = [(key, self.objects[key]) for key in keys if namespace is None or key[1] == namespace]
+        for _, obj in snapshot:
+            yield obj
 
     def uid_exists(self, uid: str) -> bool:
         return any(obj["metadata"]["uid"] == uid for obj in self.objects.values())
@@ -323,10 +366,18 @@ class ApiServer:
         if object_size(after) > MAX_OBJECT_BYTES:
             raise too_large()
         metadata = after["metadata"]
-        metadata["resourceVersion"] = self._next_revision()
-        self.objects[(resource, metadata["namespace"], metadata["name"])] = after
-        self.logs[resource].append(("ADDED" if before is None else "MODIFIED", copy.deepcopy(after)))
-        self.log_times[resource].append(self.clock.seconds)
+        if before is not None and unchanged(before, after):
+            # The API server skips a write that changes nothing: no new resourceVersion, no watch
+            # event. It was still asked, so the invariants see the request.
+            metadata["resourceVersion"] = before["metadata"]["resourceVersion"]
+        else:
+            metadata["resourceVersion"] = self._next_revision()
+            key = (resource, metadata["namespace"], metadata["name"])
+            if key not in self.objects:
+                self._sorted_keys.pop(resource, None)
+            self.objects[key] = after
+            self.logs[resource].append(("ADDED" if before is None else "MODIFIED", copy.deepcopy(after)))
+            self.log_times[resource].append(self.clock.seconds)
         self.writes.append(
             Write(
                 self.actor,
@@ -342,6 +393,7 @@ class ApiServer:
     def _remove(self, resource: str, obj: dict[str, Any], verb: str = "delete") -> None:
         metadata = obj["metadata"]
         del self.objects[(resource, metadata["namespace"], metadata["name"])]
+        self._sorted_keys.pop(resource, None)
         self._next_revision()
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = str(self.revision)
@@ -393,7 +445,14 @@ class ApiServer:
                 metadata[fixed] = before["metadata"][fixed]
             else:
                 metadata.pop(fixed, None)
-        if resource in GENERATED and obj.get("spec") != before.get("spec"):
+        if resource in GENERATED and (
+            obj.get("spec") != before.get("spec")
+            # A Deployment's annotations are copied to its ReplicaSets, so they move it too.
+            or (
+                resource == "deployments"
+                and metadata.get("annotations") != before["metadata"].get("annotations")
+            )
+        ):
             metadata["generation"] = int(before["metadata"].get("generation") or 1) + 1
         if before["metadata"].get("deletionTimestamp") and not metadata.get("finalizers"):
             self._remove(resource, before, verb)
@@ -452,6 +511,8 @@ class ApiServer:
         finalizers = list(metadata.get("finalizers") or [])
         if propagation == "Foreground" and FOREGROUND not in finalizers:
             finalizers.append(FOREGROUND)
+        if propagation == "Orphan" and ORPHAN not in finalizers:
+            finalizers.append(ORPHAN)
         if not finalizers:
             self._remove(resource, current)
             return copy.deepcopy(current)
@@ -484,12 +545,59 @@ class ApiServer:
             metadata["continue"] = str(end)
         return {"kind": "List", "apiVersion": "v1", "metadata": metadata, "items": found[start:end]}
 
+    def compact(self) -> None:
+        """The server lets go of every event so far: a watch from any resourceVersion up to now
+        answers 410 Gone, as one does once its events have left the API server's window."""
+        self.compacted = self.revision
+
+    def watch(
+        self,
+        resource: str,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The events a watch from `resource_version` gets, in order: ADDED, MODIFIED, DELETED with
+        the object as it was then (a DELETED one carries the deletion's resourceVersion). Under a
+        label selector an object that comes to match is ADDED, and one that stops matching is
+        DELETED, with its content from before but the change's resourceVersion. 410 `Expired` when
+        the events after `resource_version` are no longer kept."""
+        since = int(resource_version)
+        if since < self.compacted:
+            raise too_old(since, self.compacted)
+        events: list[dict[str, Any]] = []
+        previous: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for kind, obj in self.logs[resource]:
+            metadata = obj["metadata"]
+            key = (metadata["namespace"], metadata["name"])
+            before = previous.get(key)
+            previous[key] = None if kind == "DELETED" else obj
+            if int(metadata["resourceVersion"]) <= since:
+                continue
+            if namespace is not None and metadata["namespace"] != namespace:
+                continue
+            matched = before is not None and matches_labels(before, label_selector)
+            matches = matches_labels(obj, label_selector)
+            if kind == "DELETED":
+                if matches:
+                    events.append({"type": "DELETED", "object": copy.deepcopy(obj)})
+            elif matches:
+                events.append({"type": "MODIFIED" if matched else "ADDED", "object": copy.deepcopy(obj)})
+            elif matched:
+                assert before is not None
+                gone = copy.deepcopy(before)
+                gone["metadata"]["resourceVersion"] = metadata["resourceVersion"]
+                events.append({"type": "DELETED", "object": gone})
+        return events
+
     # -- the garbage collector -------------------------------------------------------------------
 
     def collect_garbage(self) -> int:
         """One sweep of the garbage collector: objects whose owners are all gone are deleted (in
-        the background), and objects being deleted in the foreground go once their dependents
-        have; the number of objects deleted or released."""
+        the background), and objects being deleted in the foreground have their dependents deleted
+        and go once those that block their deletion (blockOwnerDeletion) have, and objects deleted
+        with the Orphan policy let their dependents go and then go; the number of objects deleted
+        or released."""
         done = 0
         live = {obj["metadata"]["uid"] for obj in self.objects.values()}
         for (resource, _, _), obj in sorted(self.objects.items()):
@@ -501,6 +609,9 @@ class ApiServer:
             ):
                 self.delete(resource, obj["metadata"]["namespace"], obj["metadata"]["name"])
                 done += 1
+        for (resource, _, _), obj in sorted(self.objects.items()):
+            if ORPHAN in (obj["metadata"].get("finalizers") or []):
+                done += self._orphan_dependents(resource, obj)
         live = {obj["metadata"]["uid"] for obj in self.objects.values()}
         for (resource, _, _), obj in sorted(self.objects.items()):
             metadata = obj["metadata"]
@@ -516,7 +627,7 @@ class ApiServer:
                     self.delete(kind, dependent["metadata"]["namespace"], dependent["metadata"]["name"])
                     done += 1
             if (
-                not any(metadata["uid"] in owner_uids(other) for other in self.objects.values())
+                not any(blocks_deletion_of(metadata["uid"], other) for other in self.objects.values())
                 and (resource, metadata["namespace"], metadata["name"]) in self.objects
             ):
                 released = copy.deepcopy(obj)
@@ -528,6 +639,28 @@ class ApiServer:
         del live
         return done
 
+    def _orphan_dependents(self, resource: str, owner: dict[str, Any]) -> int:
+        """An owner deleted with the Orphan policy: its dependents lose their reference to it and
+        stay, then it loses the `orphan` finalizer (and goes, unless other finalizers hold it)."""
+        uid = owner["metadata"]["uid"]
+        for (kind, _, _), other in sorted(self.objects.items()):
+            if uid in owner_uids(other):
+                released = copy.deepcopy(other)
+                references = [
+                    ref for ref in other["metadata"]["ownerReferences"] if str(ref.get("uid")) != uid
+                ]
+                if references:
+                    released["metadata"]["ownerReferences"] = references
+                else:
+                    released["metadata"].pop("ownerReferences")
+                self.replace(kind, released, "orphan")
+        finalized = copy.deepcopy(owner)
+        finalized["metadata"]["finalizers"] = [
+            name for name in owner["metadata"]["finalizers"] if name != ORPHAN
+        ]
+        self.replace(resource, finalized, "finalize")
+        return 1
+
     def garbage(self) -> int:
         """How many objects the garbage collector still has to act on."""
         live = {obj["metadata"]["uid"] for obj in self.objects.values()}
@@ -535,7 +668,8 @@ class ApiServer:
         for obj in self.objects.values():
             owners = owner_uids(obj)
             orphan = bool(owners) and not any(owner in live for owner in owners)
-            if orphan or FOREGROUND in (obj["metadata"].get("finalizers") or []):
+            finalizers = obj["metadata"].get("finalizers") or []
+            if orphan or FOREGROUND in finalizers or ORPHAN in finalizers:
                 count += 1
         return count
 
@@ -561,6 +695,20 @@ class OperatorApi:
         self.server.calls += 1
         return Response(function())
 
+    def _list(
+        self,
+        resource: str,
+        namespace: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        _continue: str | None = None,
+        **_: Any,
+    ) -> Response:
+        return self._read(
+            lambda: self.server.list(resource, namespace, label_selector, field_selector, limit, _continue)
+        )
+
     def _write(self, function: Callable[[], Any]) -> Response:
         self.server.calls += 1
         fault = self.server.faults.next_write()
@@ -584,15 +732,22 @@ class BatchApi(OperatorApi):
         return self._read(lambda: self.server.read("jobs", namespace, name))
 
     def delete_namespaced_job(
-        self, name: str, namespace: str, propagation_policy: str = "Background", body: Any = None, **_: Any
+        self, name: str, namespace: str, propagation_policy: str | None = None, body: Any = None, **_: Any
     ) -> Response:
         uid = ((body or {}).get("preconditions") or {}).get("uid")
-        # With a body, the API server reads the options from it alone, not from the query.
-        policy = (body.get("propagationPolicy") or "Background") if body else propagation_policy
+        # With a body, the API server reads the options from it alone, not from the query; with no
+        # policy at all, batch/v1 keeps its old default and orphans the Job's pods.
+        policy = (body.get("propagationPolicy") if body else propagation_policy) or "Orphan"
         return self._write(lambda: self.server.delete("jobs", namespace, name, policy, uid))
+
+    def list_namespaced_job(self, namespace: str, **options: Any) -> Response:
+        return self._list("jobs", namespace, **options)
 
 
 class AppsApi(OperatorApi):
+    def list_namespaced_deployment(self, namespace: str, **options: Any) -> Response:
+        return self._list("deployments", namespace, **options)
+
     def read_namespaced_deployment(self, name: str, namespace: str, **_: Any) -> Response:
         return self._read(lambda: self.server.read("deployments", namespace, name))
 
@@ -608,6 +763,12 @@ class AppsApi(OperatorApi):
 
 
 class CoreApi(OperatorApi):
+    def list_namespaced_service(self, namespace: str, **options: Any) -> Response:
+        return self._list("services", namespace, **options)
+
+    def list_namespaced_config_map(self, namespace: str, **options: Any) -> Response:
+        return self._list("configmaps", namespace, **options)
+
     def create_namespaced_config_map(self, namespace: str, body: Mapping[str, Any], **_: Any) -> Response:
         return self._write(lambda: self.server.create("configmaps", namespace, body))
 
@@ -655,10 +816,9 @@ class CustomApi(OperatorApi):
         version: str,
         namespace: str,
         plural: str,
-        field_selector: str | None = None,
-        **_: Any,
+        **options: Any,
     ) -> Response:
-        return self._read(lambda: self.server.list(plural, namespace, field_selector=field_selector))
+        return self._list(plural, namespace, **options)
 
     def patch_namespaced_custom_object_status(
         self,

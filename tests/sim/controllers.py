@@ -7,7 +7,9 @@ What a pod does is steered by annotations of its template, which a flow sets thr
 - `sim.dagflow.dev/outcome`: `succeed` (default), `fail`, `flaky` (fails or succeeds by the seed),
   `launch-fail` (the launcher's exit code: its index fails at once);
 - `sim.dagflow.dev/message`: the termination message of a succeeded pod, `{index}` replaced by its
-  completion index;
+  completion index and `{fill:N}` by N characters (so that a flow of many large reports still fits
+  its own object);
+- `sim.dagflow.dev/duration` (`60s`): a pod runs at least that long;
 - `sim.dagflow.dev/ready: "false"` on a serve work: its pods never become ready.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +28,7 @@ from tests.sim.apiserver import ApiServer
 OUTCOME_ANNOTATION = "sim.dagflow.dev/outcome"
 MESSAGE_ANNOTATION = "sim.dagflow.dev/message"
 READY_ANNOTATION = "sim.dagflow.dev/ready"
+DURATION_ANNOTATION = "sim.dagflow.dev/duration"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 DEFAULT_PROGRESS_DEADLINE = 600
@@ -64,20 +68,25 @@ class JobController:
     def __init__(self, server: ApiServer) -> None:
         self.server = server
         self.pods = 0
+        # The keys of each Job's pods (by the Job's uid) as the step began: a step only adds pods
+        # after it has read them, so one look over all pods serves the whole step.
+        self._pod_keys: dict[str, list[tuple[str, str, str]]] = {}
 
     def step(self, rng: random.Random) -> None:
         self.server.actor = "job-controller"
+        self._pod_keys = {}
+        for pod in self.server.items("pods"):
+            uid = (pod["metadata"].get("labels") or {}).get(CONTROLLER_UID)
+            if uid:
+                key = ("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                self._pod_keys.setdefault(uid, []).append(key)
         for job in list(self.server.items("jobs")):
             if rng.random() < 0.7:
                 self._step_job(copy.deepcopy(job), rng)
 
     def _pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        uid = job["metadata"]["uid"]
-        return [
-            pod
-            for pod in self.server.items("pods", job["metadata"]["namespace"])
-            if (pod["metadata"].get("labels") or {}).get(CONTROLLER_UID) == uid
-        ]
+        found = (self.server.objects.get(key) for key in self._pod_keys.get(job["metadata"]["uid"], []))
+        return [pod for pod in found if pod is not None]
 
     def _step_job(self, job: dict[str, Any], rng: random.Random) -> None:
         status = job.setdefault("status", {})
@@ -102,7 +111,7 @@ class JobController:
         for pod in self._pods(job):
             index = int(pod["metadata"]["annotations"][COMPLETION_INDEX])
             phase = pod["status"]["phase"]
-            if phase == "Running" and rng.random() < 0.5:
+            if phase == "Running" and self._ran_long_enough(pod, annotations) and rng.random() < 0.5:
                 self._finish_pod(pod, behaviour, annotations, rng)
                 phase = pod["status"]["phase"]
             if phase == "Succeeded":
@@ -123,7 +132,10 @@ class JobController:
         status["failed"] = sum(
             1 for pod in pods if pod["status"]["phase"] == "Failed" and not pod["status"].get("ignored")
         )
-        status["completedIndexes"] = format_indexes(completed)
+        if completed:
+            status["completedIndexes"] = format_indexes(completed)
+        else:
+            status.pop("completedIndexes", None)  # as the Job controller leaves it out
         if per_index_limit is not None:
             status["failedIndexes"] = format_indexes(failed_indexes)
         deadline = spec.get("activeDeadlineSeconds")
@@ -153,7 +165,14 @@ class JobController:
                 self._end(job, status, pods, "Failed", "FailedIndexes", "Job has failed indexes")
             else:
                 status["completionTime"] = now
-                self._end(job, status, pods, "Complete", "", "")
+                self._end(
+                    job,
+                    status,
+                    pods,
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                )
             return
         waiting = [
             index
@@ -165,6 +184,14 @@ class JobController:
             active.add(index)
         status["active"] = len(active)
         self._write_status(job)
+
+    def _ran_long_enough(self, pod: dict[str, Any], annotations: dict[str, str]) -> bool:
+        """Whether a pod has run for its `DURATION_ANNOTATION`, when it has one."""
+        duration = annotations.get(DURATION_ANNOTATION)
+        started = pod["status"].get("startTime")
+        if not duration or not started:
+            return True
+        return self._age(started) >= float(duration.removesuffix("s"))
 
     def _age(self, timestamp: str) -> float:
         started = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
@@ -185,9 +212,6 @@ class JobController:
                 self.server.replace("pods", pod)
         status["active"] = 0
         condition = _condition(kind, reason, message, self.server.clock.timestamp())
-        if kind == "Complete":
-            condition.pop("reason")
-            condition.pop("message")
         status["conditions"] = [*(status.get("conditions") or []), condition]
         self._write_status(job)
 
@@ -228,7 +252,7 @@ class JobController:
                 ],
             },
             "spec": template.get("spec") or {},
-            "status": {"phase": "Running"},
+            "status": {"phase": "Running", "startTime": self.server.clock.timestamp()},
         }
         self.server.create("pods", job["metadata"]["namespace"], pod)
 
@@ -253,9 +277,15 @@ class JobController:
                 ],
             )
         else:
-            message = annotations.get(MESSAGE_ANNOTATION, "").replace("{index}", index)
+            message = termination_message(annotations.get(MESSAGE_ANNOTATION, ""), index)
             pod["status"].update(phase="Succeeded", containerStatuses=[_terminated(container, 0, message)])
         self.server.replace("pods", pod)
+
+
+def termination_message(template: str, index: str) -> str:
+    """The message a pod steered by `template` reports: see `MESSAGE_ANNOTATION`."""
+    message = template.replace("{index}", index)
+    return re.sub(r"\{fill:(\d+)\}", lambda match: "x" * int(match.group(1)), message)
 
 
 def _terminated(container: str, code: int, message: str) -> dict[str, Any]:
@@ -270,6 +300,8 @@ class DeploymentController:
         self.server = server
         # When each Deployment's current rollout began, by uid.
         self.rollouts: dict[str, float] = {}
+        # Every serving node out: no pod is available, none comes back, until the outage ends.
+        self.outage = False
 
     def step(self, rng: random.Random, disrupt: bool = True) -> None:
         self.server.actor = "deployment-controller"
@@ -313,7 +345,7 @@ class DeploymentController:
         elif int(status.get("updatedReplicas") or 0) < replicas:
             began = self.rollouts.get(metadata["uid"], self.server.clock.monotonic())
             deadline = int(spec.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE)
-            if ready == "false" or rng.random() < 0.3:
+            if ready == "false" or self.outage or rng.random() < 0.3:
                 if self.server.clock.monotonic() - began > deadline:
                     conditions["Progressing"] = _deployment_condition(
                         "Progressing",
@@ -346,9 +378,23 @@ class DeploymentController:
                     now,
                     conditions,
                 )
-        elif disrupt and ready != "false" and rng.random() < 0.1:
+        elif int(status.get("availableReplicas") or 0) < replicas:
+            # Pods lost after the rollout completed: the ReplicaSet makes new ones, unless their
+            # nodes are out. Not a rollout, so no progress deadline runs (the real controller
+            # never times out a Deployment whose Progressing reason is NewReplicaSetAvailable).
+            if not self.outage and rng.random() < 0.5:
+                status.update(availableReplicas=replicas, readyReplicas=replicas)
+                conditions["Available"] = _deployment_condition(
+                    "Available",
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.",
+                    now,
+                    conditions,
+                )
+        elif (disrupt and ready != "false" and rng.random() < 0.1) or self.outage:
             # Its pods lost (a node gone); they come back at a later step.
-            status.update(availableReplicas=0, readyReplicas=0, updatedReplicas=0)
+            status.update(availableReplicas=0, readyReplicas=0)
             conditions["Available"] = _deployment_condition(
                 "Available",
                 "False",
@@ -357,7 +403,6 @@ class DeploymentController:
                 now,
                 conditions,
             )
-            self.rollouts[metadata["uid"]] = self.server.clock.monotonic()
         status["conditions"] = sorted(conditions.values(), key=lambda c: str(c["type"]))
         if status != deployment.get("status"):
             deployment["status"] = status

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from dagflow.api.models import PLURAL, DAGFlowSpec
@@ -17,7 +18,7 @@ from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from tests.sim.apiserver import MAX_OBJECT_BYTES, OPERATOR, controller_uid, object_size
-from tests.sim.controllers import MESSAGE_ANNOTATION
+from tests.sim.controllers import MESSAGE_ANNOTATION, termination_message
 from tests.sim.world import NAMESPACE, Violation, World
 
 Invariant = Callable[[World], None]
@@ -196,7 +197,7 @@ def outputs_kept_exactly(world: World) -> None:
             spec = works.get(work["name"])
             if spec is None or "outputs" not in work or "matrix" in spec:
                 continue
-            message = (spec.get("annotations") or {}).get(MESSAGE_ANNOTATION, "").replace("{index}", "0")
+            message = termination_message((spec.get("annotations") or {}).get(MESSAGE_ANNOTATION, ""), "0")
             reported = json.loads(message) if message else {}
             expected = {output["name"]: reported.get(output["name"]) for output in spec.get("outputs") or []}
             if work["outputs"] != expected:
@@ -242,13 +243,57 @@ def only_owned_config_maps_used(world: World) -> None:
                 )
 
 
+def schedule_ticks_start_one_run_each(world: World) -> None:
+    """A scheduled run begins for a tick that has come and that no run began for before; with
+    `Forbid`, never in place of a run still active. `lastScheduleTime` never goes back."""
+    now = world.clock.wall()
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        name = flow["metadata"]["name"]
+        before = world.record.statuses.get(flow["metadata"]["uid"]) or {}
+        last, earlier = status.get("lastScheduleTime"), before.get("lastScheduleTime")
+        if last and _time(last) > now:
+            raise Violation("schedule-ticks-start-one-run-each", f"{name}: last tick {last} is still to come")
+        if last and earlier and _time(last) < _time(earlier):
+            raise Violation(
+                "schedule-ticks-start-one-run-each", f"{name}: last tick went back from {earlier} to {last}"
+            )
+        runs = status.get("runs") or []
+        if int(status.get("run") or 0) <= int(before.get("run") or 0) or not runs:
+            continue
+        if runs[-1].get("trigger") != "Schedule":
+            continue
+        if not last or (earlier and _time(last) <= _time(earlier)):
+            raise Violation(
+                "schedule-ticks-start-one-run-each",
+                f"{name}: scheduled run {status.get('run')} began without a new tick (last {last})",
+            )
+        replaced = [
+            summary
+            for summary in runs[:-1]
+            if summary.get("phase") == "Stopped" and summary.get("finishedAt") == runs[-1].get("startedAt")
+        ]
+        was_active = before.get("phase") in ("Pending", "Running") and before.get("run")
+        if (flow["spec"].get("concurrencyPolicy") or "Forbid") == "Forbid" and replaced and was_active:
+            raise Violation(
+                "schedule-ticks-start-one-run-each",
+                f"{name}: scheduled run {status.get('run')} replaced active run {before.get('run')}"
+                " under Forbid",
+            )
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 STEP_INVARIANTS: list[Invariant] = [
     one_job_per_run_and_work,
     only_owned_config_maps_used,
     outputs_kept_exactly,
     only_owned_objects_changed,
     flow_fits_and_no_write_refused,
-    request_acted_on_once,  # before phases_move_forward, which records the statuses
+    request_acted_on_once,  # these two before phases_move_forward, which records the statuses
+    schedule_ticks_start_one_run_each,
     phases_move_forward,
 ]
 

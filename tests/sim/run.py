@@ -64,10 +64,22 @@ def run_history(
                 violation.step = position
                 return violation
         try:
+            # Schedules would start runs for ever: their author takes them out first.
+            world.unschedule()
+            check_step(world)
             check_settled(world, world.settle())
             if verbose:
                 trace(world, "settled")
             check_step(world)
+            # Then every serving node goes out, and comes back: the Serving conditions must follow
+            # their Deployments, whatever state the runs were left in.
+            if any(world.server.items("deployments")):
+                for outage in (True, False):
+                    world.deployments.outage = outage
+                    check_settled(world, world.settle())
+                    if verbose:
+                        trace(world, "settled, serving nodes " + ("out" if outage else "back"))
+                    check_step(world)
         except Violation as violation:
             violation.step = len(steps)
             return violation

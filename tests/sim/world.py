@@ -40,6 +40,7 @@ from dagflow.controller.reconciler import Reconciler
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.status import FlowEvent
 from dagflow.rules import naming
+from dagflow.rules.outputs import MAX_OUTPUTS_BYTES
 from dagflow.rules.validation import validate_object
 from tests.sim.apiserver import (
     OPERATOR,
@@ -67,9 +68,22 @@ WATCHED = (PLURAL, *CHILD_RESOURCES)
 # watches are late, in bursts, but by less than that (kopf restarts a silent watch after 70 s and
 # then lists anew, which the model does not play).
 MAX_WATCH_LAG_SECONDS = 30.0
+# How often a flow drawn is one of many works with large outputs (a history with one takes
+# about a hundred times as long as the others).
+WIDE_FLOW_CHANCE = 0.002
+WIDE_FLOW_WORKS = 1000
+# Within the quiet rounds of settling (QUIET_ROUNDS x 5 s), so that a settled world has listed anew.
+RELIST_SECONDS = 60.0
+# How often a delivery is followed by a watch cut and a list anew.
+WATCH_CUT_CHANCE = 0.05
 # Settled: this many rounds of settling in a row (5 s of simulated time each) changed nothing.
 QUIET_ROUNDS = 16
 T = TypeVar("T")
+
+
+def _seen_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    metadata = obj["metadata"]
+    return (metadata["namespace"], metadata["name"], metadata["uid"])
 
 
 class InlineExecutor(Executor):
@@ -178,7 +192,37 @@ def make_spec(rng: random.Random) -> dict[str, Any]:
         spec["historyRuns"] = rng.randint(1, 3)
     if rng.random() < 0.1:
         spec["suspend"] = True
+    # Drawn last, so that the draws above stay those of the histories kept as regressions.
+    if rng.random() < WIDE_FLOW_CHANCE:
+        return make_wide_spec(rng)
+    if rng.random() < 0.2:
+        # Ticks a few simulated minutes apart: a history of 150 steps sees several.
+        spec["schedule"] = rng.choice(["*/2 * * * *", "*/5 * * * *", "1-59/3 * * * *"])
+        spec["concurrencyPolicy"] = rng.choice(["Forbid", "Replace"])
+        if rng.random() < 0.3:
+            spec["startingDeadlineSeconds"] = rng.choice([10, 60])
     return spec
+
+
+def make_wide_spec(rng: random.Random) -> dict[str, Any]:
+    """A flow of many works, each reporting nearly as much output as a work may: together more than
+    one object holds, so the status must keep what it shows within its object."""
+    works: list[dict[str, Any]] = []
+    # The report's JSON, `{"report": "<number><fill>"}`, just under the most a work may report.
+    fill = MAX_OUTPUTS_BYTES - 24
+    for number in range(rng.randint(WIDE_FLOW_WORKS + 300, WIDE_FLOW_WORKS + 700)):
+        works.append(
+            {
+                "name": f"w{number}",
+                "container": {"image": "example/ml:1", "command": ["python", "-m", "work"]},
+                "outputs": [{"name": "report"}],
+                "annotations": {
+                    OUTCOME_ANNOTATION: rng.choices(["succeed", "fail"], [19, 1])[0],
+                    MESSAGE_ANNOTATION: f'{{"report": "{number}{{fill:{fill}}}"}}',
+                },
+            }
+        )
+    return {"works": works, "failurePolicy": "Continue"}
 
 
 def admitted(flow: Mapping[str, Any]) -> bool:
@@ -208,10 +252,15 @@ class Operator:
         self.deployments: dict[FlowKey, list[DeploymentObservation]] = {}
         self.services: dict[FlowKey, list[ServiceObservation]] = {}
         self.config_maps: dict[FlowKey, list[ConfigMapObservation]] = {}
-        self.pods: dict[FlowKey, list[PodObservation]] = {}
-        # What each watch has brought so far, by resource and (namespace, name).
-        self.seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {resource: {} for resource in WATCHED}
+        self.pods: dict[str, list[PodObservation]] = {}
+        # What each watch has brought so far, by resource and (namespace, name, uid): as in kopf's
+        # indexes, an object deleted while a watch was cut stays beside the one made again.
+        self.seen: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {
+            resource: {} for resource in WATCHED
+        }
         self.cursors: dict[str, int] = {}
+        # The resourceVersion each watch would resume from.
+        self.resume: dict[str, str] = {resource: str(world.server.revision) for resource in WATCHED}
         self.reconciler = Reconciler(
             world.settings,
             self.kube,
@@ -230,28 +279,29 @@ class Operator:
             self.cursors[resource] = len(server.logs[resource])
             for obj in server.items(resource, NAMESPACE):
                 if self._watched(resource, obj):
-                    self.seen[resource][(NAMESPACE, obj["metadata"]["name"])] = copy.deepcopy(obj)
+                    self.seen[resource][_seen_key(obj)] = copy.deepcopy(obj)
         for resource in CHILD_RESOURCES:
             self._reindex(resource)
-        for key, body in sorted(self.seen[PLURAL].items()):
-            self.reconciler.flow_seen(key, body)
+        for (namespace, name, _), body in sorted(self.seen[PLURAL].items()):
+            self.reconciler.flow_seen((namespace, name), body)
 
     @staticmethod
     def _watched(resource: str, obj: Mapping[str, Any]) -> bool:
         if resource == PLURAL:
             return True
         labels = (obj.get("metadata") or {}).get("labels") or {}
+        if resource == "pods" and labels.get(naming.SETTLES_WORK_LABEL) != "true":
+            return False  # the operator's pod watch selects only the pods that can settle a work
         return labels.get(naming.MANAGED_BY_LABEL) == naming.MANAGED_BY_VALUE
 
     def _reindex(self, resource: str) -> None:
         if resource == "pods":
-            # A pod's owner is its Job: kopf's index keys it by the flow named on it.
+            # A pod's owner is its Job: kopf's index keys it by the Job's uid.
             self.pods.clear()
-            for (namespace, _), body in sorted(self.seen[resource].items()):
+            for _, body in sorted(self.seen[resource].items()):
                 pod = observe_pod(body)
-                flow = naming.flow_of(body.get("metadata") or {})
-                if pod is not None and flow:
-                    self.pods.setdefault((namespace, flow), []).append(pod)
+                if pod is not None:
+                    self.pods.setdefault(pod.job_uid, []).append(pod)
             return
         index, observe = {
             "jobs": (self.jobs, observe_job),
@@ -260,7 +310,7 @@ class Operator:
             "configmaps": (self.config_maps, observe_config_map),
         }[resource]
         index.clear()
-        for (namespace, _), body in sorted(self.seen[resource].items()):
+        for (namespace, _, _), body in sorted(self.seen[resource].items()):
             flow = owner_flow(body)
             if flow:
                 index.setdefault((namespace, flow), []).append(observe(body))  # type: ignore[attr-defined]
@@ -277,14 +327,40 @@ class Operator:
         for kind, obj in events:
             if not self._watched(resource, obj):
                 continue
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            key = _seen_key(obj)
             if kind == "DELETED":
                 self.seen[resource].pop(key, None)
             else:
                 self.seen[resource][key] = copy.deepcopy(obj)
+            if events and kind != "DELETED":
+                self.resume[resource] = obj["metadata"]["resourceVersion"]
             if resource == PLURAL:
-                self.reconciler.flow_seen(key, None if kind == "DELETED" else obj)
+                self.reconciler.flow_seen(key[:2], None if kind == "DELETED" else obj)
         if resource != PLURAL and events:
+            self._reindex(resource)
+
+    def cut(self, resource: str) -> None:
+        """The watch of `resource` is cut and, by the time it comes back, the API server no longer
+        keeps the events since: 410 Gone, so kopf lists anew. What the list brings replaces what
+        was seen; nothing is dropped (kopf makes up no deletion for an object gone meanwhile) and
+        no flow is told it is gone."""
+        server = self.world.server
+        try:
+            server.watch(resource, NAMESPACE, self.resume.get(resource, "0"))
+            return  # still within the server's window: the watch simply resumes
+        except ApiException as error:
+            if error.status != 410:
+                raise
+        listing = server.list(resource, NAMESPACE)
+        self.cursors[resource] = len(server.logs[resource])
+        self.resume[resource] = listing["metadata"]["resourceVersion"]
+        for obj in listing["items"]:
+            if not self._watched(resource, obj):
+                continue
+            self.seen[resource][_seen_key(obj)] = obj
+            if resource == PLURAL:
+                self.reconciler.flow_seen(_seen_key(obj)[:2], obj)
+        if resource != PLURAL:
             self._reindex(resource)
 
     def deliver_all(self) -> None:
@@ -339,7 +415,9 @@ class World:
         self.server = ApiServer(self.clock)
         self.jobs = JobController(self.server)
         self.deployments = DeploymentController(self.server)
-        self.settings = OperatorSettings()
+        # Lists anew more often than by default, so that histories meet it.
+        self.settings = OperatorSettings(relist_seconds=RELIST_SECONDS)
+        self.next_relist = RELIST_SECONDS
         self.loop = asyncio.new_event_loop()
         # The loop's timers (rechecks, held status patches) run on simulated time.
         self.loop.time = self.clock.monotonic  # type: ignore[method-assign]
@@ -379,6 +457,8 @@ class World:
             if admitted(body):
                 self.server.create(PLURAL, NAMESPACE, body)
             return
+        if len(flow["spec"]["works"]) > WIDE_FLOW_WORKS and rng.random() < 0.9:
+            return  # a big flow is mostly left to run its course
         action = rng.choices(
             ["edit", "delete", "rerun", "retry", "stop", "suspend", "same-token"], [3, 2, 3, 2, 2, 1, 1]
         )[0]
@@ -473,6 +553,11 @@ class World:
         if pending:
             # Late, one at a time, or in a burst.
             self.operator.deliver(resource, rng.choice([1, 1, 2, pending]))
+        # Drawn last, so that the deliveries stay those of the histories kept as regressions.
+        if rng.random() < WATCH_CUT_CHANCE:
+            # A watch cut: the server lets go of the events so far, so it comes back to a 410.
+            self.server.compact()
+            self.operator.cut(rng.choice(WATCHED))
 
     def _pass(self, rng: random.Random, faults: list[str | None] | None = None) -> None:
         keys = sorted(self.operator.reconciler.flows)
@@ -521,6 +606,10 @@ class World:
     def advance(self, seconds: float) -> None:
         """Move the clock; a watch is late, but never by more than `MAX_WATCH_LAG_SECONDS`."""
         self.clock.advance(seconds)
+        if self.clock.seconds >= self.next_relist:
+            # The operator's own timer: it lists what its indexes hold and forgets what is gone.
+            self.next_relist = self.clock.seconds + self.settings.relist_seconds
+            self.loop.run_until_complete(self.operator.reconciler.forget_vanished())
         for resource in WATCHED:
             times = self.server.log_times[resource]
             cursor = self.operator.cursors[resource]
@@ -534,8 +623,17 @@ class World:
 
     def _restart(self, rng: random.Random) -> None:
         self.operator = Operator(self)
+        self.next_relist = self.clock.seconds + self.settings.relist_seconds
 
     # -- settling --------------------------------------------------------------------------------
+
+    def unschedule(self) -> None:
+        """The author takes every flow's schedule out (a run-control field: no run starts for it)."""
+        self.server.actor = "user"
+        for flow in self.flows():
+            if flow["spec"].get("schedule"):
+                name = flow["metadata"]["name"]
+                self.server.merge_patch(PLURAL, NAMESPACE, name, {"spec": {"schedule": None}})
 
     def settle(self, rounds: int = 200) -> int:
         """No more people or faults: the controllers, the garbage collector, the watches and the

@@ -24,6 +24,7 @@ from dagflow.controller.builders import (
     build_service,
     endpoint_url,
 )
+from dagflow.controller.main import WATCH_SELECTORS
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from dagflow.rules.substitution import BadReference, Values
@@ -688,3 +689,27 @@ def test_a_matrix_values_config_map_gives_every_instance_every_key() -> None:
     flow_spec = spec(train)
     values = build_matrix_values(FLOW, flow_spec.works[0], 1, [{"m": "a"}, {"m": "b", "depth": "3"}])
     assert values["data"]["values.json"] == '[{"depth":"","m":"a"},{"depth":"3","m":"b"}]'
+
+
+# -- which pods the operator watches --------------------------------------------------------------
+
+
+def selected(selector: str, labels: dict[str, str]) -> bool:
+    """Whether an equality-based label selector ("a=b,c=d") selects `labels`."""
+    terms = (term.split("=", 1) for term in selector.split(","))
+    return all(labels.get(key) == value for key, value in terms)
+
+
+def test_the_operator_watches_only_the_pods_whose_success_settles_their_work() -> None:
+    pods = WATCH_SELECTORS[("", "pods")]
+    assert selected(pods, pod_labels(job_for(work("train"), run=2)))
+    # Its deadline may still fail the Job after its pod succeeded: the Job controller settles it.
+    assert not selected(pods, pod_labels(job_for(work("train", timeoutSeconds=60))))
+    # A matrix's pods (thousands) are settled by its Job; a serve work's pods by its Deployment.
+    flow_spec = spec(work("train", matrix={"model": ["a", "b"]}))
+    matrix = build_job(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS, None, MatrixInstances(2, 2))
+    assert not selected(pods, pod_labels(matrix))
+    assert not selected(pods, pod_labels(deployment_for(serve())))
+    # Every child the operator watches is selected by the API server, as the pods are.
+    for resource in (("batch", "jobs"), ("apps", "deployments"), ("", "services"), ("", "configmaps")):
+        assert selected(WATCH_SELECTORS[resource], job_for(work("train"))["metadata"]["labels"])

@@ -16,6 +16,7 @@ from dagflow.controller.observe import (
     owner_flow,
     pods_by_job,
     settled_by_pod,
+    starved,
 )
 from dagflow.controller.settings import OperatorSettings
 
@@ -509,3 +510,37 @@ def test_a_work_settled_by_its_pod_counts_its_failed_attempts_before_its_job_doe
     first["metadata"]["name"] = "ml-pipeline-1-train-0-aaaaa"
     observed = settled(running_job(), first, pod_body("Succeeded"))
     assert (observed.outcome, observed.attempts) == ("Succeeded", 2)
+
+
+# -- a Job without pods: asked about only when its pods may be refused ----------------------------
+
+
+def pods_of(*bodies: dict[str, Any]) -> dict[str, list[Any]]:
+    return pods_by_job(pod for pod in (observe_pod(body) for body in bodies) if pod is not None)
+
+
+def test_a_job_taken_up_by_the_job_controller_without_a_pod_may_have_its_pods_refused() -> None:
+    assert starved(observe_job(job_body({"startTime": STARTED})), pods_of())
+
+
+def test_a_job_whose_pod_the_watch_saw_is_not_refused_pods_while_its_counts_lag() -> None:
+    # A busy Job controller writes `active` after the pod runs: the pod itself is the answer.
+    lagging = observe_job(job_body({"startTime": STARTED}))
+    assert not starved(lagging, pods_of(pod_body("Running")))
+    assert not starved(lagging, pods_of(pod_body("Succeeded")))
+    # Another Job's pod says nothing about this one.
+    assert starved(lagging, pods_of(pod_body("Running", job_uid="another-job")))
+
+
+def test_a_job_the_job_controller_has_not_taken_up_is_not_refused_pods_yet() -> None:
+    # No startTime: the Job controller has not tried to make its pods, so nothing refused them.
+    assert not starved(observe_job(job_body({})), pods_of())
+    suspended = job_body({})
+    suspended["spec"]["suspend"] = True
+    assert not starved(observe_job(suspended), pods_of())
+
+
+def test_a_job_with_pods_counted_or_an_outcome_is_not_refused_pods() -> None:
+    assert not starved(observe_job(job_body({"startTime": STARTED, "active": 1})), pods_of())
+    failed = {"startTime": STARTED, "conditions": [{"type": "Failed", "status": "True"}]}
+    assert not starved(observe_job(job_body(failed)), pods_of())

@@ -108,6 +108,10 @@ def build_job(
                 },
             }
         )
+    elif work.timeout_seconds is None:
+        # Its pod's success settles the work before the Job controller counts it
+        # (`observe.settled_by_pod`): the operator's pod watch selects these pods by this label.
+        job_spec["template"]["metadata"]["labels"][naming.SETTLES_WORK_LABEL] = "true"
     metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
     if instances is not None:
         metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"

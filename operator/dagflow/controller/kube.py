@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
+from dagflow.rules import naming
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -291,7 +292,7 @@ class KubeClient:
         token: str | None = None
         while True:
             listing = await self._pods_of_job(
-                namespace, job_uid, limit=POD_PAGE_SIZE, **({"_continue": token} if token else {})
+                namespace, job_uid, limit=LIST_PAGE_SIZE, **({"_continue": token} if token else {})
             )
             for pod in listing.get("items") or []:
                 status = pod.get("status") or {}
@@ -362,6 +363,43 @@ class KubeClient:
             raise
         flow: dict[str, Any] = json.loads(response)
         return flow
+
+    async def listed_uids(self, resource: str, namespace: str) -> set[str]:
+        """The uids of the flows (`dagflows`) or of the operator's children of one kind (`jobs`,
+        `deployments`, `services`, `configmaps`) in a namespace, as a list answers now."""
+        if resource == PLURAL:
+            listing: Callable[..., Any] = partial(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            )
+            options: dict[str, Any] = {}
+        else:
+            listing = partial(
+                {
+                    "jobs": self.batch.list_namespaced_job,
+                    "deployments": self.apps.list_namespaced_deployment,
+                    "services": self.core.list_namespaced_service,
+                    "configmaps": self.core.list_namespaced_config_map,
+                }[resource],
+                namespace,
+            )
+            options = {"label_selector": f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"}
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            page = json.loads(
+                await self._call(
+                    "list",
+                    resource,
+                    listing,
+                    limit=LIST_PAGE_SIZE,
+                    **({"_continue": token} if token else {}),
+                    **options,
+                )
+            )
+            uids.update(str(item["metadata"]["uid"]) for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return uids
 
     async def _flow_uid(self, namespace: str, name: str) -> str | None:
         """The uid of the flow of that name now; None when there is none. (Listed by name: the
@@ -457,7 +495,7 @@ class KubeClient:
         return made
 
 
-POD_PAGE_SIZE = 500
+LIST_PAGE_SIZE = 500
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 

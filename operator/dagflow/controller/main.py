@@ -72,6 +72,18 @@ CONNECT_TIMEOUT, REQUEST_TIMEOUT = kube_module.REQUEST_TIMEOUT
 WATCH_CLIENT_MARGIN = 30
 MANAGED_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
 CHILD_FILTER = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
+# Only the pods whose success settles their work: a matrix's pods (thousands, each updated several
+# times) and a serve work's would cost the operator CPU for nothing (docs/performance.md).
+POD_FILTER = {**CHILD_FILTER, naming.SETTLES_WORK_LABEL: "true"}
+# Filtered by the API server, which never sends the rest: kopf's `labels=` on a handler or index only
+# filters what it has already received.
+WATCH_SELECTORS = {
+    ("batch", "jobs"): MANAGED_SELECTOR,
+    ("apps", "deployments"): MANAGED_SELECTOR,
+    ("", "services"): MANAGED_SELECTOR,
+    ("", "configmaps"): MANAGED_SELECTOR,
+    ("", "pods"): ",".join(f"{label}={value}" for label, value in POD_FILTER.items()),
+}
 
 # The Event on each flow while nothing checks its author's permissions (`dagflow get` shows it).
 UNCHECKED_REASON = "PermissionsUnchecked"
@@ -124,9 +136,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dagflow.dev")
     settings.persistence.diffbase_storage = NoDiffBaseStorage()
-    settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
-    settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
-    settings.watching.label_selectors["", "services"] = MANAGED_SELECTOR
+    for resource, selector in WATCH_SELECTORS.items():
+        settings.watching.label_selectors[resource] = selector
     # No call of kopf's own may hang forever on an API server that stopped answering: requests give
     # up, watches are ended by the server and, failing that, by the client, then start again.
     settings.networking.connect_timeout = CONNECT_TIMEOUT
@@ -330,20 +341,21 @@ _index_children("", "services", observe_service, "flow_services")
 _index_children("", "configmaps", observe_config_map, "flow_config_maps")
 
 
-# A Job's pods, by the flow named on them (their owner is the Job): a work counts as succeeded the
-# moment its pod did, a second before the Job controller says so (`observe.settled_by_pod`).
-@kopf.index("", "v1", "pods", labels=CHILD_FILTER)
-async def flow_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[FlowKey, Any] | None:
-    key = _flow_key(namespace, body)
+# The pods that settle their work, by the uid of their Job: a work counts as succeeded the moment
+# its pod did, a second before the Job controller says so (`observe.settled_by_pod`). A pass looks up
+# its Jobs' pods by uid, never regrouping a flow's pods. Pods of Jobs made before the label existed
+# are not watched: their works wait for the Job controller, as a matrix's do.
+@kopf.index("", "v1", "pods", labels=POD_FILTER)
+async def flow_pods(body: kopf.Body, **_: Any) -> dict[str, Any] | None:
     pod = observe_pod(body)
-    return {key: pod} if key and pod else None
+    return {pod.job_uid: pod} if pod and naming.flow_of(body.get("metadata") or {}) else None
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_FILTER)
-@kopf.on.event("", "v1", "pods", labels=CHILD_FILTER)
+@kopf.on.event("", "v1", "pods", labels=POD_FILTER)
 async def child_changed(
     namespace: str | None,
     body: kopf.Body,
@@ -351,7 +363,7 @@ async def child_changed(
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
     flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
-    flow_pods: kopf.Index[FlowKey, PodObservation],
+    flow_pods: kopf.Index[str, PodObservation],
     **_: Any,
 ) -> None:
     key = _flow_key(namespace, body)
@@ -371,7 +383,7 @@ async def flow_changed(
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
     flow_services: kopf.Index[FlowKey, ServiceObservation],
     flow_config_maps: kopf.Index[FlowKey, ConfigMapObservation],
-    flow_pods: kopf.Index[FlowKey, PodObservation],
+    flow_pods: kopf.Index[str, PodObservation],
     **_: Any,
 ) -> None:
     if not namespace or not name:
@@ -461,7 +473,7 @@ def _ensure_reconciler(
     deployments: kopf.Index[FlowKey, DeploymentObservation],
     services: kopf.Index[FlowKey, ServiceObservation],
     config_maps: kopf.Index[FlowKey, ConfigMapObservation],
-    pods: kopf.Index[FlowKey, PodObservation],
+    pods: kopf.Index[str, PodObservation],
 ) -> Reconciler:
     # Created on first use, inside kopf's event loop, once the indexes are filled from the lists.
     if "reconciler" not in state:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,15 +43,12 @@ class JobObservation:
     matrix: bool = False
     # It has an activeDeadlineSeconds: the Job controller may still fail it after its pod succeeded.
     deadline: bool = False
+    # The Job controller has taken it up (its startTime): only then can it have been refused pods.
+    taken_up: bool = False
 
     @property
     def attempts(self) -> int:
         return self.failed + self.succeeded + self.active
-
-    @property
-    def starved(self) -> bool:
-        """Running, yet no pod of it was ever made: the API server may be refusing its pods."""
-        return self.outcome is None and not self.deleting and self.attempts == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +165,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         failed_indexes=str(status.get("failedIndexes") or ""),
         matrix=(metadata.get("annotations") or {}).get(naming.MATRIX_ANNOTATION) == "true",
         deadline=(body.get("spec") or {}).get("activeDeadlineSeconds") is not None,
+        taken_up=status.get("startTime") is not None,
     )
 
 
@@ -205,15 +203,28 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation | None:
 
 
 def pods_by_job(pods: Iterable[PodObservation]) -> dict[str, list[PodObservation]]:
-    """`pods` grouped by the uid of their Job."""
+    """`pods` grouped by the uid of their Job, as the operator's pod index holds them."""
     grouped: dict[str, list[PodObservation]] = {}
     for pod in pods:
         grouped.setdefault(pod.job_uid, []).append(pod)
     return grouped
 
 
+def starved(job: JobObservation, pods: Mapping[str, Iterable[PodObservation]]) -> bool:
+    """Taken up by the Job controller, running, yet without a pod: the API server may be refusing
+    its pods (`pods`: the watched pods by Job uid).
+
+    Its counts come from the Job controller, which lags its pods when the control plane is busy: a
+    pod of it seen in the watch, or a Job the controller has not taken up yet, says nothing is
+    refused, and asking the API server about it would only load it more.
+    """
+    if job.outcome is not None or job.deleting or job.attempts or not job.taken_up:
+        return False
+    return not any(True for _ in pods.get(job.uid or "") or ())
+
+
 def settled_by_pod(
-    job: JobObservation, pods: Mapping[str, Sequence[PodObservation]], now: str
+    job: JobObservation, pods: Mapping[str, Iterable[PodObservation]], now: str
 ) -> JobObservation:
     """The Job as its pods show it (`pods`: by Job uid). A Job of one completion whose pod succeeded
     counts as succeeded then, before the Job controller marks it Complete (about a second later),

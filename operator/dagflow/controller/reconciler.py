@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import FINAL_PHASES, DAGFlowSpec, FlowPhase, WorkPhase
+from dagflow.api.models import FINAL_PHASES, PLURAL, DAGFlowSpec, FlowPhase, WorkPhase
 from dagflow.controller import metrics
 from dagflow.controller.builders import (
     FlowRef,
@@ -39,8 +39,8 @@ from dagflow.controller.observe import (
     PodObservation,
     ServiceObservation,
     observe_job,
-    pods_by_job,
     settled_by_pod,
+    starved,
 )
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.runcontrol import (
@@ -74,6 +74,14 @@ from dagflow.rules.substitution import BadReference, Values
 from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
+
+
+class _Child(Protocol):
+    @property
+    def uid(self) -> str | None: ...
+
+
+Child = TypeVar("Child", bound=_Child)
 
 PostEvent = Callable[[Mapping[str, Any], FlowEvent], None]
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
@@ -165,7 +173,7 @@ class Reconciler:
         workers: int = 4,
         wall_clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
-        pods: Mapping[FlowKey, Iterable[PodObservation]] | None = None,
+        pods: Mapping[str, Iterable[PodObservation]] | None = None,
     ) -> None:
         self.settings = settings
         # The time of day (status timestamps, schedules) and the time between passes.
@@ -176,7 +184,9 @@ class Reconciler:
         self.deployments = deployments
         self.services = services
         self.config_maps = config_maps
-        self.pods: Mapping[FlowKey, Iterable[PodObservation]] = pods if pods is not None else {}
+        # The watched pods by the uid of their Job: a pass looks up its own Jobs' pods, however
+        # many pods the flow has.
+        self.pods: Mapping[str, Iterable[PodObservation]] = pods if pods is not None else {}
         self.post_event = post_event
         self.flows: dict[FlowKey, dict[str, Any]] = {}
         self._parsed: dict[FlowKey, tuple[str, int, ParsedSpec]] = {}
@@ -200,9 +210,13 @@ class Reconciler:
         # Services made recently, by (flow, name): when.
         self._services_made: dict[tuple[FlowKey, str], float] = {}
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
+        # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
+        self.vanished: set[str] = set()
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
         ]
+        if workers:
+            self._tasks.append(asyncio.create_task(self._relist_forever(), name="dagflow-relist"))
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -299,6 +313,57 @@ class Reconciler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _relist_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.relist_seconds)
+            try:
+                await self.forget_vanished()
+            except (ApiException, OSError) as error:
+                logger.warning("Could not list the flows and their children to check the indexes: %r", error)
+
+    async def forget_vanished(self) -> None:
+        """Forget the flows and children deleted while a watch was down.
+
+        A watch that comes back too late to resume lists anew, but kopf makes up no deletion for
+        what went meanwhile: its indexes keep such a child for ever (a retired Job would hold its
+        ConfigMaps, a Job deleted by someone would run for ever in the status) and a deleted flow
+        would still get passes. A uid held before a list and missing from it is gone for good,
+        since uids are never used again."""
+        indexes: dict[str, Mapping[FlowKey, Iterable[_Child]]] = {
+            "jobs": self.jobs,
+            "deployments": self.deployments,
+            "services": self.services,
+            "configmaps": self.config_maps,
+        }
+        held: set[str] = set()
+        for resource, index in indexes.items():
+            before = {(key[0], child.uid) for key, children in list(index.items()) for child in children}
+            held |= {uid for _, uid in before if uid}
+            for namespace in sorted({namespace for namespace, _ in before}):
+                listed = await self.kube.listed_uids(resource, namespace)
+                self.vanished |= {
+                    uid for space, uid in before if space == namespace and uid and uid not in listed
+                }
+        # The indexes never let go of what vanished: keep only what they still hold.
+        self.vanished &= held
+        flows = {key: str(body["metadata"].get("uid")) for key, body in self.flows.items()}
+        for namespace in sorted({namespace for namespace, _ in flows}):
+            listed = await self.kube.listed_uids(PLURAL, namespace)
+            for key, uid in flows.items():
+                known = self.flows.get(key)
+                if (
+                    key[0] == namespace
+                    and uid not in listed
+                    and known
+                    and known["metadata"].get("uid") == uid
+                ):
+                    logger.info("Flow %s/%s was deleted while its watch was down", *key)
+                    self.flow_seen(key, None)
+
+    def _present(self, children: Iterable[Child] | None) -> list[Child]:
+        """The children an index holds for a flow, without those known to be gone."""
+        return [child for child in children or [] if child.uid not in self.vanished]
+
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
@@ -352,26 +417,27 @@ class Reconciler:
         flow = FlowRef.from_body(body)
         # Children are this flow's only if it owns them: a flow deleted and made again under the
         # same name must not take over what the old one left for the garbage collector.
-        all_jobs = [job for job in self.jobs.get(key) or [] if job.owner_uid == flow.uid]
+        all_jobs = [job for job in self._present(self.jobs.get(key)) if job.owner_uid == flow.uid]
         all_jobs += self._unseen(key, all_jobs)
         # A Job whose pod succeeded counts as succeeded then, when nothing can fail it any more: its
         # dependents start a second before the Job controller would let them, and a new run keeps
         # it as a finished Job of the run before rather than stopping it.
-        flow_pods = pods_by_job(self.pods.get(key) or [])
-        all_jobs = [settled_by_pod(job, flow_pods, now) for job in all_jobs]
+        all_jobs = [settled_by_pod(job, self.pods, now) for job in all_jobs]
         job_uids = {job.name: job.uid for job in all_jobs}
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
-            for deployment in self.deployments.get(key) or []
+            for deployment in self._present(self.deployments.get(key))
             if deployment.owner_uid == flow.uid and not deployment.deleting
         }
         services = {
             service.work: service
-            for service in self.services.get(key) or []
+            for service in self._present(self.services.get(key))
             if service.owner_uid == flow.uid and not service.deleting
         }
         config_maps = [
-            config_map for config_map in self.config_maps.get(key) or [] if config_map.owner_uid == flow.uid
+            config_map
+            for config_map in self._present(self.config_maps.get(key))
+            if config_map.owner_uid == flow.uid
         ]
         decision = decide_run(
             spec,
@@ -591,7 +657,7 @@ class Reconciler:
         now, wall = self._monotonic(), self._wall_clock()
         starved_uids = set()
         for work, job in jobs.items():
-            if not job.starved or not job.uid or not job.started_at:
+            if not job.uid or not job.started_at or not starved(job, self.pods):
                 continue
             starved_uids.add(job.uid)
             age = (wall - datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))).total_seconds()

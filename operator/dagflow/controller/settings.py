@@ -59,6 +59,15 @@ class OperatorSettings(BaseSettings):
             " flow's object costs the API server more per patch. A final phase is never held back."
         ),
     )
+    relist_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "How often the operator lists its flows and children to forget those deleted while a"
+            " watch was down (a watch that comes back too late to resume lists anew, but is told of"
+            " no deletion in between)."
+        ),
+    )
     api_concurrency: int = Field(16, ge=1, description="Kubernetes API calls in flight at once.")
     reconcile_workers: int = Field(
         8, ge=1, description="Flows reconciled at once (each flow is only ever reconciled by one)."

@@ -29,6 +29,9 @@ ROLLED_FROM_ANNOTATION = "dagflow.dev/rolled-from-run"
 GENERATION_ANNOTATION = "dagflow.dev/generation"
 # On a matrix work's Job: its ConfigMaps (values, outputs) go when it goes.
 MATRIX_ANNOTATION = "dagflow.dev/matrix"
+# On the pods whose success alone settles their work (one pod, no deadline): the operator watches
+# only these pods, so a matrix's thousands of pods never reach it.
+SETTLES_WORK_LABEL = "dagflow.dev/settles-work"
 RESERVED_LABEL_PREFIX = "dagflow.dev/"
 RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL})
 
