@@ -599,7 +599,9 @@ class DAGFlowSpec(ApiModel):
     def named_queues(self) -> dict[str, str]:
         """The LocalQueues the spec names, by where it names them (spec.queueName, works[NAME].queueName)."""
         named = {"spec.queueName": self.queue_name} if self.queue_name else {}
-        named.update({f"work {work.name!r} queueName": work.queue_name for work in self.works if work.queue_name})
+        named.update(
+            {f"work {work.name!r} queueName": work.queue_name for work in self.works if work.queue_name}
+        )
         return named
 
     def work(self, name: str) -> Work:

@@ -84,9 +84,20 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation | None:
     )
 
 
-def queued_reason(workload: WorkloadObservation | None) -> str:
+@dataclass(frozen=True, slots=True)
+class QueueWait:
+    """Why a work whose Job Kueue has not admitted waits: its status reason and message."""
+
+    reason: str
+    message: str
+
+
+def queue_wait(
+    queue: str | None, workload: WorkloadObservation | None, suspended_flow: bool, kueue_missing: bool
+) -> QueueWait:
     """Queued, or Preempted when Kueue took the Job's quota back and queued it again."""
-    return PREEMPTED_REASON if workload is not None and workload.preempted else QUEUED_REASON
+    reason = PREEMPTED_REASON if workload is not None and workload.preempted else QUEUED_REASON
+    return QueueWait(reason, queued_message(queue, workload, suspended_flow, kueue_missing))
 
 
 def queued_message(
