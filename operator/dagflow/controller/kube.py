@@ -386,7 +386,7 @@ class KubeClient:
                     )
                 )
             except ApiException as error:
-                if error.status == 404 and not _names_an_object(error):
+                if error.status == 404 and not names_an_object(error):
                     if self._kueue_version:  # uninstalled since: look again next time
                         self._kueue_version = None
                     continue
@@ -567,7 +567,7 @@ LIST_PAGE_SIZE = 500
 WORKLOAD_UIDS_PER_LIST = 40
 
 
-def _names_an_object(error: ApiException) -> bool:
+def names_an_object(error: ApiException) -> bool:
     """Whether a 404 is about an object (it names it) rather than a resource the server lacks."""
     try:
         details = json.loads(error.body or "").get("details") or {}
