@@ -72,6 +72,7 @@ def plan(
     *jobs: JobObservation,
     waits: dict[str, QueueWait] | None = None,
     hold: bool = False,
+    previous: dict[str, dict[str, Any]] | None = None,
 ) -> Plan:
     return plan_run(
         FLOW,
@@ -80,7 +81,7 @@ def plan(
         1,
         {observed.work: observed for observed in jobs},
         {},
-        {},
+        previous or {},
         NOW,
         hold=hold,
         queue_waits=waits,
@@ -182,8 +183,9 @@ def test_an_admitted_job_runs_and_a_flow_without_queued_works_has_no_queued_coun
 
 def test_a_preempted_work_keeps_its_retries_and_start() -> None:
     wait = QueueWait("Preempted", "preempted by Kueue and queued again in LocalQueue gpu")
+    ran = {"train": {"name": "train", "phase": "Running", "startedAt": "2025-01-02T03:00:00Z", "attempts": 1}}
     result = plan(
-        spec(work("train", retries=1), queueName="gpu"), job("train", failed=0), waits={"train": wait}
+        spec(work("train", retries=1), queueName="gpu"), job("train"), waits={"train": wait}, previous=ran
     )
     (train,) = result.works
     assert (train.phase, train.reason) == (WorkPhase.PENDING, "Preempted")
@@ -227,3 +229,12 @@ def test_workloads_that_stand_for_no_job_are_ignored() -> None:
         preempted=False,
         deactivated_by_operator=False,
     )
+
+
+def test_an_admitted_work_starts_when_admitted_not_when_its_job_was_made() -> None:
+    admitted = dataclasses.replace(job("train", suspended=False, active=1), taken_up=False)
+    (train,) = plan(spec(work("train"), queueName="gpu"), admitted).works
+    assert train.started_at == NOW
+    started = dataclasses.replace(admitted, taken_up=True, started_at="2025-01-02T03:04:00Z")
+    (train,) = plan(spec(work("train"), queueName="gpu"), started).works
+    assert train.started_at == "2025-01-02T03:04:00Z"

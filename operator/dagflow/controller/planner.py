@@ -457,7 +457,10 @@ def _observed_state(
     state.attempts = job.attempts
     # Kept from when the operator started the work, so that the pod's own start (the Job's
     # startTime) does not cost another status patch.
-    state.started_at = (previous or {}).get("startedAt") or job.started_at
+    # A queued Job starts when Kueue admits it, not when it was made: until the Job controller
+    # writes its startTime, the moment it was seen admitted.
+    began = job.started_at if job.taken_up or not job.queue else now
+    state.started_at = (previous or {}).get("startedAt") or began
     if job.outcome == "Succeeded":
         # Recorded once, when its pod succeeded: the Job's completionTime a second later moves nothing.
         succeeded_before = previous is not None and previous.get("phase") == WorkPhase.SUCCEEDED
