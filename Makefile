@@ -112,3 +112,4 @@ include mk/deploy.mk
 include mk/demo.mk
 include mk/ui.mk
 include mk/sim.mk
+include mk/kueue.mk

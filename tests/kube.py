@@ -19,6 +19,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 CLUSTER_SCRIPT_PATH = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
+KUEUE_SCRIPT_PATH = REPO_ROOT / "tests" / "cluster" / "kueue.sh"
 
 
 # The tests' own local cluster, unless DAGFLOW_CLUSTER_NAME names another: never the demo's
@@ -43,6 +44,22 @@ def run_cluster_script(
     )
     if check and result.returncode != 0:
         raise AssertionError(f"cluster.sh {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def run_kueue_script(
+    *args: str, check: bool = True, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
+    """Run tests/cluster/kueue.sh (build, up, start, stop, down, status, dir) on the tests' cluster."""
+    result = subprocess.run(
+        ["bash", str(KUEUE_SCRIPT_PATH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kueue.sh {' '.join(args)} failed:\n{result.stderr}")
     return result
 
 

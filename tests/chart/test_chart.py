@@ -148,6 +148,8 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "events",
         "pods",
         "configmaps",
+        "workloads",
+        "localqueues",
         "kopfpeerings",
     }
     assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
@@ -173,6 +175,10 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         # A matrix work's values and its instances' outputs are ConfigMaps of the flow, watched so
         # that each goes once nothing uses it.
         ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],
+        # Kueue: why a queued work waits (its Workload, listed by Job uid), its Workload deactivated
+        # while the flow is suspended, and a flow naming a LocalQueue that does not exist refused.
+        ("kueue.x-k8s.io", "workloads", ()): ["list", "patch"],
+        ("kueue.x-k8s.io", "localqueues", ()): ["get"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         # The chart makes the webhook configuration; the operator reads and patches that one only.
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("dagflow.dev",)): [

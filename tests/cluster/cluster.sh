@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
 # with nodes and pods played by kwok, and one real node (real-node.sh) where the machine can run it.
+# With DAGFLOW_KUEUE=1, up also installs and starts Kueue (kueue.sh); a cluster that has it keeps it.
 # Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
@@ -150,6 +151,7 @@ up() {
   wait_for_nodes
   wait_for_default_service_account
   start_real_node
+  start_kueue
   log "Cluster $cluster_name is ready"
   echo "export KUBECONFIG=$kubeconfig"
 }
@@ -174,12 +176,25 @@ start_real_node() {
   fi
 }
 
+# Kueue (kueue.sh) with DAGFLOW_KUEUE=1; without, it is started again only where it was installed
+# before, as its webhooks would refuse every Job while its manager is away.
+start_kueue() {
+  if [[ "${DAGFLOW_KUEUE:-0}" == "1" ]]; then
+    "$here/kueue.sh" up
+  else
+    "$here/kueue.sh" start
+  fi
+}
+
+stop_kueue() { "$here/kueue.sh" stop || log "Could not stop Kueue"; }
+
 # Stops the real node if it serves this cluster (it goes back to the cluster it came from).
 release_real_node() {
   if [[ -x "$here/real-node.sh" ]]; then "$here/real-node.sh" release || log "Could not stop the real node"; fi
 }
 
 down() {
+  stop_kueue
   release_real_node
   if [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
     kwokctl delete cluster --name "$cluster_name" >&2
@@ -190,10 +205,11 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  stop) release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  stop) stop_kueue; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
   start)
     kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes
     start_real_node
+    start_kueue
     ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Cluster
-from tests.kube import REPO_ROOT, apply_crds, kubectl
+from tests.kube import REPO_ROOT, apply, apply_crds, kubectl, run_kueue_script
 from tests.operator_process import DeployedOperator, OperatorProcess
 
 
@@ -54,6 +54,38 @@ def without_shared_operator(operator: OperatorProcess) -> Iterator[None]:
     delete_webhook_configurations()
     yield
     operator.start()
+
+
+# Module scope: Kueue's webhooks see every Job created while it runs, so the other tests go on
+# without it unless the cluster was started with it (DAGFLOW_KUEUE=1).
+@pytest.fixture(scope="module")
+def kueue(cluster: Cluster) -> Iterator[None]:
+    """Kueue's real manager on the local cluster, with its ClusterQueue `dagflow` (tests/cluster/
+    kueue-queues.yaml), started here unless it runs already."""
+    if os.environ.get("DAGFLOW_TEST_CLUSTER") == "external":
+        pytest.skip("Kueue is started on the local cluster only")
+    running = run_kueue_script("status", check=False).returncode == 0
+    result = run_kueue_script("up", check=False)
+    if result.returncode != 0:
+        pytest.fail(f"Kueue did not start:\n{result.stderr}", pytrace=False)
+    yield
+    if not running and os.environ.get("DAGFLOW_KUEUE") != "1":
+        run_kueue_script("down", check=False)
+
+
+@pytest.fixture
+def local_queue(kueue: None, namespace: str) -> str:
+    """A LocalQueue `default` in the test's namespace, feeding the ClusterQueue `dagflow`; its name."""
+    apply(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "default"},
+            "spec": {"clusterQueue": "dagflow"},
+        },
+        namespace=namespace,
+    )
+    return "default"
 
 
 def delete_webhook_configurations() -> None:

@@ -713,3 +713,65 @@ def test_the_operator_watches_only_the_pods_whose_success_settles_their_work() -
     # Every child the operator watches is selected by the API server, as the pods are.
     for resource in (("batch", "jobs"), ("apps", "deployments"), ("", "services"), ("", "configmaps")):
         assert selected(WATCH_SELECTORS[resource], job_for(work("train"))["metadata"]["labels"])
+
+
+# -- Kueue ---------------------------------------------------------------------------------------
+
+QUEUE = "kueue.x-k8s.io/queue-name"
+PRIORITY = "kueue.x-k8s.io/priority-class"
+
+
+def test_a_queued_work_is_a_suspended_job_labelled_with_its_queue_and_priority() -> None:
+    job = job_for(work(gpu=2), queueName="gpu", priorityClassName="high")
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"][QUEUE] == "gpu"
+    assert job["metadata"]["labels"][PRIORITY] == "high"
+    # Kueue admits on requests: the GPU limit is requested too.
+    assert container(job)["resources"] == {
+        "limits": {"nvidia.com/gpu": "2"},
+        "requests": {"nvidia.com/gpu": "2"},
+    }
+
+
+def test_a_queued_containers_limits_become_its_missing_requests() -> None:
+    resources = {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "1"}}
+    job = job_for(work(container={"image": "example/ml:1.0", "resources": resources}), queueName="q")
+    assert container(job)["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}
+    assert container(job)["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+
+
+def test_a_work_not_queued_is_left_as_before() -> None:
+    resources = {"limits": {"cpu": "2"}}
+    plain = job_for(work(container={"image": "example/ml:1.0", "resources": resources}))
+    assert "suspend" not in plain["spec"]
+    assert QUEUE not in plain["metadata"]["labels"] and PRIORITY not in plain["metadata"]["labels"]
+    assert container(plain)["resources"] == {"limits": {"cpu": "2"}}
+    opted_out = job_for(work(queueName=""), queueName="gpu", priorityClassName="high")
+    assert "suspend" not in opted_out["spec"] and QUEUE not in opted_out["metadata"]["labels"]
+
+
+def test_a_work_may_wait_in_a_queue_of_its_own() -> None:
+    assert job_for(work(queueName="cpu"), queueName="gpu")["metadata"]["labels"][QUEUE] == "cpu"
+    assert job_for(work(queueName="cpu"))["spec"]["suspend"] is True
+
+
+def test_a_serve_work_is_queued_only_by_its_own_queue_name() -> None:
+    plain = deployment_for(serve(), queueName="gpu")
+    assert QUEUE not in plain["metadata"]["labels"] and QUEUE not in pod_labels(plain)
+    own = deployment_for(serve(queueName="serving", gpu=1), queueName="gpu", priorityClassName="high")
+    assert own["metadata"]["labels"][QUEUE] == pod_labels(own)[QUEUE] == "serving"
+    assert pod_labels(own)[PRIORITY] == "high"
+    assert container(own)["resources"]["requests"] == {"nvidia.com/gpu": "1"}
+    # A Deployment has no suspend: Kueue gates its pods itself.
+    assert "suspend" not in own["spec"]
+
+
+def test_a_queued_matrix_work_is_one_suspended_indexed_job() -> None:
+    flow_spec = spec(
+        work(container={"image": "example/ml:1.0", "command": ["train"]}, matrix={"lr": ["1", "2"]}),
+        queueName="gpu",
+    )
+    instances = MatrixInstances(count=2, parallelism=2)
+    job = build_job(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS, instances=instances)
+    assert job["spec"]["completions"] == 2
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE] == "gpu"

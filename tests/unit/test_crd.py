@@ -317,6 +317,7 @@ def test_names_scope_and_printer_columns(committed: dict[str, Any]) -> None:
         ("Endpoint", ".status.endpoint", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Suspend", ".spec.suspend", 1),
+        ("Queued", ".status.queued", 1),
         ("Last Schedule", ".status.lastScheduleTime", 1),
         ("Next Schedule", ".status.nextScheduleTime", 1),
     ]

@@ -526,3 +526,18 @@ def test_a_flow_too_big_to_be_stored_with_its_status_is_refused_saying_so() -> N
     assert problem.path == "spec"
     assert problem.message.startswith("the DAGFlow is 1.32 MiB as JSON")
     assert "may be at most 1.0 MiB before its status" in problem.message
+
+
+def test_queue_names_are_label_values_and_a_priority_needs_a_queue() -> None:
+    queued = spec(work("train", gpu=1), work("prep", queueName=""), queueName="gpu", priorityClassName="high")
+    assert validate_flow(queued) == []
+    assert validate_flow(spec(work("train", queueName="gpu.team-a"), priorityClassName="high")) == []
+
+    problems = messages(validate_flow(spec(work("train"), priorityClassName="high")))
+    assert problems == [
+        "spec.priorityClassName: orders queued Jobs only: set spec.queueName (or a work's queueName) too"
+    ]
+    bad = messages(validate_flow(spec(work("train", queueName="GPU"), queueName="-gpu")))
+    assert len(bad) == 2
+    assert bad[0].startswith("spec.queueName: ") and "pattern" in bad[0]
+    assert bad[1].startswith("spec.works[0].queueName: ") and "work 'train'" in bad[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import re
 import socket
 import ssl
@@ -12,16 +13,22 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from kubernetes.client.exceptions import ApiException
 
+from dagflow.controller.kube import names_an_object
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.webhook import (
     ADMITTED_OPERATIONS,
+    NO_KUEUE,
+    QUEUE_FOUND,
+    QUEUE_MISSING,
     DagflowWebhookServer,
     admission_problem,
     build_webhook_server,
     may_start_a_run,
     permission_checks,
     permission_problem,
+    queue_problem,
     registered_webhooks,
     status_write_problem,
 )
@@ -286,3 +293,45 @@ def test_the_certificate_lifetime_is_a_setting() -> None:
     )
     with pytest.raises(ValueError, match="webhook_certificate_lifetime_seconds"):
         OperatorSettings(webhook_certificate_lifetime_seconds=1)
+
+
+def test_a_flow_naming_a_missing_local_queue_or_no_kueue_is_refused_with_the_queue_named() -> None:
+    flow_spec = {
+        "queueName": "gpu",
+        "works": [
+            {"name": "prep", "container": {"image": "x"}, "queueName": "cpu"},
+            {"name": "train", "container": {"image": "x"}},
+        ],
+    }
+    asked: list[tuple[str, str]] = []
+
+    def only(answers: dict[str, str]) -> Any:
+        def lookup(namespace: str, name: str) -> str:
+            asked.append((namespace, name))
+            return answers[name]
+
+        return lookup
+
+    assert queue_problem("team-a", flow_spec, only({"gpu": QUEUE_FOUND, "cpu": QUEUE_FOUND})) is None
+    assert asked == [("team-a", "gpu"), ("team-a", "cpu")]
+    assert queue_problem("team-a", flow_spec, only({"gpu": QUEUE_FOUND, "cpu": QUEUE_MISSING})) == (
+        "work 'prep' queueName names LocalQueue 'cpu', which does not exist in namespace team-a "
+        "(kubectl get localqueues -n team-a): create it, or name another"
+    )
+    assert queue_problem("team-a", flow_spec, only({"gpu": NO_KUEUE})) == (
+        "spec.queueName names LocalQueue 'gpu', but Kueue is not installed on this cluster (the API "
+        "server serves no kueue.x-k8s.io LocalQueues): install Kueue, or leave queueName out"
+    )
+    unqueued = {"works": [{"name": "train", "container": {"image": "x"}}]}
+    assert queue_problem("team-a", unqueued, only({})) is None
+
+
+def test_a_404_for_an_object_is_told_from_a_404_for_an_api_the_server_lacks() -> None:
+    missing_queue = ApiException(status=404)
+    missing_queue.body = json.dumps(
+        {"reason": "NotFound", "details": {"name": "gpu", "group": "kueue.x-k8s.io", "kind": "localqueues"}}
+    )
+    missing_api = ApiException(status=404)
+    missing_api.body = "404 page not found"
+    assert names_an_object(missing_queue)
+    assert not names_an_object(missing_api)

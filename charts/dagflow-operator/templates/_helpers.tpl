@@ -113,6 +113,18 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Kueue (when installed): the Workloads of a flow's queued Jobs are listed by Job uid to tell why a
+# work waits, and deactivated (spec.active) while the flow is suspended; the Jobs stay Kueue's to
+# suspend and unsuspend.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "patch"]
+{{- if .Values.webhook.enabled }}
+# The webhook refuses a flow that names a LocalQueue that does not exist.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["localqueues"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}

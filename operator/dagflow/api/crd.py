@@ -258,6 +258,13 @@ def _printer_columns() -> list[dict[str, Any]]:
             "priority": 1,
         },
         {
+            "name": "Queued",
+            "type": "integer",
+            "jsonPath": ".status.queued",
+            "description": "Works waiting for Kueue to admit their Jobs.",
+            "priority": 1,
+        },
+        {
             "name": "Last Schedule",
             "type": "date",
             "jsonPath": ".status.lastScheduleTime",

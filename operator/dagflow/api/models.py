@@ -158,6 +158,15 @@ ValueName = Annotated[str, Field(min_length=1, max_length=VALUE_NAME_MAX_LENGTH,
 MAX_PARAMS = 64
 MAX_OUTPUTS = 32
 PARAM_VALUE_MAX_LENGTH = 4096
+# A LocalQueue's and a WorkloadPriorityClass's names go into label values of the Jobs (Kueue reads
+# them there), so they are what both a Kubernetes name and a label value allow.
+KUEUE_NAME_MAX_LENGTH = 63
+KUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+QueueName = Annotated[str, Field(max_length=KUEUE_NAME_MAX_LENGTH, pattern=KUEUE_NAME_PATTERN)]
+# A work's own queueName may also be empty: that work stays out of the flow's queue.
+WorkQueueName = Annotated[
+    str, Field(max_length=KUEUE_NAME_MAX_LENGTH, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+]
 
 
 class ApiModel(BaseModel):
@@ -435,6 +444,13 @@ class Work(ApiModel):
         description="Most instances of a matrix work running at once; 0 (default) means no limit of "
         "its own (the flow's parallelism still applies).",
     )
+    queue_name: WorkQueueName | None = Field(
+        default=None,
+        description="The Kueue LocalQueue (in the flow's namespace) this work's Job waits in for "
+        "admission, over spec.queueName; empty: the work is not queued even when the flow is. A serve "
+        "work is queued only when it names a queue itself: its Deployment then carries the queue's label "
+        "for Kueue's Deployment integration.",
+    )
     outputs: list[OutputSpec] = Field(
         default_factory=list,
         max_length=MAX_OUTPUTS,
@@ -466,8 +482,19 @@ class Work(ApiModel):
         return self
 
 
+_PRIORITY_NEEDS_QUEUE_RULE: JsonDict = {
+    "rule": "!has(self.priorityClassName) || has(self.queueName)"
+    " || self.works.exists(w, has(w.queueName) && w.queueName != '')",
+    "message": "priorityClassName orders queued Jobs only: set spec.queueName (or a work's queueName) too",
+    "fieldPath": ".priorityClassName",
+    "reason": "FieldValueInvalid",
+}
+
+
 class DAGFlowSpec(ApiModel):
     """The works of the flow and how to run them."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_PRIORITY_NEEDS_QUEUE_RULE]})
 
     failure_policy: FailurePolicy = Field(
         default=FailurePolicy.FAIL_FAST,
@@ -497,6 +524,20 @@ class DAGFlowSpec(ApiModel):
         description="The works of the flow, at least one. Names are unique. Dependencies must name "
         "works of this flow and must not form a cycle.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    queue_name: QueueName | None = Field(
+        default=None,
+        description="The Kueue LocalQueue, in the flow's namespace, that the batch works' Jobs wait in "
+        "for admission: each is created suspended with the label kueue.x-k8s.io/queue-name, with resource "
+        "requests (its limits where it gives only those), and runs once Kueue admits it. Serve works "
+        "stay out of it unless they name a queue themselves. The LocalQueue must exist when the flow "
+        "is applied.",
+    )
+    priority_class_name: QueueName | None = Field(
+        default=None,
+        description="The Kueue WorkloadPriorityClass of the flow's queued Jobs (label "
+        "kueue.x-k8s.io/priority-class): it orders them in their queue and decides which may preempt "
+        "which. Needs spec.queueName or a work with a queueName.",
     )
     schedule: str | None = Field(
         default=None,
@@ -547,6 +588,21 @@ class DAGFlowSpec(ApiModel):
         "and their finished Jobs; older runs' Jobs are deleted. Unset: the operator's default "
         "(DAGFLOW_HISTORY_RUNS).",
     )
+
+    def queue_of(self, work: Work) -> str | None:
+        """The LocalQueue a work's child waits in, or None when it is not queued: the work's own
+        queueName ("" opts out), else the flow's for a batch work; a serve work only by its own."""
+        if work.queue_name is not None:
+            return work.queue_name or None
+        return None if work.serve is not None else self.queue_name
+
+    def named_queues(self) -> dict[str, str]:
+        """The LocalQueues the spec names, by where it names them (spec.queueName, works[NAME].queueName)."""
+        named = {"spec.queueName": self.queue_name} if self.queue_name else {}
+        named.update(
+            {f"work {work.name!r} queueName": work.queue_name for work in self.works if work.queue_name}
+        )
+        return named
 
     def work(self, name: str) -> Work:
         """The work called `name`; KeyError when there is none."""
@@ -622,6 +678,12 @@ class WorkStatus(ApiModel):
     started_at: AwareDatetime | None = Field(default=None, description="When the work started.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the work finished.")
     message: str | None = Field(default=None, description="Why the work is in its phase, if not obvious.")
+    reason: str | None = Field(
+        default=None,
+        description="Why a Pending work that has its Job waits: Queued (Kueue has not admitted it yet) "
+        "or Preempted (Kueue took its quota back and queued it again; no retry is used up). The message "
+        "names the LocalQueue and gives Kueue's own words.",
+    )
     endpoint: str | None = Field(default=None, description="URL of the Service of a serve work.")
     carried_from_run: int | None = Field(
         default=None,
@@ -716,6 +778,12 @@ class DAGFlowStatus(ApiModel):
     )
     endpoint: str | None = Field(
         default=None, description="URL of the Service when the flow has exactly one serve work."
+    )
+    queued: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many works wait for Kueue to admit their Jobs (reason Queued or Preempted); "
+        "unset when none does.",
     )
     message: str | None = Field(default=None, description="Why the flow is in its phase, if not obvious.")
     works: list[WorkStatus] = Field(

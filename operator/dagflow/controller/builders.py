@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, PodDefaults, Work
+from dagflow.controller.queueing import PRIORITY_CLASS_LABEL, QUEUE_LABEL, with_requests
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, encode_values
@@ -115,7 +116,29 @@ def build_job(
     metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
     if instances is not None:
         metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"
+    if _queued(metadata, job_spec["template"], spec, work):
+        # Created suspended, it never runs unadmitted, even while Kueue's webhook is down: Kueue
+        # unsuspends it once its queue admits it, and nothing of the operator's suspends it again.
+        job_spec["suspend"] = True
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def _queued(metadata: dict[str, Any], template: dict[str, Any], spec: DAGFlowSpec, work: Work) -> bool:
+    """Label a queued work's child for Kueue (its LocalQueue, the flow's priority class) and give its
+    containers the requests Kueue admits on; False when the work is not queued."""
+    queue = spec.queue_of(work)
+    if queue is None:
+        return False
+    kueue_labels = {QUEUE_LABEL: queue}
+    if spec.priority_class_name:
+        kueue_labels[PRIORITY_CLASS_LABEL] = spec.priority_class_name
+    metadata["labels"].update(kueue_labels)
+    if work.serve is not None:
+        # Kueue's integration of Deployments reads its pods' labels too.
+        template["metadata"]["labels"].update(kueue_labels)
+    for container in template["spec"]["containers"]:
+        with_requests(container)
+    return True
 
 
 @dataclass(frozen=True)
@@ -280,6 +303,7 @@ def build_deployment(
             ),
         },
     }
+    _queued(deployment["metadata"], template, spec, work)
     if rolled_from is not None:
         # The run whose pods serve while this one rolls out, for the Serving condition to name.
         deployment["metadata"]["annotations"][naming.ROLLED_FROM_ANNOTATION] = str(rolled_from)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
+from dagflow.controller.queueing import DEACTIVATED_ANNOTATION, JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSIONS
 from dagflow.rules import naming
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -121,6 +122,8 @@ class KubeClient:
         self.custom = apis.custom
         self.admission = apis.admission
         self._slots = asyncio.Semaphore(concurrency)
+        # The Kueue API version this cluster serves, once a call found it.
+        self._kueue_version: str | None = None
         # Its own threads: asyncio's default pool has only a handful on a small machine.
         self._threads = executor or ThreadPoolExecutor(concurrency, thread_name_prefix="dagflow-api")
 
@@ -328,6 +331,70 @@ class KubeClient:
         completion (index 0); None when no such pod is left."""
         return (await self.termination_messages_by_index(namespace, job_uid, container)).get(0)
 
+    async def workloads_of_jobs(self, namespace: str, job_uids: Sequence[str]) -> list[dict[str, Any]] | None:
+        """Kueue's Workloads of these Jobs, listed by the Job uid Kueue labels them with (a few lists
+        for many Jobs); None when the cluster serves no Kueue Workloads."""
+        found: list[dict[str, Any]] = []
+        for first in range(0, len(job_uids), WORKLOAD_UIDS_PER_LIST):
+            chunk = sorted(job_uids[first : first + WORKLOAD_UIDS_PER_LIST])
+            listing = await self._kueue_call(
+                "list",
+                self.custom.list_namespaced_custom_object,
+                namespace,
+                "workloads",
+                label_selector=f"{JOB_UID_LABEL} in ({','.join(chunk)})",
+            )
+            if listing is None:
+                return None
+            found += listing.get("items") or []
+        return found
+
+    async def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        """Deactivate a Workload for a suspended flow (marking it so), or activate one it deactivated.
+
+        Kueue evicts an inactive Workload and admits it again once active: the Job itself stays as
+        Kueue keeps it, never suspended or unsuspended by the operator. Gone already is fine.
+        """
+        patch = {
+            "metadata": {"annotations": {DEACTIVATED_ANNOTATION: None if active else "true"}},
+            "spec": {"active": active},
+        }
+        try:
+            await self._kueue_call(
+                "patch",
+                self.custom.patch_namespaced_custom_object,
+                namespace,
+                "workloads",
+                name,
+                patch,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def _kueue_call(
+        self, verb: str, function: Callable[..., Any], namespace: str, plural: str, *args: Any, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """Call Kueue's API in the newest version the cluster serves; None when it serves none."""
+        versions = (self._kueue_version,) if self._kueue_version else KUEUE_VERSIONS
+        for version in versions:
+            try:
+                answer: dict[str, Any] = json.loads(
+                    await self._call(
+                        verb, plural, function, KUEUE_GROUP, version, namespace, plural, *args, **kwargs
+                    )
+                )
+            except ApiException as error:
+                if error.status == 404 and not names_an_object(error):
+                    if self._kueue_version:  # uninstalled since: look again next time
+                        self._kueue_version = None
+                    continue
+                raise
+            self._kueue_version = version
+            return answer
+        return None
+
     async def replace_flow_status(
         self, namespace: str, name: str, uid: str, status: dict[str, Any]
     ) -> dict[str, Any]:
@@ -496,6 +563,19 @@ class KubeClient:
 
 
 LIST_PAGE_SIZE = 500
+# Job uids per list of Workloads: a set-based label selector of this many stays a short URL.
+WORKLOAD_UIDS_PER_LIST = 40
+
+
+def names_an_object(error: ApiException) -> bool:
+    """Whether a 404 is about an object (it names it) rather than a resource the server lacks."""
+    try:
+        details = json.loads(error.body or "").get("details") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return bool(details.get("name"))
+
+
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 

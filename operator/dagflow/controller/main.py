@@ -53,11 +53,14 @@ from dagflow.controller.webhook import (
     STATUS_OPERATIONS,
     STATUS_WEBHOOK_ID,
     AccessReviews,
+    LocalQueues,
     WebhookRegistration,
     admission_problem,
     build_webhook_server,
     may_start_a_run,
     permission_problem,
+    queue_problem,
+    spec_is_new,
     status_write_problem,
 )
 from dagflow.rules import naming
@@ -167,6 +170,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if operator_settings.webhook_enabled:
         api = kube_module.KubeClient(1).core.api_client
         state["reviews"] = AccessReviews(api)
+        state["local_queues"] = LocalQueues(api)
         # Status writes are let through for this user only: the operator itself.
         state["operator_username"] = await asyncio.to_thread(state["reviews"].own_username)
         # The operator registers its webhooks itself rather than through kopf, which would need the
@@ -427,6 +431,11 @@ async def refuse_invalid_flow(
     problem = admission_problem(operation, old, new, name)
     if problem:
         raise kopf.AdmissionError(problem, code=422)
+    if new is not None and namespace and spec_is_new(operation, old, new):
+        queues: LocalQueues = state["local_queues"]
+        missing = await asyncio.to_thread(queue_problem, namespace, new.get("spec") or {}, queues.lookup)
+        if missing:
+            raise kopf.AdmissionError(missing, code=422)
     if new is None or not namespace or not may_start_a_run(operation, old, new):
         return
     reviews: AccessReviews = state["reviews"]

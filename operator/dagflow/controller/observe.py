@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dagflow.controller.queueing import QUEUE_LABEL
 from dagflow.rules import naming
 
 FlowKey = tuple[str, str]
@@ -45,10 +46,19 @@ class JobObservation:
     deadline: bool = False
     # The Job controller has taken it up (its startTime): only then can it have been refused pods.
     taken_up: bool = False
+    # Suspended (spec.suspend): a queued Job before Kueue admits it, or after Kueue preempted it.
+    suspended: bool = False
+    # The Kueue LocalQueue it waits in (its label), if any.
+    queue: str | None = None
 
     @property
     def attempts(self) -> int:
         return self.failed + self.succeeded + self.active
+
+    @property
+    def waits_for_kueue(self) -> bool:
+        """Held by Kueue: labelled with a queue, suspended, and neither finished nor going."""
+        return bool(self.queue) and self.suspended and self.outcome is None and not self.deleting
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +176,8 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         matrix=(metadata.get("annotations") or {}).get(naming.MATRIX_ANNOTATION) == "true",
         deadline=(body.get("spec") or {}).get("activeDeadlineSeconds") is not None,
         taken_up=status.get("startTime") is not None,
+        suspended=(body.get("spec") or {}).get("suspend") is True,
+        queue=(metadata.get("labels") or {}).get(QUEUE_LABEL),
     )
 
 
@@ -218,7 +230,7 @@ def starved(job: JobObservation, pods: Mapping[str, Iterable[PodObservation]]) -
     pod of it seen in the watch, or a Job the controller has not taken up yet, says nothing is
     refused, and asking the API server about it would only load it more.
     """
-    if job.outcome is not None or job.deleting or job.attempts or not job.taken_up:
+    if job.outcome is not None or job.deleting or job.attempts or not job.taken_up or job.suspended:
         return False
     return not any(True for _ in pods.get(job.uid or "") or ())
 

@@ -21,6 +21,7 @@ from dagflow.controller.instances import (
 )
 from dagflow.controller.instances import failure_message as instance_failure_message
 from dagflow.controller.observe import DeploymentObservation, JobObservation
+from dagflow.controller.queueing import QUEUED_REASON, QueueWait, queue_wait
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, MatrixError
 from dagflow.rules.outputs import CollectedOutputs, OutputsError, parse_outputs
@@ -47,6 +48,8 @@ class WorkState:
     started_at: str | None = None
     finished_at: str | None = None
     message: str | None = None
+    # Why a Pending work with a Job waits: Kueue has not admitted it (Queued) or took it back (Preempted).
+    reason: str | None = None
     endpoint: str | None = None
     # Set when a retry carried this outcome over from an earlier run instead of running the work.
     carried_from_run: int | None = None
@@ -67,6 +70,7 @@ class WorkState:
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "message": self.message,
+            "reason": self.reason,
             "endpoint": self.endpoint,
             "carriedFromRun": self.carried_from_run,
             "outputs": self.outputs,
@@ -106,6 +110,11 @@ class Plan:
         done = sum(1 for work in self.works if work.phase in DONE)
         return f"{done}/{len(self.works)}"
 
+    @property
+    def queued(self) -> int:
+        """Works waiting for Kueue to admit their Jobs."""
+        return sum(1 for work in self.works if work.reason is not None)
+
 
 def plan_run(
     flow: FlowRef,
@@ -123,6 +132,7 @@ def plan_run(
     matrix_outputs: Mapping[str, CollectedOutputs] | None = None,
     launch_failures: Mapping[str, str] | None = None,
     stored_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    queue_waits: Mapping[str, QueueWait] | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -137,6 +147,8 @@ def plan_run(
     `matrix_outputs` the same for matrix works: the ConfigMap their instances' outputs went to.
     `stored_outputs` holds the outputs kept in ConfigMaps rather than in the status (a matrix work's
     gathered lists, a work's outputs past the status budget) that a dynamic matrix axis reads.
+    `queue_waits` holds, per work whose Job waits for Kueue, why (from its Workload); such a work
+    is Pending, however long it waits, and holds its slot of the flow's parallelism.
     """
     works = {work.name: work for work in spec.works}
     refusals = pod_refusals or {}
@@ -146,6 +158,18 @@ def plan_run(
         states[name] = _observed_state(
             flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name), now
         )
+        job = jobs.get(name)
+        if job is not None and job.waits_for_kueue and states[name].phase == WorkPhase.RUNNING:
+            # Not started until Kueue admits it: no pod, and a preempted one keeps its retries.
+            wait = (queue_waits or {}).get(name) or queue_wait(job.queue, None, hold, False)
+            states[name].phase, states[name].reason, states[name].message = (
+                WorkPhase.PENDING,
+                wait.reason,
+                wait.message,
+            )
+            states[name].attempts = job.attempts
+            if wait.reason == QUEUED_REASON:
+                states[name].started_at = None  # it starts when Kueue admits it
         if (
             works[name].outputs
             and states[name].phase == WorkPhase.SUCCEEDED
@@ -172,7 +196,8 @@ def plan_run(
     running_batch = sum(
         _slots_held(works[name], jobs.get(name))
         for name in order
-        if works[name].serve is None and states[name].phase == WorkPhase.RUNNING
+        if works[name].serve is None
+        and (states[name].phase == WorkPhase.RUNNING or states[name].reason is not None)
     )
     unlimited = spec.parallelism == 0
     free_slots = spec.parallelism - running_batch if not unlimited else len(order)
@@ -302,10 +327,11 @@ def _stop_running(
     """Under FailFast, once a work failed: the batch works still running stop, their Jobs go."""
     for name, state in states.items():
         job = jobs.get(name)
-        if works[name].serve is None and state.phase == WorkPhase.RUNNING and job is not None:
+        waiting = state.phase == WorkPhase.RUNNING or state.reason is not None
+        if works[name].serve is None and waiting and job is not None:
             before = previous.get(name) or {}
             stopped_at = before.get("finishedAt") if before.get("phase") == WorkPhase.STOPPED else None
-            state.phase, state.finished_at = WorkPhase.STOPPED, stopped_at or now
+            state.phase, state.finished_at, state.reason = WorkPhase.STOPPED, stopped_at or now, None
             state.message = f"stopped: {failed[0]} failed and failurePolicy is FailFast"
             if not job.deleting:
                 plan.stop.append(job.name)
@@ -326,7 +352,7 @@ def _keep_skipped(
         if before.get("phase") != WorkPhase.SKIPPED or job is None or works[name].serve is not None:
             continue
         state.phase, state.message, state.job = WorkPhase.SKIPPED, before.get("message"), None
-        state.started_at, state.finished_at, state.attempts = None, None, 0
+        state.started_at, state.finished_at, state.attempts, state.reason = None, None, 0, None
         if not job.deleting:
             plan.stop.append(job.name)
 
@@ -431,7 +457,10 @@ def _observed_state(
     state.attempts = job.attempts
     # Kept from when the operator started the work, so that the pod's own start (the Job's
     # startTime) does not cost another status patch.
-    state.started_at = (previous or {}).get("startedAt") or job.started_at
+    # A queued Job starts when Kueue admits it, not when it was made: until the Job controller
+    # writes its startTime, the moment it was seen admitted.
+    began = job.started_at if job.taken_up or not job.queue else now
+    state.started_at = (previous or {}).get("startedAt") or began
     if job.outcome == "Succeeded":
         # Recorded once, when its pod succeeded: the Job's completionTime a second later moves nothing.
         succeeded_before = previous is not None and previous.get("phase") == WorkPhase.SUCCEEDED

@@ -44,6 +44,7 @@ from dagflow.controller.observe import (
     starved,
 )
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
+from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
 from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -102,6 +103,11 @@ REFUSAL_LOOKUPS_PER_PASS = 10
 CREATE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
 # A Service made for a serve work is not made again for this long while the watch catches up.
 SERVICE_RECHECK_SECONDS = 2.0
+# The Workloads of a flow's queued Jobs are read at most this often (a pass in between uses what
+# was read), and read again this often while Jobs wait, so that Kueue's words in the status stay
+# current without a watch of every Workload in the cluster.
+WORKLOAD_CACHE_SECONDS = 5.0
+WORKLOAD_RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,11 @@ class Reconciler:
         self._create_backoff: dict[tuple[FlowKey, str, int, str], tuple[int, float, str]] = {}
         # Why the pods of a starved Job are refused, by (flow, Job uid): when asked, the answer.
         self._pod_refusals: dict[tuple[FlowKey, str], tuple[float, str | None]] = {}
+        # The Workloads of each flow's queued Jobs as last read: when, the Job uids asked about,
+        # the Workloads by Job uid, and whether the cluster serves Kueue's API at all.
+        self._workloads: dict[
+            FlowKey, tuple[float, frozenset[str], dict[str, WorkloadObservation], bool]
+        ] = {}
         # Services made recently, by (flow, name): when.
         self._services_made: dict[tuple[FlowKey, str], float] = {}
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
@@ -275,6 +286,7 @@ class Reconciler:
             entry: value for entry, value in self._services_made.items() if entry[0] != key
         }
         self._parsed.pop(key, None)
+        self._workloads.pop(key, None)
         self._phases.pop(key, None)
         self._update_phase_gauge()
 
@@ -510,6 +522,7 @@ class Reconciler:
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
         stored = await self.work_data.outputs_for_axes(flow, spec, previous_works, collected)
+        queue_waits = await self._queue_waits(key, flow, spec, current_jobs)
         plan = plan_run(
             flow,
             spec,
@@ -526,6 +539,7 @@ class Reconciler:
             matrix_outputs=collected,
             launch_failures=launch_failures,
             stored_outputs=stored,
+            queue_waits=queue_waits,
         )
         await self.work_data.keep_outputs_out_of_status(flow, spec, run, plan, previous_works)
         if decision.waiting:
@@ -652,6 +666,68 @@ class Reconciler:
         if not unseen:
             del self._unseen_jobs[key]
         return found
+
+    async def _queue_waits(
+        self, key: FlowKey, flow: FlowRef, spec: DAGFlowSpec, jobs: Mapping[str, JobObservation]
+    ) -> dict[str, QueueWait]:
+        """Why each of this run's Jobs that Kueue holds waits, by work, from its Workload; and the
+        Workloads in step with spec.suspend: deactivated while the flow is suspended, active again
+        after. The Jobs themselves are Kueue's to suspend and unsuspend.
+
+        Only flows with such Jobs read anything: a list of their Workloads by Job uid, at most every
+        WORKLOAD_CACHE_SECONDS, instead of a watch of every Workload in the cluster (Workloads carry
+        no label of the operator's to select its own by).
+        """
+        held = {work: job for work, job in jobs.items() if job.waits_for_kueue and job.uid}
+        if not held:
+            self._workloads.pop(key, None)
+            return {}
+        uids = frozenset(str(job.uid) for job in held.values())
+        now = self._monotonic()
+        cached = self._workloads.get(key)
+        if cached is None or now - cached[0] >= WORKLOAD_CACHE_SECONDS or not uids <= cached[1]:
+            try:
+                listed = await self.kube.workloads_of_jobs(flow.namespace, sorted(uids))
+            except ApiException as error:
+                if error.status is None or error.status >= 500 or error.status == 429:
+                    raise
+                logger.warning(
+                    "Could not read the Workloads of DAGFlow %s/%s: %s", *key, api_error_message(error)
+                )
+                listed = []
+            observed = [observe_workload(body) for body in listed or []]
+            by_job = {workload.job_uid: workload for workload in observed if workload is not None}
+            cached = (now, uids, by_job, listed is None)
+            self._workloads[key] = cached
+        _, _, workloads, missing = cached
+        self._recheck(key, WORKLOAD_RECHECK_SECONDS)
+        waits = {}
+        for work, job in held.items():
+            workload = workloads.get(str(job.uid))
+            if workload is not None and not workload.admitted:
+                workload = await self._follow_suspend(flow, spec.suspend, workload)
+                workloads[workload.job_uid] = workload
+            waits[work] = queue_wait(job.queue, workload, spec.suspend, missing)
+        return waits
+
+    async def _follow_suspend(
+        self, flow: FlowRef, suspended: bool, workload: WorkloadObservation
+    ) -> WorkloadObservation:
+        """Deactivate the Workload of a waiting Job while the flow is suspended; activate it again
+        after, if the operator deactivated it (one an administrator deactivated stays so)."""
+        if suspended and workload.active:
+            await self.kube.set_workload_active(flow.namespace, workload.name, False)
+            logger.info(
+                "Deactivated Workload %s/%s of suspended DAGFlow %s", flow.namespace, workload.name, flow.name
+            )
+            return replace(workload, active=False, deactivated_by_operator=True)
+        if not suspended and not workload.active and workload.deactivated_by_operator:
+            await self.kube.set_workload_active(flow.namespace, workload.name, True)
+            logger.info(
+                "Activated Workload %s/%s of resumed DAGFlow %s", flow.namespace, workload.name, flow.name
+            )
+            return replace(workload, active=True, deactivated_by_operator=False)
+        return workload
 
     async def _pod_refusals_of(self, key: FlowKey, jobs: Mapping[str, JobObservation]) -> dict[str, str]:
         """Why the API server refuses the pods of this run's Jobs that have none, by work.

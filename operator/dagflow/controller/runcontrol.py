@@ -89,6 +89,7 @@ def stopped_status(
     dumped = [_dump_work(work) for work in works]
     done = sum(1 for work in dumped if work["phase"] in _FINISHED_WORKS)
     status = dict(previous)
+    status.pop("queued", None)  # a stopped run's Jobs are gone from their queues
     status.update(
         {
             "phase": FlowPhase.STOPPED.value,

@@ -367,6 +367,7 @@ def stopped_works(
             update={
                 "phase": WorkPhase.STOPPED,
                 "message": reason,
+                "reason": None,
                 "finished_at": now if work.phase == WorkPhase.RUNNING else work.finished_at,
             }
         )

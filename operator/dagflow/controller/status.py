@@ -99,6 +99,8 @@ def build_status(
         status["endpoint"] = endpoints[0]
     if plan.message:
         status["message"] = plan.message
+    if plan.queued:
+        status["queued"] = plan.queued
     status["conditions"] = [_ready_condition(plan, previous, generation, now)]
     if plan.serve_works:
         status["conditions"].append(_serving_condition(plan, previous, generation, now))

@@ -21,9 +21,18 @@ import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import GROUP, PARAMS_ANNOTATION, PLURAL, RERUN_ANNOTATION, RETRY_ANNOTATION, VERSION
+from dagflow.api.models import (
+    GROUP,
+    PARAMS_ANNOTATION,
+    PLURAL,
+    RERUN_ANNOTATION,
+    RETRY_ANNOTATION,
+    VERSION,
+    DAGFlowSpec,
+)
 from dagflow.controller.certs import VALIDITY, write_self_signed
-from dagflow.controller.kube import MERGE_PATCH, api_error_message, read_body
+from dagflow.controller.kube import MERGE_PATCH, api_error_message, names_an_object, read_body
+from dagflow.controller.queueing import KUEUE_GROUP, KUEUE_VERSIONS
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules.validation import params_annotation_problems, size_problems, validate_flow
 
@@ -150,6 +159,70 @@ def permission_problem(
         if not all(may_create(group, resource) for group, resource in check.resources):
             return f"{username} may not create {check.what} in namespace {namespace}, {check.purpose}"
     return None
+
+
+QUEUE_FOUND, QUEUE_MISSING, NO_KUEUE = "found", "missing", "no-kueue"
+
+
+def spec_is_new(operation: str | None, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether this write brings a spec the webhook has not judged: a CREATE, or an UPDATE of the spec."""
+    if new is None or operation not in ADMITTED_OPERATIONS:
+        return False
+    return operation != "UPDATE" or old is None or (old.get("spec") or {}) != (new.get("spec") or {})
+
+
+def queue_problem(namespace: str, spec: Mapping[str, Any], lookup: Callable[[str, str], str]) -> str | None:
+    """Why the LocalQueues a valid spec names cannot take its Jobs, or None.
+
+    `lookup(namespace, name)` answers QUEUE_FOUND, QUEUE_MISSING or NO_KUEUE. A Job labelled with a
+    queue that does not exist would wait for ever, suspended: better refused at apply.
+    """
+    named = DAGFlowSpec.model_validate(spec).named_queues()
+    for where, queue in named.items():
+        found = lookup(namespace, queue)
+        if found == NO_KUEUE:
+            return (
+                f"{where} names LocalQueue {queue!r}, but Kueue is not installed on this cluster (the API "
+                f"server serves no {KUEUE_GROUP} LocalQueues): install Kueue, or leave queueName out"
+            )
+        if found == QUEUE_MISSING:
+            return (
+                f"{where} names LocalQueue {queue!r}, which does not exist in namespace {namespace} "
+                f"(kubectl get localqueues -n {namespace}): create it, or name another"
+            )
+    return None
+
+
+class LocalQueues:
+    """Asks the API server whether a LocalQueue exists, and whether Kueue is installed at all."""
+
+    def __init__(self, api: Any) -> None:
+        self.custom = client.CustomObjectsApi(api)
+
+    def lookup(self, namespace: str, name: str) -> str:
+        for version in KUEUE_VERSIONS:
+            try:
+                read_body(
+                    self.custom.get_namespaced_custom_object,
+                    KUEUE_GROUP,
+                    version,
+                    namespace,
+                    "localqueues",
+                    name,
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    # Not for the webhook to decide (RBAC, an API server in trouble): the work's
+                    # status will tell what Kueue says.
+                    logger.warning(
+                        "Could not look up LocalQueue %s/%s: %s", namespace, name, api_error_message(error)
+                    )
+                    return QUEUE_FOUND
+                if names_an_object(error):
+                    return QUEUE_MISSING
+                continue
+            return QUEUE_FOUND
+        return NO_KUEUE
 
 
 def status_write_problem(username: str | None, operator_username: str) -> str | None:

@@ -89,6 +89,7 @@ def validate_flow(
     problems += _cycle_problems(works)
     problems += _metadata_key_problems(raw)
     problems += _schedule_problems(raw)
+    problems += _queue_problems(raw)
     problems += _reference_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
@@ -359,6 +360,20 @@ def _metadata_key_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
             if path.endswith(".nodeSelector") and isinstance(value, str) and not naming.is_label_value(value):
                 problems.append(ValidationProblem(key_path, f"{owner}: {value!r} is not a valid label value"))
     return problems
+
+
+def _queue_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """A priority class orders queued Jobs: without a queue it would silently do nothing."""
+    if not raw.get("priorityClassName") or raw.get("queueName"):
+        return []
+    if any(work.get("queueName") for work in _mappings(raw.get("works"))):
+        return []
+    return [
+        ValidationProblem(
+            "spec.priorityClassName",
+            "orders queued Jobs only: set spec.queueName (or a work's queueName) too",
+        )
+    ]
 
 
 def _schedule_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:

@@ -1,0 +1,201 @@
+"""Flows queued with the real Kueue: their Jobs wait for the GPU quota of the ClusterQueue `dagflow`
+(4 GPUs, tests/cluster/kueue-queues.yaml), and the flows say so while they wait."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.kube import apply, get_json, kubectl, table_row, wait_for
+from tests.operator_process import OperatorProcess
+
+pytestmark = [pytest.mark.local_cluster, pytest.mark.kueue]
+
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+QUOTA_MESSAGE = "insufficient unused quota for nvidia.com/gpu in flavor gpu"
+
+
+def gpu_flow(name: str, queue: str, gpus: int, duration: str, **spec: Any) -> dict[str, Any]:
+    """One training of `gpus` GPUs for `duration`, queued in `queue`."""
+    return flow(name, [work("train", duration=duration, gpu=gpus)], queueName=queue, **spec)
+
+
+def workloads(namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json("workloads.kueue.x-k8s.io", namespace=namespace)["items"]
+    return items
+
+
+def workload_of_job(namespace: str, job_name: str) -> dict[str, Any] | None:
+    return next(
+        (
+            workload
+            for workload in workloads(namespace)
+            if any(owner["name"] == job_name for owner in workload["metadata"].get("ownerReferences") or [])
+        ),
+        None,
+    )
+
+
+def queued_work(namespace: str, name: str, work_name: str = "train") -> dict[str, Any] | None:
+    """The work's status entry once it waits for Kueue with Kueue's reason in its message."""
+    entry = works_by_name(status(namespace, name)).get(work_name) or {}
+    return entry if entry.get("reason") == "Queued" and QUOTA_MESSAGE in entry.get("message", "") else None
+
+
+def patch_spec(namespace: str, name: str, spec: dict[str, Any]) -> None:
+    kubectl("patch", "dagflow", name, "--type=merge", "-p", json.dumps({"spec": spec}), namespace=namespace)
+
+
+def test_a_queued_flow_is_admitted_within_the_quota_and_succeeds(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    works = [work("prep", duration="1s"), work("train", "prep", duration="1s", gpu=2)]
+    create(flow("ml", works, queueName=local_queue), namespace)
+
+    final = wait_for_phase(namespace, "ml", timeout=90)
+    assert final["phase"] == "Succeeded", final
+    assert "queued" not in final
+    assert all("reason" not in entry for entry in final["works"])
+    for job in jobs(namespace):
+        assert job["metadata"]["labels"][QUEUE_LABEL] == local_queue
+        workload = workload_of_job(namespace, job["metadata"]["name"])
+        assert workload is not None, f"Kueue made no Workload for {job['metadata']['name']}"
+        assert workload["status"]["admission"]["clusterQueue"] == "dagflow"
+    train = next(job for job in jobs(namespace) if job["metadata"]["name"] == "ml-1-train")
+    # Kueue admitted it on what it asks for: the GPU limit is requested too.
+    container = train["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
+
+
+def test_two_flows_over_the_quota_wait_in_turn_and_both_finish(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    create(gpu_flow("first", local_queue, gpus=3, duration="12s"), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "first")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the first flow's training to be admitted and run",
+    )
+    create(gpu_flow("second", local_queue, gpus=3, duration="1s"), namespace)
+
+    waiting = wait_for(
+        lambda: queued_work(namespace, "second"), timeout=30, what="the second flow to say it is queued"
+    )
+    assert waiting["phase"] == "Pending" and waiting["job"] == "second-1-train"
+    assert f"LocalQueue {local_queue}" in waiting["message"], waiting
+    second = status(namespace, "second")
+    assert second["phase"] == "Running" and second["queued"] == 1
+    row = table_row(kubectl("get", "dagflows", "-o", "wide", namespace=namespace).stdout, "second")
+    assert row["QUEUED"] == "1"
+    # Held by Kueue, never by the operator: the Job waits suspended, without a pod.
+    assert get_json("job", "second-1-train", namespace=namespace)["spec"]["suspend"] is True
+
+    first = wait_for_phase(namespace, "first", timeout=90)
+    done = wait_for_phase(namespace, "second", timeout=90)
+    assert first["phase"] == done["phase"] == "Succeeded", (first, done)
+    assert "queued" not in done
+    train = works_by_name(done)["train"]
+    assert "reason" not in train
+    assert train["startedAt"] >= works_by_name(first)["train"]["finishedAt"]
+
+
+def test_a_flow_stopped_while_queued_deletes_its_waiting_job(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    create(gpu_flow("blocker", local_queue, gpus=4, duration="20s"), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the blocking flow to hold every GPU",
+    )
+    create(gpu_flow("waiting", local_queue, gpus=1, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, "waiting"), timeout=30, what="the flow to be queued")
+
+    kubectl("annotate", "dagflow", "waiting", "dagflow.dev/stop=s1", namespace=namespace)
+    stopped = wait_for_phase(namespace, "waiting", "Stopped", timeout=30)
+    train = works_by_name(stopped)["train"]
+    assert train["phase"] == "Stopped" and "reason" not in train
+    assert "queued" not in stopped
+    wait_for(
+        lambda: not any(job["metadata"]["name"] == "waiting-1-train" for job in jobs(namespace)),
+        timeout=30,
+        what="the queued Job to be deleted",
+    )
+    # Its Workload went with it, and the blocker runs on.
+    wait_for(
+        lambda: workload_of_job(namespace, "waiting-1-train") is None, timeout=30, what="its Workload to go"
+    )
+    assert status(namespace, "blocker")["phase"] == "Running"
+
+
+def test_a_flow_suspended_while_queued_deactivates_its_workload_and_finishes_once_resumed(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    create(gpu_flow("blocker", local_queue, gpus=4, duration="10s"), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the blocking flow to hold every GPU",
+    )
+    works = [work("train", duration="1s", gpu=1), work("report", "train", duration="1s")]
+    create(flow("paused", works, queueName=local_queue), namespace)
+    wait_for(lambda: queued_work(namespace, "paused"), timeout=30, what="the flow to be queued")
+
+    patch_spec(namespace, "paused", {"suspend": True})
+
+    def deactivated() -> dict[str, Any] | None:
+        workload = workload_of_job(namespace, "paused-1-train")
+        return workload if workload and workload["spec"].get("active") is False else None
+
+    wait_for(deactivated, timeout=30, what="the queued Job's Workload to be deactivated")
+    suspended = wait_for(
+        lambda: (
+            entry
+            if (entry := works_by_name(status(namespace, "paused"))["train"])
+            .get("message", "")
+            .startswith("suspended")
+            else None
+        ),
+        timeout=30,
+        what="the work to say it is suspended",
+    )
+    assert suspended["phase"] == "Pending" and suspended["reason"] == "Queued"
+    # The blocker finishes and frees the quota: a deactivated Workload is not admitted meanwhile.
+    assert wait_for_phase(namespace, "blocker", timeout=60)["phase"] == "Succeeded"
+    assert get_json("job", "paused-1-train", namespace=namespace)["spec"]["suspend"] is True
+    assert works_by_name(status(namespace, "paused"))["train"]["phase"] == "Pending"
+
+    patch_spec(namespace, "paused", {"suspend": False})
+    final = wait_for_phase(namespace, "paused", timeout=90)
+    assert final["phase"] == "Succeeded", final
+    workload = workload_of_job(namespace, "paused-1-train")
+    assert workload is not None and workload["spec"].get("active", True) is True
+    assert "dagflow.dev/deactivated-for-suspend" not in (workload["metadata"].get("annotations") or {})
+
+
+def test_a_flow_naming_a_missing_local_queue_is_refused_at_apply(
+    namespace: str, kueue: None, running_operator: OperatorProcess
+) -> None:
+    manifest = gpu_flow("lost", "no-such-queue", gpus=1, duration="1s")
+    result = kubectl("apply", "-f", "-", namespace=namespace, check=False, input=json.dumps(manifest))
+    assert result.returncode != 0
+    assert (
+        "spec.queueName names LocalQueue 'no-such-queue', which does not exist in namespace "
+        f"{namespace} (kubectl get localqueues -n {namespace}): create it, or name another"
+    ) in result.stderr, result.stderr
+    assert get_json("dagflows", namespace=namespace)["items"] == []
+    # With the LocalQueue made, the same flow is taken.
+    apply(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "no-such-queue"},
+            "spec": {"clusterQueue": "dagflow"},
+        },
+        namespace=namespace,
+    )
+    create(manifest, namespace)
+    assert wait_for_phase(namespace, "lost", timeout=90)["phase"] == "Succeeded"
