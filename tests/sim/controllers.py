@@ -334,14 +334,7 @@ class DeploymentController:
                 conditions,
             )
             if "Available" not in conditions:
-                conditions["Available"] = _deployment_condition(
-                    "Available",
-                    "False",
-                    "MinimumReplicasUnavailable",
-                    "Deployment does not have minimum availability.",
-                    now,
-                    conditions,
-                )
+                conditions["Available"] = _available(False, now, conditions)
         elif int(status.get("updatedReplicas") or 0) < replicas:
             began = self.rollouts.get(metadata["uid"], self.server.clock.monotonic())
             deadline = int(spec.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE)
@@ -362,14 +355,7 @@ class DeploymentController:
                     readyReplicas=replicas,
                     replicas=replicas,
                 )
-                conditions["Available"] = _deployment_condition(
-                    "Available",
-                    "True",
-                    "MinimumReplicasAvailable",
-                    "Deployment has minimum availability.",
-                    now,
-                    conditions,
-                )
+                conditions["Available"] = _available(True, now, conditions)
                 conditions["Progressing"] = _deployment_condition(
                     "Progressing",
                     "True",
@@ -384,29 +370,35 @@ class DeploymentController:
             # never times out a Deployment whose Progressing reason is NewReplicaSetAvailable).
             if not self.outage and rng.random() < 0.5:
                 status.update(availableReplicas=replicas, readyReplicas=replicas)
-                conditions["Available"] = _deployment_condition(
-                    "Available",
-                    "True",
-                    "MinimumReplicasAvailable",
-                    "Deployment has minimum availability.",
-                    now,
-                    conditions,
-                )
+                conditions["Available"] = _available(True, now, conditions)
         elif (disrupt and ready != "false" and rng.random() < 0.1) or self.outage:
             # Its pods lost (a node gone); they come back at a later step.
             status.update(availableReplicas=0, readyReplicas=0)
-            conditions["Available"] = _deployment_condition(
-                "Available",
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-                now,
-                conditions,
-            )
+            conditions["Available"] = _available(False, now, conditions)
         status["conditions"] = sorted(conditions.values(), key=lambda c: str(c["type"]))
         if status != deployment.get("status"):
             deployment["status"] = status
             self.server.replace("deployments", deployment)
+
+
+def _available(available: bool, now: str, previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if available:
+        return _deployment_condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now,
+            previous,
+        )
+    return _deployment_condition(
+        "Available",
+        "False",
+        "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+        now,
+        previous,
+    )
 
 
 def _deployment_condition(
