@@ -250,7 +250,12 @@ def schedule_ticks_start_one_run_each(world: World) -> None:
     for flow in world.flows():
         status = flow.get("status") or {}
         name = flow["metadata"]["name"]
-        before = world.record.statuses.get(flow["metadata"]["uid"]) or {}
+        uid = flow["metadata"]["uid"]
+        before = world.record.statuses.get(uid) or {}
+        # The operator decides from the spec it has seen, which may be older than the flow's now.
+        specs = world.record.specs.setdefault(uid, {})
+        specs[int(flow["metadata"].get("generation") or 1)] = flow["spec"]
+        decided_from = specs.get(int(status.get("observedGeneration") or 0), flow["spec"])
         last, earlier = status.get("lastScheduleTime"), before.get("lastScheduleTime")
         if last and _time(last) > now:
             raise Violation("schedule-ticks-start-one-run-each", f"{name}: last tick {last} is still to come")
@@ -274,7 +279,7 @@ def schedule_ticks_start_one_run_each(world: World) -> None:
             if summary.get("phase") == "Stopped" and summary.get("finishedAt") == runs[-1].get("startedAt")
         ]
         was_active = before.get("phase") in ("Pending", "Running") and before.get("run")
-        if (flow["spec"].get("concurrencyPolicy") or "Forbid") == "Forbid" and replaced and was_active:
+        if (decided_from.get("concurrencyPolicy") or "Forbid") == "Forbid" and replaced and was_active:
             raise Violation(
                 "schedule-ticks-start-one-run-each",
                 f"{name}: scheduled run {status.get('run')} replaced active run {before.get('run')}"

@@ -402,6 +402,8 @@ class Record:
     # The Jobs made for (flow uid, run, work).
     jobs_made: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     checked_writes: int = 0
+    # Each flow's spec at each generation seen, by flow uid.
+    specs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     # The flow (key, uid) each operator write was made for, by index in server.writes.
     write_flows: dict[int, tuple[FlowKey, str | None]] = field(default_factory=dict)
 
