@@ -35,15 +35,17 @@ DEFAULT_PROGRESS_DEADLINE = 600
 
 
 def format_indexes(indexes: set[int]) -> str:
-    """Indexes as the Job controller writes them: "0-2,5"."""
-    parts: list[str] = []
+    """Indexes as the Job controller writes them: "0-2,5,7,8" (a run of two is not a range)."""
+    runs: list[list[int]] = []
     for index in sorted(indexes):
-        if parts and "-" not in parts[-1] and int(parts[-1]) == index - 1:
-            parts[-1] = f"{parts[-1]}-{index}"
-        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == index - 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{index}"
+        if runs and runs[-1][1] == index - 1:
+            runs[-1][1] = index
         else:
-            parts.append(str(index))
+            runs.append([index, index])
+    parts = [
+        str(first) if last == first else f"{first}{',' if last == first + 1 else '-'}{last}"
+        for first, last in runs
+    ]
     return ",".join(parts)
 
 

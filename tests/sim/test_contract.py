@@ -147,13 +147,25 @@ class Real:
         """Leave the real controllers time to act, when what is checked next is that they did not."""
         time.sleep(3)
 
+    def wait_for_default_service_account(self) -> None:
+        """Pods are refused until the namespace's default ServiceAccount is made; its controller
+        may come to a new namespace late (a 404 until then, not an error)."""
+
+        def made() -> bool:
+            try:
+                self.core.read_namespaced_service_account("default", self.namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return True
+
+        wait_for(made, what="the namespace's default ServiceAccount")
+
     def run_job(self, body: dict[str, Any], seconds_before_it_ends: float = 0) -> dict[str, Any]:
         """Create the Job and wait until the real Job controller has ended it (kwok's pods do as
         their annotations say)."""
-        wait_for(
-            lambda: self.core.read_namespaced_service_account("default", self.namespace),
-            what="the namespace's default ServiceAccount",
-        )
+        self.wait_for_default_service_account()
         name = body["metadata"]["name"]
         self.create("jobs", body)
 
@@ -941,6 +953,12 @@ def job_fails_past_its_deadline(api: Api) -> Any:
     )
 
 
+def job_fails_past_its_max_failed_indexes(api: Api) -> Any:
+    """Both indexes fail, one more than `maxFailedIndexes` allows: that ends the Job before it
+    would end by its failed indexes (listed as "0,1": the controller writes no range of two)."""
+    return ending(api.run_job(indexed_job("too-many", 2, "fail", backoffLimitPerIndex=0, maxFailedIndexes=1)))
+
+
 SEMANTICS = [
     create_sets_uid_and_creation_timestamp,
     resource_version_moves_on_every_write_only,
@@ -969,7 +987,12 @@ SEMANTICS = [
 
 
 # The Job controller's outward behaviour that tests/sim/controllers.py's JobController plays.
-CONTROLLER_SEMANTICS = [job_completes, job_fails_by_its_failed_indexes, job_fails_past_its_deadline]
+CONTROLLER_SEMANTICS = [
+    job_completes,
+    job_fails_by_its_failed_indexes,
+    job_fails_past_its_deadline,
+    job_fails_past_its_max_failed_indexes,
+]
 
 
 @pytest.fixture(scope="module")
