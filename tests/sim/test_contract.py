@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from dagflow.controller.builders import LAUNCHER_EXIT_CODE
 from tests.kube import REPO_ROOT, apply_crds, fresh_namespace, wait_for
 from tests.sim.apiserver import ApiServer, BatchApi, Clock, merge_patch
 from tests.sim.controllers import JobController
@@ -903,10 +904,15 @@ def watch_from_an_expired_version(api: Api) -> Any:
 
 def indexed_job(name: str, completions: int, outcome: str, **spec: Any) -> dict[str, Any]:
     """An Indexed Job whose pods do as `outcome` says, in the model (controllers.py's annotation)
-    and on kwok's nodes (stages.yaml's): succeed, fail (exit code 1), or run for a minute."""
+    and on kwok's nodes (stages.yaml's): succeed, fail (exit code 1), end as the launcher does
+    when it cannot launch (its exit code), or run for a minute."""
     annotations = {
         "succeed": {"sim.dagflow.dev/outcome": "succeed"},
         "fail": {"sim.dagflow.dev/outcome": "fail", "sim.dagflow.dev/exit-code": "1"},
+        "launch-fail": {
+            "sim.dagflow.dev/outcome": "launch-fail",
+            "sim.dagflow.dev/exit-code": str(LAUNCHER_EXIT_CODE),
+        },
         "slow": {"sim.dagflow.dev/outcome": "succeed", "sim.dagflow.dev/duration": "60s"},
     }[outcome]
     template = {
@@ -959,6 +965,24 @@ def job_fails_past_its_max_failed_indexes(api: Api) -> Any:
     return ending(api.run_job(indexed_job("too-many", 2, "fail", backoffLimitPerIndex=0, maxFailedIndexes=1)))
 
 
+def launch_failure_fails_its_index_at_once(api: Api) -> Any:
+    """A matrix Job's pod failure policy (controller/builders.py): the launcher's exit code fails
+    the index at once, with retries left (one pod, not three), and the Job by its failed index."""
+    policy = {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "FailIndex",
+                "onExitCodes": {"containerName": "main", "operator": "In", "values": [LAUNCHER_EXIT_CODE]},
+            },
+        ]
+    }
+    found = api.run_job(
+        indexed_job("unlaunched", 1, "launch-fail", backoffLimitPerIndex=2, podFailurePolicy=policy)
+    )
+    return ending(found), found["status"].get("failed")
+
+
 SEMANTICS = [
     create_sets_uid_and_creation_timestamp,
     resource_version_moves_on_every_write_only,
@@ -992,6 +1016,7 @@ CONTROLLER_SEMANTICS = [
     job_fails_by_its_failed_indexes,
     job_fails_past_its_deadline,
     job_fails_past_its_max_failed_indexes,
+    launch_failure_fails_its_index_at_once,
 ]
 
 
