@@ -23,7 +23,7 @@ from dagflow.api.models import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from dagflow.controller.builders import LAUNCHER_EXIT_CODE
 from tests.kube import REPO_ROOT, apply_crds, fresh_namespace, wait_for
 from tests.sim.apiserver import ApiServer, BatchApi, Clock, merge_patch
-from tests.sim.controllers import JobController
+from tests.sim.controllers import READY_ANNOTATION, DeploymentController, JobController
 
 pytestmark = pytest.mark.cluster
 
@@ -177,6 +177,20 @@ class Real:
 
         ended_job: dict[str, Any] = wait_for(ended, timeout=90, what=f"Job {name} to end")
         return ended_job
+
+    def roll_out(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Deployment and wait until the real Deployment controller says its rollout no
+        longer progresses (kwok's pods become ready or not as their annotations say)."""
+        self.wait_for_default_service_account()
+        name = body["metadata"]["name"]
+        self.create("deployments", body)
+
+        def stalled() -> dict[str, Any] | None:
+            found = self.read("deployments", name)
+            return found if progressing(found) == "False" else None
+
+        stalled_deployment: dict[str, Any] = wait_for(stalled, timeout=90, what=f"Deployment {name} to stall")
+        return stalled_deployment
 
     def old_resource_version(self) -> str:
         """A resourceVersion at least 75 s old: the API server keeps every event younger than that
@@ -354,6 +368,20 @@ class Model:
             self.server.clock.advance(seconds_before_it_ends if started and not slept else 1)
             slept = slept or started
         raise AssertionError(f"the model's Job controller never ended Job {name}")
+
+    def roll_out(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Deployment and step the model's Deployment controller (a second of simulated
+        time a step, no pods lost meanwhile) until its rollout no longer progresses."""
+        name = body["metadata"]["name"]
+        self.create("deployments", body)
+        controller, rng = DeploymentController(self.server), random.Random(0)
+        for _ in range(200):
+            controller.step(rng, disrupt=False)
+            found = self.read("deployments", name)
+            if progressing(found) == "False":
+                return found
+            self.server.clock.advance(1)
+        raise AssertionError(f"the model's Deployment controller never stalled Deployment {name}")
 
     def old_resource_version(self) -> str:
         return str(self.create("configmaps", config_map("old"))["metadata"]["resourceVersion"])
@@ -590,6 +618,7 @@ def deployment(
     env: list[dict[str, str]] | None = None,
     gpu: bool = False,
     volume: bool = False,
+    pod_annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Deployment as the operator builds one (controller/builders.py), with the parts a later
     manifest may leave out."""
@@ -607,6 +636,7 @@ def deployment(
         metadata["annotations"] = annotations
     if owners:
         metadata["ownerReferences"] = owners
+    template_annotations = {"annotations": pod_annotations} if pod_annotations else {}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -614,7 +644,7 @@ def deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": SELECTED},
-            "template": {"metadata": {"labels": SELECTED}, "spec": pod},
+            "template": {"metadata": {"labels": SELECTED, **template_annotations}, "spec": pod},
         },
     }
 
@@ -983,6 +1013,25 @@ def launch_failure_fails_its_index_at_once(api: Api) -> Any:
     return ending(found), found["status"].get("failed")
 
 
+def progressing(found: dict[str, Any]) -> str | None:
+    """The status of a Deployment's Progressing condition."""
+    conditions = (found.get("status") or {}).get("conditions") or []
+    return next((c["status"] for c in conditions if c["type"] == "Progressing"), None)
+
+
+def rollout_stalls_past_its_progress_deadline(api: Api) -> Any:
+    """A Deployment whose pods never become ready: past its progressDeadlineSeconds its rollout is
+    no longer progressing, and it is not available. The conditions' type, status and reason (their
+    messages name the ReplicaSet, which the model does not make; their times differ)."""
+    body = deployment("stuck", pod_annotations={READY_ANNOTATION: "false"})
+    body["spec"]["progressDeadlineSeconds"] = 5
+    found = api.roll_out(body)
+    return sorted(
+        (condition["type"], condition["status"], condition.get("reason"))
+        for condition in found["status"]["conditions"]
+    )
+
+
 SEMANTICS = [
     create_sets_uid_and_creation_timestamp,
     resource_version_moves_on_every_write_only,
@@ -1010,13 +1059,14 @@ SEMANTICS = [
 ]
 
 
-# The Job controller's outward behaviour that tests/sim/controllers.py's JobController plays.
+# The outward behaviour of the Job and Deployment controllers that tests/sim/controllers.py plays.
 CONTROLLER_SEMANTICS = [
     job_completes,
     job_fails_by_its_failed_indexes,
     job_fails_past_its_deadline,
     job_fails_past_its_max_failed_indexes,
     launch_failure_fails_its_index_at_once,
+    rollout_stalls_past_its_progress_deadline,
 ]
 
 
