@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.e2e.test_matrix import matrix_work
 from tests.kube import apply, get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -261,3 +262,38 @@ def test_a_flow_preempted_by_a_higher_priority_flow_waits_as_preempted_then_fini
     assert "reason" not in train and "queued" not in final
     assert train["attempts"] == 1, train
     assert train["finishedAt"] >= works_by_name(first)["train"]["finishedAt"]
+
+
+def test_a_queued_16_instance_matrix_runs_4_at_a_time_on_a_4_gpu_queue_and_finishes(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    seeds = [str(seed) for seed in range(16)]
+    sweep = matrix_work("train", matrix={"model": seeds}, gpu=1, duration="3s")
+    create(flow("sweep", [sweep], queueName=local_queue), namespace)
+
+    def admitted() -> dict[str, Any] | None:
+        workload = workload_of_job(namespace, "sweep-1-train")
+        return (workload or {}).get("status", {}).get("admission")
+
+    # One Workload for the whole matrix, admitted on the 4 GPUs there are rather than waiting for 16.
+    admission = wait_for(admitted, timeout=60, what="Kueue to admit part of the matrix")
+    assert admission["podSetAssignments"][0]["count"] == 4, admission
+    most_running = 0
+
+    def done() -> dict[str, Any] | None:
+        nonlocal most_running
+        pods = get_json("pods", "-l", "job-name=sweep-1-train", namespace=namespace)["items"]
+        running = [pod for pod in pods if pod["status"].get("phase") in ("Pending", "Running")]
+        most_running = max(most_running, len(running))
+        # Kueue lowered the Job's parallelism to what it admitted, and it stays so: the operator
+        # never sets it back.
+        job = get_json("job", "sweep-1-train", namespace=namespace)
+        assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (4, 16), job["spec"]
+        current = status(namespace, "sweep")
+        return current if current.get("phase") in ("Succeeded", "Failed") else None
+
+    final = wait_for(done, timeout=120, interval=0.5, what="the matrix to finish")
+    assert final["phase"] == "Succeeded", final
+    train = works_by_name(final)["train"]
+    assert train["instanceCounts"] == {"Pending": 0, "Running": 0, "Succeeded": 16, "Failed": 0, "Stopped": 0}
+    assert 1 <= most_running <= 4, most_running
