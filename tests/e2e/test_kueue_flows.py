@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.e2e.test_matrix import matrix_work
 from tests.kube import apply, get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -199,3 +201,99 @@ def test_a_flow_naming_a_missing_local_queue_is_refused_at_apply(
     )
     create(manifest, namespace)
     assert wait_for_phase(namespace, "lost", timeout=90)["phase"] == "Succeeded"
+
+
+@pytest.fixture
+def priorities(kueue: None, namespace: str) -> Iterator[tuple[str, str]]:
+    """Two WorkloadPriorityClasses (cluster-wide, so named after the test's namespace): low, high."""
+    names = (f"{namespace}-low", f"{namespace}-high")
+    for name, value in zip(names, (100, 1000), strict=True):
+        apply(
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "WorkloadPriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+            }
+        )
+    yield names
+    kubectl("delete", "workloadpriorityclasses.kueue.x-k8s.io", *names, "--ignore-not-found", check=False)
+
+
+def test_a_flow_preempted_by_a_higher_priority_flow_waits_as_preempted_then_finishes_with_no_retry_used(
+    namespace: str, local_queue: str, priorities: tuple[str, str], running_operator: OperatorProcess
+) -> None:
+    low, high = priorities
+    # No retry to spare: a preemption counted as a failed attempt would fail the flow.
+    works = [work("train", duration="12s", gpu=4, retries=0)]
+    create(flow("low", works, queueName=local_queue, priorityClassName=low), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "low")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the low-priority training to hold every GPU",
+    )
+    labels = get_json("job", "low-1-train", namespace=namespace)["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/priority-class"] == low
+
+    create(gpu_flow("high", local_queue, gpus=2, duration="4s", priorityClassName=high), namespace)
+
+    def preempted() -> dict[str, Any] | None:
+        entry = works_by_name(status(namespace, "low")).get("train") or {}
+        return entry if entry.get("reason") == "Preempted" else None
+
+    waiting = wait_for(preempted, timeout=30, what="the low-priority training to say it was preempted")
+    assert waiting["phase"] == "Pending", waiting
+    assert waiting["message"].startswith(f"preempted by Kueue and queued again in LocalQueue {local_queue}")
+    low_status = status(namespace, "low")
+    assert low_status["phase"] == "Running" and low_status["queued"] == 1
+    # Kueue took the quota back by suspending the Job: it waits, without a pod, while the other runs.
+    assert get_json("job", "low-1-train", namespace=namespace)["spec"]["suspend"] is True
+    wait_for(
+        lambda: works_by_name(status(namespace, "high")).get("train", {}).get("phase") == "Running",
+        timeout=30,
+        what="the high-priority training to run on the freed GPUs",
+    )
+
+    first = wait_for_phase(namespace, "high", timeout=60)
+    final = wait_for_phase(namespace, "low", timeout=90)
+    assert first["phase"] == final["phase"] == "Succeeded", (first, final)
+    train = works_by_name(final)["train"]
+    # Requeued and admitted again once the quota came back; the preemption used no attempt.
+    assert "reason" not in train and "queued" not in final
+    assert train["attempts"] == 1, train
+    assert train["finishedAt"] >= works_by_name(first)["train"]["finishedAt"]
+
+
+def test_a_queued_16_instance_matrix_runs_4_at_a_time_on_a_4_gpu_queue_and_finishes(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    seeds = [str(seed) for seed in range(16)]
+    sweep = matrix_work("train", matrix={"model": seeds}, gpu=1, duration="3s")
+    create(flow("sweep", [sweep], queueName=local_queue), namespace)
+
+    def admitted() -> dict[str, Any] | None:
+        workload = workload_of_job(namespace, "sweep-1-train")
+        return (workload or {}).get("status", {}).get("admission")
+
+    # One Workload for the whole matrix, admitted on the 4 GPUs there are rather than waiting for 16.
+    admission = wait_for(admitted, timeout=60, what="Kueue to admit part of the matrix")
+    assert admission["podSetAssignments"][0]["count"] == 4, admission
+    most_running = 0
+
+    def done() -> dict[str, Any] | None:
+        nonlocal most_running
+        pods = get_json("pods", "-l", "job-name=sweep-1-train", namespace=namespace)["items"]
+        running = [pod for pod in pods if pod["status"].get("phase") in ("Pending", "Running")]
+        most_running = max(most_running, len(running))
+        # Kueue lowered the Job's parallelism to what it admitted, and it stays so: the operator
+        # never sets it back.
+        job = get_json("job", "sweep-1-train", namespace=namespace)
+        assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (4, 16), job["spec"]
+        current = status(namespace, "sweep")
+        return current if current.get("phase") in ("Succeeded", "Failed") else None
+
+    final = wait_for(done, timeout=120, interval=0.5, what="the matrix to finish")
+    assert final["phase"] == "Succeeded", final
+    train = works_by_name(final)["train"]
+    assert train["instanceCounts"] == {"Pending": 0, "Running": 0, "Succeeded": 16, "Failed": 0, "Stopped": 0}
+    assert 1 <= most_running <= 4, most_running

@@ -775,3 +775,32 @@ def test_a_queued_matrix_work_is_one_suspended_indexed_job() -> None:
     job = build_job(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS, instances=instances)
     assert job["spec"]["completions"] == 2
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE] == "gpu"
+
+
+MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"
+
+
+def queued_matrix_job(at_once: int) -> dict[str, Any]:
+    flow_spec = spec(work(gpu=1, matrix={"seed": [str(n) for n in range(16)]}), queueName="gpu")
+    instances = MatrixInstances(count=16, parallelism=at_once)
+    return build_job(FLOW, flow_spec, flow_spec.works[0], 1, SETTINGS, None, instances)
+
+
+def test_a_queued_matrix_may_be_admitted_on_part_of_the_quota() -> None:
+    job = queued_matrix_job(at_once=16)
+    # Kueue may admit as few as one instance at once and lowers the parallelism to what it admits.
+    assert job["metadata"]["annotations"][MIN_PARALLELISM] == "1"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (16, 16)
+    assert (
+        job["metadata"]["annotations"][MIN_PARALLELISM]
+        == queued_matrix_job(at_once=4)["metadata"]["annotations"][MIN_PARALLELISM]
+    )
+
+
+def test_a_job_of_one_pod_at_a_time_asks_for_no_partial_admission() -> None:
+    # Kueue refuses a minimum that is not below the Job's parallelism.
+    assert MIN_PARALLELISM not in queued_matrix_job(at_once=1)["metadata"]["annotations"]
+    assert MIN_PARALLELISM not in job_for(work(gpu=1), queueName="gpu")["metadata"]["annotations"]
+    unqueued = spec(work(matrix={"seed": ["1", "2"]}))
+    plain = build_job(FLOW, unqueued, unqueued.works[0], 1, SETTINGS, None, MatrixInstances(2, 2))
+    assert MIN_PARALLELISM not in plain["metadata"]["annotations"]

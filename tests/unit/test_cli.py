@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -252,3 +253,49 @@ def test_list_and_get_write_json_yaml_wide_and_names_as_kubectl_does(fake_cluste
 
     refused = runner.invoke(app, ["list", "-o", "table"])
     assert refused.exit_code == 1 and "wide, json, yaml, name" in refused.output
+
+
+def queued_flow() -> dict[str, Any]:
+    """A flow whose two trainings wait for Kueue (one preempted) while a third waits for them."""
+    flow = listed_flow("gpu-sweep", "default")
+    flow["status"].update(phase="Running", progress="1/5", queued=2)
+    flow["status"]["works"] = [
+        {"name": "prep", "phase": "Succeeded", "attempts": 1},
+        {"name": "train-a", "phase": "Running", "attempts": 1},
+        {
+            "name": "train-b",
+            "phase": "Pending",
+            "reason": "Queued",
+            "job": "gpu-sweep-12-train-b",
+            "message": "queued in LocalQueue gpu: insufficient unused quota for nvidia.com/gpu in flavor gpu",
+        },
+        {
+            "name": "train-c",
+            "phase": "Pending",
+            "reason": "Preempted",
+            "job": "gpu-sweep-12-train-c",
+            "attempts": 1,
+            "message": "preempted by Kueue and queued again in LocalQueue gpu",
+        },
+        {"name": "eval", "phase": "Pending"},
+    ]
+    return flow
+
+
+def test_get_shows_works_waiting_for_kueue_apart_from_pending_ones(
+    fake_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FakeFlowClient, "flows", [queued_flow()])
+    shown = runner.invoke(app, ["get", "gpu-sweep"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].split()[-4:] == ["1/5", "works", "2", "queued"], lines[0]
+    # Columns are padded with at least three spaces; a phase holds one.
+    rows = [re.split(r" {3,}", line) for line in lines if line.startswith(("train", "eval"))]
+    phases = {row[0]: row[1] for row in rows}
+    assert phases == {
+        "train-a": "Running",
+        "train-b": "Pending (Queued)",
+        "train-c": "Pending (Preempted)",
+        "eval": "Pending",
+    }

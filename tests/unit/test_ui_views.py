@@ -164,3 +164,31 @@ def test_details_of_an_earlier_run_come_from_its_job() -> None:
         "ml-1-process",
         "why",
     )
+
+
+def queued_flow() -> dict[str, Any]:
+    """The example while Kueue holds its training (preempted) and its report (not admitted yet)."""
+    flow = example_flow()
+    flow["status"]["queued"] = 2
+    flow["status"]["works"] = [
+        {"name": "process", "phase": "Succeeded"},
+        {"name": "train", "phase": "Pending", "reason": "Preempted", "message": "preempted by Kueue"},
+        {"name": "report", "phase": "Pending", "reason": "Queued", "message": "queued in LocalQueue gpu"},
+        {"name": "serve", "phase": "Pending"},
+    ]
+    return flow
+
+
+def test_works_waiting_for_kueue_are_told_apart_from_pending_ones() -> None:
+    nodes = {node["id"]: node for node in flow_graph(queued_flow())["nodes"]}
+    assert {name: (node["phase"], node.get("queued")) for name, node in nodes.items()} == {
+        "process": ("Succeeded", None),
+        "train": ("Pending", "Preempted"),
+        "report": ("Pending", "Queued"),
+        "serve": ("Pending", None),
+    }
+    assert flow_row(queued_flow())["queued"] == 2
+    assert flow_row(example_flow())["queued"] == 0
+    details = work_details(queued_flow(), "report", 2, [], [], [])
+    assert (details["phase"], details["queued"]) == ("Pending", "Queued")
+    assert work_details(queued_flow(), "serve", 2, [], [], [])["queued"] is None

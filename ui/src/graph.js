@@ -1,6 +1,6 @@
 // A flow's DAG: laid out by dagre, drawn as SVG, coloured by phase through CSS (data-phase).
 import dagre from "@dagrejs/dagre";
-import { escapeHtml } from "./util.js";
+import { escapeHtml, phaseLabel } from "./util.js";
 
 const NODE_WIDTH = 200;
 const NODE_HEIGHT = 46;
@@ -44,7 +44,7 @@ export function subLabel(node) {
     parts.push(done === null ? `×${total}` : `${done}/${total}`);
   }
   if (node.gpu) parts.push(`${node.gpu} GPU`);
-  if (node.phase) parts.push(node.phase);
+  if (node.phase) parts.push(phaseLabel(node.phase, node.queued));
   return parts.join(" · ");
 }
 
@@ -61,6 +61,7 @@ function nodeMarkup(node, position) {
   return (
     `<g class="node" tabindex="0" role="button" data-work="${name}" data-kind="${node.kind}" ` +
     `data-phase="${escapeHtml(node.phase || "Pending")}" data-instances="${node.instances ?? ""}" ` +
+    (node.queued ? `data-queued="${escapeHtml(node.queued)}" ` : "") +
     `transform="translate(${x},${y})">${stack}` +
     `<rect class="box" width="${NODE_WIDTH}" height="${NODE_HEIGHT}" rx="7"/>` +
     `<title>${name}</title><text class="name" x="${LABEL_INSET}" y="19" clip-path="url(#in-box)">${shown}</text>` +
@@ -111,18 +112,21 @@ export function drawGraph(container, graph, onSelect) {
   return {
     svg,
     timings: { layoutMs: Math.round(laidOutAt - started), drawMs: Math.round(performance.now() - laidOutAt) },
-    // Recolour works whose state changed: `states` maps a work to {phase, instances, counts}.
+    // Recolour works whose state changed: `states` maps a work to {phase, queued, instances, counts}.
     update(states) {
       for (const [id, state] of Object.entries(states)) {
         const node = byId.get(id);
         const element = elements.get(id);
         if (!node || !element) continue;
-        const next = { ...node, phase: state.phase, counts: state.counts };
+        const next = { ...node, phase: state.phase, queued: state.queued, counts: state.counts };
         if (state.instances !== undefined) next.instances = state.instances;
-        if (next.phase === node.phase && JSON.stringify(next.counts) === JSON.stringify(node.counts)
+        if (next.phase === node.phase && next.queued === node.queued
+          && JSON.stringify(next.counts) === JSON.stringify(node.counts)
           && next.instances === node.instances) continue;
         byId.set(id, next);
         element.dataset.phase = next.phase;
+        if (next.queued) element.dataset.queued = next.queued;
+        else delete element.dataset.queued;
         element.dataset.instances = next.instances ?? "";
         element.querySelector("text.sub").textContent = subLabel(next);
       }

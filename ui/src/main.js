@@ -2,7 +2,7 @@
 // in the URL's fragment: #/ns/NAMESPACE, #/ns/NAMESPACE/flows/FLOW, #/ns/NAMESPACE/flows/FLOW/runs/N.
 // One server-sent event stream per page brings every change of the namespace's flows.
 import { drawGraph } from "./graph.js";
-import { ApiError, age, clock, escapeHtml, getJson, time } from "./util.js";
+import { ApiError, age, clock, escapeHtml, getJson, phaseLabel, time } from "./util.js";
 
 const view = document.getElementById("view");
 const live = document.getElementById("live");
@@ -65,8 +65,14 @@ function denied(error, namespace) {
   document.body.dataset.ready = "error";
 }
 
-function phaseBadge(phase) {
-  return `<span class="phase" data-phase="${escapeHtml(phase)}">${escapeHtml(phase)}</span>`;
+function phaseBadge(phase, queued) {
+  const mark = queued ? ` data-queued="${escapeHtml(queued)}"` : "";
+  return `<span class="phase" data-phase="${escapeHtml(phase)}"${mark}>${escapeHtml(phaseLabel(phase, queued))}</span>`;
+}
+
+// How many works of the flow wait for Kueue to admit their Jobs, when any do.
+function queuedCount(queued) {
+  return queued ? `<span class="queued" data-role="queued">${queued} queued</span>` : "";
 }
 
 function progressBar(done, total) {
@@ -104,7 +110,7 @@ function flowsPage({ namespace }) {
           `<tr data-flow="${escapeHtml(row.name)}">` +
           `<td><a href="#/ns/${encodeURIComponent(namespace)}/flows/${encodeURIComponent(row.name)}">` +
           `${escapeHtml(row.name)}</a></td>` +
-          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}</td>` +
+          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}${queuedCount(row.queued)}</td>` +
           `<td>${escapeHtml(row.schedule || "-")}${row.suspended ? " (suspended)" : ""}</td>` +
           `<td>${row.lastRun ? `#${row.lastRun.number} ${phaseBadge(row.lastRun.phase || "-")}` : "-"}</td>` +
           `<td>${row.endpoint ? `<code>${escapeHtml(row.endpoint)}</code>` : "-"}</td>` +
@@ -188,7 +194,7 @@ function flowPage({ namespace, flow, run }) {
       .join("");
     document.getElementById("flow-head").innerHTML =
       `<h1><a href="#/ns/${encodeURIComponent(namespace)}">${escapeHtml(namespace)}</a> / ${escapeHtml(g.name)}</h1>` +
-      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}` +
+      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}${queuedCount(g.queued)}` +
       `<label class="runs">run <select id="run">${options}</select></label>` +
       (g.endpoint ? `<code class="endpoint">${escapeHtml(g.endpoint)}</code>` : "") +
       (g.message ? `<p class="message">${escapeHtml(g.message)}</p>` : "");
@@ -374,7 +380,7 @@ function panelMarkup(d) {
       : null;
   return (
     `<button class="close" title="close">×</button><h2>${escapeHtml(d.name)}</h2>` +
-    `<p>${phaseBadge(d.phase)} <span class="muted">${escapeHtml(d.kind || "")} · run ${d.run}</span></p><dl>` +
+    `<p>${phaseBadge(d.phase, d.queued)} <span class="muted">${escapeHtml(d.kind || "")} · run ${d.run}</span></p><dl>` +
     field("job", d.kind === "serve" ? "Deployment" : "Job", d.job ? `<code>${escapeHtml(d.job)}</code>` : "-") +
     field("attempts", "Attempts", escapeHtml(d.attempts ?? "-")) +
     (instances ? field("instances", "Instances", instances) : "") +

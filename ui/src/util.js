@@ -8,6 +8,11 @@ export function escapeHtml(value) {
 }
 
 // How long ago an ISO time was, as kubectl's AGE column says it: 45s, 3m, 2h, 5d.
+// A work's phase as the page writes it: "Pending (Queued)" while Kueue holds its Job.
+export function phaseLabel(phase, queued) {
+  return queued ? `${phase} (${queued})` : phase;
+}
+
 export function age(iso, now = Date.now()) {
   if (!iso) return "-";
   const seconds = Math.max(0, Math.floor((now - Date.parse(iso)) / 1000));

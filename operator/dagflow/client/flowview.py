@@ -30,6 +30,10 @@ PHASE_STYLES = {
     "Skipped": "yellow",
     "Stopped": "magenta",
 }
+# The reasons of a Pending work whose Job waits for Kueue (docs/api.md, "Queueing with Kueue"): shown
+# apart from works that wait for their dependencies, since only quota frees them.
+QUEUE_REASONS = frozenset({"Queued", "Preempted"})
+QUEUED_STYLE = "blue"
 GRAPH_FORMATS = ("text", "mermaid", "dot")
 COLUMN_GAP = 3  # spaces between plain columns, as kubectl's tabwriter pads them
 
@@ -93,6 +97,15 @@ def styled(phase: str | None) -> Text:
     return Text(phase, style=PHASE_STYLES.get(phase, ""))
 
 
+def work_phase(work: Mapping[str, Any]) -> Text:
+    """A work's phase, with Kueue's reason when its Job waits in a queue: `Pending (Queued)`."""
+    phase = work.get("phase") or "Pending"
+    reason = work.get("reason")
+    if phase == "Pending" and reason in QUEUE_REASONS:
+        return Text(f"Pending ({reason})", style=QUEUED_STYLE)
+    return styled(phase)
+
+
 def duration(work: Mapping[str, Any], now: datetime | None = None) -> str:
     """How long a work ran (or has been running), as 1m05s."""
     started = _time(work.get("startedAt"))
@@ -125,7 +138,7 @@ def works_listing(flow: Mapping[str, Any], now: datetime | None = None, wide: bo
     for work in (flow.get("status") or {}).get("works") or []:
         row: list[str | Text] = [
             work["name"],
-            styled(work.get("phase")),
+            work_phase(work),
             instances(work),
             str(work.get("attempts", "-")),
             duration(work, now),
@@ -152,6 +165,8 @@ def progress(flow: Mapping[str, Any]) -> RenderableType:
         styled(status.get("phase")),
         f"  {done}/{total} works",
     )
+    if status.get("queued"):
+        line.append(f"  {status['queued']} queued", style=QUEUED_STYLE)
     bar = ProgressBar(total=max(int(total or 0), 1), completed=int(done or 0), width=40)
     return Group(line, bar)
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, PodDefaults, Work
-from dagflow.controller.queueing import PRIORITY_CLASS_LABEL, QUEUE_LABEL, with_requests
+from dagflow.controller.queueing import (
+    MIN_PARALLELISM_ANNOTATION,
+    PRIORITY_CLASS_LABEL,
+    QUEUE_LABEL,
+    with_requests,
+)
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, encode_values
@@ -120,6 +125,12 @@ def build_job(
         # Created suspended, it never runs unadmitted, even while Kueue's webhook is down: Kueue
         # unsuspends it once its queue admits it, and nothing of the operator's suspends it again.
         job_spec["suspend"] = True
+        if job_spec["parallelism"] > 1:
+            # A matrix is one Workload: without partial admission it would wait until the quota
+            # holds all of its instances at once. With it, Kueue admits as many as the quota has
+            # room for (from one up to the Job's parallelism, maxParallel's cap) and lowers the
+            # Job's parallelism to that; the Indexed Job runs every instance all the same.
+            metadata["annotations"][MIN_PARALLELISM_ANNOTATION] = "1"
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
+# Kueue's partial admission (on by default since v0.5): the fewest pods of a Job it may admit.
+MIN_PARALLELISM_ANNOTATION = "kueue.x-k8s.io/job-min-parallelism"
 # Kueue labels each Workload with the uid of the Job it stands for.
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 KUEUE_GROUP = "kueue.x-k8s.io"

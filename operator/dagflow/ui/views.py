@@ -10,6 +10,17 @@ from dagflow.rules import naming
 from dagflow.rules.matrix import MatrixError, parse_matrix, static_size
 
 NOT_RUN = "NotRun"  # a work with no Job in the run shown (an earlier run that never reached it)
+# The reasons of a Pending work whose Job waits for Kueue (docs/api.md, "Queueing with Kueue"): the
+# page shows them apart from works that wait for their dependencies, since only quota frees them.
+QUEUE_REASONS = frozenset({"Queued", "Preempted"})
+
+
+def queue_reason(entry: Mapping[str, Any]) -> str | None:
+    """Queued or Preempted while the work's Job waits for Kueue, else None."""
+    reason = entry.get("reason")
+    if (entry.get("phase") or "Pending") == "Pending" and reason in QUEUE_REASONS:
+        return str(reason)
+    return None
 
 
 def work_kind(work: Mapping[str, Any]) -> str:
@@ -31,6 +42,8 @@ def work_states(flow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     states = {}
     for entry in (flow.get("status") or {}).get("works") or []:
         state: dict[str, Any] = {"phase": entry.get("phase") or "Pending"}
+        if (queued := queue_reason(entry)) is not None:
+            state["queued"] = queued
         if entry.get("instances") is not None:
             state["instances"] = entry["instances"]
         if entry.get("instanceCounts"):
@@ -53,6 +66,7 @@ def flow_row(flow: Mapping[str, Any]) -> dict[str, Any]:
         "uid": metadata.get("uid"),
         "namespace": metadata.get("namespace"),
         "phase": status.get("phase") or "Pending",
+        "queued": status.get("queued") or 0,
         "progress": status.get("progress") or f"0/{works_total}",
         "done": int(done) if done.isdigit() else 0,
         "total": int(total) if total.isdigit() else works_total,
@@ -174,6 +188,7 @@ def work_details(
         details.update(
             {
                 "phase": entry.get("phase") or "Pending",
+                "queued": queue_reason(entry),
                 "attempts": entry.get("attempts", 0),
                 "startedAt": entry.get("startedAt"),
                 "finishedAt": entry.get("finishedAt"),
