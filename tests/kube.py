@@ -35,31 +35,28 @@ def run_cluster_script(
     *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
     """Run tests/cluster/cluster.sh (up, down, stop, start, status, env, dir) on the tests' cluster."""
-    result = subprocess.run(
-        ["bash", str(CLUSTER_SCRIPT_PATH), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"cluster.sh {' '.join(args)} failed:\n{result.stderr}")
-    return result
+    return _run_script(CLUSTER_SCRIPT_PATH, args, check, timeout)
 
 
 def run_kueue_script(
     *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
     """Run tests/cluster/kueue.sh (build, up, start, stop, down, status, dir) on the tests' cluster."""
+    return _run_script(KUEUE_SCRIPT_PATH, args, check, timeout)
+
+
+def _run_script(
+    script: Path, args: tuple[str, ...], check: bool, timeout: float
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["bash", str(KUEUE_SCRIPT_PATH), *args],
+        ["bash", str(script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"kueue.sh {' '.join(args)} failed:\n{result.stderr}")
+        raise AssertionError(f"{script.name} {' '.join(args)} failed:\n{result.stderr}")
     return result
 
 

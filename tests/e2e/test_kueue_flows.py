@@ -21,7 +21,9 @@ QUOTA_MESSAGE = "insufficient unused quota for nvidia.com/gpu in flavor gpu"
 
 
 def gpu_flow(name: str, queue: str, gpus: int, duration: str, **spec: Any) -> dict[str, Any]:
-    """One training of `gpus` GPUs for `duration`, queued in `queue`."""
+    """One training of `gpus` GPUs for `duration`, queued in `queue`. A flow that holds the quota
+    while another is looked at runs longer than the test's waits add up to on a loaded machine, so
+    that the other is still queued when it is looked at."""
     return flow(name, [work("train", duration=duration, gpu=gpus)], queueName=queue, **spec)
 
 
@@ -75,7 +77,7 @@ def test_a_queued_flow_is_admitted_within_the_quota_and_succeeds(
 def test_two_flows_over_the_quota_wait_in_turn_and_both_finish(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("first", local_queue, gpus=3, duration="12s"), namespace)
+    create(gpu_flow("first", local_queue, gpus=3, duration="40s"), namespace)
     wait_for(
         lambda: works_by_name(status(namespace, "first")).get("train", {}).get("phase") == "Running",
         timeout=60,
@@ -107,7 +109,7 @@ def test_two_flows_over_the_quota_wait_in_turn_and_both_finish(
 def test_a_flow_stopped_while_queued_deletes_its_waiting_job(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("blocker", local_queue, gpus=4, duration="20s"), namespace)
+    create(gpu_flow("blocker", local_queue, gpus=4, duration="90s"), namespace)
     wait_for(
         lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
         timeout=60,
@@ -136,7 +138,7 @@ def test_a_flow_stopped_while_queued_deletes_its_waiting_job(
 def test_a_flow_suspended_while_queued_deactivates_its_workload_and_finishes_once_resumed(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("blocker", local_queue, gpus=4, duration="10s"), namespace)
+    create(gpu_flow("blocker", local_queue, gpus=4, duration="40s"), namespace)
     wait_for(
         lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
         timeout=60,
@@ -166,7 +168,7 @@ def test_a_flow_suspended_while_queued_deactivates_its_workload_and_finishes_onc
     )
     assert suspended["phase"] == "Pending" and suspended["reason"] == "Queued"
     # The blocker finishes and frees the quota: a deactivated Workload is not admitted meanwhile.
-    assert wait_for_phase(namespace, "blocker", timeout=60)["phase"] == "Succeeded"
+    assert wait_for_phase(namespace, "blocker", timeout=90)["phase"] == "Succeeded"
     assert get_json("job", "paused-1-train", namespace=namespace)["spec"]["suspend"] is True
     assert works_by_name(status(namespace, "paused"))["train"]["phase"] == "Pending"
 
