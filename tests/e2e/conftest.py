@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Cluster
-from tests.kube import REPO_ROOT, apply, apply_crds, kubectl, run_kueue_script
+from tests.kube import REPO_ROOT, apply, apply_crds, get_json, kubectl, run_kueue_script, wait_for
 from tests.operator_process import DeployedOperator, OperatorProcess
 
 
@@ -75,8 +75,12 @@ def kueue(cluster: Cluster) -> Iterator[None]:
 
 
 @pytest.fixture
-def local_queue(kueue: None, namespace: str) -> str:
-    """A LocalQueue `default` in the test's namespace, feeding the ClusterQueue `dagflow`; its name."""
+def local_queue(kueue: None, namespace: str) -> Iterator[str]:
+    """A LocalQueue `default` in the test's namespace, feeding the ClusterQueue `dagflow`; its name.
+
+    The ClusterQueue's quota is shared by every test's namespace, and a namespace is deleted without
+    waiting: a flow left running would hold GPUs into the next test. So the test's flows and Jobs go
+    first, and the test ends once Kueue has let go of all of its Workloads."""
     apply(
         {
             "apiVersion": "kueue.x-k8s.io/v1beta2",
@@ -86,7 +90,13 @@ def local_queue(kueue: None, namespace: str) -> str:
         },
         namespace=namespace,
     )
-    return "default"
+    yield "default"
+    kubectl("delete", "dagflows,jobs", "--all", "--wait=false", namespace=namespace, check=False)
+    wait_for(
+        lambda: not get_json("workloads.kueue.x-k8s.io", namespace=namespace)["items"],
+        timeout=120,
+        what=f"Kueue to release the Workloads of namespace {namespace}",
+    )
 
 
 def delete_webhook_configurations() -> None:
