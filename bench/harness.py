@@ -32,6 +32,7 @@ from kubernetes import client, config, watch
 from tests.kube import apply_crds
 from tests.operator_process import OperatorProcess
 
+from bench.queueing import queueing_table, scenario_queueing
 from dagflow.api.models import DAGFlowSpec
 from dagflow.controller.builders import FlowRef, build_job
 from dagflow.controller.settings import OperatorSettings
@@ -42,7 +43,7 @@ CLUSTER_SCRIPT = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
 KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 IMAGE = "example.invalid/bench:1.0"
 OPERATOR_AGENTS = ("dagflow-operator", "kopf")
-SCENARIOS = ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep", "memory")
+SCENARIOS = ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep", "memory", "queueing")
 
 
 # -- the cluster and the objects' life, seen from outside ------------------------------------------
@@ -401,6 +402,9 @@ class Sizes(TypedDict):
     big_matrix: int
     sweep: list[int]
     jobs: int
+    queued_flows: int
+    # Pod durations of the queueing scenario, as a share of the issue's (train 60 s, eval 20 s, ...).
+    queued_scale: float
 
 
 @dataclass
@@ -1142,6 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
             "big_matrix": 200,
             "sweep": [10, 50],
             "jobs": 300,
+            "queued_flows": 4,
+            "queued_scale": 0.1,
         }
         if args.quick
         else {
@@ -1152,6 +1158,8 @@ def main(argv: list[str] | None = None) -> int:
             "big_matrix": 10000,
             "sweep": [10, 100, 2000],
             "jobs": 10000,
+            "queued_flows": 10,
+            "queued_scale": 1.0,
         }
     )
     was_running = cluster("status") == "running"
@@ -1203,6 +1211,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "sweep": ("size sweep", lambda: scenario_sweep(bench, sizes["sweep"])),
             "memory": ("memory", lambda: scenario_memory(bench, sizes["jobs"])),
+            "queueing": (
+                "flows queued in Kueue, in order and per Job",
+                lambda: scenario_queueing(
+                    bench, bench_cluster_name(), sizes["queued_flows"], sizes["queued_scale"]
+                ),
+            ),
         }
         for key, (title, scenario) in scenarios.items():
             if args.only and key not in args.only:
@@ -1238,6 +1252,9 @@ def main(argv: list[str] | None = None) -> int:
     print(stages_table(bench.results))
     print("\nControl plane CPU seconds per scenario (the operator's part and the floor's together):\n")
     print(cpu_table(bench.results))
+    if "queueing" in bench.results:
+        print("\nFlows queued in Kueue (4 GPUs), each keeping its place (flow) or not (job):\n")
+        print(queueing_table(bench.results))
     print(f"\nJSON: {args.output}")
     return 0
 

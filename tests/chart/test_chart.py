@@ -137,7 +137,14 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "namespaces",
         "validatingwebhookconfigurations",
         "subjectaccessreviews",
+        # Read only: the priority of a queued Job before Kueue made its Workload (flows in order).
+        "workloadpriorityclasses",
     }
+    assert all(
+        rule["verbs"] == ["get"]
+        for rule in cluster_role["rules"]
+        if "workloadpriorityclasses" in rule["resources"]
+    )
     namespaced_resources = {resource for rule in roles["team-a"]["rules"] for resource in rule["resources"]}
     assert namespaced_resources == {
         "dagflows",
@@ -176,9 +183,12 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         # that each goes once nothing uses it.
         ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],
         # Kueue: why a queued work waits (its Workload, listed by Job uid), its Workload deactivated
-        # while the flow is suspended, and a flow naming a LocalQueue that does not exist refused.
-        ("kueue.x-k8s.io", "workloads", ()): ["list", "patch"],
+        # while the flow is suspended or held behind older flows (read again just before), a flow
+        # naming a LocalQueue that does not exist refused, and a LocalQueue's ClusterQueue and a
+        # queued Job's priority read to keep flows in order.
+        ("kueue.x-k8s.io", "workloads", ()): ["get", "list", "patch"],
         ("kueue.x-k8s.io", "localqueues", ()): ["get"],
+        ("kueue.x-k8s.io", "workloadpriorityclasses", ()): ["get"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         # The chart makes the webhook configuration; the operator reads and patches that one only.
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("dagflow.dev",)): [

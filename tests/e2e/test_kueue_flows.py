@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +300,48 @@ def test_a_queued_16_instance_matrix_runs_4_at_a_time_on_a_4_gpu_queue_and_finis
     train = works_by_name(final)["train"]
     assert train["instanceCounts"] == {"Pending": 0, "Running": 0, "Succeeded": 16, "Failed": 0, "Stopped": 0}
     assert 1 <= most_running <= 4, most_running
+
+
+def started_at(namespace: str, flow_name: str, work_name: str) -> str:
+    started: str = works_by_name(status(namespace, flow_name))[work_name]["startedAt"]
+    return started
+
+
+def run_older_and_newer_flow(namespace: str, queue: str) -> None:
+    """An older flow whose second GPU stage is made only after a newer flow's first stage queued."""
+    older = [work("train", duration="20s", gpu=4), work("evaluate", "train", duration="3s", gpu=4)]
+    create(flow("older", older, queueName=queue), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "older")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the older flow's training to hold every GPU",
+    )
+    create(gpu_flow("newer", queue, gpus=4, duration="3s"), namespace)
+    wait_for(lambda: queued_work(namespace, "newer"), timeout=30, what="the newer flow to be queued")
+    for name in ("older", "newer"):
+        assert wait_for_phase(namespace, name, timeout=120)["phase"] == "Succeeded"
+
+
+def test_an_older_flows_later_stage_goes_before_a_newer_flows_first_stage(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    run_older_and_newer_flow(namespace, local_queue)
+    # Kueue alone would admit the newer flow's Job first: its Workload is older than the evaluation's.
+    assert started_at(namespace, "older", "evaluate") < started_at(namespace, "newer", "train")
+    assert "Held Workload" in running_operator.log_path.read_text()
+    # Nothing is left held once the flows are done.
+    for workload in workloads(namespace):
+        assert "dagflow.dev/held-for-flow-order" not in (workload["metadata"].get("annotations") or {})
+
+
+@pytest.mark.usefixtures("without_shared_operator")
+def test_with_queue_order_job_kueue_orders_every_job_by_its_own_creation(
+    namespace: str, local_queue: str, tmp_path: Path
+) -> None:
+    operator = OperatorProcess(tmp_path, env={"DAGFLOW_QUEUE_ORDER": "job"})
+    operator.start()
+    try:
+        run_older_and_newer_flow(namespace, local_queue)
+    finally:
+        operator.stop()
+    assert started_at(namespace, "newer", "train") < started_at(namespace, "older", "evaluate")

@@ -114,21 +114,25 @@ Permissions in each namespace the operator works in: what kopf watches, what the
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
 # Kueue (when installed): the Workloads of a flow's queued Jobs are listed by Job uid to tell why a
-# work waits, and deactivated (spec.active) while the flow is suspended; the Jobs stay Kueue's to
-# suspend and unsuspend.
+# work waits, and deactivated (spec.active) while the flow is suspended or held behind older flows'
+# works (read again just before); the Jobs stay Kueue's to suspend and unsuspend.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
-  verbs: ["list", "patch"]
-{{- if .Values.webhook.enabled }}
-# The webhook refuses a flow that names a LocalQueue that does not exist.
+  verbs: ["get", "list", "patch"]
+# The webhook refuses a flow that names a LocalQueue that does not exist; flows are kept in order
+# per ClusterQueue, which a LocalQueue names.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["localqueues"]
   verbs: ["get"]
 {{- end }}
-{{- end }}
 
 {{/* Cluster-scoped permissions needed in every mode. */}}
 {{- define "dagflow-operator.clusterRules" -}}
+# Kueue (when installed): a queued Job's priority before Kueue made its Workload, to keep flows in
+# order within a priority.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloadpriorityclasses"]
+  verbs: ["get"]
 # kopf lists the CRDs to find the resources it serves, and watches them for changes.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

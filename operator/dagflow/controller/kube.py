@@ -15,7 +15,13 @@ from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
-from dagflow.controller.queueing import DEACTIVATED_ANNOTATION, JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSIONS
+from dagflow.controller.queueing import (
+    DEACTIVATED_ANNOTATION,
+    HELD_ANNOTATION,
+    JOB_UID_LABEL,
+    KUEUE_GROUP,
+    KUEUE_VERSIONS,
+)
 from dagflow.rules import naming
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -373,16 +379,88 @@ class KubeClient:
             if error.status != 404:
                 raise
 
+    async def workload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Workload as it is now; None when it is gone (or Kueue is)."""
+        try:
+            return await self._kueue_call(
+                "get", self.custom.get_namespaced_custom_object, namespace, "workloads", name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def hold_workload(self, namespace: str, name: str, resource_version: str, held: bool) -> bool:
+        """Hold a waiting Workload inactive behind older flows' works (marking it so), or release one
+        held; only if it is unchanged since `resource_version` was read. False when it changed or went.
+        """
+        patch = {
+            "metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {HELD_ANNOTATION: "true" if held else None},
+            },
+            "spec": {"active": not held},
+        }
+        try:
+            await self._kueue_call(
+                "patch",
+                self.custom.patch_namespaced_custom_object,
+                namespace,
+                "workloads",
+                name,
+                patch,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def cluster_queue_of(self, namespace: str, local_queue: str) -> str | None:
+        """The ClusterQueue a LocalQueue feeds; None when the LocalQueue (or Kueue) is missing."""
+        try:
+            found = await self._kueue_call(
+                "get", self.custom.get_namespaced_custom_object, namespace, "localqueues", local_queue
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        cluster_queue = ((found or {}).get("spec") or {}).get("clusterQueue")
+        return str(cluster_queue) if cluster_queue else None
+
+    async def workload_priority(self, priority_class: str) -> int | None:
+        """The value of a WorkloadPriorityClass; None when there is no such class."""
+        try:
+            found = await self._kueue_call(
+                "get", self.custom.get_cluster_custom_object, None, "workloadpriorityclasses", priority_class
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        value = (found or {}).get("value")
+        return value if isinstance(value, int) else None
+
     async def _kueue_call(
-        self, verb: str, function: Callable[..., Any], namespace: str, plural: str, *args: Any, **kwargs: Any
+        self,
+        verb: str,
+        function: Callable[..., Any],
+        namespace: str | None,
+        plural: str,
+        *args: Any,
+        **kwargs: Any,
     ) -> dict[str, Any] | None:
-        """Call Kueue's API in the newest version the cluster serves; None when it serves none."""
+        """Call Kueue's API in the newest version the cluster serves; None when it serves none.
+        `namespace` None: a cluster-scoped resource."""
         versions = (self._kueue_version,) if self._kueue_version else KUEUE_VERSIONS
+        where = () if namespace is None else (namespace,)
         for version in versions:
             try:
                 answer: dict[str, Any] = json.loads(
                     await self._call(
-                        verb, plural, function, KUEUE_GROUP, version, namespace, plural, *args, **kwargs
+                        verb, plural, function, KUEUE_GROUP, version, *where, plural, *args, **kwargs
                     )
                 )
             except ApiException as error:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dagflow.controller.queueing import QUEUE_LABEL
+from dagflow.controller.queueing import PRIORITY_CLASS_LABEL, QUEUE_LABEL
 from dagflow.rules import naming
 
 FlowKey = tuple[str, str]
@@ -48,8 +48,11 @@ class JobObservation:
     taken_up: bool = False
     # Suspended (spec.suspend): a queued Job before Kueue admits it, or after Kueue preempted it.
     suspended: bool = False
-    # The Kueue LocalQueue it waits in (its label), if any.
+    # The Kueue LocalQueue it waits in (its label), if any, and its WorkloadPriorityClass.
     queue: str | None = None
+    priority_class: str | None = None
+    # The resources its pods ask for (requests or limits of any container), by name.
+    resources: frozenset[str] = frozenset()
 
     @property
     def attempts(self) -> int:
@@ -178,7 +181,19 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         taken_up=status.get("startTime") is not None,
         suspended=(body.get("spec") or {}).get("suspend") is True,
         queue=(metadata.get("labels") or {}).get(QUEUE_LABEL),
+        priority_class=(metadata.get("labels") or {}).get(PRIORITY_CLASS_LABEL),
+        resources=_requested_resources(body),
     )
+
+
+def _requested_resources(body: Mapping[str, Any]) -> frozenset[str]:
+    pod_spec = (((body.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    names: set[str] = set()
+    for container in pod_spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            names.update(resources.get(kind) or {})
+    return frozenset(names)
 
 
 @dataclass(frozen=True, slots=True)

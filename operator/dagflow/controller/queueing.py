@@ -25,8 +25,12 @@ KUEUE_VERSIONS = ("v1beta2", "v1beta1")
 # Marks a Workload the operator deactivated for a suspended flow: only those are activated again on
 # resume, never one an administrator deactivated.
 DEACTIVATED_ANNOTATION = "dagflow.dev/deactivated-for-suspend"
+# Marks a Workload the operator holds inactive behind the works of older flows (queueorder.py).
+HELD_ANNOTATION = "dagflow.dev/held-for-flow-order"
 
 QUEUED_REASON = "Queued"
+# Kueue's reason for evicting a Workload whose spec.active is false.
+DEACTIVATED_REASON = "Deactivated"
 PREEMPTED_REASON = "Preempted"
 
 
@@ -44,6 +48,10 @@ class WorkloadObservation:
     # Evicted by Kueue for another workload, and not admitted again since.
     preempted: bool
     deactivated_by_operator: bool
+    # Held inactive by the operator to keep flows in order.
+    held_for_order: bool = False
+    # Kueue's priority of it (spec.priority), when it says.
+    priority: int | None = None
 
 
 def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation | None:
@@ -62,27 +70,33 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation | None:
         condition = conditions.get(kind)
         return condition if condition is not None and condition.get("status") == "True" else None
 
+    active = (body.get("spec") or {}).get("active", True) is not False
     preempted = true("Preempted")
     evicted = true("Evicted")
     waiting = conditions.get("QuotaReserved")
     message = None
     if preempted is not None:
         message = preempted.get("message")
-    elif evicted is not None:
+    elif evicted is not None and not (active and evicted.get("reason") == DEACTIVATED_REASON):
+        # Once active again, a Workload is queued like any other: why it was out is past.
         message = evicted.get("message")
     elif waiting is not None and waiting.get("status") != "True":
         message = waiting.get("message")
     elif (admitted := conditions.get("Admitted")) is not None and admitted.get("status") != "True":
         message = admitted.get("message")
+    annotations = metadata.get("annotations") or {}
+    priority = (body.get("spec") or {}).get("priority")
     return WorkloadObservation(
         name=str(metadata.get("name", "")),
         job_uid=str(job_uid),
-        active=(body.get("spec") or {}).get("active", True) is not False,
+        active=active,
         admitted=true("Admitted") is not None,
         message=str(message) if message else None,
         preempted=preempted is not None
         or (evicted is not None and evicted.get("reason") == PREEMPTED_REASON),
-        deactivated_by_operator=(metadata.get("annotations") or {}).get(DEACTIVATED_ANNOTATION) == "true",
+        deactivated_by_operator=annotations.get(DEACTIVATED_ANNOTATION) == "true",
+        held_for_order=annotations.get(HELD_ANNOTATION) == "true",
+        priority=priority if isinstance(priority, int) else None,
     )
 
 
@@ -113,6 +127,11 @@ def queued_message(
         return f"queued in {where}: waiting for Kueue to make its Workload"
     if suspended_flow and not workload.active:
         return f"suspended: its Workload {workload.name} is inactive until spec.suspend is false ({where})"
+    if not workload.active and workload.held_for_order:
+        return (
+            f"queued in {where} behind the works of older flows: its Workload {workload.name} is held "
+            "inactive until none of theirs waits (flows keep their order)"
+        )
     if not workload.active:
         return f"queued in {where}, but its Workload {workload.name} is inactive (spec.active is false)"
     if workload.preempted:

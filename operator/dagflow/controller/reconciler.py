@@ -43,6 +43,7 @@ from dagflow.controller.observe import (
     settled_by_pod,
     starved,
 )
+from dagflow.controller.orderkeeper import QueueOrderKeeper, WaitingRun
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
 from dagflow.controller.runcontrol import (
@@ -227,6 +228,8 @@ class Reconciler:
         # Flows a list showed gone while their watch had not told, by uid: an event of theirs that
         # was still on its way must not bring them back.
         self._vanished_flows: set[str] = set()
+        # Keeps queued flows in their order in Kueue's ClusterQueues, from what the passes see.
+        self.queue_order = QueueOrderKeeper(kube, settings.queue_order == "flow", self._workloads_changed)
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"dagflow-reconciler-{n}") for n in range(workers)
         ]
@@ -287,6 +290,7 @@ class Reconciler:
         }
         self._parsed.pop(key, None)
         self._workloads.pop(key, None)
+        self.queue_order.forget(key)
         self._phases.pop(key, None)
         self._update_phase_gauge()
 
@@ -325,6 +329,7 @@ class Reconciler:
         return self._monotonic() - self._last_progress
 
     async def stop(self) -> None:
+        await self.queue_order.stop()
         for held in self._held.values():
             held.cancel()
         for task in self._tasks:
@@ -522,7 +527,7 @@ class Reconciler:
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
         stored = await self.work_data.outputs_for_axes(flow, spec, previous_works, collected)
-        queue_waits = await self._queue_waits(key, flow, spec, current_jobs)
+        queue_waits = await self._queue_waits(key, flow, spec, current_jobs, status.get("startedAt"))
         plan = plan_run(
             flow,
             spec,
@@ -668,7 +673,12 @@ class Reconciler:
         return found
 
     async def _queue_waits(
-        self, key: FlowKey, flow: FlowRef, spec: DAGFlowSpec, jobs: Mapping[str, JobObservation]
+        self,
+        key: FlowKey,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        jobs: Mapping[str, JobObservation],
+        started_at: str | None,
     ) -> dict[str, QueueWait]:
         """Why each of this run's Jobs that Kueue holds waits, by work, from its Workload; and the
         Workloads in step with spec.suspend: deactivated while the flow is suspended, active again
@@ -681,6 +691,7 @@ class Reconciler:
         held = {work: job for work, job in jobs.items() if job.waits_for_kueue and job.uid}
         if not held:
             self._workloads.pop(key, None)
+            self.queue_order.forget(key)
             return {}
         uids = frozenset(str(job.uid) for job in held.values())
         now = self._monotonic()
@@ -708,7 +719,22 @@ class Reconciler:
                 workload = await self._follow_suspend(flow, spec.suspend, workload)
                 workloads[workload.job_uid] = workload
             waits[work] = queue_wait(job.queue, workload, spec.suspend, missing)
+        if not missing:
+            self.queue_order.update(
+                key,
+                WaitingRun(
+                    flow.namespace,
+                    (str(started_at or ""), flow.uid),
+                    spec.suspend,
+                    tuple((job, workloads.get(str(job.uid))) for job in held.values()),
+                ),
+            )
         return waits
+
+    def _workloads_changed(self, key: FlowKey) -> None:
+        """The queue order keeper held or released one of the flow's Workloads: read them again."""
+        self._workloads.pop(key, None)
+        self.enqueue(key)
 
     async def _follow_suspend(
         self, flow: FlowRef, suspended: bool, workload: WorkloadObservation

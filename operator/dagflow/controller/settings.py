@@ -68,6 +68,14 @@ class OperatorSettings(BaseSettings):
             " no deletion in between)."
         ),
     )
+    queue_order: Literal["flow", "job"] = Field(
+        "flow",
+        description=(
+            "How queued flows share a Kueue ClusterQueue: `flow` keeps each flow's place (while a work"
+            " of an older flow waits for a GPU, the waiting Workloads of newer flows of no higher"
+            " priority are held inactive), `job` leaves Kueue to order every Job on its own."
+        ),
+    )
     api_concurrency: int = Field(16, ge=1, description="Kubernetes API calls in flight at once.")
     reconcile_workers: int = Field(
         8, ge=1, description="Flows reconciled at once (each flow is only ever reconciled by one)."
