@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
 from tests.e2e.test_matrix import matrix_work
-from tests.kube import apply, get_json, kubectl, table_row, wait_for
+from tests.kube import apply, get_json, kubectl, run_kueue_script, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.local_cluster, pytest.mark.kueue]
@@ -345,3 +345,46 @@ def test_with_queue_order_job_kueue_orders_every_job_by_its_own_creation(
     finally:
         operator.stop()
     assert started_at(namespace, "newer", "train") < started_at(namespace, "older", "evaluate")
+
+
+def test_a_queued_flow_stopped_while_kueues_manager_is_down_ends_stopped(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    create(gpu_flow("blocker", local_queue, gpus=4, duration="60s"), namespace)
+    wait_for(
+        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
+        timeout=60,
+        what="the blocking flow to hold every GPU",
+    )
+    create(gpu_flow("waiting", local_queue, gpus=1, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, "waiting"), timeout=30, what="the flow to be queued")
+    run_kueue_script("stop")
+    try:
+        kubectl("annotate", "dagflow", "waiting", "dagflow.dev/stop=s1", namespace=namespace)
+        stopped = wait_for_phase(namespace, "waiting", "Stopped", timeout=30)
+        assert works_by_name(stopped)["train"]["phase"] == "Stopped"
+        # Deleted, and never run: its Workload keeps Kueue's finalizer until the manager is back, so
+        # the Job (deleted in the foreground, with its pods) waits for it, still suspended.
+        job = wait_for(
+            lambda: (
+                (found := get_json("job", "waiting-1-train", namespace=namespace))["metadata"].get(
+                    "deletionTimestamp"
+                )
+                and found
+            ),
+            timeout=30,
+            what="the queued Job to be deleted",
+        )
+        assert job["spec"]["suspend"] is True
+        assert status(namespace, "blocker")["phase"] == "Running"
+        assert status(namespace, "waiting")["phase"] == "Stopped"
+    finally:
+        run_kueue_script("start")
+    wait_for(
+        lambda: not any(job["metadata"]["name"] == "waiting-1-train" for job in jobs(namespace)),
+        timeout=60,
+        what="the queued Job to be gone once Kueue's manager is back",
+    )
+    wait_for(
+        lambda: workload_of_job(namespace, "waiting-1-train") is None, timeout=30, what="its Workload to go"
+    )
