@@ -281,7 +281,13 @@ def leftovers_of_the_real_node() -> list[str]:
             found.append(f"mount {mount_point}")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if "dagflow0" in line]
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if ": veth" in line]
+    # A pod's veth, left without its bridge or still on dagflow0; not one that another bridge holds
+    # (a Docker engine's containers, kind's nodes among them, have theirs on docker0 or br-<id>).
+    found += [
+        f"link {line.split(':')[1].strip()}"
+        for line in links.splitlines()
+        if ": veth" in line and (" master " not in line or " master dagflow0 " in line)
+    ]
     for save in ("iptables-save", "ip6tables-save"):
         rules = subprocess.run([save], capture_output=True, text=True, check=False).stdout
         found += [
