@@ -49,7 +49,8 @@ def key_of(
 
 
 def test_the_same_inputs_give_the_same_key() -> None:
-    assert cache_key(BASE, VOLUMES, ["model"], "", {}) == cache_key(dict(BASE), list(VOLUMES), ["model"], "", {})
+    again = cache_key(dict(BASE), list(VOLUMES), ["model"], "", {})
+    assert cache_key(BASE, VOLUMES, ["model"], "", {}) == again
     assert key_of() == (cache_key(BASE, VOLUMES, ["model"], "", {"process": "k1"}).value, [])
 
 

@@ -315,12 +315,14 @@ def test_a_works_cache_fields_win_over_the_flows() -> None:
 
 @pytest.mark.parametrize("bad", ["7", "1w", "h", "-1h", "1.5h"])
 def test_max_age_is_a_duration(bad: str) -> None:
-    with pytest.raises(ValidationError, match="maxAge|max_age"):
+    with pytest.raises(ValidationError, match=r"maxAge|max_age"):
         _cached_spec(cache={"maxAge": bad})
 
 
 def test_a_serve_work_may_not_ask_for_caching() -> None:
     with pytest.raises(ValidationError, match="a serve work is never cached"):
         _cached_spec(
-            works=[{"name": "s", "container": {"image": "x"}, "serve": {"port": 80}, "cache": {"enabled": True}}]
+            works=[
+                {"name": "s", "container": {"image": "x"}, "serve": {"port": 80}, "cache": {"enabled": True}}
+            ]
         )

@@ -19,6 +19,9 @@ from pydantic import BaseModel
 
 from dagflow.api import k8s_schemas
 from dagflow.api.models import (
+    CACHE_ENTRY_KIND,
+    CACHE_ENTRY_PLURAL,
+    CACHE_ENTRY_SINGULAR,
     GROUP,
     KIND,
     KUBERNETES_SHAPE_KEY,
@@ -26,9 +29,6 @@ from dagflow.api.models import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
-    CACHE_ENTRY_KIND,
-    CACHE_ENTRY_PLURAL,
-    CACHE_ENTRY_SINGULAR,
     CacheEntrySpec,
     DAGFlowSpec,
     DAGFlowStatus,
