@@ -164,7 +164,7 @@ class WorkData:
             for _, reference in container_references(work.container)
             if reference.kind == "works" and reference.work in kept_in
         }
-        outputs.update(await self._read_stored(flow, {name: kept_in[name] for name in referenced}))
+        outputs.update(await self.read_stored(flow, {name: kept_in[name] for name in referenced}))
         return outputs
 
     async def outputs_for_axes(
@@ -187,9 +187,9 @@ class WorkData:
             for reference in parse_matrix(work.matrix).dynamic.values():
                 if reference.work in kept_in:
                     wanted[reference.work] = kept_in[reference.work]
-        return await self._read_stored(flow, wanted) if wanted else {}
+        return await self.read_stored(flow, wanted) if wanted else {}
 
-    async def _read_stored(
+    async def read_stored(
         self, flow: FlowRef, config_maps: Mapping[str, str]
     ) -> dict[str, Mapping[str, Any]]:
         """The outputs kept in these ConfigMaps (by work), read only from the flow's own. They are
