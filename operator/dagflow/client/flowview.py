@@ -103,6 +103,8 @@ def work_phase(work: Mapping[str, Any]) -> Text:
     reason = work.get("reason")
     if phase == "Pending" and reason in QUEUE_REASONS:
         return Text(f"Pending ({reason})", style=QUEUED_STYLE)
+    if phase == "Succeeded" and work.get("cachedFrom"):
+        return Text("Succeeded (cached)", style=PHASE_STYLES.get(phase, ""))
     return styled(phase)
 
 
