@@ -12,7 +12,7 @@ from dagflow.api.models import DAGFlowSpec
 from dagflow.rules import naming
 from dagflow.rules.cachekey import KEY_LABEL, explain_miss, is_digest, run_unique_key, work_cache_key
 from dagflow.rules.matrix import MatrixError, expand, parse_matrix
-from dagflow.rules.substitution import BadReference, Values
+from dagflow.rules.substitution import BadReference, Values, container_references
 from dagflow.rules.validation import topological_order
 
 # Lists the cache entries of the flow's namespace that carry these labels.
@@ -66,6 +66,18 @@ def plan_cache(
         unknown = [dep for dep in work.depends_on if keys.get(dep) is None]
         if unknown:
             reasons = [f"upstream {dep} re-runs: its key is known once it ran" for dep in unknown]
+            planned.append(WorkPlan(name, MISS, reasons))
+            keys[name] = None
+            continue
+        unread = sorted(
+            {
+                reference.work
+                for _, reference in container_references(work.container)
+                if reference.kind == "works" and reference.work not in outputs
+            }
+        )
+        if unread:
+            reasons = [f"upstream {dep} re-runs: its outputs are known once it ran" for dep in unread]
             planned.append(WorkPlan(name, MISS, reasons))
             keys[name] = None
             continue
