@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from dagflow.api.models import PLURAL, DAGFlowSpec
+from dagflow.api.models import CACHE_ENTRY_PLURAL, PLURAL, DAGFlowSpec
 from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
@@ -97,6 +97,15 @@ def only_owned_objects_changed(world: World) -> None:
                 raise Violation(
                     "only-owned-objects-changed",
                     f"status of {write.name} (uid {uid}) written for {flow_key} uid {flow_uid}",
+                )
+            continue
+        if write.resource == CACHE_ENTRY_PLURAL:
+            # Entries belong to no flow (they outlive it): a pass only creates them, for its own flow.
+            recorded = ((write.after or {}).get("spec") or {}).get("flow")
+            if write.verb != "create" or flow_key is None or recorded != flow_key[1]:
+                raise Violation(
+                    "only-owned-objects-changed",
+                    f"{write.verb} of cache entry {write.name} (of flow {recorded}) by a pass of {flow_key}",
                 )
             continue
         target = write.after if write.verb == "create" else write.before
@@ -316,6 +325,29 @@ def _owned(world: World, resource: str, uid: str) -> list[dict[str, Any]]:
     return [obj for obj in world.server.items(resource, NAMESPACE) if controller_uid(obj) == uid]
 
 
+def cached_works_ran_no_job(world: World) -> None:
+    """A work taken from the cache has no Job in its run: it ran nothing."""
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        run = status.get("run")
+        if not run:
+            continue
+        jobs = {
+            (
+                job["metadata"]["labels"].get("dagflow.dev/run"),
+                job["metadata"]["annotations"].get("dagflow.dev/work-name"),
+            )
+            for job in _owned(world, "jobs", flow["metadata"]["uid"])
+        }
+        for work in status.get("works") or []:
+            if work.get("cachedFrom") and (str(run), work["name"]) in jobs:
+                raise Violation(
+                    "cached-works-ran-no-job",
+                    f"{flow['metadata']['name']}: work {work['name']} was taken from the cache in run {run}"
+                    " and has a Job of that run",
+                )
+
+
 def status_tells_the_truth(world: World) -> None:
     """Each work's phase matches its Job: a finished Job's outcome, a running Job's Running."""
     for flow in world.flows():
@@ -421,6 +453,7 @@ def nothing_of_retired_runs_left(world: World) -> None:
 
 
 SETTLED_INVARIANTS: list[Invariant] = [
+    cached_works_ran_no_job,
     status_tells_the_truth,
     serving_only_with_available_pods,
     nothing_of_retired_runs_left,

@@ -994,6 +994,7 @@ class CacheEntrySpec(ApiModel):
     image: str | None = Field(default=None, description="The image as the work wrote it.")
     image_id: str | None = Field(
         default=None,
+        alias="imageID",
         description="The image the kubelet ran (the pod's imageID): for an image written by tag, what "
         "the tag stood for then.",
     )
