@@ -7,15 +7,17 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.chart.helm import objects_of, render
 from tests.e2e.flows import create, flow, status, wait_for_phase, work, works_by_name
 from tests.e2e.test_runs import jobs_of_run, request, wait_for_run
-from tests.kube import VENV_BIN, get_json, grant, kubectl, kubectl_as
+from tests.kube import VENV_BIN, get_json, grant, kubectl, kubectl_as, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -299,3 +301,78 @@ def test_plan_tells_hits_and_why_each_miss_misses(
     # Nothing was created.
     assert jobs_of_run(namespace, 2) == []
     assert status(namespace, "ml")["run"] == 1
+
+
+def test_a_matrix_work_is_taken_whole_with_its_gathered_outputs(
+    namespace: str, running_operator: OperatorProcess
+) -> None:
+    train = work(
+        "train",
+        matrix={"model": ["a", "b", "c"]},
+        annotations=reported({"score": 0.9}),
+        outputs=[{"name": "score"}],
+    )
+    train["container"]["command"] = ["python", "-m", "train", "--model", "$(matrix.model)"]
+    pick = work("pick", "train")
+    pick["container"]["args"] = ["--scores", "$(works.train.outputs.score)"]
+    first_run(namespace, flow("grid", [train, pick], cache={"enabled": True}))
+    request(namespace, "grid", "rerun", "again")
+    done = wait_for_run(namespace, "grid", 2, "Succeeded", "Failed")
+    assert done["phase"] == "Succeeded", done
+    assert jobs_of_run(namespace, 2) == []
+    works = works_by_name(done)
+    assert works["train"]["outputs"] == {"score": [0.9, 0.9, 0.9]}
+    assert works["train"]["instanceCounts"] == {"Succeeded": 3}
+    # One more value: the matrix part of the key changed, and so did pick's upstream.
+    train["matrix"] = {"model": ["a", "b", "c", "d"]}
+    create(flow("grid", [train, pick], cache={"enabled": True}), namespace)
+    done = wait_for_run(namespace, "grid", 3, "Succeeded", "Failed")
+    assert jobs_of_run(namespace, 3) == ["pick", "train"]
+
+
+@pytest.fixture
+def cache_entries_policy(operator: OperatorProcess) -> Iterator[None]:
+    """The chart's policy that keeps cache entries the operator's, applied."""
+    installed = [
+        obj
+        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        for obj in objects_of(render(), kind)
+        if obj["metadata"]["name"].endswith("-cache-entries")
+    ]
+    assert len(installed) == 2
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(installed))
+    yield
+    for obj in installed:
+        kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found")
+
+
+def test_the_charts_policy_refuses_a_forged_entry_while_no_webhook_answers(
+    namespace: str, cache_entries_policy: None, without_shared_operator: None
+) -> None:
+    """With the operator (and its webhook) down, the API server's own policy still refuses."""
+    user = "mallory"
+    grant(
+        namespace,
+        "entries",
+        [{"apiGroups": ["dagflow.dev"], "resources": ["dagflowcacheentries"], "verbs": ["*"]}],
+        {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"},
+    )
+    forged = {
+        "apiVersion": "dagflow.dev/v1alpha1",
+        "kind": "DAGFlowCacheEntry",
+        "metadata": {"name": "forged", "labels": {"dagflow.dev/cache-key": "0" * 32}},
+        "spec": {
+            "key": "0" * 32,
+            "work": "train",
+            "flow": "ml",
+            "run": 1,
+            "createdAt": "2099-01-01T00:00:00Z",
+        },
+    }
+
+    def refused() -> str | None:
+        made = kubectl_as(user, "create", namespace=namespace, document=forged)
+        return made.stderr if made.returncode != 0 else None
+
+    message = wait_for(refused, timeout=30, what="the policy to refuse a forged entry")
+    assert "mallory may not write DAGFlow cache entries" in message, message

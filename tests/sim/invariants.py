@@ -206,6 +206,23 @@ def outputs_kept_exactly(world: World) -> None:
             spec = works.get(work["name"])
             if spec is None or "outputs" not in work or "matrix" in spec:
                 continue
+            if work.get("cachedFrom"):
+                # Taken from the cache: the outputs of the run that ran it, as its entry keeps them
+                # (`cache_entries_record_what_pods_reported` checks those).
+                source = work["cachedFrom"]
+                kept = [
+                    entry["spec"].get("outputs")
+                    for entry in world.server.items(CACHE_ENTRY_PLURAL, NAMESPACE)
+                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["work"])
+                    == (source["flow"], source["run"], work["name"])
+                ]
+                if kept and work["outputs"] not in kept:
+                    raise Violation(
+                        "outputs-kept-exactly",
+                        f"{flow['metadata']['name']}: cached work {work['name']} has outputs"
+                        f" {work['outputs']}, its entries keep {kept}",
+                    )
+                continue
             message = termination_message((spec.get("annotations") or {}).get(MESSAGE_ANNOTATION, ""), "0")
             reported = json.loads(message) if message else {}
             expected = {output["name"]: reported.get(output["name"]) for output in spec.get("outputs") or []}
@@ -214,6 +231,34 @@ def outputs_kept_exactly(world: World) -> None:
                     "outputs-kept-exactly",
                     f"{flow['metadata']['name']}: work {work['name']} has outputs {work['outputs']},"
                     f" its pod reported {expected}",
+                )
+
+
+def cache_entries_record_what_pods_reported(world: World) -> None:
+    """An entry the operator writes keeps what the pod of the Job it names reported, value for value."""
+    for index in range(world.record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != CACHE_ENTRY_PLURAL or write.verb != "create" or write.after is None:
+            continue
+        spec = write.after["spec"]
+        job = world.server.get("jobs", NAMESPACE, spec.get("job") or "")
+        if job is None or spec.get("instances") is not None:
+            continue
+        uid = job["metadata"]["uid"]
+        for pod in world.server.items("pods", NAMESPACE):
+            if (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid") != uid:
+                continue
+            if (pod.get("status") or {}).get("phase") != "Succeeded":
+                continue
+            statuses = pod["status"].get("containerStatuses") or []
+            message = statuses[0]["state"]["terminated"].get("message") if statuses else ""
+            reported = json.loads(message) if message else {}
+            expected = {name: reported.get(name) for name in (spec.get("outputs") or {})}
+            if (spec.get("outputs") or {}) != expected:
+                raise Violation(
+                    "cache-entries-record-what-pods-reported",
+                    f"entry {write.name} keeps {spec.get('outputs')}, the pod of Job {spec.get('job')}"
+                    f" reported {expected}",
                 )
 
 
@@ -302,6 +347,7 @@ def _time(text: str) -> datetime:
 
 STEP_INVARIANTS: list[Invariant] = [
     one_job_per_run_and_work,
+    cache_entries_record_what_pods_reported,
     only_owned_config_maps_used,
     outputs_kept_exactly,
     only_owned_objects_changed,

@@ -476,7 +476,7 @@ def cache_entry(name: str, key: str) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": CACHE_ENTRY_KIND,
-        "metadata": {"name": name, "labels": {"dagflow.dev/cache-key": key[:40]}},
+        "metadata": {"name": name, "labels": {"dagflow.dev/cache-key": key[:32]}},
         "spec": {"key": key, "work": "w", "flow": "f", "run": 1, "createdAt": "2030-01-01T00:00:00Z"},
     }
 
@@ -490,7 +490,7 @@ def cache_entries_by_key_label(api: Api) -> Any:
     again = answer(lambda: api.create(CACHE_ENTRY_PLURAL, cache_entry("a", "3" * 64)))
     api.delete(CACHE_ENTRY_PLURAL, "a", uid=first["metadata"]["uid"])
     stale = answer(lambda: api.delete(CACHE_ENTRY_PLURAL, "b", uid=first["metadata"]["uid"]))
-    return again, stale, api.list_names(CACHE_ENTRY_PLURAL, "dagflow.dev/cache-key=" + "1" * 40)
+    return again, stale, api.list_names(CACHE_ENTRY_PLURAL, "dagflow.dev/cache-key=" + "1" * 32)
 
 
 def flow(name: str) -> dict[str, Any]:

@@ -108,6 +108,15 @@ def work_phase(work: Mapping[str, Any]) -> Text:
     return styled(phase)
 
 
+def cached_note(work: Mapping[str, Any]) -> str | None:
+    """Where a work taken from the cache got its outcome, in words; None for any other work."""
+    source = work.get("cachedFrom")
+    if not source:
+        return None
+    job = f", Job {source['job']}" if source.get("job") else ""
+    return f"taken from the cache: run {source.get('run')} of flow {source.get('flow')}{job}"
+
+
 def duration(work: Mapping[str, Any], now: datetime | None = None) -> str:
     """How long a work ran (or has been running), as 1m05s."""
     started = _time(work.get("startedAt"))
@@ -147,7 +156,7 @@ def works_listing(flow: Mapping[str, Any], now: datetime | None = None, wide: bo
         ]
         if wide:
             row += [str(work.get("job") or "-"), str(work.get("startedAt") or "-")]
-        listing.rows.append([*row, work.get("message") or ""])
+        listing.rows.append([*row, work.get("message") or cached_note(work) or ""])
     return listing
 
 

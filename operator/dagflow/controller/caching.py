@@ -276,7 +276,6 @@ def hit_status(work: Work, key: str, entry: Mapping[str, Any], now: str) -> dict
         "finishedAt": now,
         "cacheKey": key,
         "cachedFrom": cached_from,
-        "message": f"taken from the cache: run {spec.run} of flow {spec.flow} ran it",
     }
     if work.outputs:
         status["outputs"] = dict(spec.outputs or {})

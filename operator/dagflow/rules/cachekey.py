@@ -22,10 +22,10 @@ from typing import Any
 from dagflow.api.models import DAGFlowSpec, Work
 from dagflow.rules.substitution import Values, substitute_container
 
-# The label that carries a key on its entry: a label value holds at most 63 characters, so the key's
-# first 40 (160 bits); the full key in the entry is compared after the lookup.
+# The label that carries a key on its entry. A key is 32 hex characters (128 bits of SHA-256): it
+# fits in a label value whole, and in the status of a 2,000-work flow.
 KEY_LABEL = "dagflow.dev/cache-key"
-LABEL_CHARS = 40
+KEY_CHARS = 32
 # How much of each part's hash an entry keeps: enough to tell a change, small enough for many parts.
 PART_CHARS = 16
 UPSTREAM_PREFIX = "upstream["
@@ -46,7 +46,7 @@ class CacheKey:
 
     @property
     def label(self) -> str:
-        return self.value[:LABEL_CHARS]
+        return self.value
 
     def short_parts(self) -> dict[str, str]:
         """The parts as an entry keeps them."""
@@ -92,7 +92,7 @@ def cache_key(
     parts["version"] = _hash(version)
     for name, key in upstream.items():
         parts[f"{UPSTREAM_PREFIX}{name}]"] = key
-    value = _hash(sorted(parts.items()))
+    value = _hash(sorted(parts.items()))[:KEY_CHARS]
     return CacheKey(value=value, parts=parts)
 
 
@@ -132,7 +132,7 @@ def work_cache_key(
 def run_unique_key(flow_uid: str, run: int, work: str) -> str:
     """The key of a work that is not cached (or did not succeed): unique to its run, so that every
     work downstream of it misses."""
-    return _hash(["not cached", flow_uid, run, work])
+    return _hash(["not cached", flow_uid, run, work])[:KEY_CHARS]
 
 
 def explain_miss(now: Mapping[str, str], before: Mapping[str, str]) -> list[str]:
