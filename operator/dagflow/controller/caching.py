@@ -27,11 +27,13 @@ from dagflow.api.models import (
 )
 from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import FlowRef
+from dagflow.controller.instances import combinations_of
 from dagflow.controller.kube import KubeClient
 from dagflow.controller.planner import Plan, WorkState
 from dagflow.controller.workdata import WorkData
 from dagflow.rules import naming
 from dagflow.rules.cachekey import KEY_LABEL, CacheKey, run_unique_key, work_cache_key
+from dagflow.rules.matrix import MatrixError
 from dagflow.rules.substitution import BadReference, Values
 
 logger = logging.getLogger("dagflow")
@@ -122,10 +124,10 @@ class Cache:
         def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> CacheKey | None:
             upstream = {name: upstream_key(name, outputs) for name in dict.fromkeys(work.depends_on)}
             values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
-            matrix = plan.combinations.get(work.name) if work.matrix is not None else None
             try:
+                matrix = combinations_of(work, outputs) if work.matrix is not None else None
                 return work_cache_key(spec, work, values, upstream, matrix)
-            except BadReference:
+            except (BadReference, MatrixError):
                 return None
 
         return key_of
@@ -216,7 +218,7 @@ class Cache:
             due.append((work, state))
         if not due:
             return
-        outputs = await self.work_data.outputs_for(flow, plan)
+        outputs = await self.work_data.outputs_for(flow, plan, [work for work, _ in due])
         key_of = self.keys(flow, spec, run, params, plan)
 
         async def write(work: Work, state: WorkState) -> None:

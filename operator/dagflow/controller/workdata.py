@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
@@ -150,17 +150,19 @@ class WorkData:
 
         return dict(await gather_all(*(collect(work, job) for work, job in wanted)))
 
-    async def outputs_for(self, flow: FlowRef, plan: Plan) -> dict[str, Mapping[str, Any]]:
-        """Outputs the works about to start may reference: those in the status, and those kept in
-        ConfigMaps (a matrix work's, a work's past the status budget), only the ones a starting work
-        references."""
+    async def outputs_for(
+        self, flow: FlowRef, plan: Plan, works: Sequence[Work] | None = None
+    ) -> dict[str, Mapping[str, Any]]:
+        """Outputs the works about to start (or `works`) may reference: those in the status, and those
+        kept in ConfigMaps (a matrix work's, a work's past the status budget), only the ones one of
+        those works references."""
         outputs: dict[str, Mapping[str, Any]] = {
             state.name: state.outputs for state in plan.works if state.outputs is not None
         }
         kept_in = {state.name: state.outputs_config_map for state in plan.works if state.outputs_config_map}
         referenced = {
             reference.work
-            for work in plan.start
+            for work in (plan.start if works is None else works)
             for _, reference in container_references(work.container)
             if reference.kind == "works" and reference.work in kept_in
         }
