@@ -54,7 +54,8 @@ KINDS = {
     "pods": "Pod",
     "events": "Event",
     PLURAL: "DAGFlow",
-    CACHE_ENTRY_PLURAL: "DAGFlowCacheEntry",
+    # A custom resource's kind is qualified by its group in the API server's messages.
+    CACHE_ENTRY_PLURAL: f"DAGFlowCacheEntry.{GROUP}",
 }
 # Resources whose spec changes move metadata.generation (a Deployment's annotations move it too).
 GENERATED = frozenset({"jobs", "deployments", PLURAL})
