@@ -266,9 +266,14 @@ def leftovers_of_the_real_node() -> list[str]:
     """What a stopped real node could leave on this machine: processes, mounts, links, iptables chains,
     its /etc/hosts line."""
     found: list[str] = []
+    own_pid_namespace = os.readlink("/proc/self/ns/pid")
     for pid_dir in Path("/proc").glob("[0-9]*"):
         try:
             command = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # The real node's processes run on this machine itself; a container's (a kind node's
+            # kubelet) run in a PID namespace of their own.
+            if os.readlink(pid_dir / "ns" / "pid") != own_pid_namespace:
+                continue
         except OSError:
             continue
         if "/run/dagflow/containerd" in command or any(
