@@ -15,8 +15,10 @@ images_dir="$(dirname "$bin_dir")/images"
 # The real node's containerd in a folder of its own version: a checkout that pins another containerd
 # (or none, using the machine's) never picks it up from the control plane's folder.
 containerd_bin_dir="$cache_root/containerd-$CONTAINERD_VERSION/bin"
+# kubeadm, kubectl and CoreDNS for the kind node image (tests/cluster/kind.sh).
+kind_node_bin_dir="$cache_root/kind-node-$K8S_VERSION-coredns-$COREDNS_VERSION/bin"
 work_dir="$cache_root/build"
-mkdir -p "$bin_dir" "$images_dir" "$work_dir"
+mkdir -p "$bin_dir" "$images_dir" "$work_dir" "$kind_node_bin_dir"
 
 export CGO_ENABLED=0
 export GOFLAGS="-buildvcs=false"
@@ -54,6 +56,31 @@ GO
   (cd "$mod" && go mod tidy && go build -p 2 -trimpath -o "$bin_dir/etcd" go.etcd.io/etcd/server/v3)
 }
 
+# A wrapper module (folder $1, module name $2) that requires k8s.io/kubernetes: that module points its
+# staging modules at local folders; a dependent module must point them at their published versions
+# instead, or nothing resolves.
+kubernetes_module() {
+  local mod="$1" name="$2" staging_version="v0.${K8S_VERSION#v1.}" upstream_gomod
+  mkdir -p "$mod"
+  upstream_gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    printf 'module %s\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$name" "$K8S_VERSION"
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$upstream_gomod" \
+      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+  } >"$mod/go.mod"
+}
+
+# -ldflags of a Kubernetes binary: its version, as `--version` and the API server report it.
+kubernetes_ldflags() {
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$ldflags"
+}
+
 build_kubernetes() {
   local binary missing=0
   for binary in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
@@ -62,17 +89,7 @@ build_kubernetes() {
   if [[ "$missing" == 0 ]]; then return; fi
   log "Building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $K8S_VERSION"
   local mod="$work_dir/kubernetes-$K8S_VERSION"
-  local staging_version="v0.${K8S_VERSION#v1.}"
-  mkdir -p "$mod"
-  local upstream_gomod
-  upstream_gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
-  # k8s.io/kubernetes points its staging modules at local folders; a dependent module must point
-  # them at their published versions instead, or nothing resolves.
-  {
-    printf 'module dagflow.dev/localcluster/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
-    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$upstream_gomod" \
-      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
-  } >"$mod/go.mod"
+  kubernetes_module "$mod" dagflow.dev/localcluster/kubernetes
   cat >"$mod/tools.go" <<'GO'
 //go:build tools
 
@@ -86,13 +103,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local ldflags="-s -w"
-  local pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
+  local ldflags; ldflags="$(kubernetes_ldflags)"
   # One build for all five, so they share the compile cache.
   (cd "$mod" && go mod tidy && go build -p 2 -trimpath -ldflags "$ldflags" -o "$bin_dir/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
@@ -213,6 +224,36 @@ build_busybox_image() {
 
 build_images() { build_pause_image; build_busybox_image; }
 
+# What a kind node needs beside the binaries above (tests/cluster/kind.sh): kubeadm and kubectl of the
+# same version (their own wrapper module; the compile cache is shared with the control plane's build)
+# and CoreDNS, the cluster DNS kubeadm installs, from its Go module. In a folder of their own, so that
+# this kubectl never shadows the one the local cluster uses.
+build_kind_node() {
+  if [[ ! -x "$kind_node_bin_dir/kubeadm" || ! -x "$kind_node_bin_dir/kubectl" ]]; then
+    log "Building kubeadm and kubectl $K8S_VERSION"
+    local mod="$work_dir/kubernetes-kind-$K8S_VERSION"
+    kubernetes_module "$mod" dagflow.dev/localcluster/kubernetes-kind
+    cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kubeadm"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    (cd "$mod" && go mod tidy && go build -p 2 -trimpath -ldflags "$(kubernetes_ldflags)" -o "$kind_node_bin_dir/" \
+      k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kubectl)
+  fi
+  if [[ ! -x "$kind_node_bin_dir/coredns" ]]; then
+    log "Building CoreDNS $COREDNS_VERSION"
+    # No replace directives in CoreDNS' module: go install builds it as published.
+    GOBIN="$kind_node_bin_dir" go install -p 2 -trimpath -ldflags "-s -w" \
+      "github.com/coredns/coredns@$COREDNS_VERSION"
+  fi
+}
+
 build_helm() {
   if [[ -x "$bin_dir/helm" ]]; then return; fi
   log "Building helm $HELM_VERSION"
@@ -226,6 +267,9 @@ case "${1:-all}" in
   bin-dir) echo "$bin_dir"; exit 0 ;;
   images-dir) echo "$images_dir"; exit 0 ;;
   containerd-bin-dir) echo "$containerd_bin_dir"; exit 0 ;;
+  kind-node-bin-dir) echo "$kind_node_bin_dir"; exit 0 ;;
+  # image-archive ROOTFS TAG OUT RUN_CONFIG_JSON: a one-layer image archive of a folder.
+  image-archive) shift; image_archive "$@"; exit 0 ;;
   all) build_kwok; build_etcd; build_kubernetes; build_helm; build_crictl; build_containerd; build_images ;;
   *) "build_$1" ;;
 esac
