@@ -69,8 +69,13 @@ engine() {
   local policy
   policy="$(iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}')"
   sysctl -qw net.ipv4.ip_forward=1
+  # Containers run through runc-bounded (a copy in the cache, so the engine outlives this checkout):
+  # privileged ones (kind's nodes) get no capability the machine's bounding set lacks.
+  install -m 0755 "$here/runc-bounded" "$docker_state/runc-bounded"
   log "Starting dockerd (log: $docker_state/dockerd.log)"
-  setsid dockerd --pidfile "$dockerd_pid" >"$docker_state/dockerd.log" 2>&1 </dev/null &
+  setsid dockerd --pidfile "$dockerd_pid" \
+    --add-runtime "runc-bounded=$docker_state/runc-bounded" --default-runtime runc-bounded \
+    >"$docker_state/dockerd.log" 2>&1 </dev/null &
   local i
   for i in $(seq 1 60); do
     if engine_answers; then break; fi
@@ -208,7 +213,7 @@ node_image() {
   # pinned so the kubelet's image garbage collection never removes them, then commit.
   local build="kind-node-build-$$"
   docker rm -f "$build" >/dev/null 2>&1 || true
-  docker run -d --name "$build" --entrypoint sleep "$node_image-base" infinity >/dev/null
+  docker run -d --init --name "$build" --entrypoint sleep "$node_image-base" infinity >/dev/null
   docker exec "$build" bash -c 'nohup containerd >/var/log/containerd-build.log 2>&1 &'
   local i
   for i in $(seq 1 30); do
@@ -221,7 +226,6 @@ node_image() {
     docker exec -i "$build" ctr -n k8s.io images import --no-unpack --digests \
       --label io.cri-containerd.pinned=pinned - <"$archive" >/dev/null
   done
-  docker exec "$build" ctr -n k8s.io images ls -q >&2
   docker exec "$build" bash -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /var/log/containerd-build.log'
   docker exec "$build" bash -c "printf '%s' '$K8S_VERSION' >/kind/version"
   docker commit \
@@ -257,6 +261,23 @@ spec:
 EOF
 }
 
+# The pod network's route table (images/kind/node/files/kind/bin/pod-network.sh): every node's pod
+# range and address, once the controller manager has given each node its range.
+routes() {
+  local table="" i
+  for i in $(seq 1 60); do
+    table="$(kubectl --kubeconfig "$kubeconfig" get nodes -o \
+      jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')"
+    if ! grep -qvE '^[0-9a-f.:/]+ [0-9a-f.:]+$' <<<"$table"; then break; fi
+    [[ "$i" == 60 ]] && die "Not every node has a pod range:"$'\n'"$table"
+    sleep 1
+  done
+  local node
+  for node in $("$kind_bin" get nodes --name "$cluster"); do
+    docker exec -i "$node" sh -c 'mkdir -p /kind/pod-network && cat >/kind/pod-network/routes.new && mv /kind/pod-network/routes.new /kind/pod-network/routes' <<<"$table"
+  done
+}
+
 up() {
   engine
   tools >/dev/null
@@ -274,6 +295,7 @@ up() {
     (cd "$state" && "$kind_bin" create cluster --name "$cluster" --config "$config" --image "$node_image" \
       --kubeconfig "$kubeconfig" --wait 5m)
   fi
+  routes
   kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
   # What kind nodes lack: GPUs. The GPU worker advertises fake ones in its status, as a device plugin
   # would; GPU works are scheduled there and run on its CPU.

@@ -2,10 +2,13 @@
 # The pod network of a kind node, in place of kind's default CNI (kindnetd, an image from a registry):
 # the cluster is created with `networking.disableDefaultCNI: true` and every node runs this loop.
 # - Once the node has joined (the kubelet's kubeconfig exists) and the controller manager has given it
-#   a pod range (spec.podCIDR), it writes a CNI configuration: Debian's bridge plugin on that range
-#   (host-local addresses, the bridge as the pods' gateway), plus portmap. The kubelet turns Ready.
+#   a pod range (spec.podCIDR of its own Node, the one object a kubelet's credentials may read), it
+#   writes a CNI configuration: Debian's bridge plugin on that range (host-local addresses, the bridge
+#   as the pods' gateway), plus portmap. The kubelet turns Ready.
 # - Pods reach the pods of other nodes through a route per node: its pod range via its address on the
-#   Docker network. The nodes are on one Docker bridge, so no tunnel is needed.
+#   Docker network (one bridge: no tunnel needed). The table, one "RANGE ADDRESS" line per node, is
+#   /kind/pod-network/routes, which `tests/cluster/kind.sh up` writes into every node once all have
+#   their ranges.
 # - Traffic from pods to anything but a pod range is masqueraded to the node's address.
 set -o nounset -o pipefail
 
@@ -44,21 +47,22 @@ masquerade() {  # $1: this node's pod range, $2...: every node's pod range
     || iptables -t nat -A POSTROUTING -s "$own" -j POD-NETWORK
 }
 
+routes=/kind/pod-network/routes
 while true; do
   if [[ -f "$kubeconfig" ]]; then
-    own="" ranges=()
-    while read -r name range address; do
-      [[ -n "$range" && -n "${address:-}" ]] || continue
-      ranges+=("$range")
-      if [[ "$name" == "$node" ]]; then
-        own="$range"
-        write_conf "$range"
-      else
-        ip route replace "$range" via "$address"
+    own="$(kubectl --kubeconfig "$kubeconfig" get node "$node" -o jsonpath='{.spec.podCIDR}' 2>/dev/null)"
+    if [[ -n "$own" ]]; then
+      write_conf "$own"
+      ranges=("$own")
+      if [[ -f "$routes" ]]; then
+        while read -r range address; do
+          [[ -n "${address:-}" && "$range" != "$own" ]] || continue
+          ranges+=("$range")
+          ip route replace "$range" via "$address"
+        done <"$routes"
       fi
-    done < <(kubectl --kubeconfig "$kubeconfig" get nodes -o \
-      jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' 2>/dev/null)
-    if [[ -n "$own" ]]; then masquerade "$own" "${ranges[@]}"; fi
+      masquerade "$own" "${ranges[@]}"
+    fi
   fi
   sleep 3
 done
