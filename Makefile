@@ -40,8 +40,10 @@ host-packages: ## Install the Debian packages of the real node (runc, CNI plugin
 	@tests/cluster/host-packages.sh
 
 .PHONY: tools
-tools: host-packages ## Build etcd, the Kubernetes control plane and node, containerd, kwok, helm, crictl and the node's images (cached in ~/.cache/dagflow).
+tools: host-packages ## Build etcd, the Kubernetes control plane and node, containerd, kwok, helm, crictl and the node's images (cached in ~/.cache/dagflow); kind-tools too where a Docker engine can run.
 	tests/cluster/build.sh all
+	@if tests/cluster/kind.sh can-run; then $(MAKE) --no-print-directory kind-tools; \
+	else echo "No Docker engine here, and none can be installed and started (root with apt-get): no kind tools"; fi
 
 ##@ Local cluster
 .PHONY: cluster

@@ -1,5 +1,5 @@
 # The demo and the example pipeline. Included from the Makefile, which defines VENV and PY (and, from
-# mk/deploy.mk, DOCKER and BUILD_LOCAL).
+# mk/deploy.mk, DOCKER and BUILD_IMAGE).
 DEMO := hack/demo.sh
 EXAMPLES_IMAGE ?= dagflow/examples:0.1.0
 
@@ -21,11 +21,5 @@ run-examples: venv ## Run the example pipeline's steps as local processes (no cl
 	@PYTHON=$(PY) hack/run-examples.sh
 
 .PHONY: examples-image
-examples-image: ## Build the example pipeline's image (EXAMPLES_IMAGE): with Docker if an engine answers, else buildah.
-	@if $(DOCKER) info >/dev/null 2>&1; then \
-		echo "Docker engine found: $(DOCKER) build"; \
-		$(DOCKER) build -t $(EXAMPLES_IMAGE) images/examples; \
-	else \
-		echo "No Docker engine: building with buildah ($(BUILD_LOCAL))"; \
-		EXAMPLES_IMAGE=$(EXAMPLES_IMAGE) $(BUILD_LOCAL) build examples; \
-	fi
+examples-image: ## Build the example pipeline's image (EXAMPLES_IMAGE): Docker, or buildah where Docker cannot (images/build-image.sh).
+	@DOCKER=$(DOCKER) $(BUILD_IMAGE) examples $(EXAMPLES_IMAGE)

@@ -4,6 +4,10 @@
 #   make image kind-up kind-load deploy     the operator from this checkout on a fresh kind cluster
 #   make e2e-kind                           the same, then the end-to-end suite against it
 #
+# kind runs on a Docker engine: `make kind-tools` (part of `make tools` where one can run) installs
+# Debian's docker.io where no engine answers, starts dockerd, builds kind and the node image
+# (tests/cluster/kind.sh, images/kind/README.md). `make kind-engine-down` stops that dockerd.
+#
 # deploy and undeploy act on the cluster of $KUBECONFIG (or the current context), like `make install`;
 # e2e-kind points them at the kind cluster itself.
 
@@ -21,39 +25,29 @@ CHART := charts/dagflow-operator
 HELM_ARGS ?=
 HELM = $(BIN_DIR)/helm
 
-KIND_VERSION ?= v0.33.0
+# kind's version and the node image are pinned in tests/cluster/versions.env (KIND_VERSION, KIND_NODE_IMAGE).
+KIND_SCRIPT := tests/cluster/kind.sh
 KIND_CLUSTER ?= dagflow
 KIND_CONFIG ?= images/kind/kind-config.yaml
-KIND_KUBECONFIG ?= $(or $(DAGFLOW_CACHE),$(HOME)/.cache/dagflow)/kind-$(KIND_CLUSTER).kubeconfig
-# kind from PATH, else built from its Go module into the tools cache.
-KIND ?= $(or $(shell command -v kind 2>/dev/null),$(BIN_DIR)/kind-$(KIND_VERSION)/kind)
 # What kind nodes lack: GPUs. The GPU worker advertises this many fake ones.
 KIND_FAKE_GPUS ?= 8
+KIND_KUBECONFIG = $(shell KIND_CLUSTER=$(KIND_CLUSTER) $(KIND_SCRIPT) kubeconfig)
+KIND_ENV = KIND_CLUSTER=$(KIND_CLUSTER) KIND_CONFIG=$(abspath $(KIND_CONFIG)) KIND_FAKE_GPUS=$(KIND_FAKE_GPUS)
 
-# Images: `docker build` where a Docker engine answers; elsewhere (no engine, no registry) buildah builds
-# the same Dockerfiles on a local Debian base into archives for containerd (images/build-local.sh).
+# Images: `docker build` where a Docker engine answers and the Dockerfile's base image can be had;
+# elsewhere (no engine, or no registry) buildah builds the same Dockerfiles on a local Debian base into
+# archives for containerd (images/build-local.sh), loaded into Docker too where an engine answers.
 BUILD_LOCAL := images/build-local.sh
+BUILD_IMAGE := images/build-image.sh
 
 ##@ Deploy
 .PHONY: image
-image: ## Build the operator's image (IMAGE_REPOSITORY:IMAGE_TAG): with Docker if an engine answers, else buildah.
-	@if $(DOCKER) info >/dev/null 2>&1; then \
-		echo "Docker engine found: $(DOCKER) build"; \
-		$(DOCKER) build -f images/operator/Dockerfile -t $(IMAGE) .; \
-	else \
-		echo "No Docker engine: building with buildah ($(BUILD_LOCAL))"; \
-		OPERATOR_IMAGE=$(IMAGE) $(BUILD_LOCAL) build operator; \
-	fi
+image: ## Build the operator's image (IMAGE_REPOSITORY:IMAGE_TAG): Docker, or buildah where Docker cannot (images/build-image.sh).
+	@DOCKER=$(DOCKER) $(BUILD_IMAGE) operator $(IMAGE)
 
 .PHONY: launcher-image
-launcher-image: ## Build the matrix launcher's image (LAUNCHER_REPOSITORY:IMAGE_TAG): with Docker if an engine answers, else buildah.
-	@if $(DOCKER) info >/dev/null 2>&1; then \
-		echo "Docker engine found: $(DOCKER) build"; \
-		$(DOCKER) build -t $(LAUNCHER_IMAGE) images/launcher; \
-	else \
-		echo "No Docker engine: building with buildah ($(BUILD_LOCAL))"; \
-		LAUNCHER_IMAGE=$(LAUNCHER_IMAGE) $(BUILD_LOCAL) build launcher; \
-	fi
+launcher-image: ## Build the matrix launcher's image (LAUNCHER_REPOSITORY:IMAGE_TAG): Docker, or buildah where Docker cannot.
+	@DOCKER=$(DOCKER) $(BUILD_IMAGE) launcher $(LAUNCHER_IMAGE)
 
 .PHONY: images-local
 images-local: ## Build the images (operator, launcher, examples) with buildah, no Docker or registry needed (archives in ~/.cache/dagflow/images).
@@ -63,31 +57,27 @@ images-local: ## Build the images (operator, launcher, examples) with buildah, n
 images-import: ## Import those archives into the containerd at DAGFLOW_CONTAINERD_ADDRESS (namespace k8s.io).
 	$(BUILD_LOCAL) import
 
-$(BIN_DIR)/kind-$(KIND_VERSION)/kind:
-	GOBIN=$(dir $@) go install sigs.k8s.io/kind@$(KIND_VERSION)
+.PHONY: kind-tools
+kind-tools: ## Make a Docker engine answer (Debian's docker.io, dockerd started), build kind and the kind node image.
+	@$(KIND_ENV) $(KIND_SCRIPT) engine
+	@$(KIND_ENV) $(KIND_SCRIPT) tools >/dev/null
+	@$(KIND_ENV) $(KIND_SCRIPT) node-image
+
+.PHONY: kind-engine-down
+kind-engine-down: ## Stop the dockerd that kind-tools started (an engine started otherwise is left alone).
+	@$(KIND_SCRIPT) engine-down
 
 .PHONY: kind-up
-kind-up: venv | $(KIND) ## Create the kind cluster (a CPU and a GPU worker); prints its KUBECONFIG export.
-	@if ! $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
-		$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
-			--kubeconfig $(KIND_KUBECONFIG) --wait 3m; \
-	else \
-		$(KIND) export kubeconfig --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG); \
-	fi
-	@# An extended resource in the node's status, as a device plugin would advertise it.
-	@for node in $$(kubectl --kubeconfig $(KIND_KUBECONFIG) get nodes -l nvidia.com/gpu.present=true -o name); do \
-		kubectl --kubeconfig $(KIND_KUBECONFIG) patch $$node --subresource=status --type=json \
-			-p '[{"op":"add","path":"/status/capacity/nvidia.com~1gpu","value":"$(KIND_FAKE_GPUS)"}]' >/dev/null; \
-	done
-	@echo "export KUBECONFIG=$(KIND_KUBECONFIG)"
+kind-up: kind-tools ## Create the kind cluster (a CPU and a GPU worker with fake GPUs); prints its KUBECONFIG export.
+	@$(KIND_ENV) $(KIND_SCRIPT) up
 
 .PHONY: kind-down
-kind-down: | $(KIND) ## Delete the kind cluster.
-	$(KIND) delete cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
+kind-down: ## Delete the kind cluster.
+	@$(KIND_ENV) $(KIND_SCRIPT) down
 
 .PHONY: kind-load
-kind-load: | $(KIND) ## Load the operator's, the launcher's and the example pipeline's images into the kind cluster's nodes.
-	$(KIND) load docker-image $(IMAGE) $(LAUNCHER_IMAGE) $(EXAMPLES_IMAGE) --name $(KIND_CLUSTER)
+kind-load: ## Load the operator's, the launcher's and the example pipeline's images into the kind cluster's nodes.
+	@$(KIND_ENV) $(KIND_SCRIPT) load $(IMAGE) $(LAUNCHER_IMAGE) $(EXAMPLES_IMAGE)
 
 .PHONY: deploy
 deploy: venv ## Install or upgrade the Helm release (RELEASE, DEPLOY_NAMESPACE) in the cluster of KUBECONFIG.
@@ -107,10 +97,12 @@ undeploy: ## Uninstall the Helm release; the CRDs and every DAGFlow stay (see th
 # stop it: DAGFLOW_TEST_CLUSTER=external) and the operator is the release deployed above
 # (DAGFLOW_TEST_OPERATOR=<namespace>/<release>), stopped and started by scaling its Deployment. Works
 # run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods, run
-# their own operator process, or need the example image and shared storage) are not selected.
+# their own operator process, or need the local cluster's shared storage) are not selected. tests/kind
+# (the example pipeline's real prediction, exit codes, DNS) runs there too.
 .PHONY: e2e-kind
 e2e-kind: venv image launcher-image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
 	$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
 	KUBECONFIG=$(KIND_KUBECONFIG) DAGFLOW_TEST_CLUSTER=external \
-		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) \
-		$(PYTEST) tests/e2e -m 'not local_cluster' $(PYTEST_ARGS)
+		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) EXAMPLES_IMAGE=$(EXAMPLES_IMAGE) \
+		DAGFLOW_KIND_CLUSTER=$(KIND_CLUSTER) \
+		$(PYTEST) tests/kind tests/e2e -m 'not local_cluster' $(PYTEST_ARGS)

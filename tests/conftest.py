@@ -40,11 +40,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
         if item.get_closest_marker("cluster") and isinstance(item, pytest.Function):
             item.fixturenames.insert(0, "cluster")
-    # The tests on the real node go first: the operator they install by its chart acts on every
+    # The tests on kind go first (their cluster is their own; KUBECONFIG points at it only while
+    # they run), then those on the real node: the operator they install by its chart acts on every
     # namespace, and is gone before the tests that run their own operator process start. Tests that
     # stop the shared cluster go last, so nothing else runs while it restarts.
     items.sort(
         key=lambda item: (
+            item.get_closest_marker("kind") is None,
             item.get_closest_marker("real") is None,
             item.get_closest_marker("disruptive") is not None,
         )

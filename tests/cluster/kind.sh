@@ -12,6 +12,8 @@
 #   load REF...   load images into every node: from Docker, else from images/build-local.sh's archives
 #   down          delete the cluster
 #   kubeconfig    the kubeconfig file's path
+#   exists        exit 0 where the cluster exists
+#   shared-dir    the host folder every node mounts at /var/local/dagflow-shared
 #
 # Environment: KIND_CLUSTER (default dagflow), KIND_CONFIG (images/kind/kind-config.yaml), KIND_NODE_IMAGE,
 # KIND_FAKE_GPUS (8), DAGFLOW_CACHE (~/.cache/dagflow).
@@ -341,5 +343,7 @@ case "$command" in
   down) down ;;
   load) load "$@" ;;
   kubeconfig) echo "$kubeconfig" ;;
+  exists) exists ;;
+  shared-dir) echo "$state/shared" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
