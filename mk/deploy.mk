@@ -1,8 +1,8 @@
 # The operator's image, a kind cluster with real containers, and the Helm release.
 # Included by the Makefile; uses its VENV, PYTEST, PYTEST_ARGS and BIN_DIR.
 #
-#   make image kind-up kind-load deploy     the operator from this checkout on a fresh kind cluster
-#   make e2e-kind                           the same, then the end-to-end suite against it
+#   make kind-deploy      the operator from this checkout on a kind cluster (image kind-up kind-load deploy)
+#   make e2e-kind         the same, then the end-to-end suite against it
 #
 # kind runs on a Docker engine: `make kind-tools` (part of `make tools` where one can run) installs
 # Debian's docker.io where no engine answers, starts dockerd, builds kind and the node image
@@ -99,9 +99,13 @@ undeploy: ## Uninstall the Helm release; the CRDs and every DAGFlow stay (see th
 # run in real containers there; the tests marked local_cluster (they steer kwok's simulated pods, run
 # their own operator process, or need the local cluster's shared storage) are not selected. tests/kind
 # (the example pipeline's real prediction, exit codes, DNS) runs there too.
+.PHONY: kind-deploy
+kind-deploy: venv image launcher-image examples-image kind-up kind-load ## kind-up, this checkout's images on its nodes and the chart installed there; prints the KUBECONFIG export.
+	@$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
+	@echo "export KUBECONFIG=$(KIND_KUBECONFIG)"
+
 .PHONY: e2e-kind
-e2e-kind: venv image launcher-image examples-image kind-up kind-load ## Deploy this checkout to kind and run the end-to-end suite there.
-	$(MAKE) --no-print-directory deploy KUBECONFIG=$(KIND_KUBECONFIG)
+e2e-kind: kind-deploy ## Deploy this checkout to kind and run the end-to-end suite there.
 	KUBECONFIG=$(KIND_KUBECONFIG) DAGFLOW_TEST_CLUSTER=external \
 		DAGFLOW_TEST_OPERATOR=$(DEPLOY_NAMESPACE)/$(RELEASE) EXAMPLES_IMAGE=$(EXAMPLES_IMAGE) \
 		DAGFLOW_KIND_CLUSTER=$(KIND_CLUSTER) \
