@@ -44,6 +44,11 @@ die() { printf '[kind] %s\n' "$*" >&2; exit 1; }
 # The classic builder: it reads no `# syntax=` line (BuildKit would fetch that frontend from a registry).
 export DOCKER_BUILDKIT=0
 
+# docker build with the classic builder, without the client's notice that it is deprecated.
+classic_build() {
+  docker build "$@" 2> >(grep -vE 'legacy builder is deprecated|BuildKit is currently disabled|environment-variable\.$|buildx component|docs\.docker\.com/go/buildx|^\s*$' >&2)
+}
+
 engine_answers() { docker info >/dev/null 2>&1; }
 
 can_run() {
@@ -116,7 +121,7 @@ tools() {
 recipe_key() {
   {
     (cd "$repo" && find images/kind/node -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    declare -f node_image component_images
+    declare -f node_image component_images classic_build
     echo "$K8S_VERSION $ETCD_VERSION $CONTAINERD_VERSION $CRICTL_VERSION $COREDNS_VERSION $PAUSE_IMAGE"
   } | sha256sum | cut -c1-16
 }
@@ -178,7 +183,7 @@ component_images() {
   rm -rf "$context"; mkdir -p "$context"
   ln "$node_build/rootfs.tar" "$context/rootfs.tar" 2>/dev/null || cp "$node_build/rootfs.tar" "$context/rootfs.tar"
   cp "$bin_dir/kube-proxy" "$context/kube-proxy"
-  docker build --network host -q -t "registry.k8s.io/kube-proxy:$K8S_VERSION" \
+  classic_build --network host -q -t "registry.k8s.io/kube-proxy:$K8S_VERSION" \
     -f "$repo/images/kind/node/kube-proxy.Dockerfile" "$context" >/dev/null
   docker save -o "$images/kube-proxy.tar" "registry.k8s.io/kube-proxy:$K8S_VERSION"
   docker rmi "registry.k8s.io/kube-proxy:$K8S_VERSION" >/dev/null
@@ -206,7 +211,7 @@ node_image() {
   cp "$kind_bin_dir/kubeadm" "$kind_bin_dir/kubectl" "$bin_dir/kubelet" "$context/kube/"
   cp -a "$repo/images/kind/node/files" "$context/files"
   log "docker build: the node's root filesystem, systemd, containerd, runc, CNI plugins, kubeadm, kubelet"
-  docker build --network host -q -t "$node_image-base" -f "$repo/images/kind/node/Dockerfile" "$context" >/dev/null
+  classic_build --network host -q -t "$node_image-base" -f "$repo/images/kind/node/Dockerfile" "$context" >/dev/null
   rm -rf "$context"
   log "The images kubeadm runs"
   component_images
@@ -226,7 +231,7 @@ node_image() {
   local archive
   for archive in "$node_build/images/"*.tar; do
     docker exec -i "$build" ctr -n k8s.io images import --no-unpack --digests \
-      --label io.cri-containerd.pinned=pinned - <"$archive" >/dev/null
+      --label io.cri-containerd.pinned=pinned - <"$archive" >/dev/null 2> >(grep -v DEPRECATION >&2)
   done
   docker exec "$build" bash -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /var/log/containerd-build.log'
   docker exec "$build" bash -c "printf '%s' '$K8S_VERSION' >/kind/version"
