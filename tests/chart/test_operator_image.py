@@ -23,7 +23,8 @@ from tests.kube import REPO_ROOT, VENV_BIN
 
 DOCKERFILE = REPO_ROOT / "images" / "operator" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
-ALL_DOCKERFILES = sorted((REPO_ROOT / "images").glob("*/Dockerfile"))
+# Every Dockerfile under images/: the project's images, and the kind node image's (images/kind/node).
+ALL_DOCKERFILES = sorted((REPO_ROOT / "images").glob("**/*Dockerfile"))
 LOCK = REPO_ROOT / "images" / "operator" / "requirements.lock"
 DIGEST = r"@sha256:[0-9a-f]{64}"
 
@@ -109,7 +110,9 @@ def test_final_stage_is_slim_non_root_and_runs_the_operator() -> None:
     assert not re.search(r"apt-get|apk |gcc|build-essential|COPY (?!--from)", text)
 
 
-@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda path: path.parent.name)
+@pytest.mark.parametrize(
+    "dockerfile", ALL_DOCKERFILES, ids=lambda path: str(path.relative_to(REPO_ROOT / "images"))
+)
 def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     hadolint = VENV_BIN / "hadolint"
     assert hadolint.exists(), "hadolint is missing from the venv: run `make venv`"
@@ -197,7 +200,9 @@ def test_the_image_installs_its_dependencies_from_the_lock_by_hash() -> None:
     assert "images/operator/requirements.lock" in allowed
 
 
-@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda path: path.parent.name)
+@pytest.mark.parametrize(
+    "dockerfile", ALL_DOCKERFILES, ids=lambda path: str(path.relative_to(REPO_ROOT / "images"))
+)
 def test_base_images_are_pinned_by_digest(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     defaults = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)", text, re.MULTILINE))
