@@ -9,7 +9,7 @@
 #   tools         build kind (KIND_VERSION) into the tools cache; prints its path
 #   node-image    build the node image KIND_NODE_IMAGE unless Docker has it from the same recipe
 #   up            engine, tools, node-image, then create the cluster (or reuse it); prints the KUBECONFIG export
-#   load REF...   load images into every node: from Docker, else from images/build-local.sh's archives
+#   load REF...   load images into the workers: from Docker, else from images/build-local.sh's archives
 #   down          delete the cluster
 #   kubeconfig    the kubeconfig file's path
 #   exists        exit 0 where the cluster exists
@@ -322,16 +322,19 @@ down() {
   rm -rf "$state"
 }
 
-# An image from Docker if it has it, else the archive images/build-local.sh made for it.
+# An image from Docker if it has it, else the archive images/build-local.sh made for it; onto the nodes
+# that run pods (the control plane's taint keeps them off it).
 load() {
-  local ref archive
+  local ref archive nodes
+  nodes="$("$kind_bin" get nodes --name "$cluster" | grep -v -- '-control-plane$' | paste -sd, -)"
+  [[ -n "$nodes" ]] || die "The kind cluster $cluster has no worker"
   for ref in "$@"; do
     if docker image inspect "$ref" >/dev/null 2>&1; then
-      "$kind_bin" load docker-image "$ref" --name "$cluster"
+      "$kind_bin" load docker-image "$ref" --name "$cluster" --nodes "$nodes"
     else
       archive="$cache_root/images/$(basename "${ref%%:*}")-${ref##*:}.tar"
       [[ -s "$archive" ]] || die "$ref: neither in Docker nor built as $archive (make image launcher-image examples-image)"
-      "$kind_bin" load image-archive "$archive" --name "$cluster"
+      "$kind_bin" load image-archive "$archive" --name "$cluster" --nodes "$nodes"
     fi
   done
 }
