@@ -15,8 +15,8 @@
 #   exists        exit 0 where the cluster exists
 #   shared-dir    the host folder every node mounts at /var/local/dagflow-shared
 #
-# Environment: KIND_CLUSTER (default dagflow), KIND_CONFIG (images/kind/kind-config.yaml), KIND_NODE_IMAGE,
-# KIND_FAKE_GPUS (8), DAGFLOW_CACHE (~/.cache/dagflow).
+# Environment: KIND_CLUSTER (default dagflow), KIND_CONFIG (images/kind/kind-config.yaml), KIND_FAKE_GPUS
+# (8), DAGFLOW_CACHE (~/.cache/dagflow). kind's version and the node image's name are in versions.env.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -294,6 +294,12 @@ up() {
   # The example's images run as UID 10001: the shared folder is writable by every user, like /tmp.
   chmod 1777 "$state/shared" "$state/shared/shared"
   local started=$SECONDS
+  # Nodes that stopped with their engine do not start again (kind's nodes restart only on failure, and
+  # a node is not made to be restarted): such a cluster is made anew.
+  if exists && [[ "$(docker inspect -f '{{.State.Running}}' "$cluster-control-plane" 2>/dev/null)" != true ]]; then
+    log "The kind cluster $cluster is stopped: deleting it to create it anew"
+    "$kind_bin" delete cluster --name "$cluster" >/dev/null 2>&1 || true
+  fi
   if exists; then
     "$kind_bin" export kubeconfig --name "$cluster" --kubeconfig "$kubeconfig" >/dev/null 2>&1
   else
