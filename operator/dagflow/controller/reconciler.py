@@ -575,16 +575,15 @@ class Reconciler:
         launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
         stored = await self.work_data.outputs_for_axes(flow, spec, previous_works, collected)
         queue_waits = await self._queue_waits(key, flow, spec, current_jobs, status.get("startedAt"))
-        # Planned again, with the works the cache answered as previous works, when any hit.
-        replan = partial(
-            plan_run,
+        plan = plan_run(
             flow,
             spec,
             parsed.order,
             run,
             current_jobs,
             deployments,
-            now=now,
+            previous_works,
+            now,
             draining=draining,
             pod_refusals=refusals,
             hold=decision.hold,
@@ -594,9 +593,29 @@ class Reconciler:
             stored_outputs=stored,
             queue_waits=queue_waits,
         )
-        plan = replan(previous_works)
         params = status.get("params") or default_params(spec)
         if self.cache.wanted(spec) and plan.start:
+
+            def replan(previous: Mapping[str, Mapping[str, Any]]) -> Plan:
+                return plan_run(
+                    flow,
+                    spec,
+                    parsed.order,
+                    run,
+                    current_jobs,
+                    deployments,
+                    previous,
+                    now,
+                    draining=draining,
+                    pod_refusals=refusals,
+                    hold=decision.hold,
+                    termination_messages=messages,
+                    matrix_outputs=collected,
+                    launch_failures=launch_failures,
+                    stored_outputs=stored,
+                    queue_waits=queue_waits,
+                )
+
             taken = await self.cache.take_hits(
                 flow, spec, run, params, plan, previous_works, moment, not status.get("noCache"), replan
             )
