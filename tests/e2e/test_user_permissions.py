@@ -27,10 +27,8 @@ def policy(operator: OperatorProcess) -> Iterator[list[dict[str, Any]]]:
     """The chart's policy and binding, applied (the operator fixture has installed the CRDs)."""
     objects = render()
     installed = [
-        obj
-        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-        for obj in objects_of(objects, kind)
-        if obj["metadata"]["name"].endswith("-user-permissions")
+        *objects_of(objects, "ValidatingAdmissionPolicy"),
+        *objects_of(objects, "ValidatingAdmissionPolicyBinding"),
     ]
     assert len(installed) == 2
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(installed))
