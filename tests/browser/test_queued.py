@@ -10,6 +10,7 @@ from tests.browser.conftest import Dashboard
 from tests.browser.test_dashboard import LIVE_TIMEOUT_MS, flow_page
 from tests.e2e.conftest import kueue, local_queue
 from tests.e2e.flows import create, flow, status, wait_for_phase, work, works_by_name
+from tests.e2e.test_kueue_flows import hold_every_gpu
 from tests.kube import wait_for
 from tests.operator_process import OperatorProcess
 
@@ -21,12 +22,7 @@ pytestmark = [pytest.mark.local_cluster, pytest.mark.kueue]
 def test_a_queued_work_is_drawn_apart_from_pending_ones_and_runs_once_admitted(
     dashboard: Dashboard, page: Page, namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(flow("blocker", [work("train", duration="25s", gpu=4)], queueName=local_queue), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the blocking flow to hold every GPU",
-    )
+    hold_every_gpu(namespace, local_queue, "25s")
     works = [work("train", duration="1s", gpu=1), work("report", "train", duration="1s")]
     create(flow("waiting", works, queueName=local_queue), namespace)
     wait_for(

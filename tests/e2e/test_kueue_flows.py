@@ -28,6 +28,20 @@ def gpu_flow(name: str, queue: str, gpus: int, duration: str, **spec: Any) -> di
     return flow(name, [work("train", duration=duration, gpu=gpus)], queueName=queue, **spec)
 
 
+def wait_running(namespace: str, name: str, what: str, work_name: str = "train") -> None:
+    wait_for(
+        lambda: works_by_name(status(namespace, name)).get(work_name, {}).get("phase") == "Running",
+        timeout=60,
+        what=what,
+    )
+
+
+def hold_every_gpu(namespace: str, queue: str, duration: str) -> None:
+    """A flow `blocker` whose training holds the queue's 4 GPUs, once it runs."""
+    create(gpu_flow("blocker", queue, gpus=4, duration=duration), namespace)
+    wait_running(namespace, "blocker", "the blocking flow to hold every GPU")
+
+
 def workloads(namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = get_json("workloads.kueue.x-k8s.io", namespace=namespace)["items"]
     return items
@@ -79,11 +93,7 @@ def test_two_flows_over_the_quota_wait_in_turn_and_both_finish(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
     create(gpu_flow("first", local_queue, gpus=3, duration="40s"), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "first")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the first flow's training to be admitted and run",
-    )
+    wait_running(namespace, "first", "the first flow's training to be admitted and run")
     create(gpu_flow("second", local_queue, gpus=3, duration="1s"), namespace)
 
     waiting = wait_for(
@@ -110,12 +120,7 @@ def test_two_flows_over_the_quota_wait_in_turn_and_both_finish(
 def test_a_flow_stopped_while_queued_deletes_its_waiting_job(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("blocker", local_queue, gpus=4, duration="90s"), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the blocking flow to hold every GPU",
-    )
+    hold_every_gpu(namespace, local_queue, "90s")
     create(gpu_flow("waiting", local_queue, gpus=1, duration="1s"), namespace)
     wait_for(lambda: queued_work(namespace, "waiting"), timeout=30, what="the flow to be queued")
 
@@ -139,12 +144,7 @@ def test_a_flow_stopped_while_queued_deletes_its_waiting_job(
 def test_a_flow_suspended_while_queued_deactivates_its_workload_and_finishes_once_resumed(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("blocker", local_queue, gpus=4, duration="40s"), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the blocking flow to hold every GPU",
-    )
+    hold_every_gpu(namespace, local_queue, "40s")
     works = [work("train", duration="1s", gpu=1), work("report", "train", duration="1s")]
     create(flow("paused", works, queueName=local_queue), namespace)
     wait_for(lambda: queued_work(namespace, "paused"), timeout=30, what="the flow to be queued")
@@ -230,11 +230,7 @@ def test_a_flow_preempted_by_a_higher_priority_flow_waits_as_preempted_then_fini
     # No retry to spare: a preemption counted as a failed attempt would fail the flow.
     works = [work("train", duration="12s", gpu=4, retries=0)]
     create(flow("low", works, queueName=local_queue, priorityClassName=low), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "low")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the low-priority training to hold every GPU",
-    )
+    wait_running(namespace, "low", "the low-priority training to hold every GPU")
     labels = get_json("job", "low-1-train", namespace=namespace)["metadata"]["labels"]
     assert labels["kueue.x-k8s.io/priority-class"] == low
 
@@ -311,11 +307,7 @@ def run_older_and_newer_flow(namespace: str, queue: str) -> None:
     """An older flow whose second GPU stage is made only after a newer flow's first stage queued."""
     older = [work("train", duration="20s", gpu=4), work("evaluate", "train", duration="3s", gpu=4)]
     create(flow("older", older, queueName=queue), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "older")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the older flow's training to hold every GPU",
-    )
+    wait_running(namespace, "older", "the older flow's training to hold every GPU")
     create(gpu_flow("newer", queue, gpus=4, duration="3s"), namespace)
     wait_for(lambda: queued_work(namespace, "newer"), timeout=30, what="the newer flow to be queued")
     for name in ("older", "newer"):
@@ -350,12 +342,7 @@ def test_with_queue_order_job_kueue_orders_every_job_by_its_own_creation(
 def test_a_queued_flow_stopped_while_kueues_manager_is_down_ends_stopped(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    create(gpu_flow("blocker", local_queue, gpus=4, duration="60s"), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "blocker")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="the blocking flow to hold every GPU",
-    )
+    hold_every_gpu(namespace, local_queue, "60s")
     create(gpu_flow("waiting", local_queue, gpus=1, duration="1s"), namespace)
     wait_for(lambda: queued_work(namespace, "waiting"), timeout=30, what="the flow to be queued")
     run_kueue_script("stop")

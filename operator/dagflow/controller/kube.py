@@ -365,30 +365,11 @@ class KubeClient:
             "metadata": {"annotations": {DEACTIVATED_ANNOTATION: None if active else "true"}},
             "spec": {"active": active},
         }
-        try:
-            await self._kueue_call(
-                "patch",
-                self.custom.patch_namespaced_custom_object,
-                namespace,
-                "workloads",
-                name,
-                patch,
-                _content_type=MERGE_PATCH,
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        await self._patch_workload(namespace, name, patch)
 
     async def workload(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Workload as it is now; None when it is gone (or Kueue is)."""
-        try:
-            return await self._kueue_call(
-                "get", self.custom.get_namespaced_custom_object, namespace, "workloads", name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await self._kueue_get(namespace, "workloads", name)
 
     async def hold_workload(self, namespace: str, name: str, resource_version: str, held: bool) -> bool:
         """Hold a waiting Workload inactive behind older flows' works (marking it so), or release one
@@ -401,6 +382,37 @@ class KubeClient:
             },
             "spec": {"active": not held},
         }
+        return await self._patch_workload(namespace, name, patch)
+
+    async def cluster_queue_of(self, namespace: str, local_queue: str) -> str | None:
+        """The ClusterQueue a LocalQueue feeds; None when the LocalQueue (or Kueue) is missing."""
+        found = await self._kueue_get(namespace, "localqueues", local_queue)
+        cluster_queue = ((found or {}).get("spec") or {}).get("clusterQueue")
+        return str(cluster_queue) if cluster_queue else None
+
+    async def workload_priority(self, priority_class: str) -> int | None:
+        """The value of a WorkloadPriorityClass; None when there is no such class."""
+        found = await self._kueue_get(None, "workloadpriorityclasses", priority_class)
+        value = (found or {}).get("value")
+        return value if isinstance(value, int) else None
+
+    async def _kueue_get(self, namespace: str | None, plural: str, name: str) -> dict[str, Any] | None:
+        """One of Kueue's objects (`namespace` None: cluster-scoped); None when it or Kueue is missing."""
+        function = (
+            self.custom.get_cluster_custom_object
+            if namespace is None
+            else self.custom.get_namespaced_custom_object
+        )
+        try:
+            return await self._kueue_call("get", function, namespace, plural, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _patch_workload(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """Merge-patch a Workload; False when it is gone, or changed since a resourceVersion the patch
+        names."""
         try:
             await self._kueue_call(
                 "patch",
@@ -416,32 +428,6 @@ class KubeClient:
                 return False
             raise
         return True
-
-    async def cluster_queue_of(self, namespace: str, local_queue: str) -> str | None:
-        """The ClusterQueue a LocalQueue feeds; None when the LocalQueue (or Kueue) is missing."""
-        try:
-            found = await self._kueue_call(
-                "get", self.custom.get_namespaced_custom_object, namespace, "localqueues", local_queue
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        cluster_queue = ((found or {}).get("spec") or {}).get("clusterQueue")
-        return str(cluster_queue) if cluster_queue else None
-
-    async def workload_priority(self, priority_class: str) -> int | None:
-        """The value of a WorkloadPriorityClass; None when there is no such class."""
-        try:
-            found = await self._kueue_call(
-                "get", self.custom.get_cluster_custom_object, None, "workloadpriorityclasses", priority_class
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        value = (found or {}).get("value")
-        return value if isinstance(value, int) else None
 
     async def _kueue_call(
         self,
