@@ -8,9 +8,11 @@ PYTEST := $(VENV)/bin/pytest
 CLUSTER := tests/cluster/cluster.sh
 CRD_FILE := crds/dagflow.dev_dagflows.yaml
 CHART_CRD_FILE := charts/dagflow-operator/crds/dagflow.dev_dagflows.yaml
+CACHE_CRD_FILE := crds/dagflow.dev_dagflowcacheentries.yaml
+CHART_CACHE_CRD_FILE := charts/dagflow-operator/crds/dagflow.dev_dagflowcacheentries.yaml
 # kopf's peering CRDs (operators on one cluster see each other there); the chart's copy is the source.
 PEERING_CRD_FILE := charts/dagflow-operator/crds/kopf.dev_peerings.yaml
-CRD_NAMES := crd/dagflows.dagflow.dev crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
+CRD_NAMES := crd/dagflows.dagflow.dev crd/dagflowcacheentries.dagflow.dev crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
 # kubectl and helm that match the local control plane.
 BIN_DIR = $(shell tests/cluster/build.sh bin-dir)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -70,6 +72,7 @@ lint: venv ## Run ruff and mypy.
 .PHONY: crds
 crds: venv ## Generate the CRD YAML from the pydantic models; copy kopf's peering CRDs next to it.
 	$(PY) -m dagflow.api.crd $(CRD_FILE) $(if $(wildcard $(dir $(CHART_CRD_FILE))),$(CHART_CRD_FILE))
+	$(PY) -m dagflow.api.crd --cache-entries $(CACHE_CRD_FILE) $(if $(wildcard $(dir $(CHART_CACHE_CRD_FILE))),$(CHART_CACHE_CRD_FILE))
 	cp $(PEERING_CRD_FILE) crds/
 
 .PHONY: install

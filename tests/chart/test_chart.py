@@ -62,7 +62,10 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
         "Service",
         "Service",
         "ServiceAccount",
+        # The user-permissions policy, and the one that keeps cache entries the operator's.
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
     ]
@@ -158,6 +161,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "workloads",
         "localqueues",
         "kopfpeerings",
+        "dagflowcacheentries",
     }
     assert json.loads(container_env(objects)["DAGFLOW_NAMESPACES"]) == ["team-a", "team-b"]
 
@@ -172,6 +176,8 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
     assert rules == {
         ("dagflow.dev", "dagflows", ()): ["list", "watch"],
         ("dagflow.dev", "dagflows/status", ()): ["patch"],
+        # Cache entries: looked up by key label, written on a cached work's success, expired ones deleted.
+        ("dagflow.dev", "dagflowcacheentries", ()): ["create", "delete", "list"],
         ("batch", "jobs", ()): ["create", "delete", "get", "list", "watch"],
         ("apps", "deployments", ()): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services", ()): ["create", "delete", "get", "list", "patch", "watch"],
@@ -230,8 +236,17 @@ def test_the_operator_can_create_no_webhook_configuration_and_patch_only_its_own
         assert not objects_of(objects, "MutatingWebhookConfiguration")
 
 
+def user_permissions_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [policy] = [
+        obj
+        for obj in objects_of(objects, "ValidatingAdmissionPolicy")
+        if obj["metadata"]["name"].endswith("-user-permissions")
+    ]
+    return policy
+
+
 def test_the_operator_is_told_the_user_permissions_policy_the_chart_installs() -> None:
-    policy = one(render(), "ValidatingAdmissionPolicy")["metadata"]["name"]
+    policy = user_permissions_policy(render())["metadata"]["name"]
     assert container_env(render())["DAGFLOW_USER_PERMISSIONS_POLICY"] == policy
     unenforced = render({"userPermissions": {"enforced": False}})
     assert not objects_of(unenforced, "ValidatingAdmissionPolicy")
@@ -535,11 +550,15 @@ def test_chart_crd_is_a_copy_of_the_generated_one() -> None:
 
 
 def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
-    policy = one(render(), "ValidatingAdmissionPolicy")
+    policy = user_permissions_policy(render())
     checks = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
     for resource in ("'jobs'", "'deployments'", "'services'", "'configmaps'"):
         assert resource in checks
-    binding = one(render(), "ValidatingAdmissionPolicyBinding")
+    [binding] = [
+        obj
+        for obj in objects_of(render(), "ValidatingAdmissionPolicyBinding")
+        if obj["spec"]["policyName"] == policy["metadata"]["name"]
+    ]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     off = render({"userPermissions": {"enforced": False}})
     assert not [obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy")]
@@ -581,3 +600,31 @@ def test_ui_enabled_runs_a_read_only_dashboard_with_the_users_tokens() -> None:
         {"apiGroups": ["dagflow.dev"], "resources": ["dagflows"], "verbs": ["get", "list", "watch"]}
     ]
     assert pod["spec"]["serviceAccountName"] == role["metadata"]["name"]
+
+
+def test_only_the_operator_may_write_cache_entries() -> None:
+    objects = render()
+    policy = next(
+        obj
+        for obj in objects
+        if obj["kind"] == "ValidatingAdmissionPolicy" and obj["metadata"]["name"].endswith("-cache-entries")
+    )
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["dagflowcacheentries"]
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE", "UPDATE"]
+    expression = policy["spec"]["validations"][0]["expression"]
+    assert (
+        'request.userInfo.username == "system:serviceaccount:dagflow-system:dagflow-dagflow-operator"'
+        in expression
+    )
+    bindings = [
+        obj
+        for obj in objects
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding"
+        and obj["spec"]["policyName"] == policy["metadata"]["name"]
+    ]
+    assert [binding["spec"]["validationActions"] for binding in bindings] == [["Deny"]]
+
+
+def test_chart_cache_entry_crd_is_a_copy_of_the_generated_one() -> None:
+    generated = (REPO_ROOT / "crds" / "dagflow.dev_dagflowcacheentries.yaml").read_bytes()
+    assert (CHART_DIR / "crds" / "dagflow.dev_dagflowcacheentries.yaml").read_bytes() == generated

@@ -72,10 +72,12 @@ def test_webhook_registered_as_a_service_is_called_through_it(namespace: str, tm
     operator.start()
     try:
         webhooks = get_json("validatingwebhookconfiguration", CONFIGURATION)["webhooks"]
-        # Two webhooks: the flows, and their status, which only the operator may write.
+        # Three webhooks: the flows, their status and the cache entries, which only the operator
+        # may write.
         assert [hook["clientConfig"].get("service") for hook in webhooks] == [
             {"namespace": namespace, "name": service, "port": port, "path": "/validate-dagflow"},
             {"namespace": namespace, "name": service, "port": port, "path": "/validate-dagflow-status"},
+            {"namespace": namespace, "name": service, "port": port, "path": "/validate-dagflow-cache-entry"},
         ]
         assert all("url" not in hook["clientConfig"] for hook in webhooks)
 

@@ -26,7 +26,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import GROUP, PLURAL
+from dagflow.api.models import CACHE_ENTRY_PLURAL, GROUP, PLURAL
 
 # etcd refuses a request past 1.5 MiB (its --max-request-bytes default), so no object is larger.
 MAX_OBJECT_BYTES = 1536 * 1024
@@ -44,6 +44,7 @@ QUALIFIED = {
     "pods": "pods",
     "events": "events",
     PLURAL: f"{PLURAL}.{GROUP}",
+    CACHE_ENTRY_PLURAL: f"{CACHE_ENTRY_PLURAL}.{GROUP}",
 }
 KINDS = {
     "jobs": "Job",
@@ -53,6 +54,8 @@ KINDS = {
     "pods": "Pod",
     "events": "Event",
     PLURAL: "DAGFlow",
+    # A custom resource's kind is qualified by its group in the API server's messages.
+    CACHE_ENTRY_PLURAL: f"DAGFlowCacheEntry.{GROUP}",
 }
 # Resources whose spec changes move metadata.generation (a Deployment's annotations move it too).
 GENERATED = frozenset({"jobs", "deployments", PLURAL})
@@ -819,6 +822,19 @@ class CustomApi(OperatorApi):
         **options: Any,
     ) -> Response:
         return self._list(plural, namespace, **options)
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: Mapping[str, Any], **_: Any
+    ) -> Response:
+        assert plural == CACHE_ENTRY_PLURAL, "the operator creates no other custom object"
+        return self._write(lambda: self.server.create(plural, namespace, body))
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any = None, **_: Any
+    ) -> Response:
+        assert plural == CACHE_ENTRY_PLURAL, "the operator deletes no other custom object"
+        uid = ((body or {}).get("preconditions") or {}).get("uid")
+        return self._write(lambda: self.server.delete(plural, namespace, name, uid=uid))
 
     def patch_namespaced_custom_object_status(
         self,

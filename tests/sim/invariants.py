@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from dagflow.api.models import PLURAL, DAGFlowSpec
+from dagflow.api.models import CACHE_ENTRY_PLURAL, PLURAL, DAGFlowSpec
 from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
@@ -97,6 +97,15 @@ def only_owned_objects_changed(world: World) -> None:
                 raise Violation(
                     "only-owned-objects-changed",
                     f"status of {write.name} (uid {uid}) written for {flow_key} uid {flow_uid}",
+                )
+            continue
+        if write.resource == CACHE_ENTRY_PLURAL:
+            # Entries belong to no flow (they outlive it): a pass only creates them, for its own flow.
+            recorded = ((write.after or {}).get("spec") or {}).get("flow")
+            if write.verb != "create" or flow_key is None or recorded != flow_key[1]:
+                raise Violation(
+                    "only-owned-objects-changed",
+                    f"{write.verb} of cache entry {write.name} (of flow {recorded}) by a pass of {flow_key}",
                 )
             continue
         target = write.after if write.verb == "create" else write.before
@@ -197,6 +206,23 @@ def outputs_kept_exactly(world: World) -> None:
             spec = works.get(work["name"])
             if spec is None or "outputs" not in work or "matrix" in spec:
                 continue
+            if work.get("cachedFrom"):
+                # Taken from the cache: the outputs of the run that ran it, as its entry keeps them
+                # (`cache_entries_record_what_pods_reported` checks those).
+                source = work["cachedFrom"]
+                kept = [
+                    entry["spec"].get("outputs")
+                    for entry in world.server.items(CACHE_ENTRY_PLURAL, NAMESPACE)
+                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["work"])
+                    == (source["flow"], source["run"], work["name"])
+                ]
+                if kept and work["outputs"] not in kept:
+                    raise Violation(
+                        "outputs-kept-exactly",
+                        f"{flow['metadata']['name']}: cached work {work['name']} has outputs"
+                        f" {work['outputs']}, its entries keep {kept}",
+                    )
+                continue
             message = termination_message((spec.get("annotations") or {}).get(MESSAGE_ANNOTATION, ""), "0")
             reported = json.loads(message) if message else {}
             expected = {output["name"]: reported.get(output["name"]) for output in spec.get("outputs") or []}
@@ -205,6 +231,34 @@ def outputs_kept_exactly(world: World) -> None:
                     "outputs-kept-exactly",
                     f"{flow['metadata']['name']}: work {work['name']} has outputs {work['outputs']},"
                     f" its pod reported {expected}",
+                )
+
+
+def cache_entries_record_what_pods_reported(world: World) -> None:
+    """An entry the operator writes keeps what the pod of the Job it names reported, value for value."""
+    for index in range(world.record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != CACHE_ENTRY_PLURAL or write.verb != "create" or write.after is None:
+            continue
+        spec = write.after["spec"]
+        job = world.server.get("jobs", NAMESPACE, spec.get("job") or "")
+        if job is None or spec.get("instances") is not None:
+            continue
+        uid = job["metadata"]["uid"]
+        for pod in world.server.items("pods", NAMESPACE):
+            if (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid") != uid:
+                continue
+            if (pod.get("status") or {}).get("phase") != "Succeeded":
+                continue
+            statuses = pod["status"].get("containerStatuses") or []
+            message = statuses[0]["state"]["terminated"].get("message") if statuses else ""
+            reported = json.loads(message) if message else {}
+            expected = {name: reported.get(name) for name in (spec.get("outputs") or {})}
+            if (spec.get("outputs") or {}) != expected:
+                raise Violation(
+                    "cache-entries-record-what-pods-reported",
+                    f"entry {write.name} keeps {spec.get('outputs')}, the pod of Job {spec.get('job')}"
+                    f" reported {expected}",
                 )
 
 
@@ -293,6 +347,7 @@ def _time(text: str) -> datetime:
 
 STEP_INVARIANTS: list[Invariant] = [
     one_job_per_run_and_work,
+    cache_entries_record_what_pods_reported,
     only_owned_config_maps_used,
     outputs_kept_exactly,
     only_owned_objects_changed,
@@ -314,6 +369,29 @@ def check_step(world: World) -> None:
 
 def _owned(world: World, resource: str, uid: str) -> list[dict[str, Any]]:
     return [obj for obj in world.server.items(resource, NAMESPACE) if controller_uid(obj) == uid]
+
+
+def cached_works_ran_no_job(world: World) -> None:
+    """A work taken from the cache has no Job in its run: it ran nothing."""
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        run = status.get("run")
+        if not run:
+            continue
+        jobs = {
+            (
+                job["metadata"]["labels"].get("dagflow.dev/run"),
+                job["metadata"]["annotations"].get("dagflow.dev/work-name"),
+            )
+            for job in _owned(world, "jobs", flow["metadata"]["uid"])
+        }
+        for work in status.get("works") or []:
+            if work.get("cachedFrom") and (str(run), work["name"]) in jobs:
+                raise Violation(
+                    "cached-works-ran-no-job",
+                    f"{flow['metadata']['name']}: work {work['name']} was taken from the cache in run {run}"
+                    " and has a Job of that run",
+                )
 
 
 def status_tells_the_truth(world: World) -> None:
@@ -421,6 +499,7 @@ def nothing_of_retired_runs_left(world: World) -> None:
 
 
 SETTLED_INVARIANTS: list[Invariant] = [
+    cached_works_ran_no_job,
     status_tells_the_truth,
     serving_only_with_available_pods,
     nothing_of_retired_runs_left,

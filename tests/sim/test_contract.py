@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from dagflow.api.models import API_VERSION, CACHE_ENTRY_KIND, CACHE_ENTRY_PLURAL, GROUP, KIND, PLURAL, VERSION
 from dagflow.controller.builders import LAUNCHER_EXIT_CODE
 from tests.kube import REPO_ROOT, apply_crds, fresh_namespace, wait_for
 from tests.sim.apiserver import ApiServer, BatchApi, Clock, merge_patch
@@ -38,6 +38,7 @@ PATHS = {
     "jobs": "/apis/batch/v1",
     "deployments": "/apis/apps/v1",
     PLURAL: f"/apis/{GROUP}/{VERSION}",
+    CACHE_ENTRY_PLURAL: f"/apis/{GROUP}/{VERSION}",
 }
 # How long the real garbage collector may take; it finds a new CRD's kind by a discovery it
 # repeats every 30 s.
@@ -89,6 +90,10 @@ class Real:
 
     def merge_patch(self, resource: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return _json(self._request("PATCH", resource, name, patch, content_type=MERGE_PATCH))
+
+    def list_names(self, resource: str, label_selector: str) -> list[str]:
+        listing = _json(self._request("GET", resource, query={"labelSelector": label_selector}))
+        return sorted(item["metadata"]["name"] for item in listing["items"])
 
     def merge_patch_status(self, resource: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return _json(
@@ -313,6 +318,10 @@ class Model:
     def read(self, resource: str, name: str) -> dict[str, Any]:
         return self.server.read(resource, self.namespace, name)
 
+    def list_names(self, resource: str, label_selector: str) -> list[str]:
+        listing = self.server.list(resource, self.namespace, label_selector)
+        return sorted(item["metadata"]["name"] for item in listing["items"])
+
     def merge_patch(self, resource: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.server.merge_patch(resource, self.namespace, name, patch)
 
@@ -461,6 +470,27 @@ def object_past_the_size_limit(api: Api) -> Any:
         {"op": "add", "path": "/status", "value": status},
     ]
     return answer(lambda: api.patch_flow_status("big", operations))
+
+
+def cache_entry(name: str, key: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CACHE_ENTRY_KIND,
+        "metadata": {"name": name, "labels": {"dagflow.dev/cache-key": key[:32]}},
+        "spec": {"key": key, "work": "w", "flow": "f", "run": 1, "createdAt": "2030-01-01T00:00:00Z"},
+    }
+
+
+def cache_entries_by_key_label(api: Api) -> Any:
+    """What the cache relies on: entries found by their key's label only, a second create of a name
+    refused (409), a delete of another uid refused."""
+    first = api.create(CACHE_ENTRY_PLURAL, cache_entry("a", "1" * 64))
+    api.create(CACHE_ENTRY_PLURAL, cache_entry("b", "1" * 64))
+    api.create(CACHE_ENTRY_PLURAL, cache_entry("c", "2" * 64))
+    again = answer(lambda: api.create(CACHE_ENTRY_PLURAL, cache_entry("a", "3" * 64)))
+    api.delete(CACHE_ENTRY_PLURAL, "a", uid=first["metadata"]["uid"])
+    stale = answer(lambda: api.delete(CACHE_ENTRY_PLURAL, "b", uid=first["metadata"]["uid"]))
+    return again, stale, api.list_names(CACHE_ENTRY_PLURAL, "dagflow.dev/cache-key=" + "1" * 32)
 
 
 def flow(name: str) -> dict[str, Any]:
@@ -1033,6 +1063,7 @@ def rollout_stalls_past_its_progress_deadline(api: Api) -> Any:
 
 
 SEMANTICS = [
+    cache_entries_by_key_label,
     create_sets_uid_and_creation_timestamp,
     resource_version_moves_on_every_write_only,
     generation_moves_with_the_spec_only,
@@ -1061,6 +1092,7 @@ SEMANTICS = [
 
 # The outward behaviour of the Job and Deployment controllers that tests/sim/controllers.py plays.
 CONTROLLER_SEMANTICS = [
+    cache_entries_by_key_label,
     job_completes,
     job_fails_by_its_failed_indexes,
     job_fails_past_its_deadline,

@@ -201,6 +201,10 @@ def make_spec(rng: random.Random) -> dict[str, Any]:
         spec["concurrencyPolicy"] = rng.choice(["Forbid", "Replace"])
         if rng.random() < 0.3:
             spec["startingDeadlineSeconds"] = rng.choice([10, 60])
+    # Drawn after the rest for the same reason: caching on, so reruns and other flows of the same
+    # works take outcomes from entries.
+    if rng.random() < 0.3:
+        spec["cache"] = {"enabled": True}
     return spec
 
 

@@ -228,6 +228,8 @@ def test_run_control_fields_are_every_spec_field_that_does_not_shape_a_run() -> 
         # The queue and the priority are on every Job a run makes.
         "queue_name",
         "priority_class_name",
+        # A new cache version misses on purpose: a run of its own.
+        "cache",
     }
 
 
@@ -275,3 +277,52 @@ def test_run_history_and_schedule_round_trip_in_the_status() -> None:
     assert dumped["runs"] == raw["runs"]
     assert dumped["lastScheduleTime"] == "2025-01-02T03:00:00Z"
     assert dumped["works"][0]["carriedFromRun"] == 2
+
+
+def _cached_spec(**fields: Any) -> DAGFlowSpec:
+    return DAGFlowSpec.model_validate({"works": [{"name": "a", "container": {"image": "x"}}], **fields})
+
+
+def test_caching_is_off_unless_asked() -> None:
+    spec = _cached_spec()
+    settings = spec.cache_of(spec.works[0])
+    assert (settings.enabled, settings.version, settings.max_age_seconds, settings.require_digest) == (
+        False,
+        "",
+        168 * 3600,
+        False,
+    )
+
+
+def test_a_works_cache_fields_win_over_the_flows() -> None:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "cache": {"enabled": True, "version": "v1", "maxAge": "1d"},
+            "works": [
+                {"name": "a", "container": {"image": "x"}},
+                {"name": "b", "container": {"image": "x"}, "cache": {"enabled": False}},
+                {"name": "c", "container": {"image": "x"}, "cache": {"maxAge": "30m", "requireDigest": True}},
+                {"name": "s", "container": {"image": "x"}, "serve": {"port": 80}},
+            ],
+        }
+    )
+    a, b, c, s = (spec.cache_of(work) for work in spec.works)
+    assert (a.enabled, a.version, a.max_age_seconds) == (True, "v1", 86400)
+    assert not b.enabled
+    assert (c.enabled, c.max_age_seconds, c.require_digest) == (True, 1800, True)
+    assert not s.enabled  # a serve work follows no flow default
+
+
+@pytest.mark.parametrize("bad", ["7", "1w", "h", "-1h", "1.5h"])
+def test_max_age_is_a_duration(bad: str) -> None:
+    with pytest.raises(ValidationError, match=r"maxAge|max_age"):
+        _cached_spec(cache={"maxAge": bad})
+
+
+def test_a_serve_work_may_not_ask_for_caching() -> None:
+    with pytest.raises(ValidationError, match="a serve work is never cached"):
+        _cached_spec(
+            works=[
+                {"name": "s", "container": {"image": "x"}, "serve": {"port": 80}, "cache": {"enabled": True}}
+            ]
+        )

@@ -541,3 +541,22 @@ def test_queue_names_are_label_values_and_a_priority_needs_a_queue() -> None:
     assert len(bad) == 2
     assert bad[0].startswith("spec.queueName: ") and "pattern" in bad[0]
     assert bad[1].startswith("spec.works[0].queueName: ") and "work 'train'" in bad[1]
+
+
+def test_a_cached_work_that_requires_a_digest_refuses_a_tag() -> None:
+    spec = {
+        "cache": {"enabled": True, "requireDigest": True},
+        "works": [
+            {"name": "tagged", "container": {"image": "example/ml:1.0"}},
+            {"name": "pinned", "container": {"image": "example/ml@sha256:" + "a" * 64}},
+            {"name": "free", "container": {"image": "example/ml:1.0"}, "cache": {"requireDigest": False}},
+        ],
+    }
+    problems = validate_flow(spec)
+    assert [(problem.path, problem.message) for problem in problems] == [
+        (
+            "spec.works[0].container.image",
+            "work 'tagged' sets cache.requireDigest: its image 'example/ml:1.0' must be written by digest "
+            "(image@sha256:...), as a tag may move to another image",
+        )
+    ]

@@ -25,6 +25,7 @@ from dagflow.controller.webhook import (
     DagflowWebhookServer,
     admission_problem,
     build_webhook_server,
+    cache_entry_write_problem,
     may_start_a_run,
     permission_checks,
     permission_problem,
@@ -32,7 +33,7 @@ from dagflow.controller.webhook import (
     registered_webhooks,
     status_write_problem,
 )
-from tests.chart.helm import one, render
+from tests.chart.helm import render
 
 
 def free_port() -> int:
@@ -183,7 +184,12 @@ SERVE_AND_MATRIX_SPEC = {
 
 
 def test_the_webhook_asks_exactly_the_policys_questions() -> None:
-    policy = one(render(), "ValidatingAdmissionPolicy")
+    [policy] = [
+        obj
+        for obj in render()
+        if obj["kind"] == "ValidatingAdmissionPolicy"
+        and obj["metadata"]["name"].endswith("-user-permissions")
+    ]
     asked_by_policy = [
         re.findall(r"authorizer\.group\('([^']*)'\)\.resource\('([^']+)'\)", validation["expression"])
         for validation in policy["spec"]["validations"]
@@ -218,7 +224,7 @@ def test_only_the_operator_writes_the_status() -> None:
 
 def test_the_webhooks_fail_closed_and_the_operators_status_writes_skip_them() -> None:
     config = {"service": {"namespace": "ns", "name": "svc", "port": 9443, "path": ""}, "caBundle": "Q0E="}
-    flows, status = registered_webhooks(config, "system:serviceaccount:ns:op")
+    flows, status, entries = registered_webhooks(config, "system:serviceaccount:ns:op")
     assert flows["rules"][0]["resources"] == ["dagflows"]
     assert flows["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert flows["clientConfig"]["service"]["path"] == "/validate-dagflow"
@@ -230,8 +236,19 @@ def test_the_webhooks_fail_closed_and_the_operators_status_writes_skip_them() ->
             "expression": 'request.userInfo.username != "system:serviceaccount:ns:op"',
         }
     ]
-    assert {hook["failurePolicy"] for hook in (flows, status)} == {"Fail"}
-    assert {hook["clientConfig"]["caBundle"] for hook in (flows, status)} == {"Q0E="}
+    assert entries["rules"][0]["resources"] == ["dagflowcacheentries"]
+    assert entries["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert entries["clientConfig"]["service"]["path"] == "/validate-dagflow-cache-entry"
+    assert entries["matchConditions"] == status["matchConditions"]
+    assert {hook["failurePolicy"] for hook in (flows, status, entries)} == {"Fail"}
+    assert {hook["clientConfig"]["caBundle"] for hook in (flows, status, entries)} == {"Q0E="}
+
+
+def test_only_the_operator_writes_cache_entries() -> None:
+    operator_user = "system:serviceaccount:dagflow:op"
+    assert cache_entry_write_problem(operator_user, operator_user) is None
+    problem = cache_entry_write_problem("alice", operator_user)
+    assert problem and problem.startswith("alice may not write DAGFlow cache entries")
 
 
 def served_certificate(port: int, ca_bundle: bytes) -> x509.Certificate:

@@ -113,6 +113,12 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Cache entries: looked up by their key's label, written when a cached work succeeds, and deleted
+# (listed page by page, now and then) once older than every maxAge of their namespace. Only the
+# operator may write them (its webhook and the chart's policy refuse anyone else).
+- apiGroups: ["dagflow.dev"]
+  resources: ["dagflowcacheentries"]
+  verbs: ["list", "create", "delete"]
 # Kueue (when installed): the Workloads of a flow's queued Jobs are listed by Job uid to tell why a
 # work waits, and deactivated (spec.active) while the flow is suspended or held behind older flows'
 # works (read again just before); the Jobs stay Kueue's to suspend and unsuspend.

@@ -19,6 +19,9 @@ from pydantic import BaseModel
 
 from dagflow.api import k8s_schemas
 from dagflow.api.models import (
+    CACHE_ENTRY_KIND,
+    CACHE_ENTRY_PLURAL,
+    CACHE_ENTRY_SINGULAR,
     GROUP,
     KIND,
     KUBERNETES_SHAPE_KEY,
@@ -26,6 +29,7 @@ from dagflow.api.models import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    CacheEntrySpec,
     DAGFlowSpec,
     DAGFlowStatus,
 )
@@ -127,6 +131,65 @@ def build_crd(
 def render_crd(shapes: Mapping[str, Schema] | None = None) -> str:
     """The CRD as the YAML committed in crds/."""
     body = yaml.safe_dump(build_crd(shapes), sort_keys=True, allow_unicode=True, width=100)
+    return HEADER + body
+
+
+CACHE_ENTRY_CRD_NAME = f"{CACHE_ENTRY_PLURAL}.{GROUP}"
+
+
+def build_cache_entry_crd() -> dict[str, Any]:
+    """The CRD of the cache entries: a spec only the operator writes (its admission webhook refuses
+    anyone else's create or update), no status."""
+    shaper = _Shaper({}, EMBEDDED_DESCRIPTION_DEPTH)
+    root: Schema = {
+        "type": "object",
+        "description": "DAGFlowCacheEntry records a cached batch work's outcome under its cache key, for "
+        "later runs whose work has the same key. Written by the DAGFlow operator only; deleting one is "
+        "always safe (the work runs again).",
+        "properties": {
+            "apiVersion": {"type": "string", "description": "dagflow.dev/v1alpha1."},
+            "kind": {"type": "string", "description": f"{CACHE_ENTRY_KIND}."},
+            "metadata": {"type": "object"},
+            "spec": model_schema(CacheEntrySpec, shaper, keep_defaults=False),
+        },
+        "required": ["spec"],
+    }
+    columns = [
+        {"name": "Work", "type": "string", "jsonPath": ".spec.work"},
+        {"name": "Flow", "type": "string", "jsonPath": ".spec.flow"},
+        {"name": "Run", "type": "integer", "jsonPath": ".spec.run"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CACHE_ENTRY_CRD_NAME},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": CACHE_ENTRY_KIND,
+                "listKind": f"{CACHE_ENTRY_KIND}List",
+                "plural": CACHE_ENTRY_PLURAL,
+                "singular": CACHE_ENTRY_SINGULAR,
+                "shortNames": ["dagcache"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def render_cache_entry_crd() -> str:
+    """The cache entries' CRD as the YAML committed in crds/."""
+    body = yaml.safe_dump(build_cache_entry_crd(), sort_keys=True, allow_unicode=True, width=100)
     return HEADER + body
 
 
@@ -284,9 +347,15 @@ def _printer_columns() -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     paths = list(sys.argv[1:] if argv is None else argv)
     if any(path in ("-h", "--help") for path in paths):
-        print("usage: python -m dagflow.api.crd [OUTPUT_PATH...]  (stdout when no path is given)")
+        print(
+            "usage: python -m dagflow.api.crd [--cache-entries] [OUTPUT_PATH...]  (stdout when no path "
+            "is given; --cache-entries: the DAGFlowCacheEntry CRD instead of the DAGFlow one)"
+        )
         return 0
     rendered = render_crd()
+    if "--cache-entries" in paths:
+        paths.remove("--cache-entries")
+        rendered = render_cache_entry_crd()
     if not paths:
         sys.stdout.write(rendered)
     for path in map(Path, paths):

@@ -12,6 +12,7 @@ schema of that type.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,25 @@ LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 INT32_MAX = 2**31 - 1
 # Most runs a flow keeps a summary of in its status (and the Jobs of), whatever it asks for.
 MAX_HISTORY_RUNS = 100
+
+# The operator's record of a cached work's outcome, one object per entry in the flow's namespace.
+CACHE_ENTRY_KIND = "DAGFlowCacheEntry"
+CACHE_ENTRY_PLURAL = "dagflowcacheentries"
+CACHE_ENTRY_SINGULAR = "dagflowcacheentry"
+# A rerun request with this annotation set to "true" runs every work, cached or not.
+NO_CACHE_ANNOTATION = f"{GROUP}/no-cache"
+DEFAULT_CACHE_MAX_AGE = "168h"
+# Durations as `maxAge` takes them: whole numbers of days, hours, minutes and seconds, e.g. 168h, 1d12h.
+DURATION_PATTERN = r"^([0-9]+(d|h|m|s))+$"
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of a duration such as `168h`, `1d12h` or `90s`; ValueError for anything else."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 168h, 30m or 1d12h")
+    return sum(int(amount) * _DURATION_UNITS[unit] for amount, unit in re.findall(r"([0-9]+)([dhms])", text))
+
 
 # Marks a JSON schema node that the CRD generator replaces with an upstream Kubernetes schema.
 KUBERNETES_SHAPE_KEY = "x-dagflow-kubernetes-shape"
@@ -316,6 +336,13 @@ _SELF_DEPENDENCY_RULE: JsonDict = {
     "fieldPath": ".dependsOn",
     "reason": "FieldValueInvalid",
 }
+_SERVE_NOT_CACHED_RULE: JsonDict = {
+    "rule": "!has(self.serve) || !has(self.cache) || !has(self.cache.enabled) || !self.cache.enabled",
+    "messageExpression": "'work \"' + self.name + '\" is a serve work, which is never cached: "
+    "cache.enabled applies to batch works only'",
+    "fieldPath": ".cache.enabled",
+    "reason": "FieldValueForbidden",
+}
 _BATCH_ONLY_FIELDS_RULE: JsonDict = {
     "rule": "!has(self.serve) || ((!has(self.retries) || self.retries == 0) && !has(self.timeoutSeconds)"
     " && (!has(self.outputs) || size(self.outputs) == 0) && !has(self.matrix))",
@@ -348,11 +375,60 @@ class OutputSpec(ApiModel):
     description: str | None = Field(default=None, max_length=1024, description="What the output is.")
 
 
+class CacheSpec(ApiModel):
+    """Whether a batch work's outcome is taken from an earlier run whose inputs were the same.
+
+    On a work, each field set here wins over spec.cache; a field set on neither takes its default.
+    """
+
+    enabled: bool | None = Field(
+        default=None,
+        description="True: before the work's Job is made, the operator looks for an entry of an earlier "
+        "run with the same cache key (image, command, args and env after substitution, volumes and mounts, "
+        "declared outputs, matrix values, version and the keys of the works it depends on); on a hit the "
+        "work succeeds at once with that run's outputs and runs no Job. Off unless set here or in "
+        "spec.cache. Serve works are never cached.",
+    )
+    version: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Part of the key: change it to miss on purpose (new data behind the same inputs). "
+        "Defaults to empty.",
+    )
+    max_age: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="Entries older than this are not used: a duration such as 168h (the default), 30m "
+        "or 1d12h. Entries older than the longest maxAge of their namespace are deleted.",
+    )
+    require_digest: bool | None = Field(
+        default=None,
+        description="True: the work's image must be written by digest (image@sha256:...): a tag may "
+        "move to another image, which the key would not see.",
+    )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """A work's caching, with spec.cache and the defaults filled in."""
+
+    enabled: bool
+    version: str
+    max_age_seconds: int
+    require_digest: bool
+
+
 class Work(ApiModel):
     """One step of the flow: a batch Job, or with `serve` a Deployment plus a Service."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [_SELF_DEPENDENCY_RULE, _BATCH_ONLY_FIELDS_RULE]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _SELF_DEPENDENCY_RULE,
+                _BATCH_ONLY_FIELDS_RULE,
+                _SERVE_NOT_CACHED_RULE,
+            ]
+        }
     )
 
     name: WorkName = Field(
@@ -451,6 +527,11 @@ class Work(ApiModel):
         "work is queued only when it names a queue itself: its Deployment then carries the queue's label "
         "for Kueue's Deployment integration.",
     )
+    cache: CacheSpec | None = Field(
+        default=None,
+        description="Caching of this batch work, over spec.cache (see there). A serve work may not "
+        "enable it.",
+    )
     outputs: list[OutputSpec] = Field(
         default_factory=list,
         max_length=MAX_OUTPUTS,
@@ -479,6 +560,8 @@ class Work(ApiModel):
                 "a serve work runs until the flow is deleted: "
                 "retries, timeoutSeconds, outputs and matrix apply to batch works only"
             )
+        if self.serve is not None and self.cache is not None and self.cache.enabled:
+            raise ValueError("a serve work is never cached: cache.enabled applies to batch works only")
         return self
 
 
@@ -580,6 +663,13 @@ class DAGFlowSpec(ApiModel):
         "again: the flow goes on where it stood. Spec changes and run requests still start runs, "
         "which wait too.",
     )
+    cache: CacheSpec | None = Field(
+        default=None,
+        description="Caching for every batch work of the flow, unless a work's own cache says "
+        "otherwise: enabled (off unless asked), version, maxAge (168h) and requireDigest. A work "
+        "whose cache key matches an entry of an earlier run succeeds at once with that run's outputs "
+        "(status.works[].cachedFrom) instead of running its Job.",
+    )
     history_runs: int | None = Field(
         default=None,
         ge=1,
@@ -603,6 +693,24 @@ class DAGFlowSpec(ApiModel):
             {f"work {work.name!r} queueName": work.queue_name for work in self.works if work.queue_name}
         )
         return named
+
+    def cache_of(self, work: Work) -> CacheSettings:
+        """A work's caching: its own fields over spec.cache over the defaults; never on for a serve work."""
+        own, flow = work.cache or CacheSpec(), self.cache or CacheSpec()
+
+        def pick(field: str, default: Any) -> Any:
+            for source in (own, flow):
+                value = getattr(source, field)
+                if value is not None:
+                    return value
+            return default
+
+        return CacheSettings(
+            enabled=work.serve is None and bool(pick("enabled", False)),
+            version=str(pick("version", "")),
+            max_age_seconds=duration_seconds(str(pick("max_age", DEFAULT_CACHE_MAX_AGE))),
+            require_digest=bool(pick("require_digest", False)),
+        )
 
     def work(self, name: str) -> Work:
         """The work called `name`; KeyError when there is none."""
@@ -659,6 +767,17 @@ class FailedInstance(ApiModel):
     values: dict[str, str] = Field(default_factory=dict, description="Its matrix values.")
 
 
+class CachedFrom(ApiModel):
+    """The run whose outcome a cached work took."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    flow: str = Field(description="Name of the flow that ran the work.")
+    run: int = Field(ge=1, description="Number of that run.")
+    job: str | None = Field(default=None, description="Name of the Job that ran it (it may be gone).")
+    finished_at: AwareDatetime | None = Field(default=None, description="When that Job finished.")
+
+
 class WorkStatus(ApiModel):
     """Observed state of one work."""
 
@@ -690,6 +809,16 @@ class WorkStatus(ApiModel):
         ge=1,
         description="Set when a retry carried this work's outcome over instead of running it again: "
         "the run that produced the outcome (its Job is that run's).",
+    )
+    cache_key: str | None = Field(
+        default=None,
+        description="The work's cache key in this run (works with caching on): the entry it was "
+        "taken from, or the one its success was recorded under.",
+    )
+    cached_from: CachedFrom | None = Field(
+        default=None,
+        description="Set when the work was taken from the cache: where its outcome comes from. It ran "
+        "no Job in this run.",
     )
     outputs: dict[str, Any] | None = Field(
         default=None,
@@ -816,6 +945,11 @@ class DAGFlowStatus(ApiModel):
         "dagflow.dev/retry, dagflow.dev/stop) the operator acted on: a request with one of these "
         "tokens is not acted on again.",
     )
+    no_cache: bool | None = Field(
+        default=None,
+        description="True when the current run was asked for with dagflow.dev/no-cache=true: it runs "
+        "every work and takes nothing from the cache (it still records its outcomes there).",
+    )
     params: dict[str, str] | None = Field(
         default=None,
         description="Parameter values of the current run: the spec's defaults, overridden by the "
@@ -843,3 +977,36 @@ class DAGFlow(ApiModel):
     def from_object(cls, obj: Mapping[str, Any]) -> DAGFlow:
         """Parse an object as served by the API server (kopf hands these over as mappings)."""
         return cls.model_validate(dict(obj))
+
+
+class CacheEntrySpec(ApiModel):
+    """What a cache entry records: a work's outcome under its cache key. Written only by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str = Field(min_length=1, max_length=128, description="The work's full cache key (hex).")
+    work: str = Field(description="Name of the work that ran.")
+    flow: str = Field(description="Name of the flow it ran in.")
+    run: int = Field(ge=1, description="Number of the run.")
+    job: str | None = Field(default=None, description="Name of the Job that ran it; it may be gone since.")
+    finished_at: AwareDatetime | None = Field(default=None, description="When the Job finished.")
+    created_at: AwareDatetime = Field(description="When the entry was written; maxAge counts from here.")
+    image: str | None = Field(default=None, description="The image as the work wrote it.")
+    image_id: str | None = Field(
+        default=None,
+        alias="imageID",
+        description="The image the kubelet ran (the pod's imageID): for an image written by tag, what "
+        "the tag stood for then.",
+    )
+    parts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Hash of each part of the key (image, command, args[0], env.NAME, upstream.WORK, ...), "
+        "so that `dagflow plan` tells which part changed.",
+    )
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="The declared outputs of the work (a matrix work's: each output's list of values "
+        "in index order).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    instances: int | None = Field(default=None, ge=0, description="How many instances a matrix work ran.")

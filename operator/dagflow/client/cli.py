@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,9 +22,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from dagflow.api.models import READY_PHASES, DAGFlowSpec, RunRequest
+from dagflow.api.models import READY_PHASES, DAGFlowSpec, RunRequest, duration_seconds
 from dagflow.client import flowview
+from dagflow.client.cacheplan import HIT, MISS, plan_cache
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
+from dagflow.rules import naming
 from dagflow.rules.validation import ValidationProblem, is_dagflow, validate_object
 
 app = typer.Typer(
@@ -643,7 +646,167 @@ def _run_request_verb(request: RunRequest, summary: str) -> None:
     app.command(request.value)(command)
 
 
-_run_request_verb(RunRequest.RERUN, "Start a new run of every work (ends an active run).")
+@app.command("rerun")
+def rerun(
+    ctx: typer.Context,
+    flow: FlowArgument,
+    param: ParamOption = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every work: take nothing from the cache.")
+    ] = False,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Start a new run of every work (ends an active run); cached works whose inputs did not change
+    are taken from the cache unless --no-cache."""
+    params = _parse_params(param)
+
+    def act(client: FlowClient) -> str:
+        client.get(flow)
+        token = client.request(flow, RunRequest.RERUN, params, no_cache=no_cache)
+        without = " without the cache" if no_cache else ""
+        return f"rerun of {client.namespace}/{flow} requested{without} (token {token})"
+
+    _on_flow(ctx, (namespace, context, kubeconfig), act)
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="FILE|FLOW", help="A manifest file, or a flow on the cluster.")
+    ],
+    param: ParamOption = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Tell, for each work, whether a new run would take it from the cache (hit) or run it (miss),
+    and for a miss which part of its key changed since the newest entry of that work. Creates nothing."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    if Path(source).is_file() or source == STDIN:
+        report = validate_file(source)
+        if report.problems:
+            _fail(f"{source}: {report.problems[0][0]}: {report.problems[0][1]}")
+        text = sys.stdin.read() if source == STDIN else Path(source).read_text(encoding="utf-8")
+        found = next(obj for obj in _objects(list(yaml.safe_load_all(text))) if is_dagflow(obj))
+    else:
+        found = _get(client, source)
+    spec = DAGFlowSpec.model_validate(found["spec"])
+    params = {param.name: param.default for param in spec.params}
+    given = _parse_params(param)
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        _fail(f"the flow has no parameter {', '.join(unknown)}")
+    params.update(given)
+    run = int((found.get("status") or {}).get("run") or 0) + 1
+    try:
+        planned = plan_cache(
+            spec, found["metadata"]["name"], params, client.cache_entries, datetime.now(UTC), run=run
+        )
+    except ClusterError as error:
+        _fail(str(error))
+    out = Console(highlight=False, soft_wrap=True)
+    for work in planned:
+        if work.verdict == HIT:
+            out.print(f"{escape(work.work)}: [green]hit[/] ({escape(str(work.cached_from))})")
+        elif work.verdict == MISS:
+            out.print(f"{escape(work.work)}: [yellow]miss[/]: {escape('; '.join(work.reasons))}")
+        else:
+            out.print(f"{escape(work.work)}: runs ({escape('; '.join(work.reasons))})")
+        for warning in work.warnings:
+            out.print(f"  [yellow]warning:[/] {escape(warning)}")
+    hits = sum(1 for work in planned if work.verdict == HIT)
+    out.print(f"{hits} of {len(planned)} works from the cache")
+
+
+cache_app = typer.Typer(help="List and delete the cache entries of a namespace.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+WorkFilter = Annotated[str | None, typer.Option("--work", help="Only the entries of this work.")]
+AgeFilter = Annotated[
+    str | None,
+    typer.Option("--older-than", metavar="DURATION", help="Only entries older than this (e.g. 72h)."),
+]
+
+
+def _entries(client: FlowClient, work: str | None, older_than: str | None) -> list[dict[str, Any]]:
+    try:
+        limit = duration_seconds(older_than) if older_than else None
+    except ValueError as error:
+        _fail(f"--older-than: {error}")
+    now = datetime.now(UTC)
+    selector = f"dagflow.dev/work={naming.label_value(work)}" if work else None
+    try:
+        listed = client.cache_entries(selector)
+    except ClusterError as error:
+        _fail(str(error))
+    found = []
+    for entry in listed:
+        spec = entry.get("spec") or {}
+        if work and spec.get("work") != work:
+            continue
+        created = datetime.fromisoformat(str(spec.get("createdAt")).replace("Z", "+00:00"))
+        if limit is not None and (now - created).total_seconds() <= limit:
+            continue
+        found.append(entry)
+    return sorted(
+        found, key=lambda entry: (entry["spec"].get("work", ""), entry["spec"].get("createdAt", ""))
+    )
+
+
+@cache_app.command("ls")
+def cache_ls(
+    ctx: typer.Context,
+    work: WorkFilter = None,
+    older_than: AgeFilter = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """List the cache entries: work, the flow and run that ran it, its image, age and key."""
+    client = _client(ctx, namespace, context, kubeconfig)
+    listing = flowview.Listing(["NAME", "WORK", "FLOW", "RUN", "IMAGE", "AGE", "KEY"])
+    for entry in _entries(client, work, older_than):
+        spec = entry["spec"]
+        listing.rows.append(
+            [
+                entry["metadata"]["name"],
+                str(spec.get("work")),
+                str(spec.get("flow")),
+                str(spec.get("run")),
+                str(spec.get("image") or "-"),
+                flowview.age(spec.get("createdAt")),
+                str(spec.get("key", ""))[:12],
+            ]
+        )
+    _show_table(Console(highlight=False, soft_wrap=True), listing)
+
+
+@cache_app.command("rm")
+def cache_rm(
+    ctx: typer.Context,
+    work: WorkFilter = None,
+    older_than: AgeFilter = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Every entry of the namespace.")] = False,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Delete cache entries (of a work, older than a duration, or --all): their works run again."""
+    if not (work or older_than or all_entries):
+        _fail("say which entries: --work W, --older-than D, or --all")
+    client = _client(ctx, namespace, context, kubeconfig)
+    entries = _entries(client, work, older_than)
+    for entry in entries:
+        try:
+            client.delete_cache_entry(entry["metadata"]["name"])
+        except ClusterError as error:
+            _fail(str(error))
+    noun = "entry" if len(entries) == 1 else "entries"
+    Console(highlight=False).print(f"{len(entries)} cache {noun} deleted from namespace {client.namespace}")
+
+
 _run_request_verb(
     RunRequest.RETRY,
     "Start a run of the works that failed, were skipped or stopped; the others keep their outcomes.",

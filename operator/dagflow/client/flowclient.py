@@ -16,7 +16,16 @@ from kubernetes import config as untyped_config
 from kubernetes import watch as untyped_watch
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import FINAL_PHASES, GROUP, PARAMS_ANNOTATION, PLURAL, VERSION, RunRequest
+from dagflow.api.models import (
+    CACHE_ENTRY_PLURAL,
+    FINAL_PHASES,
+    GROUP,
+    NO_CACHE_ANNOTATION,
+    PARAMS_ANNOTATION,
+    PLURAL,
+    VERSION,
+    RunRequest,
+)
 from dagflow.rules import naming
 
 # The client's config and watch modules have no type hints.
@@ -160,10 +169,19 @@ class FlowClient:
             dict(patch),
         )
 
-    def request(self, name: str, request: RunRequest, params: Mapping[str, str] | None = None) -> str:
-        """Ask for a rerun, a retry or a stop with a new token; the token."""
+    def request(
+        self,
+        name: str,
+        request: RunRequest,
+        params: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+    ) -> str:
+        """Ask for a rerun, a retry or a stop with a new token; the token. A rerun `no_cache` takes
+        nothing from the cache (annotation dagflow.dev/no-cache, removed for any other rerun)."""
         token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         annotations: dict[str, str | None] = {request.annotation: token}
+        if request == RunRequest.RERUN:
+            annotations[NO_CACHE_ANNOTATION] = "true" if no_cache else None
         if params:
             annotations[PARAMS_ANNOTATION] = json.dumps(dict(params), separators=(",", ":"))
         self.patch(name, {"metadata": {"annotations": annotations}})
@@ -288,6 +306,41 @@ class FlowClient:
             )
         except ApiException as error:
             raise ClusterError(_reason(error)) from None
+
+    # -- cache entries ---------------------------------------------------------------------------
+
+    def cache_entries(self, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """The namespace's cache entries (those with these labels), page by page."""
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            options: dict[str, Any] = {"limit": 500}
+            if label_selector:
+                options["label_selector"] = label_selector
+            if token:
+                options["_continue"] = token
+            page = self._call(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                CACHE_ENTRY_PLURAL,
+                **options,
+            )
+            found += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+
+    def delete_cache_entry(self, name: str) -> None:
+        self._call(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            CACHE_ENTRY_PLURAL,
+            name,
+        )
 
     # -- plumbing ------------------------------------------------------------------------------
 

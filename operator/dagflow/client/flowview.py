@@ -103,7 +103,18 @@ def work_phase(work: Mapping[str, Any]) -> Text:
     reason = work.get("reason")
     if phase == "Pending" and reason in QUEUE_REASONS:
         return Text(f"Pending ({reason})", style=QUEUED_STYLE)
+    if phase == "Succeeded" and work.get("cachedFrom"):
+        return Text("Succeeded (cached)", style=PHASE_STYLES.get(phase, ""))
     return styled(phase)
+
+
+def cached_note(work: Mapping[str, Any]) -> str | None:
+    """Where a work taken from the cache got its outcome, in words; None for any other work."""
+    source = work.get("cachedFrom")
+    if not source:
+        return None
+    job = f", Job {source['job']}" if source.get("job") else ""
+    return f"taken from the cache: run {source.get('run')} of flow {source.get('flow')}{job}"
 
 
 def duration(work: Mapping[str, Any], now: datetime | None = None) -> str:
@@ -145,7 +156,7 @@ def works_listing(flow: Mapping[str, Any], now: datetime | None = None, wide: bo
         ]
         if wide:
             row += [str(work.get("job") or "-"), str(work.get("startedAt") or "-")]
-        listing.rows.append([*row, work.get("message") or ""])
+        listing.rows.append([*row, work.get("message") or cached_note(work) or ""])
     return listing
 
 

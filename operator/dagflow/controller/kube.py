@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import GROUP, PLURAL, VERSION
+from dagflow.api.models import CACHE_ENTRY_PLURAL, GROUP, PLURAL, VERSION
 from dagflow.controller import metrics
 from dagflow.controller.queueing import (
     DEACTIVATED_ANNOTATION,
@@ -331,6 +331,83 @@ class KubeClient:
         )
         listing: dict[str, Any] = json.loads(response)
         return listing
+
+    async def image_id(self, namespace: str, job_uid: str, container: str) -> str | None:
+        """The image the kubelet ran `container` from (its imageID) in a succeeded pod of the Job;
+        None when no such pod is left or it tells none."""
+        listing = await self._pods_of_job(
+            namespace, job_uid, field_selector="status.phase=Succeeded", limit=1
+        )
+        for pod in listing.get("items") or []:
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if status.get("name") == container and status.get("imageID"):
+                    return str(status["imageID"])
+        return None
+
+    async def cache_entries(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The cache entries of a namespace that carry these labels (a lookup by key: never all of them)."""
+        listing = json.loads(
+            await self._call(
+                "list",
+                CACHE_ENTRY_PLURAL,
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                CACHE_ENTRY_PLURAL,
+                label_selector=label_selector,
+            )
+        )
+        items: list[dict[str, Any]] = listing.get("items") or []
+        return items
+
+    async def cache_entry_page(
+        self, namespace: str, token: str | None, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a namespace's cache entries, and the token of the next (None: the last)."""
+        listing = json.loads(
+            await self._call(
+                "list",
+                CACHE_ENTRY_PLURAL,
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                CACHE_ENTRY_PLURAL,
+                limit=limit,
+                **({"_continue": token} if token else {}),
+            )
+        )
+        return listing.get("items") or [], (listing.get("metadata") or {}).get("continue") or None
+
+    async def create_cache_entry(self, entry: dict[str, Any]) -> bool:
+        """Create a cache entry; False when one of its name exists already (written before)."""
+        try:
+            await self._call(
+                "create",
+                CACHE_ENTRY_PLURAL,
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                entry["metadata"]["namespace"],
+                CACHE_ENTRY_PLURAL,
+                entry,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_cache_entry(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete a cache entry (by uid: one written since under the name stays)."""
+
+        def delete(name: str, namespace: str, **options: Any) -> Any:
+            return self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, CACHE_ENTRY_PLURAL, name, **options
+            )
+
+        await self._delete_exactly(CACHE_ENTRY_PLURAL, delete, name, namespace, uid)
 
     async def termination_message(self, namespace: str, job_uid: str, container: str) -> str | None:
         """The termination message of `container` in the pod that succeeded of a Job of one

@@ -20,7 +20,7 @@ import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import GROUP, PLURAL, VERSION
+from dagflow.api.models import CACHE_ENTRY_PLURAL, GROUP, PLURAL, VERSION
 from dagflow.controller import kube as kube_module
 from dagflow.controller import metrics
 from dagflow.controller.observe import (
@@ -49,6 +49,8 @@ from dagflow.controller.shutdown import (
 from dagflow.controller.status import FlowEvent
 from dagflow.controller.webhook import (
     ADMITTED_OPERATIONS,
+    CACHE_ENTRY_OPERATIONS,
+    CACHE_ENTRY_WEBHOOK_ID,
     FLOW_WEBHOOK_ID,
     STATUS_OPERATIONS,
     STATUS_WEBHOOK_ID,
@@ -57,6 +59,7 @@ from dagflow.controller.webhook import (
     WebhookRegistration,
     admission_problem,
     build_webhook_server,
+    cache_entry_write_problem,
     may_start_a_run,
     permission_problem,
     queue_problem,
@@ -451,6 +454,13 @@ async def refuse_invalid_flow(
         raise kopf.AdmissionError(refusal, code=403)
 
 
+async def refuse_foreign_cache_entry_write(userinfo: kopf.UserInfo, **_: Any) -> None:
+    """Only the operator writes cache entries (the API server does not even ask for its writes)."""
+    problem = cache_entry_write_problem(userinfo.get("username"), state["operator_username"])
+    if problem:
+        raise kopf.AdmissionError(problem, code=403)
+
+
 async def refuse_foreign_status_write(userinfo: kopf.UserInfo, **_: Any) -> None:
     """Only the operator writes a flow's status (the API server does not even ask for its writes)."""
     problem = status_write_problem(userinfo.get("username"), state["operator_username"])
@@ -544,6 +554,9 @@ def main(argv: list[str] | None = None) -> None:
             operations=STATUS_OPERATIONS,
             subresource="status",
         )(refuse_foreign_status_write)
+        kopf.on.validate(
+            GROUP, VERSION, CACHE_ENTRY_PLURAL, id=CACHE_ENTRY_WEBHOOK_ID, operations=CACHE_ENTRY_OPERATIONS
+        )(refuse_foreign_cache_entry_write)
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

@@ -53,6 +53,9 @@ class WorkState:
     endpoint: str | None = None
     # Set when a retry carried this outcome over from an earlier run instead of running the work.
     carried_from_run: int | None = None
+    # A cached work's key in this run, and where its outcome came from when the cache had it.
+    cache_key: str | None = None
+    cached_from: dict[str, Any] | None = None
     # The declared outputs a succeeded batch work reported.
     outputs: dict[str, Any] | None = None
     # A matrix work: its instances, their count by phase, the failed ones listed, and the ConfigMap
@@ -73,6 +76,8 @@ class WorkState:
             "reason": self.reason,
             "endpoint": self.endpoint,
             "carriedFromRun": self.carried_from_run,
+            "cacheKey": self.cache_key,
+            "cachedFrom": self.cached_from,
             "outputs": self.outputs,
             "instances": self.instances,
             "instanceCounts": self.instance_counts,
@@ -174,6 +179,7 @@ def plan_run(
             works[name].outputs
             and states[name].phase == WorkPhase.SUCCEEDED
             and not states[name].carried_from_run
+            and not states[name].cached_from
         ):
             if works[name].matrix is None:
                 _take_outputs(states[name], works[name], previous.get(name), messages, name in jobs)
@@ -388,6 +394,7 @@ def _observed_state(
     now: str,
 ) -> WorkState:
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
+    state.cache_key = (previous or {}).get("cacheKey")
     if previous and previous.get("carriedFromRun"):
         return _carried_state(state, work, deployment, previous)
     if work.serve is not None:
@@ -579,6 +586,8 @@ def _keep_data(state: WorkState, previous: Mapping[str, Any]) -> None:
     state.instance_counts = previous.get("instanceCounts")
     state.failed_instances = previous.get("failedInstances")
     state.outputs_config_map = previous.get("outputsConfigMap")
+    state.cache_key = previous.get("cacheKey")
+    state.cached_from = previous.get("cachedFrom")
 
 
 def _carried_state(

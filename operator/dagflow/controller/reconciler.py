@@ -19,7 +19,15 @@ from typing import Any, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from dagflow.api.models import FINAL_PHASES, PLURAL, DAGFlowSpec, FlowPhase, WorkPhase
+from dagflow.api.models import (
+    FINAL_PHASES,
+    NO_CACHE_ANNOTATION,
+    PLURAL,
+    DAGFlowSpec,
+    FlowPhase,
+    RunTrigger,
+    WorkPhase,
+)
 from dagflow.controller import metrics
 from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import (
@@ -30,6 +38,7 @@ from dagflow.controller.builders import (
     build_service,
     endpoint_url,
 )
+from dagflow.controller.caching import Cache, collect_expired
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
 from dagflow.controller.observe import (
@@ -109,6 +118,8 @@ SERVICE_RECHECK_SECONDS = 2.0
 # current without a watch of every Workload in the cluster.
 WORKLOAD_CACHE_SECONDS = 5.0
 WORKLOAD_RECHECK_SECONDS = 10.0
+# Cache entries older than the longest maxAge of their namespace are looked for this often.
+CACHE_COLLECT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,7 @@ class Reconciler:
         self._wall_clock, self._monotonic = wall_clock, monotonic
         self.kube = kube
         self.work_data = WorkData(kube)
+        self.cache = Cache(kube, self.work_data)
         self.jobs = jobs
         self.deployments = deployments
         self.services = services
@@ -235,6 +247,7 @@ class Reconciler:
         ]
         if workers:
             self._tasks.append(asyncio.create_task(self._relist_forever(), name="dagflow-relist"))
+            self._tasks.append(asyncio.create_task(self._collect_cache_forever(), name="dagflow-cache"))
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -343,6 +356,31 @@ class Reconciler:
                 await self.forget_vanished()
             except (ApiException, OSError) as error:
                 logger.warning("Could not list the flows and their children to check the indexes: %r", error)
+
+    async def _collect_cache_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CACHE_COLLECT_SECONDS)
+            try:
+                await self.collect_cache()
+            except (ApiException, OSError) as error:
+                logger.warning("Could not delete expired cache entries: %r", error)
+
+    async def collect_cache(self) -> None:
+        """Delete the cache entries older than the longest maxAge of their namespace's flows, in
+        each namespace with a flow that caches."""
+        longest: dict[str, int] = {}
+        for (namespace, _), (_, _, parsed) in list(self._parsed.items()):
+            if parsed.spec is None:
+                continue
+            for work in parsed.spec.works:
+                settings = parsed.spec.cache_of(work)
+                if settings.enabled:
+                    longest[namespace] = max(longest.get(namespace, 0), settings.max_age_seconds)
+        now = self._wall_clock()
+        for namespace, max_age in sorted(longest.items()):
+            deleted = await collect_expired(self.kube, namespace, max_age, now)
+            if deleted:
+                logger.info("Deleted %d expired cache entries in namespace %s", deleted, namespace)
 
     async def forget_vanished(self) -> None:
         """Forget the flows and children deleted while a watch was down.
@@ -489,6 +527,15 @@ class Reconciler:
             # The status names the new run before any child of it exists and before the old run's
             # Jobs go: a request is then acted on once, whenever the operator stops.
             begun = begun_status(status, decision, spec, generation, moment, keep)
+            begun.pop("noCache", None)
+            new_run = decision.new_run
+            annotations = metadata.get("annotations") or {}
+            if (
+                new_run
+                and new_run.trigger == RunTrigger.RERUN
+                and annotations.get(NO_CACHE_ANNOTATION) == "true"
+            ):
+                begun["noCache"] = True  # this run takes nothing from the cache
             if not await self._write_status(key, body, begun):
                 return
             self._announce(body, decision)
@@ -546,16 +593,43 @@ class Reconciler:
             stored_outputs=stored,
             queue_waits=queue_waits,
         )
+        params = status.get("params") or default_params(spec)
+        if self.cache.wanted(spec) and plan.start:
+
+            def replan(previous: Mapping[str, Mapping[str, Any]]) -> Plan:
+                return plan_run(
+                    flow,
+                    spec,
+                    parsed.order,
+                    run,
+                    current_jobs,
+                    deployments,
+                    previous,
+                    now,
+                    draining=draining,
+                    pod_refusals=refusals,
+                    hold=decision.hold,
+                    termination_messages=messages,
+                    matrix_outputs=collected,
+                    launch_failures=launch_failures,
+                    stored_outputs=stored,
+                    queue_waits=queue_waits,
+                )
+
+            taken = await self.cache.take_hits(
+                flow, spec, run, params, plan, previous_works, moment, not status.get("noCache"), replan
+            )
+            plan = taken.plan
         await self.work_data.keep_outputs_out_of_status(flow, spec, run, plan, previous_works)
+        if self.cache.wanted(spec):
+            await self.cache.record(flow, spec, run, params, plan, job_uids, moment)
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
         referenced = {state.outputs_config_map for state in plan.works if state.outputs_config_map}
         stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
         await gather_all(
-            self._start_children(
-                key, flow, spec, run, plan, status.get("params") or default_params(spec), deployments
-            ),
+            self._start_children(key, flow, spec, run, plan, params, deployments),
             self._retire(flow, retirement, job_uids),
             self._stop_failed_run(flow, plan, job_uids),
             self._collect_config_maps(flow, stale),

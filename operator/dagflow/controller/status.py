@@ -22,6 +22,7 @@ RUN_CONTROL_STATUS_FIELDS = (
     "nextScheduleTime",
     "runs",
     "params",
+    "noCache",
 )
 # More works than this making the same move in one pass get one Event between them.
 EVENTS_PER_PASS_AND_REASON = 5

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from dagflow.api.models import (
+    CACHE_ENTRY_PLURAL,
     GROUP,
     PARAMS_ANNOTATION,
     PLURAL,
@@ -78,6 +79,10 @@ def _params_of(obj: Mapping[str, Any] | None) -> str | None:
 FLOW_WEBHOOK_ID = "validate-dagflow"
 STATUS_WEBHOOK_ID = "validate-dagflow-status"
 STATUS_OPERATIONS: list[kopf.Operation] = ["UPDATE"]
+# Cache entries: what a later run takes instead of running a work, so only the operator writes them.
+# Anyone allowed to may delete one: the work then runs again.
+CACHE_ENTRY_WEBHOOK_ID = "validate-dagflow-cache-entry"
+CACHE_ENTRY_OPERATIONS: list[kopf.Operation] = ["CREATE", "UPDATE"]
 # Marks a configuration the operator made itself (no chart made one): only such a one is deleted
 # when the operator stops.
 CREATED_BY_LABEL = "dagflow.dev/created-by"
@@ -235,6 +240,18 @@ def status_write_problem(username: str | None, operator_username: str) -> str | 
     )
 
 
+def cache_entry_write_problem(username: str | None, operator_username: str) -> str | None:
+    """Only the operator writes cache entries: a later run takes a work's outputs from one instead of
+    running the work."""
+    if username == operator_username:
+        return None
+    return (
+        f"{username or 'an anonymous user'} may not write DAGFlow cache entries: only the operator"
+        f" ({operator_username}) does, as later runs take works' outputs from them instead of running"
+        " the works (deleting one is allowed)"
+    )
+
+
 class AccessReviews:
     """Asks the API server's authorizer about users (SubjectAccessReview) and about itself."""
 
@@ -312,7 +329,9 @@ def registered_webhooks(client_config: Mapping[str, Any], operator_username: str
             "expression": f"request.userInfo.username != {json.dumps(operator_username)}",
         }
     ]
-    return [webhook(FLOW_WEBHOOK_ID, PLURAL, ADMITTED_OPERATIONS), status]
+    entries = webhook(CACHE_ENTRY_WEBHOOK_ID, CACHE_ENTRY_PLURAL, CACHE_ENTRY_OPERATIONS)
+    entries["matchConditions"] = copy.deepcopy(status["matchConditions"])
+    return [webhook(FLOW_WEBHOOK_ID, PLURAL, ADMITTED_OPERATIONS), status, entries]
 
 
 class WebhookRegistration:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
@@ -150,21 +150,23 @@ class WorkData:
 
         return dict(await gather_all(*(collect(work, job) for work, job in wanted)))
 
-    async def outputs_for(self, flow: FlowRef, plan: Plan) -> dict[str, Mapping[str, Any]]:
-        """Outputs the works about to start may reference: those in the status, and those kept in
-        ConfigMaps (a matrix work's, a work's past the status budget), only the ones a starting work
-        references."""
+    async def outputs_for(
+        self, flow: FlowRef, plan: Plan, works: Sequence[Work] | None = None
+    ) -> dict[str, Mapping[str, Any]]:
+        """Outputs the works about to start (or `works`) may reference: those in the status, and those
+        kept in ConfigMaps (a matrix work's, a work's past the status budget), only the ones one of
+        those works references."""
         outputs: dict[str, Mapping[str, Any]] = {
             state.name: state.outputs for state in plan.works if state.outputs is not None
         }
         kept_in = {state.name: state.outputs_config_map for state in plan.works if state.outputs_config_map}
         referenced = {
             reference.work
-            for work in plan.start
+            for work in (plan.start if works is None else works)
             for _, reference in container_references(work.container)
             if reference.kind == "works" and reference.work in kept_in
         }
-        outputs.update(await self._read_stored(flow, {name: kept_in[name] for name in referenced}))
+        outputs.update(await self.read_stored(flow, {name: kept_in[name] for name in referenced}))
         return outputs
 
     async def outputs_for_axes(
@@ -187,9 +189,9 @@ class WorkData:
             for reference in parse_matrix(work.matrix).dynamic.values():
                 if reference.work in kept_in:
                     wanted[reference.work] = kept_in[reference.work]
-        return await self._read_stored(flow, wanted) if wanted else {}
+        return await self.read_stored(flow, wanted) if wanted else {}
 
-    async def _read_stored(
+    async def read_stored(
         self, flow: FlowRef, config_maps: Mapping[str, str]
     ) -> dict[str, Mapping[str, Any]]:
         """The outputs kept in these ConfigMaps (by work), read only from the flow's own. They are

@@ -31,6 +31,7 @@ from dagflow.api.models import (
     kubernetes_shape_fields,
 )
 from dagflow.rules import naming
+from dagflow.rules.cachekey import is_digest
 from dagflow.rules.cron import CronSchedule, ScheduleError, load_time_zone
 from dagflow.rules.matrix import RESERVED_KEYS as RESERVED_MATRIX_KEYS
 from dagflow.rules.matrix import MatrixError, expand, parse_matrix
@@ -90,6 +91,7 @@ def validate_flow(
     problems += _metadata_key_problems(raw)
     problems += _schedule_problems(raw)
     problems += _queue_problems(raw)
+    problems += _cache_problems(raw)
     problems += _reference_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
@@ -374,6 +376,39 @@ def _queue_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
             "orders queued Jobs only: set spec.queueName (or a work's queueName) too",
         )
     ]
+
+
+def _cache_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """A cached work that requires a digest must name its image by one: a tag may move to another
+    image, which its cache key would not see."""
+    flow_cache: Mapping[str, Any] = raw["cache"] if isinstance(raw.get("cache"), Mapping) else {}
+    problems = []
+    works = raw.get("works")
+    for index, work in enumerate(works if isinstance(works, list) else []):
+        if not isinstance(work, Mapping) or work.get("serve") is not None:
+            continue
+        own: Mapping[str, Any] = work["cache"] if isinstance(work.get("cache"), Mapping) else {}
+
+        def setting(field: str, own: Mapping[str, Any] = own) -> Any:
+            return own.get(field) if own.get(field) is not None else flow_cache.get(field)
+
+        image = (
+            (work.get("container") or {}).get("image") if isinstance(work.get("container"), Mapping) else None
+        )
+        if (
+            setting("enabled")
+            and setting("requireDigest")
+            and isinstance(image, str)
+            and not is_digest(image)
+        ):
+            problems.append(
+                ValidationProblem(
+                    f"spec.works[{index}].container.image",
+                    f"work {work.get('name')!r} sets cache.requireDigest: its image {image!r} must be "
+                    "written by digest (image@sha256:...), as a tag may move to another image",
+                )
+            )
+    return problems
 
 
 def _schedule_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dagflow.client.flowview import cached_note
 from dagflow.rules import naming
 from dagflow.rules.matrix import MatrixError, parse_matrix, static_size
 
@@ -192,7 +193,7 @@ def work_details(
                 "attempts": entry.get("attempts", 0),
                 "startedAt": entry.get("startedAt"),
                 "finishedAt": entry.get("finishedAt"),
-                "message": entry.get("message"),
+                "message": entry.get("message") or cached_note(entry),
                 "outputs": entry.get("outputs"),
                 "outputsConfigMap": entry.get("outputsConfigMap"),
                 "endpoint": entry.get("endpoint"),

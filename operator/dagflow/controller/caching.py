@@ -1,0 +1,345 @@
+"""The cache as a pass uses it: looks up the works about to start by key, takes hits, records the
+outcomes of cached works that succeeded, and deletes entries past every maxAge of their namespace.
+
+Entries are DAGFlowCacheEntry objects in the flow's namespace, written only by the operator (its
+admission webhook refuses anyone else's create or update). A lookup is a list by the key's label,
+never a list of all entries: it costs the same with 100,000 entries in the namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from dagflow.api.models import (
+    API_VERSION,
+    CACHE_ENTRY_KIND,
+    CacheEntrySpec,
+    DAGFlowSpec,
+    Work,
+    WorkPhase,
+)
+from dagflow.controller.awaiting import gather_all
+from dagflow.controller.builders import FlowRef
+from dagflow.controller.instances import combinations_of
+from dagflow.controller.kube import KubeClient
+from dagflow.controller.planner import Plan, WorkState
+from dagflow.controller.workdata import WorkData
+from dagflow.rules import naming
+from dagflow.rules.cachekey import KEY_LABEL, CacheKey, run_unique_key, work_cache_key
+from dagflow.rules.matrix import MatrixError
+from dagflow.rules.substitution import BadReference, Values
+
+logger = logging.getLogger("dagflow")
+
+# Rounds of lookups in one pass: a hit lets its dependents start, which are looked up in the next
+# round, so a chain of cached works ends in one pass (a longer one goes on in the next).
+MAX_ROUNDS = 50
+# An entry bigger than this (outputs of a huge matrix work) is not written: it would not fit in etcd.
+MAX_ENTRY_BYTES = 512 * 1024
+# Which works' entries were written, remembered so that a pass does not ask again (a restart asks
+# once more, and the API server answers that it exists).
+RECORDED_KEPT = 100_000
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def entry_name(work: str, key: str, flow_uid: str, run: int) -> str:
+    """An entry's name, the same for a work's success in one run whoever writes it: a second write is
+    a 409, not a second entry."""
+    digest = hashlib.sha256(f"{key}/{flow_uid}/{run}".encode()).hexdigest()[:20]
+    return f"{work[:40]}-{digest}"
+
+
+def newest_valid(
+    entries: list[dict[str, Any]], key: str, now: datetime, max_age_seconds: int
+) -> dict[str, Any] | None:
+    """The newest entry of exactly this key written within max age; None when there is none."""
+    best: tuple[datetime, dict[str, Any]] | None = None
+    for entry in entries:
+        spec = entry.get("spec") or {}
+        created = parse_time(spec.get("createdAt"))
+        if spec.get("key") != key or created is None:
+            continue
+        if now - created > timedelta(seconds=max_age_seconds):
+            continue
+        if best is None or created > best[0]:
+            best = (created, entry)
+    return best[1] if best else None
+
+
+@dataclass
+class CacheRound:
+    """What a pass took from the cache: the plan after the hits, the hits by work."""
+
+    plan: Plan
+    hits: dict[str, dict[str, Any]]
+
+
+class Cache:
+    """Lookups, hits and records of one operator."""
+
+    def __init__(self, kube: KubeClient, work_data: WorkData) -> None:
+        self.kube = kube
+        self.work_data = work_data
+        self._recorded: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+
+    @staticmethod
+    def wanted(spec: DAGFlowSpec) -> bool:
+        return any(spec.cache_of(work).enabled for work in spec.works)
+
+    def keys(
+        self, flow: FlowRef, spec: DAGFlowSpec, run: int, params: Mapping[str, str], plan: Plan
+    ) -> Callable[[Work, Mapping[str, Mapping[str, Any]]], CacheKey | None]:
+        """The key of a cached work in this run, from the keys in the plan's states of the works it
+        depends on; None when a reference cannot be resolved (its Job is refused for that anyway)."""
+        states = {state.name: state for state in plan.works}
+        works = {work.name: work for work in spec.works}
+
+        def upstream_key(name: str, outputs: Mapping[str, Mapping[str, Any]]) -> str:
+            state = states[name]
+            work = works[name]
+            if spec.cache_of(work).enabled and state.phase == WorkPhase.SUCCEEDED:
+                if state.cache_key:
+                    return state.cache_key
+                computed = key_of(work, outputs)
+                if computed is not None:
+                    return computed.value
+            return run_unique_key(flow.uid, state.carried_from_run or run, name)
+
+        def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> CacheKey | None:
+            upstream = {name: upstream_key(name, outputs) for name in dict.fromkeys(work.depends_on)}
+            values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            try:
+                matrix = combinations_of(work, outputs) if work.matrix is not None else None
+                return work_cache_key(spec, work, values, upstream, matrix)
+            except (BadReference, MatrixError):
+                return None
+
+        return key_of
+
+    async def take_hits(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        params: Mapping[str, str],
+        plan: Plan,
+        previous: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+        look_up: bool,
+        replan: Callable[[Mapping[str, Mapping[str, Any]]], Plan],
+    ) -> CacheRound:
+        """Look up the cached works the plan starts; a hit succeeds at once, and the plan is made
+        again with it, so that its dependents start in this pass too. Every cached work started
+        carries its key in its state (its dependents' keys are made from it)."""
+        hits: dict[str, dict[str, Any]] = {}
+        keys: dict[str, str] = {}
+        for _ in range(MAX_ROUNDS):
+            candidates = [
+                work
+                for work in plan.start
+                if work.serve is None and work.name not in keys and spec.cache_of(work).enabled
+            ]
+            if not candidates:
+                break
+            outputs = await self.work_data.outputs_for(flow, plan)
+            key_of = self.keys(flow, spec, run, params, plan)
+            looked = await gather_all(
+                *(self._look_up(flow, spec, work, key_of(work, outputs), now, look_up) for work in candidates)
+            )
+            found: dict[str, dict[str, Any]] = {}
+            for work, (key, hit) in zip(candidates, looked, strict=True):
+                if key is not None:
+                    keys[work.name] = key
+                if hit is not None:
+                    found[work.name] = hit
+            if not found:
+                break
+            hits.update(found)
+            plan = replan({**previous, **hits})
+        for state in plan.works:
+            if state.name in keys and state.name not in hits and state.phase == WorkPhase.RUNNING:
+                state.cache_key = keys[state.name]
+        for name in hits:
+            logger.info("Took work %s of DAGFlow %s/%s from the cache", name, flow.namespace, flow.name)
+        return CacheRound(plan, hits)
+
+    async def _look_up(
+        self, flow: FlowRef, spec: DAGFlowSpec, work: Work, key: CacheKey | None, now: datetime, look_up: bool
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """A work's key and, on a hit, its status taken from the newest valid entry of that key."""
+        if key is None:
+            return None, None
+        if not look_up:
+            return key.value, None
+        entries = await self.kube.cache_entries(flow.namespace, f"{KEY_LABEL}={key.label}")
+        entry = newest_valid(entries, key.value, now, spec.cache_of(work).max_age_seconds)
+        return key.value, hit_status(work, key.value, entry, timestamp(now)) if entry is not None else None
+
+    async def record(
+        self,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        params: Mapping[str, str],
+        plan: Plan,
+        job_uids: Mapping[str, str | None],
+        now: datetime,
+    ) -> None:
+        """Write the entries of this run's cached works that succeeded by running, once their outputs
+        are in: each once (a second write finds it there)."""
+        works = {work.name: work for work in spec.works}
+        due: list[tuple[Work, WorkState]] = []
+        for state in plan.works:
+            work = works[state.name]
+            if state.phase != WorkPhase.SUCCEEDED or not spec.cache_of(work).enabled:
+                continue
+            if state.cached_from or state.carried_from_run or not state.job:
+                continue
+            if work.outputs and state.outputs is None and not state.outputs_config_map:
+                continue
+            if (flow.uid, run, work.name) in self._recorded:
+                continue
+            due.append((work, state))
+        if not due:
+            return
+        outputs = await self.work_data.outputs_for(flow, plan, [work for work, _ in due])
+        key_of = self.keys(flow, spec, run, params, plan)
+
+        async def write(work: Work, state: WorkState) -> None:
+            key = key_of(work, outputs)
+            if key is None:
+                return
+            if state.cache_key and state.cache_key != key.value:
+                logger.warning(
+                    "Work %s of DAGFlow %s/%s changed key while it ran", work.name, flow.namespace, flow.name
+                )
+                return
+            found = await self._outputs_of(flow, work, state)
+            if found is None:
+                return
+            uid = job_uids.get(state.job or "")
+            image_id = await self.kube.image_id(flow.namespace, uid, work.container_name) if uid else None
+            entry = build_entry(flow, work, run, state, key, found, image_id, now)
+            if len(json.dumps(entry)) > MAX_ENTRY_BYTES:
+                logger.warning(
+                    "Did not cache work %s of DAGFlow %s/%s: its outputs are too big",
+                    work.name,
+                    flow.namespace,
+                    flow.name,
+                )
+            elif await self.kube.create_cache_entry(entry):
+                logger.info("Cached work %s of DAGFlow %s/%s", work.name, flow.namespace, flow.name)
+            self._recorded[(flow.uid, run, work.name)] = None
+            while len(self._recorded) > RECORDED_KEPT:
+                self._recorded.popitem(last=False)
+
+        await gather_all(*(write(work, state) for work, state in due))
+
+    async def _outputs_of(self, flow: FlowRef, work: Work, state: WorkState) -> dict[str, Any] | None:
+        """The outputs an entry keeps: from the status, or from the ConfigMap they went to. {}: none
+        declared; None: not readable."""
+        if not work.outputs:
+            return {}
+        if state.outputs is not None:
+            return dict(state.outputs)
+        assert state.outputs_config_map
+        stored = await self.work_data.read_stored(flow, {work.name: state.outputs_config_map})
+        return dict(stored[work.name]) if work.name in stored else None
+
+
+def hit_status(work: Work, key: str, entry: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """The status of a work taken from the cache: Succeeded now, with its entry's outputs."""
+    spec = CacheEntrySpec.model_validate(entry["spec"])
+    cached_from: dict[str, Any] = {"flow": spec.flow, "run": spec.run}
+    if spec.job:
+        cached_from["job"] = spec.job
+    if spec.finished_at:
+        cached_from["finishedAt"] = timestamp(spec.finished_at)
+    status: dict[str, Any] = {
+        "name": work.name,
+        "phase": WorkPhase.SUCCEEDED.value,
+        "startedAt": now,
+        "finishedAt": now,
+        "cacheKey": key,
+        "cachedFrom": cached_from,
+    }
+    if work.outputs:
+        status["outputs"] = dict(spec.outputs or {})
+    if work.matrix is not None and spec.instances is not None:
+        status["instances"] = spec.instances
+        status["instanceCounts"] = {"Succeeded": spec.instances}
+    return status
+
+
+def build_entry(
+    flow: FlowRef,
+    work: Work,
+    run: int,
+    state: WorkState,
+    key: CacheKey,
+    outputs: Mapping[str, Any],
+    image_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    spec = CacheEntrySpec(
+        key=key.value,
+        work=work.name,
+        flow=flow.name,
+        run=run,
+        job=state.job,
+        finished_at=parse_time(state.finished_at),
+        created_at=now,
+        image=str(work.container.get("image") or ""),
+        image_id=image_id,
+        parts=key.short_parts(),
+        outputs=dict(outputs) if work.outputs else None,
+        instances=state.instances,
+    )
+    labels = naming.child_labels(flow.name, work.name)
+    labels[KEY_LABEL] = key.label
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CACHE_ENTRY_KIND,
+        "metadata": {
+            "name": entry_name(work.name, key.value, flow.uid, run),
+            "namespace": flow.namespace,
+            "labels": labels,
+            "annotations": naming.child_annotations(flow.name, work.name),
+        },
+        "spec": spec.to_dict(),
+    }
+
+
+async def collect_expired(kube: KubeClient, namespace: str, max_age_seconds: int, now: datetime) -> int:
+    """Delete the entries of a namespace older than `max_age_seconds` (its longest maxAge), page by
+    page; how many went."""
+    deleted = 0
+    token: str | None = None
+    while True:
+        items, token = await kube.cache_entry_page(namespace, token)
+        expired: list[Awaitable[None]] = []
+        for entry in items:
+            created = parse_time((entry.get("spec") or {}).get("createdAt"))
+            if created is not None and now - created > timedelta(seconds=max_age_seconds):
+                metadata = entry["metadata"]
+                expired.append(kube.delete_cache_entry(namespace, metadata["name"], metadata.get("uid")))
+        await gather_all(*expired)
+        deleted += len(expired)
+        if token is None:
+            return deleted
