@@ -170,6 +170,8 @@ LAUNCHER_IMAGE_VOLUME_PATH = f"{LAUNCHER_DIRECTORY}/dagflow-launcher"
 MATRIX_VALUES_DIRECTORY = "/dagflow-matrix"
 MATRIX_VALUES_KEY = "values.json"
 MATRIX_OUTPUTS_KEY = "outputs.json"
+# Beside the values of a matrix work some of whose instances the cache had: their outputs.
+MATRIX_CACHED_KEY = "cached.json"
 # The launcher's exit code when it cannot start the instance (images/launcher/main.go), with the
 # reason in the container's termination message.
 LAUNCHER_EXIT_CODE = 242
@@ -247,16 +249,26 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
 
 
 def build_matrix_values(
-    flow: FlowRef, work: Work, run: int, combinations: Sequence[Combination]
+    flow: FlowRef,
+    work: Work,
+    run: int,
+    combinations: Sequence[Combination],
+    cached_outputs: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index."""
+    """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index of its
+    Job. When the cache had some of its instances (`cached_outputs`: by output name, the list over
+    all instances, None where one runs), the Job runs only the others, the values are theirs, and
+    the cached outputs are kept beside them until the Job's are gathered in."""
+    data = {MATRIX_VALUES_KEY: encode_values(combinations)}
+    if cached_outputs is not None:
+        data[MATRIX_CACHED_KEY] = json.dumps(dict(cached_outputs), separators=(",", ":"), sort_keys=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _child_metadata(flow, naming.matrix_values_name(flow.name, run, work.name), work, run),
         # Immutable: what a run's pods read cannot be changed under them.
         "immutable": True,
-        "data": {MATRIX_VALUES_KEY: encode_values(combinations)},
+        "data": data,
     }
 
 
