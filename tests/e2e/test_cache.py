@@ -378,7 +378,7 @@ def test_a_rerun_where_3_of_1000_instances_changed_runs_a_job_of_3(
     shards: list[Any] = list(range(1000))
     train = work("train", matrix={"shard": shards}, annotations=reported({"part": "run1-{index}"}))
     train["outputs"] = [{"name": "part"}]
-    train["container"]["args"] = ["--shard", "$(matrix.shard)"]
+    train["container"]["command"] = ["train", "--shard", "$(matrix.shard)"]
     merge = work("merge", "train")
     merge["container"]["args"] = ["--parts", "$(works.train.outputs.part)"]
     first_run(namespace, flow("wide", [train, merge], cache={"enabled": True}))
