@@ -121,6 +121,9 @@ def build_job(
     metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
     if instances is not None:
         metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"
+        if instances.cached:
+            metadata["annotations"][naming.CACHED_INSTANCES_ANNOTATION] = str(instances.cached)
+            metadata["annotations"][naming.JOB_INDEXES_ANNOTATION] = instances.job_indexes
     if _queued(metadata, job_spec["template"], spec, work):
         # Created suspended, it never runs unadmitted, even while Kueue's webhook is down: Kueue
         # unsuspends it once its queue admits it, and nothing of the operator's suspends it again.
@@ -158,6 +161,9 @@ class MatrixInstances:
 
     count: int
     parallelism: int
+    # The instances the cache had (not run), and those the Job runs, in its index order.
+    cached: int = 0
+    job_indexes: str = ""
 
 
 LAUNCHER_DIRECTORY = "/dagflow"

@@ -370,10 +370,13 @@ def take_instances(plan: Plan, state: WorkState, spec: DAGFlowSpec, keys: Matrix
     missing = [index for index in range(len(combinations)) if index not in found]
     plan.combinations[state.name] = [combinations[index] for index in missing]
     before = plan.instances[state.name]
-    plan.instances[state.name] = MatrixInstances(
-        count=len(missing), parallelism=max(min(before.parallelism, len(missing)), 1)
-    )
     state.cached_instances, state.job_indexes = len(found), format_indexes(missing)
+    plan.instances[state.name] = MatrixInstances(
+        count=len(missing),
+        parallelism=max(min(before.parallelism, len(missing)), 1),
+        cached=len(found),
+        job_indexes=state.job_indexes,
+    )
     state.instance_counts = InstanceCounts(
         total=len(combinations), succeeded=len(found), failed=0, running=0
     ).to_status()

@@ -204,6 +204,12 @@ def plan_run(
     for name in order:
         job = jobs.get(name)
         if works[name].matrix is not None and job is not None and not states[name].carried_from_run:
+            if job.cached_instances:
+                # The Job says which instances it runs: the cache had the others.
+                states[name].cached_instances, states[name].job_indexes = (
+                    job.cached_instances,
+                    job.job_indexes,
+                )
             _observe_instances(states[name], works[name], job, reported, (launch_failures or {}).get(name))
 
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED]

@@ -147,7 +147,7 @@ class WorkData:
                 gathered = gather_outputs(messages, job.completions, [output.name for output in work.outputs])
             except OutputsError as error:
                 return work.name, CollectedOutputs(error=str(error))
-            job_indexes = (previous.get(work.name) or {}).get("jobIndexes")
+            job_indexes = job.job_indexes
             if job_indexes:
                 cached = await self._cached_outputs(flow, run, work)
                 if cached is None:

@@ -29,6 +29,10 @@ ROLLED_FROM_ANNOTATION = "dagflow.dev/rolled-from-run"
 GENERATION_ANNOTATION = "dagflow.dev/generation"
 # On a matrix work's Job: its ConfigMaps (values, outputs) go when it goes.
 MATRIX_ANNOTATION = "dagflow.dev/matrix"
+# On the Job of a matrix work some of whose instances the cache had: how many it had, and the
+# instances the Job runs, in its index order ("3,17-19": its index 0 runs instance 3).
+CACHED_INSTANCES_ANNOTATION = "dagflow.dev/cached-instances"
+JOB_INDEXES_ANNOTATION = "dagflow.dev/job-indexes"
 # On the pods whose success alone settles their work (one pod, no deadline): the operator watches
 # only these pods, so a matrix's thousands of pods never reach it.
 SETTLES_WORK_LABEL = "dagflow.dev/settles-work"
