@@ -409,6 +409,8 @@ def build_instance_entries(
     for index in ran:
         item = len(keys.instances[index]) + 4
         item += sum(len(json.dumps(_at(outputs.get(name), index))) + 2 for name in names)
+        if item > MAX_ENTRY_BYTES - ENTRY_OVERHEAD_BYTES:
+            continue  # an instance whose outputs alone would not fit is not cached: it runs each time
         if chunks[-1] and size + item > MAX_ENTRY_BYTES - ENTRY_OVERHEAD_BYTES:
             chunks.append([])
             size = 0
