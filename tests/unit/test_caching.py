@@ -8,7 +8,7 @@ from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
 from dagflow.client.cacheplan import HIT, MISS, RUNS, plan_cache
-from dagflow.controller.builders import FlowRef, MatrixInstances
+from dagflow.controller.builders import FlowRef, MatrixInstances, build_job, build_matrix_values
 from dagflow.controller.caching import (
     MAX_ENTRY_BYTES,
     build_entry,
@@ -19,8 +19,9 @@ from dagflow.controller.caching import (
     take_instances,
 )
 from dagflow.controller.instances import failed_instances, format_indexes
-from dagflow.controller.observe import JobObservation, parse_indexes
+from dagflow.controller.observe import JobObservation, observe_job, parse_indexes
 from dagflow.controller.planner import Plan, WorkState
+from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.workdata import merge_instances
 from dagflow.rules.cachekey import KEY_LABEL, match_instances, matrix_work_keys, work_cache_key
 from dagflow.rules.substitution import Values
@@ -257,3 +258,27 @@ def test_plan_tells_how_many_instances_of_a_matrix_work_hit() -> None:
     other, _, _ = grid_plan(["x", "y"])
     (changed,) = plan_cache(other, "f", {}, lookup(entries), NOW, run=2)
     assert changed.reasons == ["none of its 2 instances hit: their values changed"]
+
+
+def test_a_partly_cached_matrix_jobs_pods_mount_the_values_made_for_its_instances() -> None:
+    spec, _, _ = grid_plan(["a", "b", "c"])
+    flow = FlowRef(name="f", namespace="team", uid="u1")
+    work = spec.works[0]
+
+    def mounted(job: dict[str, Any]) -> str:
+        volumes = job["spec"]["template"]["spec"]["volumes"]
+        (name,) = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        return str(name)
+
+    instances = MatrixInstances(count=2, parallelism=2, cached=1, job_indexes="1-2")
+    job = build_job(flow, spec, work, 2, OperatorSettings(), Values(run=2, flow="f", work="grid"), instances)
+    values = build_matrix_values(
+        flow, work, 2, [{"model": "b"}, {"model": "c"}], {"score": [1, None, None]}, "1-2"
+    )
+    assert mounted(job) == values["metadata"]["name"]
+    assert job["metadata"]["annotations"]["dagflow.dev/job-indexes"] == "1-2"
+    assert json.loads(values["data"]["cached.json"]) == {"score": [1, None, None]}
+    # Had the cache had other instances by the time the Job was made, its values would be others'.
+    other = build_matrix_values(flow, work, 2, [{"model": "c"}], {"score": [1, 2, None]}, "2")
+    assert other["metadata"]["name"] != values["metadata"]["name"]
+    assert observe_job(job).job_indexes == "1-2" and observe_job(job).cached_instances == 1

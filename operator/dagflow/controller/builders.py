@@ -101,7 +101,8 @@ def build_job(
         if spec.failure_policy == FailurePolicy.FAIL_FAST:
             # The first failed instance fails the work and stops its other instances.
             job_spec["maxFailedIndexes"] = 0
-        _launched(job_spec["template"], naming.matrix_values_name(flow.name, run, work.name), settings)
+        values_name = naming.matrix_values_name(flow.name, run, work.name, instances.job_indexes)
+        _launched(job_spec["template"], values_name, settings)
         # A launch that cannot happen (no values, a bad index) would fail the same way every time:
         # the instance fails at once, its retries kept for the program's own failures.
         job_spec["podFailurePolicy"]["rules"].append(
@@ -260,18 +261,22 @@ def build_matrix_values(
     run: int,
     combinations: Sequence[Combination],
     cached_outputs: Mapping[str, Sequence[Any]] | None = None,
+    job_indexes: str = "",
 ) -> dict[str, Any]:
     """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index of its
     Job. When the cache had some of its instances (`cached_outputs`: by output name, the list over
     all instances, None where one runs), the Job runs only the others, the values are theirs, and
-    the cached outputs are kept beside them until the Job's are gathered in."""
+    the cached outputs are kept beside them until the Job's are gathered in; its name holds the
+    instances the Job runs (`job_indexes`)."""
     data = {MATRIX_VALUES_KEY: encode_values(combinations)}
     if cached_outputs is not None:
         data[MATRIX_CACHED_KEY] = json.dumps(dict(cached_outputs), separators=(",", ":"), sort_keys=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _child_metadata(flow, naming.matrix_values_name(flow.name, run, work.name), work, run),
+        "metadata": _child_metadata(
+            flow, naming.matrix_values_name(flow.name, run, work.name, job_indexes), work, run
+        ),
         # Immutable: what a run's pods read cannot be changed under them.
         "immutable": True,
         "data": data,

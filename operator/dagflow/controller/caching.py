@@ -53,6 +53,9 @@ logger = logging.getLogger("dagflow")
 MAX_ROUNDS = 50
 # An entry bigger than this (outputs of a huge matrix work) is not written: it would not fit in etcd.
 MAX_ENTRY_BYTES = 512 * 1024
+# The outputs of a partly cached matrix work's cached instances are kept beside its Job's values, in
+# one ConfigMap (at most 1 MiB): past this, all of its instances run.
+MAX_CACHED_OUTPUTS_BYTES = 512 * 1024
 # An entry of a matrix work's instances leaves this much room for its other fields.
 ENTRY_OVERHEAD_BYTES = 16 * 1024
 # Which works' entries were written, remembered so that a pass does not ask again (a restart asks
@@ -367,6 +370,13 @@ def take_instances(plan: Plan, state: WorkState, spec: DAGFlowSpec, keys: Matrix
     combinations = plan.combinations[state.name]
     if len(combinations) != len(keys.instances):
         return  # expanded from other outputs than the keys were: run them all
+    names = [output.name for output in work.outputs]
+    by_index = instance_outputs(found, names)
+    cached_outputs = {
+        name: [by_index[name].get(index) for index in range(len(combinations))] for name in names
+    }
+    if len(json.dumps(cached_outputs, separators=(",", ":"))) > MAX_CACHED_OUTPUTS_BYTES:
+        return  # they would not fit beside the values in their ConfigMap: run them all
     missing = [index for index in range(len(combinations)) if index not in found]
     plan.combinations[state.name] = [combinations[index] for index in missing]
     before = plan.instances[state.name]
@@ -380,11 +390,7 @@ def take_instances(plan: Plan, state: WorkState, spec: DAGFlowSpec, keys: Matrix
     state.instance_counts = InstanceCounts(
         total=len(combinations), succeeded=len(found), failed=0, running=0
     ).to_status()
-    names = [output.name for output in work.outputs]
-    by_index = instance_outputs(found, names)
-    plan.cached_outputs[state.name] = {
-        name: [by_index[name].get(index) for index in range(len(combinations))] for name in names
-    }
+    plan.cached_outputs[state.name] = cached_outputs
     logger.info(
         "Took %d of the %d instances of work %s from the cache", len(found), len(combinations), state.name
     )

@@ -149,7 +149,7 @@ class WorkData:
                 return work.name, CollectedOutputs(error=str(error))
             job_indexes = job.job_indexes
             if job_indexes:
-                cached = await self._cached_outputs(flow, run, work)
+                cached = await self._cached_outputs(flow, run, work, job_indexes)
                 if cached is None:
                     why = "the outputs of its instances taken from the cache are gone"
                     return work.name, CollectedOutputs(error=why)
@@ -159,10 +159,12 @@ class WorkData:
 
         return dict(await gather_all(*(collect(work, job) for work, job in wanted)))
 
-    async def _cached_outputs(self, flow: FlowRef, run: int, work: Work) -> dict[str, list[Any]] | None:
+    async def _cached_outputs(
+        self, flow: FlowRef, run: int, work: Work, job_indexes: str
+    ) -> dict[str, list[Any]] | None:
         """The outputs of the instances of a matrix work taken from the cache in this run, kept
         beside its Job's values (by output name, the list over all instances)."""
-        name = naming.matrix_values_name(flow.name, run, work.name)
+        name = naming.matrix_values_name(flow.name, run, work.name, job_indexes)
         try:
             data = await self.kube.read_config_map(flow.namespace, name, flow.uid)
         except NameTakenError:
