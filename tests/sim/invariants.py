@@ -207,14 +207,15 @@ def outputs_kept_exactly(world: World) -> None:
             if spec is None or "outputs" not in work or "matrix" in spec:
                 continue
             if work.get("cachedFrom"):
-                # Taken from the cache: the outputs of the run that ran it, as its entry keeps them
-                # (`cache_entries_record_what_pods_reported` checks those).
+                # Taken from the cache: the outputs of the run that ran it, as its entry of the
+                # work's key keeps them (`cache_entries_record_what_pods_reported` checks those).
+                # The entry may be another work's of the same key: a work's name is not in its key.
                 source = work["cachedFrom"]
                 kept = [
                     entry["spec"].get("outputs")
                     for entry in world.server.items(CACHE_ENTRY_PLURAL, NAMESPACE)
-                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["work"])
-                    == (source["flow"], source["run"], work["name"])
+                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["key"])
+                    == (source["flow"], source["run"], work.get("cacheKey"))
                 ]
                 if kept and work["outputs"] not in kept:
                     raise Violation(
