@@ -32,6 +32,7 @@ from kubernetes import client, config, watch
 from tests.kube import apply_crds
 from tests.operator_process import OperatorProcess
 
+from bench.caching import caching_table, scenario_cache_lookups, scenario_cache_matrix
 from bench.queueing import queueing_table, scenario_queueing
 from dagflow.api.models import DAGFlowSpec
 from dagflow.controller.builders import FlowRef, build_job
@@ -43,7 +44,18 @@ CLUSTER_SCRIPT = REPO_ROOT / "tests" / "cluster" / "cluster.sh"
 KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 IMAGE = "example.invalid/bench:1.0"
 OPERATOR_AGENTS = ("dagflow-operator", "kopf")
-SCENARIOS = ("chain", "concurrent", "fanout", "matrix", "bigmatrix", "sweep", "memory", "queueing")
+SCENARIOS = (
+    "chain",
+    "concurrent",
+    "fanout",
+    "matrix",
+    "bigmatrix",
+    "sweep",
+    "memory",
+    "queueing",
+    "cache",
+    "cachelookup",
+)
 
 
 # -- the cluster and the objects' life, seen from outside ------------------------------------------
@@ -405,6 +417,9 @@ class Sizes(TypedDict):
     queued_flows: int
     # Pod durations of the queueing scenario, as a share of the issue's (train 60 s, eval 20 s, ...).
     queued_scale: float
+    # The cached matrix flow's width, and the entries present while cached flows are looked up.
+    cache_width: int
+    cache_entries: int
 
 
 @dataclass
@@ -1148,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
             "jobs": 300,
             "queued_flows": 4,
             "queued_scale": 0.1,
+            "cache_width": 50,
+            "cache_entries": 500,
         }
         if args.quick
         else {
@@ -1160,6 +1177,8 @@ def main(argv: list[str] | None = None) -> int:
             "jobs": 10000,
             "queued_flows": 10,
             "queued_scale": 1.0,
+            "cache_width": 1000,
+            "cache_entries": 100_000,
         }
     )
     was_running = cluster("status") == "running"
@@ -1217,6 +1236,14 @@ def main(argv: list[str] | None = None) -> int:
                     bench, bench_cluster_name(), sizes["queued_flows"], sizes["queued_scale"]
                 ),
             ),
+            "cache": (
+                "a cached matrix flow rerun with one instance changed",
+                lambda: scenario_cache_matrix(bench, sizes["cache_width"], matrix_fan),
+            ),
+            "cachelookup": (
+                "cached reruns with many cache entries present",
+                lambda: scenario_cache_lookups(bench, sizes["cache_entries"]),
+            ),
         }
         for key, (title, scenario) in scenarios.items():
             if args.only and key not in args.only:
@@ -1255,6 +1282,9 @@ def main(argv: list[str] | None = None) -> int:
     if "queueing" in bench.results:
         print("\nFlows queued in Kueue (4 GPUs), each keeping its place (flow) or not (job):\n")
         print(queueing_table(bench.results))
+    if "cache" in bench.results or "cachelookup" in bench.results:
+        print("\nCaching:\n")
+        print(caching_table(bench.results))
     print(f"\nJSON: {args.output}")
     return 0
 

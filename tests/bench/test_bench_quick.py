@@ -68,3 +68,14 @@ def test_quick_benchmark_measures_every_number(tmp_path: Path) -> None:
             assert 0 < row["mean_makespan_s"] <= row["worst_makespan_s"] <= row["last_done_s"]
         assert queueing[f"{shape}_mean_ratio"] > 0
     assert "| pipeline | flow / job |" in result.stdout
+    # Caching: the rerun with one changed instance runs the matrix Job of that instance and the join;
+    # the cached reruns, with and without other entries, run no Job.
+    cache = results["cache"]
+    assert cache["makespan_s"] > 0 and cache["first_run_makespan_s"] > 0
+    assert (cache["jobs_created"], cache["pods_created"], cache["matrix_job_completions"]) == (2, 2, 1)
+    assert cache["first_run_jobs"] == 3 and cache["first_run_pods"] == cache["instances"] + 2
+    lookups = results["cachelookup"]
+    assert lookups["entries"] > 0 and lookups["jobs_created"] == 0
+    assert lookups["rerun_s"] > 0 and lookups["rerun_without_entries_s"] > 0
+    assert lookups["entry_lists"] >= lookups["lookups"]
+    assert "| rerun with 1 of" in result.stdout and "lists of entries per lookup" in result.stdout

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from tests.chart.helm import container_env, install_chart_crds, render
-from tests.e2e.flows import create, wait_for_phase, works_by_name
+from tests.e2e.flows import create, flow, wait_for_phase, work, works_by_name
 from tests.e2e.test_pipelines import TRAININGS, classic
+from tests.e2e.test_runs import jobs_of_run, request, wait_for_run
 from tests.kube import apply, fresh_namespace, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -54,6 +55,9 @@ GRANTED = [
     ("watch", "configmaps"),
     ("create", "configmaps"),
     ("delete", "configmaps"),
+    ("list", "dagflowcacheentries.dagflow.dev"),
+    ("create", "dagflowcacheentries.dagflow.dev"),
+    ("delete", "dagflowcacheentries.dagflow.dev"),
 ]
 # What it never needs, anywhere.
 REFUSED = [
@@ -69,6 +73,9 @@ REFUSED = [
     ("update", "dagflows.dagflow.dev"),
     ("delete", "dagflows.dagflow.dev"),
     ("update", "deployments.apps"),
+    ("get", "dagflowcacheentries.dagflow.dev"),
+    ("update", "dagflowcacheentries.dagflow.dev"),
+    ("patch", "dagflowcacheentries.dagflow.dev"),
     ("delete", "events"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts/token"),
@@ -130,6 +137,7 @@ def operator_namespace(namespace: str) -> Iterator[str]:
         yield name
 
 
+ROWS = {"sim.dagflow.dev/termination-message": json.dumps({"rows": "10"})}
 MODES = ["cluster-wide", "namespaced", "peering", "peering-namespaced"]
 
 
@@ -142,8 +150,9 @@ def chart_values(mode: str, flows_namespace: str) -> dict[str, Any]:
     return values
 
 
-# What the operator's permissions are made of; the Deployment (and cert-manager's objects) are not
-# needed, since the operator runs on this machine.
+# What the operator's permissions are made of, with the policy that lets only its account write cache
+# entries; the Deployment (and cert-manager's objects) are not needed, since the operator runs on this
+# machine.
 PERMISSION_KINDS = {
     "ServiceAccount",
     "ClusterRole",
@@ -156,10 +165,24 @@ PERMISSION_KINDS = {
 }
 
 
+CACHE_ENTRIES_POLICY_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def chart_permissions(release: str, namespace: str, values: dict[str, Any]) -> str:
-    """The chart's ServiceAccount, RBAC, peering objects and webhook configurations, as YAML."""
+    """The chart's ServiceAccount, RBAC, peering objects, webhook configurations and cache entries
+    policy, as YAML."""
     objects = render(values, release=release, namespace=namespace)
-    return yaml.safe_dump_all([item for item in objects if item["kind"] in PERMISSION_KINDS])
+    return yaml.safe_dump_all(
+        [
+            item
+            for item in objects
+            if item["kind"] in PERMISSION_KINDS
+            or (
+                item["kind"] in CACHE_ENTRIES_POLICY_KINDS
+                and item["metadata"]["name"].endswith("-cache-entries")
+            )
+        ]
+    )
 
 
 def operator_settings(release: str, namespace: str, values: dict[str, Any]) -> dict[str, str]:
@@ -203,6 +226,20 @@ def test_operator_runs_the_classic_pipeline_with_only_the_charts_rbac(
             "items"
         ]
         assert {"WorkStarted", "WorkSucceeded", "WorkServing"} <= {event["reason"] for event in events}
+        # Cached works: the operator writes their entries past the chart's policy, and a rerun takes
+        # them from the cache.
+        cached = [work("prepare", outputs=[{"name": "rows"}], annotations=ROWS), work("fit", "prepare")]
+        create(flow("cached", cached, cache={"enabled": True}), namespace)
+        assert wait_for_phase(namespace, "cached", timeout=120)["phase"] == "Succeeded"
+        entries = get_json("dagflowcacheentries", namespace=namespace)["items"]
+        assert sorted(entry["spec"]["work"] for entry in entries) == ["fit", "prepare"], entries
+        request(namespace, "cached", "rerun", "again")
+        rerun = wait_for_run(namespace, "cached", 2, "Succeeded", "Failed")
+        assert {work["name"]: "cachedFrom" in work for work in rerun["works"]} == {
+            "prepare": True,
+            "fit": True,
+        }
+        assert jobs_of_run(namespace, 2) == []
         if "DAGFLOW_PEERING" in settings:
             assert keep_alives(settings["DAGFLOW_PEERING"], values.get("watchNamespaces")), "no keep-alive"
 

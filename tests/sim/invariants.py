@@ -18,7 +18,7 @@ from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from tests.sim.apiserver import MAX_OBJECT_BYTES, OPERATOR, controller_uid, object_size
-from tests.sim.controllers import MESSAGE_ANNOTATION, termination_message
+from tests.sim.controllers import COMPLETION_INDEX, MESSAGE_ANNOTATION, termination_message
 from tests.sim.world import NAMESPACE, Violation, World
 
 Invariant = Callable[[World], None]
@@ -207,14 +207,15 @@ def outputs_kept_exactly(world: World) -> None:
             if spec is None or "outputs" not in work or "matrix" in spec:
                 continue
             if work.get("cachedFrom"):
-                # Taken from the cache: the outputs of the run that ran it, as its entry keeps them
-                # (`cache_entries_record_what_pods_reported` checks those).
+                # Taken from the cache: the outputs of the run that ran it, as its entry of the
+                # work's key keeps them (`cache_entries_record_what_pods_reported` checks those).
+                # The entry may be another work's of the same key: a work's name is not in its key.
                 source = work["cachedFrom"]
                 kept = [
                     entry["spec"].get("outputs")
                     for entry in world.server.items(CACHE_ENTRY_PLURAL, NAMESPACE)
-                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["work"])
-                    == (source["flow"], source["run"], work["name"])
+                    if (entry["spec"]["flow"], entry["spec"]["run"], entry["spec"]["key"])
+                    == (source["flow"], source["run"], work.get("cacheKey"))
                 ]
                 if kept and work["outputs"] not in kept:
                     raise Violation(
@@ -242,7 +243,12 @@ def cache_entries_record_what_pods_reported(world: World) -> None:
             continue
         spec = write.after["spec"]
         job = world.server.get("jobs", NAMESPACE, spec.get("job") or "")
-        if job is None or spec.get("instances") is not None:
+        if job is None:
+            continue
+        # A matrix work's entry holds the instances its Job ran, in the Job's index order: its
+        # position p is what the pod of index p reported (when one entry holds them all).
+        matrix = spec.get("instances") is not None
+        if matrix and len(spec.get("instanceKeys") or []) != int(job["spec"].get("completions") or 1):
             continue
         uid = job["metadata"]["uid"]
         for pod in world.server.items("pods", NAMESPACE):
@@ -253,12 +259,15 @@ def cache_entries_record_what_pods_reported(world: World) -> None:
             statuses = pod["status"].get("containerStatuses") or []
             message = statuses[0]["state"]["terminated"].get("message") if statuses else ""
             reported = json.loads(message) if message else {}
-            expected = {name: reported.get(name) for name in (spec.get("outputs") or {})}
-            if (spec.get("outputs") or {}) != expected:
+            kept = spec.get("outputs") or {}
+            if matrix:
+                position = int((pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX, "0"))
+                kept = {name: values[position] for name, values in kept.items()}
+            expected = {name: reported.get(name) for name in kept}
+            if kept != expected:
                 raise Violation(
                     "cache-entries-record-what-pods-reported",
-                    f"entry {write.name} keeps {spec.get('outputs')}, the pod of Job {spec.get('job')}"
-                    f" reported {expected}",
+                    f"entry {write.name} keeps {kept}, the pod of Job {spec.get('job')} reported {expected}",
                 )
 
 

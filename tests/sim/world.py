@@ -475,8 +475,27 @@ class World:
             if rng.random() < 0.3:
                 spec = make_spec(rng)
             else:
-                work = rng.choice(spec["works"])
-                work["container"]["image"] = f"example/ml:{rng.randint(4, 9)}"
+                grids = [
+                    work
+                    for work in spec["works"]
+                    if isinstance((work.get("matrix") or {}).get("model"), list)
+                ]
+                fresh = [
+                    model
+                    for model in ("svm", "knn", "mlp", "ridge")
+                    if grids and model not in grids[0]["matrix"]["model"]
+                ]
+                if fresh and rng.random() < 0.6:
+                    # An instance changed or added: a cached flow's next run takes the others from
+                    # the cache, and its Job runs only that one.
+                    models = grids[0]["matrix"]["model"]
+                    if len(models) > 1 and rng.random() < 0.5:
+                        models[rng.randrange(len(models))] = fresh[0]
+                    else:
+                        models.append(fresh[0])
+                else:
+                    work = rng.choice(spec["works"])
+                    work["container"]["image"] = f"example/ml:{rng.randint(4, 9)}"
             if admitted({**flow, "spec": spec}):
                 self.server.replace(PLURAL, {**flow, "spec": spec})
         elif action == "suspend":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -9,9 +10,13 @@ import pytest
 from dagflow.api.models import DAGFlowSpec
 from dagflow.rules.cachekey import (
     KEY_CHARS,
+    MatrixKeys,
     cache_key,
     explain_miss,
+    instance_outputs,
     is_digest,
+    match_instances,
+    matrix_work_keys,
     run_unique_key,
     work_cache_key,
 )
@@ -177,3 +182,72 @@ def test_parameters_and_pod_defaults_env_are_keyed_after_substitution() -> None:
 @pytest.mark.parametrize("part", ["image", "args[0]"])
 def test_a_miss_names_each_changed_part_once(part: str) -> None:
     assert explain_miss({part: "1" * 64}, {part: "2" * 16}) == [f"{part} changed"]
+
+
+def matrix_spec(values: list[str], image: str = "x") -> DAGFlowSpec:
+    return DAGFlowSpec.model_validate(
+        {
+            "works": [
+                {
+                    "name": "grid",
+                    "container": {"image": image, "command": ["train", "--model", "$(matrix.model)"]},
+                    "matrix": {"model": values},
+                }
+            ]
+        }
+    )
+
+
+def matrix_keys_of(values: list[str], image: str = "x", upstream: dict[str, str] | None = None) -> MatrixKeys:
+    spec = matrix_spec(values, image)
+    combinations = [{"model": value} for value in values]
+    return matrix_work_keys(
+        spec, spec.works[0], Values(run=1, flow="f", work="grid"), upstream or {}, combinations
+    )
+
+
+def test_each_instance_has_its_own_key_from_its_values() -> None:
+    before = matrix_keys_of(["a", "b", "c"])
+    after = matrix_keys_of(["a", "x", "c", "d"])
+    # Same template: the instances whose values stayed keep their keys, wherever they are.
+    assert before.template.value == after.template.value
+    assert after.instances[0] == before.instances[0] and after.instances[2] == before.instances[2]
+    assert after.instances[1] not in before.instances and after.instances[3] not in before.instances
+    # The work's own key (its dependents') covers every instance's values.
+    assert before.work.value != after.work.value
+    assert len(set(before.instances)) == 3
+
+
+def test_an_instance_key_changes_with_the_template() -> None:
+    before = matrix_keys_of(["a", "b"])
+    assert matrix_keys_of(["a", "b"], image="y").instances[0] != before.instances[0]
+    assert matrix_keys_of(["a", "b"], upstream={"prepare": "k2"}).instances[0] != before.instances[0]
+
+
+def test_instances_are_matched_to_the_newest_entry_holding_them_within_max_age() -> None:
+    now = datetime(2030, 1, 2, tzinfo=UTC)
+    keys = matrix_keys_of(["a", "b", "c"])
+    old = {
+        "spec": {
+            "key": keys.template.value,
+            "createdAt": "2030-01-01T00:00:00Z",
+            "instanceKeys": keys.instances[:2],
+            "outputs": {"score": [1, 2]},
+        }
+    }
+    new = {
+        "spec": {
+            "key": keys.template.value,
+            "createdAt": "2030-01-01T12:00:00Z",
+            "instanceKeys": [keys.instances[1]],
+            "outputs": {"score": [20]},
+        }
+    }
+    other = {
+        "spec": {"key": "other", "createdAt": "2030-01-01T12:00:00Z", "instanceKeys": [keys.instances[2]]}
+    }
+    found = match_instances([old, new, other], keys, now, 3 * 86400)
+    assert sorted(found) == [0, 1]
+    assert instance_outputs(found, ["score"]) == {"score": {0: 1, 1: 20}}
+    # Past max age, the old entry holds nothing.
+    assert sorted(match_instances([old, new], keys, now, 13 * 3600)) == [1]

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagflow.api.models import DAGFlowSpec, Work
+from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
 from dagflow.client.cacheplan import HIT, MISS, RUNS, plan_cache
-from dagflow.controller.builders import FlowRef
-from dagflow.controller.caching import build_entry, entry_name, hit_status, newest_valid
-from dagflow.controller.planner import WorkState
-from dagflow.rules.cachekey import KEY_LABEL, work_cache_key
+from dagflow.controller.builders import FlowRef, MatrixInstances, build_job, build_matrix_values
+from dagflow.controller.caching import (
+    MAX_ENTRY_BYTES,
+    build_entry,
+    build_instance_entries,
+    entry_name,
+    hit_status,
+    newest_valid,
+    take_instances,
+)
+from dagflow.controller.instances import failed_instances, format_indexes
+from dagflow.controller.observe import JobObservation, observe_job, parse_indexes
+from dagflow.controller.planner import Plan, WorkState
+from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.workdata import merge_instances
+from dagflow.rules.cachekey import KEY_LABEL, match_instances, matrix_work_keys, work_cache_key
 from dagflow.rules.substitution import Values
 
 NOW = datetime(2030, 1, 2, tzinfo=UTC)
@@ -139,3 +152,133 @@ def test_plan_tells_hits_and_why_each_miss_misses() -> None:
     assert {work.work: work.reasons for work in plan_cache(pipeline([]), "ml", {}, lookup([]), NOW)}[
         "train"
     ] == ["no entry of this work yet"]
+
+
+def grid_plan(values: list[str]) -> tuple[DAGFlowSpec, Plan, WorkState]:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "works": [
+                {
+                    "name": "grid",
+                    "container": {"image": "x", "command": ["train", "$(matrix.model)"]},
+                    "matrix": {"model": values},
+                    "outputs": [{"name": "score"}],
+                    "maxParallel": 2,
+                }
+            ],
+            "cache": {"enabled": True},
+        }
+    )
+    state = WorkState(name="grid", phase=WorkPhase.RUNNING, job="f-2-grid")
+    plan = Plan(start=[spec.works[0]], works=[state])
+    plan.combinations["grid"] = [{"model": value} for value in values]
+    plan.instances["grid"] = MatrixInstances(count=len(values), parallelism=2)
+    return spec, plan, state
+
+
+def test_a_partly_cached_matrix_work_runs_only_the_missing_instances_in_order() -> None:
+    spec, plan, state = grid_plan(["a", "b", "c", "d", "e"])
+    keys = matrix_work_keys(
+        spec, spec.works[0], Values(run=2, flow="f", work="grid"), {}, plan.combinations["grid"]
+    )
+    cached = {"spec": {"key": keys.template.value, "createdAt": "2030-01-01T00:00:00Z", "run": 1}}
+    cached["spec"].update(instanceKeys=[keys.instances[0], keys.instances[2]], outputs={"score": [0.1, 0.3]})
+    found = match_instances([cached], keys, NOW, 86400)
+    take_instances(plan, state, spec, keys, found)
+    # The Job's index i runs the i-th missing instance.
+    assert plan.combinations["grid"] == [{"model": "b"}, {"model": "d"}, {"model": "e"}]
+    assert plan.instances["grid"] == MatrixInstances(count=3, parallelism=2, cached=2, job_indexes="1,3-4")
+    assert (state.cached_instances, state.job_indexes) == (2, "1,3-4")
+    assert state.instance_counts == {"Pending": 3, "Running": 0, "Succeeded": 2, "Failed": 0, "Stopped": 0}
+    assert plan.cached_outputs["grid"] == {"score": [0.1, None, 0.3, None, None]}
+    # What the Job gathers goes in place, in index order.
+    gathered = merge_instances(plan.cached_outputs["grid"], parse_indexes("1,3-4"), {"score": [2, 4, 5]})
+    assert gathered == {"score": [0.1, 2, 0.3, 4, 5]}
+
+
+def test_a_partly_cached_matrix_records_only_the_instances_it_ran_in_entries_that_fit() -> None:
+    spec, plan, state = grid_plan([str(index) for index in range(40)])
+    keys = matrix_work_keys(
+        spec, spec.works[0], Values(run=2, flow="f", work="grid"), {}, plan.combinations["grid"]
+    )
+    state.job_indexes = "5,30-39"
+    flow = FlowRef(name="f", namespace="team", uid="u1")
+    outputs = {"score": ["x" * 100_000 for _ in range(40)]}
+    made = build_instance_entries(flow, spec.works[0], 2, state, keys, outputs, None, NOW)
+    held = [key for entry in made for key in entry["spec"]["instanceKeys"]]
+    assert held == [keys.instances[5], *keys.instances[30:40]]
+    assert len(made) > 1 and len({entry["metadata"]["name"] for entry in made}) == len(made)
+    for entry in made:
+        assert entry["metadata"]["labels"][KEY_LABEL] == keys.template.value
+        assert len(json.dumps(entry)) <= MAX_ENTRY_BYTES
+        assert len(entry["spec"]["outputs"]["score"]) == len(entry["spec"]["instanceKeys"])
+
+
+def test_a_failed_instance_of_a_partly_cached_matrix_is_named_by_its_own_index() -> None:
+    job = JobObservation(
+        name="j",
+        work="grid",
+        run=2,
+        active=0,
+        succeeded=1,
+        failed=1,
+        outcome="Failed",
+        reason="FailedIndexes",
+        message=None,
+        started_at=None,
+        finished_at=None,
+        deleting=False,
+        completions=2,
+        failed_indexes="1",
+    )
+    combinations = [{"model": value} for value in "abcde"]
+    assert failed_instances(job, combinations, [1, 4]) == [{"index": 4, "values": {"model": "e"}}]
+    assert format_indexes([1, 3, 4, 9]) == "1,3-4,9" and format_indexes([]) == ""
+
+
+def test_plan_tells_how_many_instances_of_a_matrix_work_hit() -> None:
+    spec, plan, state = grid_plan(["a", "b", "c"])
+    keys = matrix_work_keys(
+        spec, spec.works[0], Values(run=1, flow="f", work="grid"), {}, plan.combinations["grid"]
+    )
+    state.phase, state.finished_at = WorkPhase.SUCCEEDED, "2030-01-01T00:00:00Z"
+    flow = FlowRef(name="f", namespace="team", uid="u1")
+    outputs = {"score": [1, 2, 3]}
+    entries = build_instance_entries(
+        flow, spec.works[0], 1, state, keys, outputs, None, NOW - timedelta(hours=1)
+    )
+    (same,) = plan_cache(spec, "f", {}, lookup(entries), NOW, run=2)
+    assert same.verdict == HIT and same.cached_from == "3 of 3 instances hit; newest from run 1 of f"
+    more, _, _ = grid_plan(["a", "b", "c", "d", "e"])
+    (grown,) = plan_cache(more, "f", {}, lookup(entries), NOW, run=2)
+    assert (grown.verdict, grown.reasons) == (
+        MISS,
+        ["3 of 5 instances hit; 2 run as one Job of 2 completions"],
+    )
+    other, _, _ = grid_plan(["x", "y"])
+    (changed,) = plan_cache(other, "f", {}, lookup(entries), NOW, run=2)
+    assert changed.reasons == ["none of its 2 instances hit: their values changed"]
+
+
+def test_a_partly_cached_matrix_jobs_pods_mount_the_values_made_for_its_instances() -> None:
+    spec, _, _ = grid_plan(["a", "b", "c"])
+    flow = FlowRef(name="f", namespace="team", uid="u1")
+    work = spec.works[0]
+
+    def mounted(job: dict[str, Any]) -> str:
+        volumes = job["spec"]["template"]["spec"]["volumes"]
+        (name,) = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        return str(name)
+
+    instances = MatrixInstances(count=2, parallelism=2, cached=1, job_indexes="1-2")
+    job = build_job(flow, spec, work, 2, OperatorSettings(), Values(run=2, flow="f", work="grid"), instances)
+    values = build_matrix_values(
+        flow, work, 2, [{"model": "b"}, {"model": "c"}], {"score": [1, None, None]}, "1-2"
+    )
+    assert mounted(job) == values["metadata"]["name"]
+    assert job["metadata"]["annotations"]["dagflow.dev/job-indexes"] == "1-2"
+    assert json.loads(values["data"]["cached.json"]) == {"score": [1, None, None]}
+    # Had the cache had other instances by the time the Job was made, its values would be others'.
+    other = build_matrix_values(flow, work, 2, [{"model": "c"}], {"score": [1, 2, None]}, "2")
+    assert other["metadata"]["name"] != values["metadata"]["name"]
+    assert observe_job(job).job_indexes == "1-2" and observe_job(job).cached_instances == 1

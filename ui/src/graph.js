@@ -45,6 +45,8 @@ export function subLabel(node) {
   }
   if (node.gpu) parts.push(`${node.gpu} GPU`);
   if (node.phase) parts.push(phaseLabel(node.phase, node.queued));
+  if (node.cached === "all") parts.push("cached");
+  else if (node.cached === "some") parts.push(`${node.cachedInstances} cached`);
   return parts.join(" · ");
 }
 
@@ -62,6 +64,7 @@ function nodeMarkup(node, position) {
     `<g class="node" tabindex="0" role="button" data-work="${name}" data-kind="${node.kind}" ` +
     `data-phase="${escapeHtml(node.phase || "Pending")}" data-instances="${node.instances ?? ""}" ` +
     (node.queued ? `data-queued="${escapeHtml(node.queued)}" ` : "") +
+    (node.cached ? `data-cached="${escapeHtml(node.cached)}" ` : "") +
     `transform="translate(${x},${y})">${stack}` +
     `<rect class="box" width="${NODE_WIDTH}" height="${NODE_HEIGHT}" rx="7"/>` +
     `<title>${name}</title><text class="name" x="${LABEL_INSET}" y="19" clip-path="url(#in-box)">${shown}</text>` +
@@ -112,21 +115,28 @@ export function drawGraph(container, graph, onSelect) {
   return {
     svg,
     timings: { layoutMs: Math.round(laidOutAt - started), drawMs: Math.round(performance.now() - laidOutAt) },
-    // Recolour works whose state changed: `states` maps a work to {phase, queued, instances, counts}.
+    // Recolour works whose state changed: `states` maps a work to {phase, queued, instances, counts,
+    // cached, cachedInstances}.
     update(states) {
       for (const [id, state] of Object.entries(states)) {
         const node = byId.get(id);
         const element = elements.get(id);
         if (!node || !element) continue;
-        const next = { ...node, phase: state.phase, queued: state.queued, counts: state.counts };
+        const next = {
+          ...node, phase: state.phase, queued: state.queued, counts: state.counts,
+          cached: state.cached, cachedInstances: state.cachedInstances,
+        };
         if (state.instances !== undefined) next.instances = state.instances;
         if (next.phase === node.phase && next.queued === node.queued
           && JSON.stringify(next.counts) === JSON.stringify(node.counts)
-          && next.instances === node.instances) continue;
+          && next.instances === node.instances && next.cached === node.cached
+          && next.cachedInstances === node.cachedInstances) continue;
         byId.set(id, next);
         element.dataset.phase = next.phase;
         if (next.queued) element.dataset.queued = next.queued;
         else delete element.dataset.queued;
+        if (next.cached) element.dataset.cached = next.cached;
+        else delete element.dataset.cached;
         element.dataset.instances = next.instances ?? "";
         element.querySelector("text.sub").textContent = subLabel(next);
       }

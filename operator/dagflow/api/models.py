@@ -843,6 +843,18 @@ class WorkStatus(ApiModel):
         description="The ConfigMap that holds a matrix work's outputs: key outputs.json, a JSON "
         "object of output name to the list of the instances' values, in index order.",
     )
+    cached_instances: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many of a matrix work's instances were taken from the cache in this run "
+        "(counted as Succeeded in instanceCounts); the others run in its Job.",
+    )
+    job_indexes: str | None = Field(
+        default=None,
+        description="When some instances of a matrix work were taken from the cache: the indexes of "
+        "the instances its Job runs, in the Job's index order (\"3,17-19\": the Job's index 0 runs "
+        "instance 3).",
+    )
 
 
 class RunSummary(ApiModel):
@@ -1010,3 +1022,8 @@ class CacheEntrySpec(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     instances: int | None = Field(default=None, ge=0, description="How many instances a matrix work ran.")
+    instance_keys: list[str] | None = Field(
+        default=None,
+        description="A matrix work's entry: the keys of the instances it holds (its `key` is the "
+        "work's template key, without the instances' values); its outputs' lists go in this order.",
+    )

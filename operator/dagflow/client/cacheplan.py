@@ -10,7 +10,18 @@ from typing import Any
 
 from dagflow.api.models import DAGFlowSpec
 from dagflow.rules import naming
-from dagflow.rules.cachekey import KEY_LABEL, explain_miss, is_digest, run_unique_key, work_cache_key
+from dagflow.rules.cachekey import (
+    KEY_LABEL,
+    CacheKey,
+    MatrixKeys,
+    explain_miss,
+    instance_outputs,
+    is_digest,
+    match_instances,
+    matrix_work_keys,
+    run_unique_key,
+    work_cache_key,
+)
 from dagflow.rules.matrix import MatrixError, expand, parse_matrix
 from dagflow.rules.substitution import BadReference, Values, container_references
 from dagflow.rules.validation import topological_order
@@ -84,7 +95,7 @@ def plan_cache(
         upstream = {dep: str(keys[dep]) for dep in dict.fromkeys(work.depends_on)}
         values = Values(run=run, flow=flow, work=name, params=params, outputs=outputs)
         try:
-            matrix = None
+            matrix_keys: MatrixKeys | None = None
             if work.matrix is not None:
                 parsed = parse_matrix(work.matrix)
                 resolved = {
@@ -92,17 +103,60 @@ def plan_cache(
                     for axis, reference in parsed.dynamic.items()
                     if reference.name in outputs.get(reference.work, {})
                 }
-                matrix = expand(parsed, resolved)
-            key = work_cache_key(spec, work, values, upstream, matrix)
+                matrix_keys = matrix_work_keys(spec, work, values, upstream, expand(parsed, resolved))
+                key: CacheKey = matrix_keys.template
+            else:
+                key = work_cache_key(spec, work, values, upstream)
         except (BadReference, MatrixError) as error:
             planned.append(WorkPlan(name, MISS, [f"its inputs are known once its upstream ran ({error})"]))
             keys[name] = None
             continue
-        keys[name] = key.value
+        keys[name] = matrix_keys.work.value if matrix_keys is not None else key.value
         image = str(work.container.get("image") or "")
+        if matrix_keys is not None:
+            entries = look_up(f"{KEY_LABEL}={key.label}")
+            found = match_instances(entries, matrix_keys, now, settings.max_age_seconds)
+            total = len(matrix_keys.instances)
+            if found and len(found) == total:
+                by_index = instance_outputs(found, [output.name for output in work.outputs])
+                outputs[name] = {
+                    output: [values_of[index] for index in range(total)]
+                    for output, values_of in by_index.items()
+                }
+                latest = max(
+                    (entry for entry, _ in found.values()), key=lambda entry: entry["spec"]["createdAt"]
+                )
+                source = f"run {latest['spec'].get('run')} of {latest['spec'].get('flow')}"
+                plan = WorkPlan(
+                    name, HIT, cached_from=f"{total} of {total} instances hit; newest from {source}"
+                )
+                if not is_digest(image):
+                    plan.warnings.append(f"image {image} is a tag: a tag moved to another image is not seen")
+                planned.append(plan)
+                continue
+            if found:
+                running = total - len(found)
+                job = "one Job of 1 completion" if running == 1 else f"one Job of {running} completions"
+                planned.append(
+                    WorkPlan(name, MISS, [f"{len(found)} of {total} instances hit; {running} run as {job}"])
+                )
+                continue
+            same = [entry for entry in entries if (entry.get("spec") or {}).get("key") == key.value]
+            if any(
+                (made := _created(entry)) is not None
+                and now - made <= timedelta(seconds=settings.max_age_seconds)
+                for entry in same
+            ):
+                planned.append(
+                    WorkPlan(name, MISS, [f"none of its {total} instances hit: their values changed"])
+                )
+                continue
+            if same:
+                planned.append(WorkPlan(name, MISS, ["its instances' entries are older than maxAge"]))
+                continue
         candidates = [
             entry
-            for entry in look_up(f"{KEY_LABEL}={key.label}")
+            for entry in (look_up(f"{KEY_LABEL}={key.label}") if matrix_keys is None else [])
             if (entry.get("spec") or {}).get("key") == key.value
         ]
         newest = _newest(candidates)

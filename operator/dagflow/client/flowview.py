@@ -112,6 +112,11 @@ def cached_note(work: Mapping[str, Any]) -> str | None:
     """Where a work taken from the cache got its outcome, in words; None for any other work."""
     source = work.get("cachedFrom")
     if not source:
+        if work.get("cachedInstances"):
+            total = work.get("instances")
+            return (
+                f"{work['cachedInstances']} of {total} instances taken from the cache; its Job ran the others"
+            )
         return None
     job = f", Job {source['job']}" if source.get("job") else ""
     return f"taken from the cache: run {source.get('run')} of flow {source.get('flow')}{job}"

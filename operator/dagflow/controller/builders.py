@@ -101,7 +101,8 @@ def build_job(
         if spec.failure_policy == FailurePolicy.FAIL_FAST:
             # The first failed instance fails the work and stops its other instances.
             job_spec["maxFailedIndexes"] = 0
-        _launched(job_spec["template"], naming.matrix_values_name(flow.name, run, work.name), settings)
+        values_name = naming.matrix_values_name(flow.name, run, work.name, instances.job_indexes)
+        _launched(job_spec["template"], values_name, settings)
         # A launch that cannot happen (no values, a bad index) would fail the same way every time:
         # the instance fails at once, its retries kept for the program's own failures.
         job_spec["podFailurePolicy"]["rules"].append(
@@ -121,6 +122,9 @@ def build_job(
     metadata = _child_metadata(flow, naming.job_name(flow.name, run, work.name), work, run, stamped=True)
     if instances is not None:
         metadata["annotations"][naming.MATRIX_ANNOTATION] = "true"
+        if instances.cached:
+            metadata["annotations"][naming.CACHED_INSTANCES_ANNOTATION] = str(instances.cached)
+            metadata["annotations"][naming.JOB_INDEXES_ANNOTATION] = instances.job_indexes
     if _queued(metadata, job_spec["template"], spec, work):
         # Created suspended, it never runs unadmitted, even while Kueue's webhook is down: Kueue
         # unsuspends it once its queue admits it, and nothing of the operator's suspends it again.
@@ -158,6 +162,9 @@ class MatrixInstances:
 
     count: int
     parallelism: int
+    # The instances the cache had (not run), and those the Job runs, in its index order.
+    cached: int = 0
+    job_indexes: str = ""
 
 
 LAUNCHER_DIRECTORY = "/dagflow"
@@ -170,6 +177,8 @@ LAUNCHER_IMAGE_VOLUME_PATH = f"{LAUNCHER_DIRECTORY}/dagflow-launcher"
 MATRIX_VALUES_DIRECTORY = "/dagflow-matrix"
 MATRIX_VALUES_KEY = "values.json"
 MATRIX_OUTPUTS_KEY = "outputs.json"
+# Beside the values of a matrix work some of whose instances the cache had: their outputs.
+MATRIX_CACHED_KEY = "cached.json"
 # The launcher's exit code when it cannot start the instance (images/launcher/main.go), with the
 # reason in the container's termination message.
 LAUNCHER_EXIT_CODE = 242
@@ -247,16 +256,30 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
 
 
 def build_matrix_values(
-    flow: FlowRef, work: Work, run: int, combinations: Sequence[Combination]
+    flow: FlowRef,
+    work: Work,
+    run: int,
+    combinations: Sequence[Combination],
+    cached_outputs: Mapping[str, Sequence[Any]] | None = None,
+    job_indexes: str = "",
 ) -> dict[str, Any]:
-    """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index."""
+    """The ConfigMap of a matrix work's values in one run: a JSON list, one object per index of its
+    Job. When the cache had some of its instances (`cached_outputs`: by output name, the list over
+    all instances, None where one runs), the Job runs only the others, the values are theirs, and
+    the cached outputs are kept beside them until the Job's are gathered in; its name holds the
+    instances the Job runs (`job_indexes`)."""
+    data = {MATRIX_VALUES_KEY: encode_values(combinations)}
+    if cached_outputs is not None:
+        data[MATRIX_CACHED_KEY] = json.dumps(dict(cached_outputs), separators=(",", ":"), sort_keys=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _child_metadata(flow, naming.matrix_values_name(flow.name, run, work.name), work, run),
+        "metadata": _child_metadata(
+            flow, naming.matrix_values_name(flow.name, run, work.name, job_indexes), work, run
+        ),
         # Immutable: what a run's pods read cannot be changed under them.
         "immutable": True,
-        "data": {MATRIX_VALUES_KEY: encode_values(combinations)},
+        "data": data,
     }
 
 

@@ -26,13 +26,23 @@ from dagflow.api.models import (
     WorkPhase,
 )
 from dagflow.controller.awaiting import gather_all
-from dagflow.controller.builders import FlowRef
-from dagflow.controller.instances import combinations_of
+from dagflow.controller.builders import FlowRef, MatrixInstances
+from dagflow.controller.instances import InstanceCounts, combinations_of, format_indexes
 from dagflow.controller.kube import KubeClient
+from dagflow.controller.observe import parse_indexes
 from dagflow.controller.planner import Plan, WorkState
 from dagflow.controller.workdata import WorkData
 from dagflow.rules import naming
-from dagflow.rules.cachekey import KEY_LABEL, CacheKey, run_unique_key, work_cache_key
+from dagflow.rules.cachekey import (
+    KEY_LABEL,
+    CacheKey,
+    MatrixKeys,
+    instance_outputs,
+    match_instances,
+    matrix_work_keys,
+    run_unique_key,
+    work_cache_key,
+)
 from dagflow.rules.matrix import MatrixError
 from dagflow.rules.substitution import BadReference, Values
 
@@ -43,6 +53,11 @@ logger = logging.getLogger("dagflow")
 MAX_ROUNDS = 50
 # An entry bigger than this (outputs of a huge matrix work) is not written: it would not fit in etcd.
 MAX_ENTRY_BYTES = 512 * 1024
+# The outputs of a partly cached matrix work's cached instances are kept beside its Job's values, in
+# one ConfigMap (at most 1 MiB): past this, all of its instances run.
+MAX_CACHED_OUTPUTS_BYTES = 512 * 1024
+# An entry of a matrix work's instances leaves this much room for its other fields.
+ENTRY_OVERHEAD_BYTES = 16 * 1024
 # Which works' entries were written, remembered so that a pass does not ask again (a restart asks
 # once more, and the API server answers that it exists).
 RECORDED_KEPT = 100_000
@@ -82,6 +97,16 @@ def newest_valid(
     return best[1] if best else None
 
 
+WorkKeys = CacheKey | MatrixKeys
+# The instances of a matrix work the cache had, by index: the entry and the position in it.
+Found = dict[int, tuple[Mapping[str, Any], int]]
+
+
+def key_value(keys: WorkKeys) -> str:
+    """The key a work's dependents and its status see: a matrix work's over all its instances."""
+    return keys.work.value if isinstance(keys, MatrixKeys) else keys.value
+
+
 @dataclass
 class CacheRound:
     """What a pass took from the cache: the plan after the hits, the hits by work."""
@@ -104,7 +129,7 @@ class Cache:
 
     def keys(
         self, flow: FlowRef, spec: DAGFlowSpec, run: int, params: Mapping[str, str], plan: Plan
-    ) -> Callable[[Work, Mapping[str, Mapping[str, Any]]], CacheKey | None]:
+    ) -> Callable[[Work, Mapping[str, Mapping[str, Any]]], WorkKeys | None]:
         """The key of a cached work in this run, from the keys in the plan's states of the works it
         depends on; None when a reference cannot be resolved (its Job is refused for that anyway)."""
         states = {state.name: state for state in plan.works}
@@ -118,15 +143,16 @@ class Cache:
                     return state.cache_key
                 computed = key_of(work, outputs)
                 if computed is not None:
-                    return computed.value
+                    return key_value(computed)
             return run_unique_key(flow.uid, state.carried_from_run or run, name)
 
-        def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> CacheKey | None:
+        def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> WorkKeys | None:
             upstream = {name: upstream_key(name, outputs) for name in dict.fromkeys(work.depends_on)}
             values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
             try:
-                matrix = combinations_of(work, outputs) if work.matrix is not None else None
-                return work_cache_key(spec, work, values, upstream, matrix)
+                if work.matrix is not None:
+                    return matrix_work_keys(spec, work, values, upstream, combinations_of(work, outputs))
+                return work_cache_key(spec, work, values, upstream)
             except (BadReference, MatrixError):
                 return None
 
@@ -146,9 +172,11 @@ class Cache:
     ) -> CacheRound:
         """Look up the cached works the plan starts; a hit succeeds at once, and the plan is made
         again with it, so that its dependents start in this pass too. Every cached work started
-        carries its key in its state (its dependents' keys are made from it)."""
+        carries its key in its state (its dependents' keys are made from it). A matrix work is
+        looked up instance by instance: when the cache has only some, its Job runs the others."""
         hits: dict[str, dict[str, Any]] = {}
         keys: dict[str, str] = {}
+        partial: dict[str, tuple[MatrixKeys, Found]] = {}
         for _ in range(MAX_ROUNDS):
             candidates = [
                 work
@@ -163,33 +191,48 @@ class Cache:
                 *(self._look_up(flow, spec, work, key_of(work, outputs), now, look_up) for work in candidates)
             )
             found: dict[str, dict[str, Any]] = {}
-            for work, (key, hit) in zip(candidates, looked, strict=True):
+            for work, (key, hit, some) in zip(candidates, looked, strict=True):
                 if key is not None:
                     keys[work.name] = key
                 if hit is not None:
                     found[work.name] = hit
+                if some is not None:
+                    partial[work.name] = some
             if not found:
                 break
             hits.update(found)
             plan = replan({**previous, **hits})
+        started = {work.name for work in plan.start}
         for state in plan.works:
             if state.name in keys and state.name not in hits and state.phase == WorkPhase.RUNNING:
                 state.cache_key = keys[state.name]
+            if state.name in partial and state.name in started and state.name in plan.combinations:
+                take_instances(plan, state, spec, *partial[state.name])
         for name in hits:
             logger.info("Took work %s of DAGFlow %s/%s from the cache", name, flow.namespace, flow.name)
         return CacheRound(plan, hits)
 
     async def _look_up(
-        self, flow: FlowRef, spec: DAGFlowSpec, work: Work, key: CacheKey | None, now: datetime, look_up: bool
-    ) -> tuple[str | None, dict[str, Any] | None]:
-        """A work's key and, on a hit, its status taken from the newest valid entry of that key."""
+        self, flow: FlowRef, spec: DAGFlowSpec, work: Work, key: WorkKeys | None, now: datetime, look_up: bool
+    ) -> tuple[str | None, dict[str, Any] | None, tuple[MatrixKeys, Found] | None]:
+        """A work's key and, on a hit, its status taken from the newest valid entry of that key; for
+        a matrix work the cache has only some instances of, those it has. One list per work, by
+        label, however many instances a matrix work has."""
         if key is None:
-            return None, None
+            return None, None, None
         if not look_up:
-            return key.value, None
+            return key_value(key), None, None
+        max_age = spec.cache_of(work).max_age_seconds
+        if isinstance(key, MatrixKeys):
+            entries = await self.kube.cache_entries(flow.namespace, f"{KEY_LABEL}={key.template.label}")
+            found = match_instances(entries, key, now, max_age)
+            if found and len(found) == len(key.instances):
+                return key.work.value, matrix_hit_status(work, key, found, timestamp(now)), None
+            return key.work.value, None, (key, found) if found else None
         entries = await self.kube.cache_entries(flow.namespace, f"{KEY_LABEL}={key.label}")
-        entry = newest_valid(entries, key.value, now, spec.cache_of(work).max_age_seconds)
-        return key.value, hit_status(work, key.value, entry, timestamp(now)) if entry is not None else None
+        entry = newest_valid(entries, key.value, now, max_age)
+        status = hit_status(work, key.value, entry, timestamp(now)) if entry is not None else None
+        return key.value, status, None
 
     async def record(
         self,
@@ -225,7 +268,7 @@ class Cache:
             key = key_of(work, outputs)
             if key is None:
                 return
-            if state.cache_key and state.cache_key != key.value:
+            if state.cache_key and state.cache_key != key_value(key):
                 logger.warning(
                     "Work %s of DAGFlow %s/%s changed key while it ran", work.name, flow.namespace, flow.name
                 )
@@ -235,6 +278,22 @@ class Cache:
                 return
             uid = job_uids.get(state.job or "")
             image_id = await self.kube.image_id(flow.namespace, uid, work.container_name) if uid else None
+            if isinstance(key, MatrixKeys):
+                made = await gather_all(
+                    *(
+                        self.kube.create_cache_entry(entry)
+                        for entry in build_instance_entries(flow, work, run, state, key, found, image_id, now)
+                    )
+                )
+                if any(made):
+                    logger.info(
+                        "Cached the instances work %s of DAGFlow %s/%s ran",
+                        work.name,
+                        flow.namespace,
+                        flow.name,
+                    )
+                self._remember(flow, run, work)
+                return
             entry = build_entry(flow, work, run, state, key, found, image_id, now)
             if len(json.dumps(entry)) > MAX_ENTRY_BYTES:
                 logger.warning(
@@ -245,11 +304,14 @@ class Cache:
                 )
             elif await self.kube.create_cache_entry(entry):
                 logger.info("Cached work %s of DAGFlow %s/%s", work.name, flow.namespace, flow.name)
-            self._recorded[(flow.uid, run, work.name)] = None
-            while len(self._recorded) > RECORDED_KEPT:
-                self._recorded.popitem(last=False)
+            self._remember(flow, run, work)
 
         await gather_all(*(write(work, state) for work, state in due))
+
+    def _remember(self, flow: FlowRef, run: int, work: Work) -> None:
+        self._recorded[(flow.uid, run, work.name)] = None
+        while len(self._recorded) > RECORDED_KEPT:
+            self._recorded.popitem(last=False)
 
     async def _outputs_of(self, flow: FlowRef, work: Work, state: WorkState) -> dict[str, Any] | None:
         """The outputs an entry keeps: from the status, or from the ConfigMap they went to. {}: none
@@ -285,6 +347,96 @@ def hit_status(work: Work, key: str, entry: Mapping[str, Any], now: str) -> dict
         status["instances"] = spec.instances
         status["instanceCounts"] = {"Succeeded": spec.instances}
     return status
+
+
+def matrix_hit_status(work: Work, keys: MatrixKeys, found: Found, now: str) -> dict[str, Any]:
+    """The status of a matrix work all of whose instances the cache had: Succeeded now, with their
+    outputs gathered in index order, `cachedFrom` the newest entry it took instances from."""
+    newest = max((entry for entry, _ in found.values()), key=lambda entry: entry["spec"]["createdAt"])
+    status = hit_status(work, keys.work.value, newest, now)
+    count = len(keys.instances)
+    names = [output.name for output in work.outputs]
+    if names:
+        by_index = instance_outputs(found, names)
+        status["outputs"] = {name: [by_index[name][index] for index in range(count)] for name in names}
+    status.update(instances=count, instanceCounts={"Succeeded": count}, cachedInstances=count)
+    return status
+
+
+def take_instances(plan: Plan, state: WorkState, spec: DAGFlowSpec, keys: MatrixKeys, found: Found) -> None:
+    """A matrix work about to start some of whose instances the cache has: its Job runs only the
+    others (index i of the Job the i-th of them), and the cached ones count as succeeded."""
+    work = next(work for work in plan.start if work.name == state.name)
+    combinations = plan.combinations[state.name]
+    if len(combinations) != len(keys.instances):
+        return  # expanded from other outputs than the keys were: run them all
+    names = [output.name for output in work.outputs]
+    by_index = instance_outputs(found, names)
+    cached_outputs = {
+        name: [by_index[name].get(index) for index in range(len(combinations))] for name in names
+    }
+    if len(json.dumps(cached_outputs, separators=(",", ":"))) > MAX_CACHED_OUTPUTS_BYTES:
+        return  # they would not fit beside the values in their ConfigMap: run them all
+    missing = [index for index in range(len(combinations)) if index not in found]
+    plan.combinations[state.name] = [combinations[index] for index in missing]
+    before = plan.instances[state.name]
+    state.cached_instances, state.job_indexes = len(found), format_indexes(missing)
+    plan.instances[state.name] = MatrixInstances(
+        count=len(missing),
+        parallelism=max(min(before.parallelism, len(missing)), 1),
+        cached=len(found),
+        job_indexes=state.job_indexes,
+    )
+    state.instance_counts = InstanceCounts(
+        total=len(combinations), succeeded=len(found), failed=0, running=0
+    ).to_status()
+    plan.cached_outputs[state.name] = cached_outputs
+    logger.info(
+        "Took %d of the %d instances of work %s from the cache", len(found), len(combinations), state.name
+    )
+
+
+def build_instance_entries(
+    flow: FlowRef,
+    work: Work,
+    run: int,
+    state: WorkState,
+    keys: MatrixKeys,
+    outputs: Mapping[str, Any],
+    image_id: str | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The entries of the instances a matrix work ran in this run (all, or those its Job ran when
+    the cache had the others), under its template key: as few as fit, each under MAX_ENTRY_BYTES."""
+    ran = parse_indexes(state.job_indexes) if state.job_indexes else list(range(len(keys.instances)))
+    names = [output.name for output in work.outputs]
+    chunks: list[list[int]] = [[]]
+    size = 0
+    for index in ran:
+        item = len(keys.instances[index]) + 4
+        item += sum(len(json.dumps(_at(outputs.get(name), index))) + 2 for name in names)
+        if item > MAX_ENTRY_BYTES - ENTRY_OVERHEAD_BYTES:
+            continue  # an instance whose outputs alone would not fit is not cached: it runs each time
+        if chunks[-1] and size + item > MAX_ENTRY_BYTES - ENTRY_OVERHEAD_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(index)
+        size += item
+    entries = []
+    for number, chunk in enumerate(chunks):
+        if not chunk:
+            continue
+        chunk_outputs = {name: [_at(outputs.get(name), index) for index in chunk] for name in names}
+        entry = build_entry(flow, work, run, state, keys.template, chunk_outputs, image_id, now)
+        entry["metadata"]["name"] = entry_name(work.name, f"{keys.template.value}/{number}", flow.uid, run)
+        entry["spec"]["instanceKeys"] = [keys.instances[index] for index in chunk]
+        entry["spec"]["instances"] = len(chunk)
+        entries.append(entry)
+    return entries
+
+
+def _at(values: Any, index: int) -> Any:
+    return values[index] if isinstance(values, list) and index < len(values) else None
 
 
 def build_entry(

@@ -80,15 +80,33 @@ def busy_slots(job: JobObservation) -> int:
     return max(min(job.parallelism, left), 0)
 
 
-def failed_instances(job: JobObservation, combinations: list[Combination] | None) -> list[dict[str, Any]]:
-    """The first failed instances by index, with their values when known."""
+def failed_instances(
+    job: JobObservation, combinations: list[Combination] | None, job_indexes: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The first failed instances by index, with their values when known; `job_indexes`: the
+    instance each of the Job's indexes runs, when it runs only some of them."""
     listed = []
-    for index in parse_indexes(job.failed_indexes)[:MAX_LISTED_INSTANCES]:
+    for job_index in parse_indexes(job.failed_indexes)[:MAX_LISTED_INSTANCES]:
+        index = job_indexes[job_index] if job_indexes and job_index < len(job_indexes) else job_index
         entry: dict[str, Any] = {"index": index}
         if combinations is not None and index < len(combinations):
             entry["values"] = combinations[index]
         listed.append(entry)
     return listed
+
+
+def format_indexes(indexes: list[int]) -> str:
+    """Indexes as a Job's completedIndexes writes them, in the given order ([3, 4, 5, 9] -> "3-5,9")."""
+    parts: list[str] = []
+    start = previous = None
+    for index in [*indexes, None]:
+        if start is not None and previous is not None and index == previous + 1:
+            previous = index
+            continue
+        if start is not None and previous is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = index
+    return ",".join(parts)
 
 
 def describe(values: Mapping[str, str]) -> str:

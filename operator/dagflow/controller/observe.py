@@ -42,6 +42,10 @@ class JobObservation:
     failed_indexes: str = ""
     # A matrix work's Job, whose ConfigMaps are deleted with it.
     matrix: bool = False
+    # When the cache had some of the matrix work's instances: how many, and the instances the Job
+    # runs in its index order.
+    cached_instances: int = 0
+    job_indexes: str = ""
     # It has an activeDeadlineSeconds: the Job controller may still fail it after its pod succeeded.
     deadline: bool = False
     # The Job controller has taken it up (its startTime): only then can it have been refused pods.
@@ -177,6 +181,10 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         completed_indexes=str(status.get("completedIndexes") or ""),
         failed_indexes=str(status.get("failedIndexes") or ""),
         matrix=(metadata.get("annotations") or {}).get(naming.MATRIX_ANNOTATION) == "true",
+        cached_instances=int(
+            (metadata.get("annotations") or {}).get(naming.CACHED_INSTANCES_ANNOTATION) or 0
+        ),
+        job_indexes=str((metadata.get("annotations") or {}).get(naming.JOB_INDEXES_ANNOTATION) or ""),
         deadline=(body.get("spec") or {}).get("activeDeadlineSeconds") is not None,
         taken_up=status.get("startTime") is not None,
         suspended=(body.get("spec") or {}).get("suspend") is True,

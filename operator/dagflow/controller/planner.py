@@ -7,7 +7,7 @@ give the same plan, which is what lets a restarted operator pick up where it sto
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
@@ -20,7 +20,7 @@ from dagflow.controller.instances import (
     failed_instances,
 )
 from dagflow.controller.instances import failure_message as instance_failure_message
-from dagflow.controller.observe import DeploymentObservation, JobObservation
+from dagflow.controller.observe import DeploymentObservation, JobObservation, parse_indexes
 from dagflow.controller.queueing import QUEUED_REASON, QueueWait, queue_wait
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, MatrixError
@@ -64,6 +64,10 @@ class WorkState:
     instance_counts: dict[str, int] | None = None
     failed_instances: list[dict[str, Any]] | None = None
     outputs_config_map: str | None = None
+    # A matrix work some of whose instances the cache had: how many, and the indexes of those its
+    # Job runs, in the Job's index order.
+    cached_instances: int | None = None
+    job_indexes: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
@@ -83,6 +87,8 @@ class WorkState:
             "instanceCounts": self.instance_counts,
             "failedInstances": self.failed_instances,
             "outputsConfigMap": self.outputs_config_map,
+            "cachedInstances": self.cached_instances,
+            "jobIndexes": self.job_indexes,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
         if len(entry.get("message", "")) > MAX_WORK_MESSAGE_CHARS:
@@ -109,6 +115,9 @@ class Plan:
     # Jobs of this run to delete: under FailFast, once a work failed, the works still running stop,
     # so a failed run holds no nodes or GPUs.
     stop: list[str] = field(default_factory=list)
+    # The matrix works in `start` some of whose instances the cache had: their outputs, by output
+    # name, as lists over all of the work's instances (None where an instance runs).
+    cached_outputs: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     @property
     def progress(self) -> str:
@@ -195,6 +204,12 @@ def plan_run(
     for name in order:
         job = jobs.get(name)
         if works[name].matrix is not None and job is not None and not states[name].carried_from_run:
+            if job.cached_instances:
+                # The Job says which instances it runs: the cache had the others.
+                states[name].cached_instances, states[name].job_indexes = (
+                    job.cached_instances,
+                    job.job_indexes,
+                )
             _observe_instances(states[name], works[name], job, reported, (launch_failures or {}).get(name))
 
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
@@ -395,6 +410,8 @@ def _observed_state(
 ) -> WorkState:
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
     state.cache_key = (previous or {}).get("cacheKey")
+    state.cached_instances = (previous or {}).get("cachedInstances")
+    state.job_indexes = (previous or {}).get("jobIndexes")
     if previous and previous.get("carriedFromRun"):
         return _carried_state(state, work, deployment, previous)
     if work.serve is not None:
@@ -501,6 +518,13 @@ def _observe_instances(
 ) -> None:
     """A matrix work's instances as its Indexed Job shows them: counts, failed ones, and why it failed."""
     counts = counts_of(job)
+    if state.cached_instances:
+        # The cache had the others: they count as succeeded, and the Job's indexes name instances.
+        counts = replace(
+            counts,
+            total=counts.total + state.cached_instances,
+            succeeded=counts.succeeded + state.cached_instances,
+        )
     state.instances, state.instance_counts = counts.total, counts.to_status()
     if not job.failed_indexes:
         return
@@ -508,7 +532,9 @@ def _observe_instances(
         combinations: list[Combination] | None = combinations_of(work, reported)
     except MatrixError:
         combinations = None
-    state.failed_instances = failed_instances(job, combinations)
+    state.failed_instances = failed_instances(
+        job, combinations, parse_indexes(state.job_indexes) if state.job_indexes else None
+    )
     if job.outcome == "Failed" and job.reason in ("FailedIndexes", "MaxFailedIndexesExceeded"):
         state.message = instance_failure_message(counts, state.failed_instances, launch_failure)
 
@@ -588,6 +614,8 @@ def _keep_data(state: WorkState, previous: Mapping[str, Any]) -> None:
     state.outputs_config_map = previous.get("outputsConfigMap")
     state.cache_key = previous.get("cacheKey")
     state.cached_from = previous.get("cachedFrom")
+    state.cached_instances = previous.get("cachedInstances")
+    state.job_indexes = previous.get("jobIndexes")
 
 
 def _carried_state(

@@ -938,7 +938,14 @@ class Reconciler:
                 continue
             if work.serve is None and instances is not None:
                 # The pods mount the values, so they exist before the Job does.
-                matrix_values = build_matrix_values(flow, work, run, plan.combinations[work.name])
+                matrix_values = build_matrix_values(
+                    flow,
+                    work,
+                    run,
+                    plan.combinations[work.name],
+                    plan.cached_outputs.get(work.name),
+                    instances.job_indexes,
+                )
                 create_job = partial(self._create_job, key, job)
                 tasks.append(start(work.name, partial(self._create_matrix_job, matrix_values, create_job)))
             elif work.serve is None:

@@ -13,13 +13,15 @@ from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
 from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import (
     LAUNCHER_EXIT_CODE,
+    MATRIX_CACHED_KEY,
     MATRIX_OUTPUTS_KEY,
     FlowRef,
     build_matrix_outputs,
 )
 from dagflow.controller.kube import COMPLETION_INDEX_ANNOTATION, KubeClient, NameTakenError
-from dagflow.controller.observe import JobObservation
+from dagflow.controller.observe import JobObservation, parse_indexes
 from dagflow.controller.planner import Plan, WorkState, needs_outputs_read, reassess
+from dagflow.rules import naming
 from dagflow.rules.matrix import parse_matrix
 from dagflow.rules.outputs import CollectedOutputs, OutputsError, gather_outputs, outputs_size
 from dagflow.rules.substitution import container_references
@@ -145,10 +147,32 @@ class WorkData:
                 gathered = gather_outputs(messages, job.completions, [output.name for output in work.outputs])
             except OutputsError as error:
                 return work.name, CollectedOutputs(error=str(error))
+            job_indexes = job.job_indexes
+            if job_indexes:
+                cached = await self._cached_outputs(flow, run, work, job_indexes)
+                if cached is None:
+                    why = "the outputs of its instances taken from the cache are gone"
+                    return work.name, CollectedOutputs(error=why)
+                gathered = merge_instances(cached, parse_indexes(job_indexes), gathered)
             config_map = build_matrix_outputs(flow, work, run, gathered)
             return work.name, await self._keep_in_config_map(flow, config_map)
 
         return dict(await gather_all(*(collect(work, job) for work, job in wanted)))
+
+    async def _cached_outputs(
+        self, flow: FlowRef, run: int, work: Work, job_indexes: str
+    ) -> dict[str, list[Any]] | None:
+        """The outputs of the instances of a matrix work taken from the cache in this run, kept
+        beside its Job's values (by output name, the list over all instances)."""
+        name = naming.matrix_values_name(flow.name, run, work.name, job_indexes)
+        try:
+            data = await self.kube.read_config_map(flow.namespace, name, flow.uid)
+        except NameTakenError:
+            return None
+        if data is None or MATRIX_CACHED_KEY not in data:
+            return None
+        cached: dict[str, list[Any]] = json.loads(data[MATRIX_CACHED_KEY])
+        return cached
 
     async def outputs_for(
         self, flow: FlowRef, plan: Plan, works: Sequence[Work] | None = None
@@ -272,3 +296,19 @@ class WorkData:
                 return CollectedOutputs(waiting=f"waiting for ConfigMap {error.name}, {why}, to be removed")
             return CollectedOutputs(error=f"its outputs cannot be kept: {error}")
         return CollectedOutputs(config_map=config_map["metadata"]["name"])
+
+
+def merge_instances(
+    cached: Mapping[str, Sequence[Any]], job_indexes: Sequence[int], ran: Mapping[str, Sequence[Any]]
+) -> dict[str, list[Any]]:
+    """A matrix work's outputs over all its instances: those the cache had, with those its Job ran
+    put in place (the Job's index i ran instance `job_indexes[i]`)."""
+    merged: dict[str, list[Any]] = {}
+    for name, values in ran.items():
+        whole = list(cached.get(name) or [])
+        for job_index, value in enumerate(values):
+            index = job_indexes[job_index]
+            whole.extend([None] * (index + 1 - len(whole)))
+            whole[index] = value
+        merged[name] = whole
+    return merged

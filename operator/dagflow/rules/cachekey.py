@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work
@@ -127,6 +128,87 @@ def work_cache_key(
         upstream,
         matrix,
     )
+
+
+@dataclass(frozen=True)
+class MatrixKeys:
+    """The keys of a matrix work: the work's own (all its instances' values in index order: what its
+    dependents' keys are made from), its template's (everything but the instances' values: the label
+    its entries are found by) and each instance's (the template's and the instance's values), in
+    index order."""
+
+    work: CacheKey
+    template: CacheKey
+    instances: list[str]
+
+
+def instance_key(template: str, values: Mapping[str, Any]) -> str:
+    """The key of one instance of a matrix work whose template key is `template`."""
+    return _hash(["instance", template, dict(values)])[:KEY_CHARS]
+
+
+def matrix_work_keys(
+    spec: DAGFlowSpec,
+    work: Work,
+    values: Values,
+    upstream: Mapping[str, str],
+    matrix: Sequence[Mapping[str, Any]],
+) -> MatrixKeys:
+    """The keys of a matrix work that runs these instances (`matrix`, in index order)."""
+    container = keyed_container(spec, work, values)
+    names = [output.name for output in work.outputs]
+    version = spec.cache_of(work).version
+    whole = cache_key(container, work.volumes, names, version, upstream, matrix)
+    axes = sorted({axis for combination in matrix for axis in combination})
+    template = cache_key(container, work.volumes, names, version, {**upstream}, None)
+    parts = {**template.parts, "matrix axes": _hash(axes)}
+    template = CacheKey(value=_hash(["template", sorted(parts.items())])[:KEY_CHARS], parts=parts)
+    return MatrixKeys(
+        work=whole,
+        template=template,
+        instances=[instance_key(template.value, combination) for combination in matrix],
+    )
+
+
+def _created(entry: Mapping[str, Any]) -> datetime | None:
+    text = (entry.get("spec") or {}).get("createdAt")
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+
+
+def match_instances(
+    entries: Sequence[Mapping[str, Any]], keys: MatrixKeys, now: datetime, max_age_seconds: int
+) -> dict[int, tuple[Mapping[str, Any], int]]:
+    """The instances of a matrix work the cache has, by index: for each, the newest entry of its
+    template written within max age that holds its key, and where in that entry it is."""
+    newest: dict[str, tuple[datetime, Mapping[str, Any], int]] = {}
+    for entry in entries:
+        spec = entry.get("spec") or {}
+        created = _created(entry)
+        if spec.get("key") != keys.template.value or created is None:
+            continue
+        if now - created > timedelta(seconds=max_age_seconds):
+            continue
+        for position, key in enumerate(spec.get("instanceKeys") or []):
+            if key not in newest or created > newest[key][0]:
+                newest[key] = (created, entry, position)
+    found: dict[int, tuple[Mapping[str, Any], int]] = {}
+    for index, key in enumerate(keys.instances):
+        if key in newest:
+            found[index] = newest[key][1:]
+    return found
+
+
+def instance_outputs(
+    found: Mapping[int, tuple[Mapping[str, Any], int]], names: Sequence[str]
+) -> dict[str, dict[int, Any]]:
+    """The outputs of the instances the cache has, by output name and instance index."""
+    outputs: dict[str, dict[int, Any]] = {name: {} for name in names}
+    for index, (entry, position) in found.items():
+        kept = (entry.get("spec") or {}).get("outputs") or {}
+        for name in names:
+            values = kept.get(name) or []
+            outputs[name][index] = values[position] if position < len(values) else None
+    return outputs
 
 
 def run_unique_key(flow_uid: str, run: int, work: str) -> str:

@@ -29,6 +29,10 @@ ROLLED_FROM_ANNOTATION = "dagflow.dev/rolled-from-run"
 GENERATION_ANNOTATION = "dagflow.dev/generation"
 # On a matrix work's Job: its ConfigMaps (values, outputs) go when it goes.
 MATRIX_ANNOTATION = "dagflow.dev/matrix"
+# On the Job of a matrix work some of whose instances the cache had: how many it had, and the
+# instances the Job runs, in its index order ("3,17-19": its index 0 runs instance 3).
+CACHED_INSTANCES_ANNOTATION = "dagflow.dev/cached-instances"
+JOB_INDEXES_ANNOTATION = "dagflow.dev/job-indexes"
 # On the pods whose success alone settles their work (one pod, no deadline): the operator watches
 # only these pods, so a matrix's thousands of pods never reach it.
 SETTLES_WORK_LABEL = "dagflow.dev/settles-work"
@@ -75,10 +79,15 @@ def job_name(flow: str, run: int, work: str) -> str:
     return _dns_label_name([flow, str(run), work], MAX_JOB_NAME_LENGTH)
 
 
-def matrix_values_name(flow: str, run: int, work: str) -> str:
+def matrix_values_name(flow: str, run: int, work: str, job_indexes: str = "") -> str:
     """The ConfigMap that brings a matrix work's values to its pods: its Job's name, suffixed (a
-    ConfigMap name may be 253 characters long, so the suffix always fits)."""
-    return matrix_config_maps(job_name(flow, run, work))[0]
+    ConfigMap name may be 253 characters long, so the suffix always fits). When the cache had some
+    of its instances, the hash of those its Job runs (`job_indexes`) is in it too: what the cache
+    has may change before the Job is made, and a Job's pods must read the values it was made for."""
+    name = matrix_config_maps(job_name(flow, run, work))[0]
+    if job_indexes:
+        name = f"{name}-{hashlib.sha256(job_indexes.encode()).hexdigest()[:10]}"
+    return name
 
 
 def matrix_outputs_name(flow: str, run: int, work: str) -> str:

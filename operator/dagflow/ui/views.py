@@ -39,7 +39,8 @@ def planned_instances(work: Mapping[str, Any]) -> int | None:
 
 
 def work_states(flow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each work's phase (and a matrix work's instance counts) in the flow's current run."""
+    """Each work's phase (and a matrix work's instance counts) in the flow's current run, and
+    whether the cache had it (`cached`: all, or some of a matrix work's instances)."""
     states = {}
     for entry in (flow.get("status") or {}).get("works") or []:
         state: dict[str, Any] = {"phase": entry.get("phase") or "Pending"}
@@ -49,6 +50,13 @@ def work_states(flow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             state["instances"] = entry["instances"]
         if entry.get("instanceCounts"):
             state["counts"] = entry["instanceCounts"]
+        if entry.get("cachedFrom"):
+            # Taken from the cache whole: its graph node is marked so.
+            state["cached"] = "all"
+        elif entry.get("cachedInstances"):
+            # A matrix work some of whose instances the cache had; its Job runs the others.
+            state["cached"] = "some"
+            state["cachedInstances"] = entry["cachedInstances"]
         states[entry["name"]] = state
     return states
 
