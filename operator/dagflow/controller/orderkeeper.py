@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 LOOKUP_SECONDS = 60.0
 # Decisions are made again at least this often, and at once when a pass brings news.
 ORDER_SECONDS = 2.0
+# How long releasing the held Workloads may take when the operator stops.
+STOP_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +73,25 @@ class QueueOrderKeeper:
             self._news.set()
 
     async def stop(self) -> None:
+        """Stop deciding, and release what this operator holds: no Workload stays held while no
+        operator runs (uninstalled, or between two replicas; the next one holds again what it must)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        releases = [
+            WorkloadChange(run.namespace, workload.name, False, key)
+            for key, run in self._runs.items()
+            for _, workload in run.jobs
+            if workload is not None and workload.held_for_order
+        ]
+        if not releases:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self._apply(change) for change in releases)), STOP_SECONDS
+            )
+        except (ApiException, OSError, TimeoutError) as error:
+            logger.warning("Could not release every held Workload on the way out: %r", error)
 
     async def _keep_forever(self) -> None:
         while True:
