@@ -140,8 +140,10 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "namespaces",
         "validatingwebhookconfigurations",
         "subjectaccessreviews",
-        # Read only: the priority of a queued Job before Kueue made its Workload (flows in order).
+        # Read only: the priority of a queued Job before Kueue made its Workload, and a
+        # ClusterQueue's free quota (flows in order).
         "workloadpriorityclasses",
+        "clusterqueues",
     }
     assert all(
         rule["verbs"] == ["get"]
@@ -195,6 +197,7 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         ("kueue.x-k8s.io", "workloads", ()): ["get", "list", "patch"],
         ("kueue.x-k8s.io", "localqueues", ()): ["get"],
         ("kueue.x-k8s.io", "workloadpriorityclasses", ()): ["get"],
+        ("kueue.x-k8s.io", "clusterqueues", ()): ["get"],
         ("apiextensions.k8s.io", "customresourcedefinitions", ()): ["list", "watch"],
         # The chart makes the webhook configuration; the operator reads and patches that one only.
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("dagflow.dev",)): [

@@ -18,6 +18,7 @@ from tests.operator_process import OperatorProcess
 pytestmark = [pytest.mark.local_cluster, pytest.mark.kueue]
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+HELD_ANNOTATION = "dagflow.dev/held-for-flow-order"
 QUOTA_MESSAGE = "insufficient unused quota for nvidia.com/gpu in flavor gpu"
 
 
@@ -323,7 +324,7 @@ def test_an_older_flows_later_stage_goes_before_a_newer_flows_first_stage(
     assert "Held Workload" in running_operator.log_path.read_text()
     # Nothing is left held once the flows are done.
     for workload in workloads(namespace):
-        assert "dagflow.dev/held-for-flow-order" not in (workload["metadata"].get("annotations") or {})
+        assert HELD_ANNOTATION not in (workload["metadata"].get("annotations") or {})
 
 
 @pytest.mark.usefixtures("without_shared_operator")
@@ -375,3 +376,41 @@ def test_a_queued_flow_stopped_while_kueues_manager_is_down_ends_stopped(
     wait_for(
         lambda: workload_of_job(namespace, "waiting-1-train") is None, timeout=30, what="its Workload to go"
     )
+
+
+def held_workload(namespace: str, job_name: str) -> dict[str, Any] | None:
+    workload = workload_of_job(namespace, job_name)
+    annotations = (workload or {}).get("metadata", {}).get("annotations") or {}
+    held = workload and annotations.get(HELD_ANNOTATION) == "true" and workload["spec"].get("active") is False
+    return workload if held else None
+
+
+def test_an_operator_that_stops_releases_what_it_held_and_the_next_holds_it_again(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    hold_every_gpu(namespace, local_queue, "60s")
+    create(gpu_flow("second", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, "second"), timeout=30, what="the second flow to be queued")
+    create(gpu_flow("third", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(
+        lambda: held_workload(namespace, "third-1-train"),
+        timeout=30,
+        what="the third flow's Workload to be held behind the second's",
+    )
+    assert held_workload(namespace, "second-1-train") is None
+    running_operator.stop()
+    try:
+        # No operator runs: nothing stays held.
+        workload = workload_of_job(namespace, "third-1-train")
+        assert workload is not None and workload["spec"].get("active", True) is True
+        assert HELD_ANNOTATION not in (workload["metadata"].get("annotations") or {})
+    finally:
+        running_operator.start()
+    wait_for(
+        lambda: held_workload(namespace, "third-1-train"),
+        timeout=30,
+        what="the next operator to hold it again",
+    )
+    for name in ("blocker", "second", "third"):
+        assert wait_for_phase(namespace, name, timeout=180)["phase"] == "Succeeded"
+    assert started_at(namespace, "second", "train") <= started_at(namespace, "third", "train")

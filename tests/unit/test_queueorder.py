@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from dagflow.api.models import DAGFlowSpec, WorkPhase
+from dagflow.controller.observe import JobObservation, observe_job, pod_demand
 from dagflow.controller.queueing import WorkloadObservation
-from dagflow.controller.queueorder import QueuedFlow, QueuedJob, WorkloadChange, order_changes
+from dagflow.controller.queueorder import (
+    NextStage,
+    QueuedFlow,
+    QueuedJob,
+    WorkloadChange,
+    free_quota,
+    order_changes,
+    stage_demand,
+)
 
 GPU = frozenset({"cpu", "memory", "nvidia.com/gpu"})
 CPU_ONLY = frozenset({"cpu", "memory"})
@@ -23,14 +35,27 @@ def workload(name: str, **fields: object) -> WorkloadObservation:
     return WorkloadObservation(**values)  # type: ignore[arg-type]
 
 
-def job(name: str | None, priority: int = 0, resources: frozenset[str] = GPU, **fields: object) -> QueuedJob:
-    return QueuedJob(f"uid-{name}", priority, resources, workload(name, **fields) if name else None)
+def job(
+    name: str | None, priority: int = 0, resources: frozenset[str] = GPU, gpus: int = 1, **fields: object
+) -> QueuedJob:
+    demand = (("nvidia.com/gpu", gpus),) if "nvidia.com/gpu" in resources else ()
+    return QueuedJob(f"uid-{name}", priority, resources, workload(name, **fields) if name else None, demand)
 
 
 def flow(
-    name: str, started: str, *jobs: QueuedJob, queue: str = "gpus", suspended: bool = False
+    name: str,
+    started: str,
+    *jobs: QueuedJob,
+    queue: str = "gpus",
+    suspended: bool = False,
+    next_stage: NextStage | None = None,
 ) -> QueuedFlow:
-    return QueuedFlow(("ns", name), queue, (started, f"uid-{name}"), suspended, jobs)
+    return QueuedFlow(("ns", name), queue, (started, f"uid-{name}"), suspended, jobs, next_stage)
+
+
+def next_gpus(needs: int, freed: int) -> NextStage:
+    """A next stage asking `needs` GPUs once running works that hold `freed` GPUs finish."""
+    return NextStage("default", (("nvidia.com/gpu", needs),), (("nvidia.com/gpu", freed),))
 
 
 def held(name: str, flow_name: str) -> WorkloadChange:
@@ -108,3 +133,155 @@ def test_with_the_order_off_every_hold_is_released_and_none_made() -> None:
     older = flow("old", "2026-01-01T00:00:00Z", job("old-eval"))
     newer = flow("new", "2026-01-01T00:00:05Z", job("new-a", active=False, held_for_order=True), job("new-b"))
     assert order_changes([older, newer], keep_order=False) == [released("new-a", "new")]
+
+
+def test_a_next_stage_keeps_the_gpus_its_running_works_free_from_a_newer_flow() -> None:
+    # The older flow's training holds all 4 GPUs; its evaluation needs all 4 once it finishes.
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=4, freed=4))
+    newer = flow("new", "2026-01-01T00:00:05Z", job("new-train", gpus=4))
+    assert order_changes([older, newer], free={"gpus": {"nvidia.com/gpu": 0}}) == [held("new-train", "new")]
+
+
+def test_a_next_stage_keeps_back_no_more_than_it_needs() -> None:
+    # Evaluation on 1 GPU, then 2 finetunes: the GPU the evaluation frees is kept for them, the 3
+    # free now go to the newer flow (keeping one more back would leave it idle while evaluation runs).
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=2, freed=1))
+    newer = flow("new", "2026-01-01T00:00:05Z", *(job(f"new-train-{index}") for index in range(4)))
+    changes = order_changes([older, newer], free={"gpus": {"nvidia.com/gpu": 3}})
+    assert changes == [held("new-train-3", "new")]
+
+
+def test_a_next_stage_holds_nothing_when_the_queue_has_room_for_both() -> None:
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=4, freed=4))
+    newer = flow("new", "2026-01-01T00:00:05Z", job("new-train", gpus=4, active=False, held_for_order=True))
+    assert order_changes([older, newer], free={"gpus": {"nvidia.com/gpu": 4}}) == [
+        released("new-train", "new")
+    ]
+
+
+def test_behind_a_next_stage_only_the_first_newer_flow_may_take_the_room_left() -> None:
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=1, freed=1))
+    second = flow("second", "2026-01-01T00:00:05Z", job("second-train", gpus=2))
+    third = flow("third", "2026-01-01T00:00:09Z", job("third-train", gpus=1))
+    changes = order_changes([older, second, third], free={"gpus": {"nvidia.com/gpu": 1}})
+    assert changes == [held("second-train", "second"), held("third-train", "third")]
+
+
+def test_a_next_stage_keeps_nothing_back_in_a_queue_whose_quota_is_not_known() -> None:
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=4, freed=4))
+    newer = flow("new", "2026-01-01T00:00:05Z", job("new-train", gpus=4))
+    assert order_changes([older, newer]) == []
+
+
+def test_a_higher_priority_flow_is_not_held_for_a_next_stage() -> None:
+    older = flow("old", "2026-01-01T00:00:00Z", next_stage=next_gpus(needs=4, freed=4))
+    urgent = flow("urgent", "2026-01-01T00:00:05Z", job("urgent-train", priority=10, gpus=4))
+    assert order_changes([older, urgent], free={"gpus": {"nvidia.com/gpu": 0}}) == []
+
+
+def test_an_older_flows_waiting_work_goes_before_a_next_stage() -> None:
+    oldest = flow("oldest", "2026-01-01T00:00:00Z", job("oldest-eval", gpus=4))
+    older = flow("old", "2026-01-01T00:00:01Z", next_stage=next_gpus(needs=4, freed=4))
+    newer = flow("new", "2026-01-01T00:00:05Z", job("new-train"))
+    assert order_changes([oldest, older, newer], free={"gpus": {"nvidia.com/gpu": 8}}) == [
+        held("new-train", "new")
+    ]
+
+
+def test_free_quota_is_the_nominal_quota_of_every_flavor_less_reservations() -> None:
+    cluster_queue = {
+        "spec": {
+            "resourceGroups": [
+                {
+                    "flavors": [
+                        {"name": "a100", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 4}]},
+                        {"name": "h100", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": "2"}]},
+                    ]
+                },
+                {"flavors": [{"name": "cpu", "resources": [{"name": "cpu", "nominalQuota": "1500m"}]}]},
+            ]
+        },
+        "status": {
+            "flavorsReservation": [
+                {"name": "a100", "resources": [{"name": "nvidia.com/gpu", "total": "3"}]},
+                {"name": "h100", "resources": [{"name": "nvidia.com/gpu", "total": "2"}]},
+                {"name": "cpu", "resources": [{"name": "cpu", "total": "2"}]},
+            ]
+        },
+    }
+    assert free_quota(cluster_queue) == {"nvidia.com/gpu": 1, "cpu": 0}
+    assert free_quota({"spec": {}}) == {}
+
+
+def test_pod_demand_counts_scarce_resources_by_request_else_limit() -> None:
+    containers = [
+        {"resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "1"}}},
+        {
+            "resources": {
+                "requests": {"nvidia.com/gpu": "1", "example.com/fpga": "1"},
+                "limits": {"nvidia.com/gpu": "1"},
+            }
+        },
+        {"resources": {"limits": {"example.com/bad": "lots"}}},
+    ]
+    assert pod_demand(containers) == {"nvidia.com/gpu": 3, "example.com/fpga": 1}
+
+
+def test_a_jobs_demand_is_what_its_pods_ask_for_at_once() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "f-1-train", "uid": "u"},
+        "spec": {
+            "parallelism": 4,
+            "template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
+        },
+    }
+    assert observe_job(body).demand == (("nvidia.com/gpu", 4),)
+
+
+def gpu_spec(**fields: Any) -> DAGFlowSpec:
+    works = [
+        {"name": "prep", "container": {"image": "busybox"}},
+        {"name": "train", "container": {"image": "busybox"}, "gpu": 4, "dependsOn": ["prep"]},
+        {"name": "evaluate", "container": {"image": "busybox"}, "gpu": 2, "dependsOn": ["train"]},
+        {"name": "finetune", "container": {"image": "busybox"}, "gpu": 1, "dependsOn": ["evaluate", "prep"]},
+    ]
+    return DAGFlowSpec.model_validate({"works": works, "queueName": "default", **fields})
+
+
+def running(work: str, gpus: int, queue: str | None = "default", suspended: bool = False) -> JobObservation:
+    return JobObservation(
+        name=f"f-1-{work}", work=work, run=1, active=1, succeeded=0, failed=0, outcome=None, reason=None,
+        message=None, started_at=None, finished_at=None, deleting=False, uid=f"uid-{work}", queue=queue,
+        suspended=suspended, resources=frozenset({"nvidia.com/gpu"}) if gpus else frozenset(),
+        demand=(("nvidia.com/gpu", gpus),) if gpus else (),
+    )  # fmt: skip
+
+
+def test_the_next_stage_is_the_works_whose_unfinished_dependencies_all_run() -> None:
+    spec = gpu_spec()
+    phases = {"prep": WorkPhase.SUCCEEDED, "train": WorkPhase.RUNNING}
+    jobs = {"prep": running("prep", 0), "train": running("train", 4)}
+    demand = stage_demand(spec, phases, jobs, [], "nvidia.com/gpu")
+    # Only evaluation is next: finetune waits for evaluation, which has not started.
+    assert demand.next_stages == (NextStage("default", (("nvidia.com/gpu", 2),), (("nvidia.com/gpu", 4),)),)
+    assert demand.starting == ()
+
+
+def test_works_made_now_are_in_line_and_a_queued_dependency_makes_no_next_stage() -> None:
+    spec = gpu_spec()
+    phases = {"prep": WorkPhase.SUCCEEDED, "train": WorkPhase.PENDING}
+    queued_train = {"prep": running("prep", 0), "train": running("train", 4, suspended=True)}
+    assert stage_demand(spec, phases, queued_train, [], "nvidia.com/gpu").next_stages == ()
+    starting = stage_demand(spec, phases, {"prep": running("prep", 0)}, [spec.works[1]], "nvidia.com/gpu")
+    assert starting.starting == (("default", frozenset({"nvidia.com/gpu"})),)
+
+
+def test_works_out_of_the_queue_or_without_scarce_resources_are_no_next_stage() -> None:
+    spec = gpu_spec()
+    phases = {"prep": WorkPhase.RUNNING}
+    # Training follows preparation, which holds no GPU: it frees nothing that could be kept.
+    assert stage_demand(spec, phases, {"prep": running("prep", 0)}, [], "nvidia.com/gpu").next_stages == ()
+    unqueued = gpu_spec(queueName=None)
+    jobs = {"prep": running("prep", 0), "train": running("train", 4, queue=None)}
+    phases = {"prep": WorkPhase.SUCCEEDED, "train": WorkPhase.RUNNING}
+    assert stage_demand(unqueued, phases, jobs, [], "nvidia.com/gpu").next_stages == ()

@@ -135,9 +135,10 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 {{/* Cluster-scoped permissions needed in every mode. */}}
 {{- define "dagflow-operator.clusterRules" -}}
 # Kueue (when installed): a queued Job's priority before Kueue made its Workload, to keep flows in
-# order within a priority.
+# order within a priority; and a ClusterQueue's free quota, so that a flow's next stage keeps the
+# quota its running works free.
 - apiGroups: ["kueue.x-k8s.io"]
-  resources: ["workloadpriorityclasses"]
+  resources: ["workloadpriorityclasses", "clusterqueues"]
   verbs: ["get"]
 # kopf lists the CRDs to find the resources it serves, and watches them for changes.
 - apiGroups: ["apiextensions.k8s.io"]

@@ -467,6 +467,10 @@ class KubeClient:
         cluster_queue = ((found or {}).get("spec") or {}).get("clusterQueue")
         return str(cluster_queue) if cluster_queue else None
 
+    async def cluster_queue(self, name: str) -> dict[str, Any] | None:
+        """A ClusterQueue, quota and reservations; None when it (or Kueue) is missing."""
+        return await self._kueue_get(None, "clusterqueues", name)
+
     async def workload_priority(self, priority_class: str) -> int | None:
         """The value of a WorkloadPriorityClass; None when there is no such class."""
         found = await self._kueue_get(None, "workloadpriorityclasses", priority_class)

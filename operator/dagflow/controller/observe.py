@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from dagflow.controller.queueing import PRIORITY_CLASS_LABEL, QUEUE_LABEL
 from dagflow.rules import naming
 
 FlowKey = tuple[str, str]
 """(namespace, flow name)."""
+
+# What every pod asks for: scarce resources (GPUs, other extended resources) are the others.
+COMMON_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage", "pods"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,8 @@ class JobObservation:
     priority_class: str | None = None
     # The resources its pods ask for (requests or limits of any container), by name.
     resources: frozenset[str] = frozenset()
+    # How much of each scarce resource all its pods at once ask for (per pod times parallelism).
+    demand: tuple[tuple[str, int], ...] = ()
 
     @property
     def attempts(self) -> int:
@@ -191,6 +200,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         queue=(metadata.get("labels") or {}).get(QUEUE_LABEL),
         priority_class=(metadata.get("labels") or {}).get(PRIORITY_CLASS_LABEL),
         resources=_requested_resources(body),
+        demand=_job_demand(body),
     )
 
 
@@ -202,6 +212,37 @@ def _requested_resources(body: Mapping[str, Any]) -> frozenset[str]:
         for kind in ("requests", "limits"):
             names.update(resources.get(kind) or {})
     return frozenset(names)
+
+
+def quantity(value: Any) -> Decimal:
+    """A Kubernetes quantity ("2", "500m", "1Gi") as a number; ValueError when it is none."""
+    parsed: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+def pod_demand(containers: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """The scarce resources a pod of these containers asks for, as the scheduler and Kueue count
+    them: a container's request, else its limit."""
+    demand: dict[str, int] = {}
+    for container in containers:
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        for name in {*requests, *limits} - COMMON_RESOURCES:
+            try:
+                amount = math.ceil(quantity(requests.get(name, limits.get(name))))
+            except (ValueError, TypeError):
+                continue  # the API server refuses such a pod anyway
+            demand[name] = demand.get(name, 0) + amount
+    return demand
+
+
+def _job_demand(body: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    spec = body.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or {}
+    pods = int(spec.get("parallelism") or 1)
+    return tuple(
+        sorted((name, amount * pods) for name, amount in pod_demand(pod_spec.get("containers") or []).items())
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from dagflow.controller.kube import KubeClient
 from dagflow.controller.observe import JobObservation
 from dagflow.controller.queueing import WorkloadObservation, observe_workload
-from dagflow.controller.queueorder import FlowKey, QueuedFlow, QueuedJob, WorkloadChange, order_changes
+from dagflow.controller.queueorder import (
+    FlowKey,
+    NextStage,
+    QueuedFlow,
+    QueuedJob,
+    StageDemand,
+    WorkloadChange,
+    free_quota,
+    order_changes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +37,12 @@ logger = logging.getLogger(__name__)
 LOOKUP_SECONDS = 60.0
 # Decisions are made again at least this often, and at once when a pass brings news.
 ORDER_SECONDS = 2.0
+# How long releasing the held Workloads may take when the operator stops.
+STOP_SECONDS = 5.0
+
+
+# A run's Jobs that wait for Kueue, with their Workloads once Kueue made them.
+QueuedJobs = tuple[tuple[JobObservation, WorkloadObservation | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +53,10 @@ class WaitingRun:
     # The run's start time (RFC 3339), then the flow's uid.
     order: tuple[str, str]
     suspended: bool
-    jobs: tuple[tuple[JobObservation, WorkloadObservation | None], ...]
+    jobs: QueuedJobs
+    # The works being made now and the next stages, and the flow's WorkloadPriorityClass.
+    stage: StageDemand = field(default_factory=StageDemand)
+    priority_class: str | None = None
 
 
 class QueueOrderKeeper:
@@ -55,6 +74,7 @@ class QueueOrderKeeper:
         self._runs: dict[FlowKey, WaitingRun] = {}
         self._cluster_queues: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._priorities: dict[str, tuple[float, int]] = {}
+        self._unreadable: set[str] = set()
         self._news = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,9 +91,25 @@ class QueueOrderKeeper:
             self._news.set()
 
     async def stop(self) -> None:
+        """Stop deciding, and release what this operator holds: no Workload stays held while no
+        operator runs (uninstalled, or between two replicas; the next one holds again what it must)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        releases = [
+            WorkloadChange(run.namespace, workload.name, False, key)
+            for key, run in self._runs.items()
+            for _, workload in run.jobs
+            if workload is not None and workload.held_for_order
+        ]
+        if not releases:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self._apply(change) for change in releases)), STOP_SECONDS
+            )
+        except (ApiException, OSError, TimeoutError) as error:
+            logger.warning("Could not release every held Workload on the way out: %r", error)
 
     async def _keep_forever(self) -> None:
         while True:
@@ -89,7 +125,12 @@ class QueueOrderKeeper:
 
     async def keep_once(self) -> None:
         flows = await self._queued_flows()
-        for change in order_changes(flows, self.keep_order):
+        free = {}
+        for cluster_queue in sorted({flow.cluster_queue for flow in flows if flow.next_stage is not None}):
+            body = await self._cluster_queue_body(cluster_queue)
+            if body is not None:
+                free[cluster_queue] = free_quota(body)
+        for change in order_changes(flows, self.keep_order, free):
             await self._apply(change)
 
     async def _queued_flows(self) -> list[QueuedFlow]:
@@ -103,13 +144,51 @@ class QueueOrderKeeper:
                 priority = workload.priority if workload is not None else None
                 if priority is None:
                     priority = await self._priority(job.priority_class)
-                queued = QueuedJob(str(job.uid), priority, job.resources, workload)
+                queued = QueuedJob(str(job.uid), priority, job.resources, workload, job.demand)
                 by_queue.setdefault(cluster_queue, []).append(queued)
+            flow_priority = await self._priority(run.priority_class)
+            for index, (local_queue, resources) in enumerate(run.stage.starting):
+                cluster_queue = await self._cluster_queue(run.namespace, local_queue)
+                if cluster_queue is not None:
+                    # Made now, with no Workload yet: in line like a Job whose Workload Kueue has not made.
+                    starting = QueuedJob(f"starting/{index}", flow_priority, resources, None)
+                    by_queue.setdefault(cluster_queue, []).append(starting)
+            stages: dict[str, NextStage] = {}
+            for stage in run.stage.next_stages:
+                cluster_queue = await self._cluster_queue(run.namespace, stage.queue)
+                if cluster_queue is not None:
+                    stages[cluster_queue] = _joined(stages.get(cluster_queue), stage)
+                    by_queue.setdefault(cluster_queue, [])
             flows += [
-                QueuedFlow(key, cluster_queue, run.order, run.suspended, tuple(jobs))
+                QueuedFlow(
+                    key,
+                    cluster_queue,
+                    run.order,
+                    run.suspended,
+                    tuple(jobs),
+                    stages.get(cluster_queue),
+                    flow_priority,
+                )
                 for cluster_queue, jobs in by_queue.items()
             ]
         return flows
+
+    async def _cluster_queue_body(self, name: str) -> dict[str, Any] | None:
+        """The ClusterQueue as it is now (its reservations change with every admission); None when
+        it cannot be read, and then nothing is kept back for next stages in it."""
+        try:
+            return await self.kube.cluster_queue(name)
+        except ApiException as error:
+            if error.status in (401, 403):
+                if name not in self._unreadable:
+                    self._unreadable.add(name)
+                    logger.warning(
+                        "Cannot read ClusterQueue %s, so flows' next stages keep no place in it: %s",
+                        name,
+                        error.reason,
+                    )
+                return None
+            raise
 
     async def _cluster_queue(self, namespace: str, local_queue: str) -> str | None:
         if not local_queue:
@@ -171,3 +250,15 @@ class QueueOrderKeeper:
             for job, workload in run.jobs
         ]
         self._runs[change.flow] = replace(run, jobs=tuple(jobs))
+
+
+def _joined(known: NextStage | None, stage: NextStage) -> NextStage:
+    """Two LocalQueues' next stages in one ClusterQueue, as one."""
+    if known is None:
+        return stage
+    needs, freed = dict(known.needs), dict(known.freed)
+    for name, amount in stage.needs:
+        needs[name] = needs.get(name, 0) + amount
+    for name, amount in stage.freed:
+        freed[name] = freed.get(name, 0) + amount
+    return NextStage(known.queue, tuple(sorted(needs.items())), tuple(sorted(freed.items())))

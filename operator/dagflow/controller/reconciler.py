@@ -52,9 +52,10 @@ from dagflow.controller.observe import (
     settled_by_pod,
     starved,
 )
-from dagflow.controller.orderkeeper import QueueOrderKeeper, WaitingRun
+from dagflow.controller.orderkeeper import QueuedJobs, QueueOrderKeeper, WaitingRun
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
+from dagflow.controller.queueorder import StageDemand, stage_demand
 from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -574,7 +575,7 @@ class Reconciler:
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
         launch_failures = await self.work_data.launch_failures(flow, spec, current_jobs)
         stored = await self.work_data.outputs_for_axes(flow, spec, previous_works, collected)
-        queue_waits = await self._queue_waits(key, flow, spec, current_jobs, status.get("startedAt"))
+        queue_waits, queued_jobs = await self._queue_waits(key, flow, spec, current_jobs)
         plan = plan_run(
             flow,
             spec,
@@ -628,6 +629,8 @@ class Reconciler:
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
         referenced = {state.outputs_config_map for state in plan.works if state.outputs_config_map}
         stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
+        # Before its Jobs are made: the place of the works it starts is kept from now on.
+        self._keep_place(key, flow, spec, plan, current_jobs, queued_jobs, status.get("startedAt"))
         await gather_all(
             self._start_children(key, flow, spec, run, plan, params, deployments),
             self._retire(flow, retirement, job_uids),
@@ -752,8 +755,7 @@ class Reconciler:
         flow: FlowRef,
         spec: DAGFlowSpec,
         jobs: Mapping[str, JobObservation],
-        started_at: str | None,
-    ) -> dict[str, QueueWait]:
+    ) -> tuple[dict[str, QueueWait], QueuedJobs | None]:
         """Why each of this run's Jobs that Kueue holds waits, by work, from its Workload; and the
         Workloads in step with spec.suspend: deactivated while the flow is suspended, active again
         after. The Jobs themselves are Kueue's to suspend and unsuspend.
@@ -765,8 +767,7 @@ class Reconciler:
         held = {work: job for work, job in jobs.items() if job.waits_for_kueue and job.uid}
         if not held:
             self._workloads.pop(key, None)
-            self.queue_order.forget(key)
-            return {}
+            return {}, ()
         uids = frozenset(str(job.uid) for job in held.values())
         now = self._monotonic()
         cached = self._workloads.get(key)
@@ -793,17 +794,34 @@ class Reconciler:
                 workload = await self._follow_suspend(flow, spec.suspend, workload)
                 workloads[workload.job_uid] = workload
             waits[work] = queue_wait(job.queue, workload, spec.suspend, missing)
-        if not missing:
-            self.queue_order.update(
-                key,
-                WaitingRun(
-                    flow.namespace,
-                    (str(started_at or ""), flow.uid),
-                    spec.suspend,
-                    tuple((job, workloads.get(str(job.uid))) for job in held.values()),
-                ),
-            )
-        return waits
+        if missing:
+            return waits, None
+        return waits, tuple((job, workloads.get(str(job.uid))) for job in held.values())
+
+    def _keep_place(
+        self,
+        key: FlowKey,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        plan: Plan,
+        jobs: Mapping[str, JobObservation],
+        queued_jobs: QueuedJobs | None,
+        started_at: str | None,
+    ) -> None:
+        """Tell the queue order keeper what this run waits for in Kueue and what it will soon ask."""
+        if queued_jobs is None:
+            return  # its Workloads could not be read: what was known stays until they can
+        demand = StageDemand()
+        queued_flow = spec.queue_name is not None or any(work.queue_name for work in spec.works)
+        if queued_flow and plan.phase not in FINAL_PHASES:
+            phases = {state.name: state.phase for state in plan.works}
+            demand = stage_demand(spec, phases, jobs, plan.start, self.settings.gpu_resource)
+        if not queued_jobs and not demand.starting and not demand.next_stages:
+            self.queue_order.forget(key)
+            return
+        order = (str(started_at or ""), flow.uid)
+        run = WaitingRun(flow.namespace, order, spec.suspend, queued_jobs, demand, spec.priority_class_name)
+        self.queue_order.update(key, run)
 
     def _workloads_changed(self, key: FlowKey) -> None:
         """The queue order keeper held or released one of the flow's Workloads: read them again."""
