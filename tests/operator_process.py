@@ -68,6 +68,11 @@ class OperatorProcess:
         if self.extra_env.get("DAGFLOW_WEBHOOK_ENABLED", "true") != "false":
             wait_for(self._webhook_registered, timeout=30, what="the validating webhook to be registered")
 
+    def metrics(self) -> str:
+        """What its metrics endpoint answers."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return str(response.read().decode())
+
     def ensure_running(self) -> None:
         """Started again if an earlier test left it stopped."""
         if self.process is None:
@@ -114,6 +119,7 @@ class DeployedOperator:
 
     def __init__(self, namespace: str, release: str) -> None:
         self.namespace = namespace
+        self.release = release
         # The release's operator, not its dashboard (`ui.enabled`).
         self.selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component!=ui"
         self.replicas = 1
@@ -124,6 +130,16 @@ class DeployedOperator:
         found = names.stdout.split()
         assert len(found) == 1, f"expected one Deployment labelled {self.selector}, found {found}"
         return found[0]
+
+    def metrics(self) -> str:
+        """What its metrics Service answers, read through the API server's service proxy."""
+        selector = f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=metrics"
+        names = kubectl("get", "services", "-l", selector, "-o", "name", namespace=self.namespace)
+        found = names.stdout.split()
+        assert len(found) == 1, f"expected one Service labelled {selector}, found {found} (metrics.enabled)"
+        service = found[0].removeprefix("service/")
+        path = f"/api/v1/namespaces/{self.namespace}/services/{service}:metrics/proxy/metrics"
+        return kubectl("get", "--raw", path).stdout
 
     def ensure_running(self) -> None:
         kubectl("scale", self.deployment, f"--replicas={self.replicas}", namespace=self.namespace)

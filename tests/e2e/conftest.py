@@ -2,8 +2,10 @@
 
 `make e2e-kind` points the suite at a kind cluster instead (DAGFLOW_TEST_CLUSTER=external) and at the
 operator a Helm release runs there (DAGFLOW_TEST_OPERATOR=<namespace>/<release>). Works run in real
-containers there; `make e2e-kind` leaves out (`-m 'not local_cluster'`) the tests marked
-`local_cluster`, which steer kwok's simulated pods or run their own operator process.
+containers there, and the flows' fake image is never pulled; `make e2e-kind` leaves out
+(`-m 'not local_cluster'`) the tests marked `local_cluster`, which need kwok's simulated pods to run,
+succeed or fail, or run their own operator process. The others need the API server, the webhook, the
+chart's policy, or the operator acting on works whose pods never have to finish, and run on both.
 """
 
 from __future__ import annotations

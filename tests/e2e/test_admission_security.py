@@ -25,9 +25,7 @@ from tests.chart.helm import objects_of, render
 from tests.e2e.conftest import delete_webhook_configurations
 from tests.e2e.flows import create, flow, jobs, wait_for_phase, work
 from tests.kube import VENV_BIN, get_json, kubectl, kubectl_as, wait_for
-from tests.operator_process import OperatorProcess, free_port
-
-pytestmark = pytest.mark.local_cluster
+from tests.operator_process import DeployedOperator, OperatorProcess, free_port
 
 USER = "mallory"
 CONFIGURATION = "dagflow.dev"
@@ -60,6 +58,7 @@ def no_policy_installed() -> None:
     assert "user-permissions" not in policies, "this test is about the operator's own check"
 
 
+@pytest.mark.local_cluster
 def test_a_user_who_may_create_flows_but_not_jobs_is_refused_by_the_operators_webhook(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -94,6 +93,7 @@ def test_a_user_who_may_create_flows_but_not_jobs_is_refused_by_the_operators_we
     assert as_user("label", "dagflow", "plain", "team=ml", namespace=namespace).returncode == 0
 
 
+@pytest.mark.local_cluster
 def test_status_writes_by_anyone_but_the_operator_are_refused(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -127,6 +127,7 @@ def registered_ca() -> str:
     return bundles.pop()
 
 
+@pytest.mark.local_cluster
 @pytest.mark.usefixtures("without_shared_operator")
 def test_the_webhook_certificate_is_renewed_before_it_expires(namespace: str, tmp_path: Path) -> None:
     operator = OperatorProcess(tmp_path, env={"DAGFLOW_WEBHOOK_CERTIFICATE_LIFETIME_SECONDS": "15"})
@@ -150,6 +151,7 @@ def test_the_webhook_certificate_is_renewed_before_it_expires(namespace: str, tm
     delete_webhook_configurations()
 
 
+@pytest.mark.local_cluster
 @pytest.mark.usefixtures("without_shared_operator")
 def test_the_charts_webhook_configuration_stays_and_fails_closed_while_no_operator_runs(
     namespace: str, tmp_path: Path
@@ -183,6 +185,7 @@ def test_the_charts_webhook_configuration_stays_and_fails_closed_while_no_operat
         delete_webhook_configurations()
 
 
+@pytest.mark.local_cluster
 @pytest.mark.usefixtures("without_shared_operator")
 def test_with_no_webhook_and_no_policy_the_operator_says_nothing_checks_permissions(
     namespace: str, tmp_path: Path
@@ -224,12 +227,12 @@ def test_with_no_webhook_and_no_policy_the_operator_says_nothing_checks_permissi
 
 
 def test_a_checked_operator_reports_its_permission_check_in_its_metrics(
-    running_operator: OperatorProcess,
+    running_operator: OperatorProcess | DeployedOperator,
 ) -> None:
-    with urllib.request.urlopen(running_operator.metrics_url, timeout=5) as response:
-        assert "dagflow_user_permissions_unchecked 0.0" in response.read().decode()
+    assert "dagflow_user_permissions_unchecked 0.0" in running_operator.metrics()
 
 
+@pytest.mark.local_cluster
 @pytest.mark.parametrize("setting", ["DAGFLOW_METRICS_PORT", "DAGFLOW_WEBHOOK_PORT"])
 def test_a_taken_port_stops_the_operator_at_once_naming_the_port_and_its_setting(
     setting: str, tmp_path: Path

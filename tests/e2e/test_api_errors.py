@@ -12,8 +12,6 @@ from tests.e2e.flows import create, flow, status, wait_for_phase, work, works_by
 from tests.kube import apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 
 def quota(namespace: str, name: str, hard: dict[str, str]) -> None:
     apply(
@@ -34,6 +32,7 @@ def message_of(namespace: str, flow_name: str, work_name: str) -> str:
     return str(works_by_name(status(namespace, flow_name)).get(work_name, {}).get("message") or "")
 
 
+@pytest.mark.local_cluster
 def test_a_job_refused_by_a_quota_waits_and_runs_once_the_quota_allows_it(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -98,6 +97,7 @@ def running_pod(namespace: str, work_name: str) -> dict[str, Any]:
     return pod
 
 
+@pytest.mark.local_cluster
 def test_evicted_or_deleted_pods_do_not_use_up_retries(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

@@ -15,8 +15,6 @@ from tests.e2e.test_runs import request, wait_for_run
 from tests.kube import apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 GRID = {"model": ["linear", "forest"]}
 
 
@@ -59,6 +57,7 @@ def test_a_config_map_planted_under_the_values_name_fails_the_work_and_no_pod_re
     }
 
 
+@pytest.mark.local_cluster
 def test_a_planted_outputs_config_map_is_not_read_into_the_next_works_pods(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -76,6 +75,7 @@ def test_a_planted_outputs_config_map_is_not_read_into_the_next_works_pods(
     assert [job["metadata"]["annotations"]["dagflow.dev/work-name"] for job in jobs(namespace)] == ["train"]
 
 
+@pytest.mark.local_cluster
 def test_every_config_map_of_a_matrix_work_goes_once_nothing_uses_it(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -110,6 +110,7 @@ def test_a_stopped_matrix_work_leaves_no_config_map(
     wait_for_config_maps(namespace, set())
 
 
+@pytest.mark.local_cluster
 def test_removing_a_serve_work_deletes_only_what_the_flow_owns(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

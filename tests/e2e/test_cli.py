@@ -18,8 +18,6 @@ from tests.e2e.test_runs import wait_for_run
 from tests.kube import VENV_BIN, get_json, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 DAGFLOW = str(VENV_BIN / "dagflow")
 
 
@@ -39,6 +37,7 @@ def manifest(tmp_path: Path, document: dict[str, Any]) -> str:
     return str(path)
 
 
+@pytest.mark.local_cluster
 def test_submit_watch_exits_0_when_the_flow_succeeds(
     namespace: str, running_operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -49,6 +48,7 @@ def test_submit_watch_exits_0_when_the_flow_succeeds(
     assert status(namespace, "fine")["phase"] == "Succeeded"
 
 
+@pytest.mark.local_cluster
 def test_submit_watch_exits_1_when_the_flow_fails_naming_the_failed_work(
     namespace: str, running_operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -65,6 +65,7 @@ def test_submit_watch_exits_1_when_the_flow_fails_naming_the_failed_work(
     )
 
 
+@pytest.mark.local_cluster
 def test_submit_sets_parameters_and_refuses_unknown_ones(
     namespace: str, running_operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_submit_sets_parameters_and_refuses_unknown_ones(
     assert status(namespace, "tuned")["params"] == {"lr": "0.05"}
 
 
+@pytest.mark.local_cluster
 def test_every_run_control_verb_changes_the_flow_as_documented(
     namespace: str, running_operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -124,6 +126,7 @@ def test_every_run_control_verb_changes_the_flow_as_documented(
     )
 
 
+@pytest.mark.local_cluster
 def test_kubectl_finds_the_command_as_its_dagflow_plugin(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -145,6 +148,7 @@ def test_kubectl_finds_the_command_as_its_dagflow_plugin(
     assert "kubectl-dagflow" in plugins.stdout
 
 
+@pytest.mark.local_cluster
 def test_the_live_view_as_a_person_sees_it_in_a_terminal(
     namespace: str, running_operator: OperatorProcess, tmp_path: Path
 ) -> None:

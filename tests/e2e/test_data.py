@@ -16,8 +16,6 @@ from tests.e2e.test_runs import request, wait_for_run
 from tests.kube import apply, kubectl
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 
 def reporting(outputs: dict[str, Any]) -> dict[str, str]:
     """Annotations that make a simulated work's pod leave `outputs` as its termination message."""
@@ -45,6 +43,7 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@pytest.mark.local_cluster
 def test_a_parameter_reaches_the_pods_args_and_a_rerun_may_give_another_value(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -69,6 +68,7 @@ def test_a_parameter_reaches_the_pods_args_and_a_rerun_may_give_another_value(
     assert container_of(namespace, "train", 2)["args"] == ["--lr", "0.01", "--data", "/data/tuned-2"]
 
 
+@pytest.mark.local_cluster
 def test_an_output_of_one_work_reaches_the_next_ones_env(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -93,6 +93,7 @@ def test_an_output_of_one_work_reaches_the_next_ones_env(
     }
 
 
+@pytest.mark.local_cluster
 def test_a_work_whose_outputs_are_not_json_fails_naming_why_and_its_dependent_is_skipped(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -123,6 +124,7 @@ def test_references_to_nothing_are_refused_at_apply(
     assert kubectl("get", "dagflow", "dangling", namespace=namespace, check=False).returncode != 0
 
 
+@pytest.mark.local_cluster
 def test_values_for_an_unknown_parameter_are_refused_at_apply(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -141,6 +143,7 @@ def test_values_for_an_unknown_parameter_are_refused_at_apply(
     assert status(namespace, "strict")["run"] == 1
 
 
+@pytest.mark.local_cluster
 def test_an_output_that_is_null_or_not_ascii_reaches_the_status_and_the_next_work_as_written(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

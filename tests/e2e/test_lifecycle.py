@@ -20,14 +20,13 @@ from tests.e2e.flows import (
 from tests.kube import apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 
 def children(namespace: str) -> list[str]:
     listing = kubectl("get", "jobs,deployments,services", "-o", "name", namespace=namespace).stdout
     return [line for line in listing.split() if line]
 
 
+@pytest.mark.local_cluster
 def test_operator_killed_repeatedly_mid_flow_runs_each_work_once(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -52,6 +51,7 @@ def test_operator_killed_repeatedly_mid_flow_runs_each_work_once(
     assert all(entry["attempts"] == 1 for entry in final["works"])
 
 
+@pytest.mark.local_cluster
 def test_deleting_a_flow_deletes_its_children_even_with_the_operator_down(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -66,6 +66,7 @@ def test_deleting_a_flow_deletes_its_children_even_with_the_operator_down(
         running_operator.start()
 
 
+@pytest.mark.local_cluster
 def test_spec_change_starts_run_2_and_rolls_the_serve_deployment(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -90,6 +91,7 @@ def test_spec_change_starts_run_2_and_rolls_the_serve_deployment(
     ]
 
 
+@pytest.mark.local_cluster
 def test_spec_change_stops_the_running_jobs_of_the_old_run(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -121,6 +123,7 @@ def test_apply_of_a_cyclic_flow_is_refused_with_the_cycle(
     assert "loop" not in kubectl("get", "dagflows", "-o", "name", namespace=namespace).stdout
 
 
+@pytest.mark.local_cluster
 def test_invalid_flow_that_reached_the_operator_fails_once_without_retrying(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

@@ -9,8 +9,6 @@ from tests.e2e.flows import IMAGE, create, flow, jobs, status, wait_for_phase, w
 from tests.kube import apply, get_json, kubectl, paused, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 # After a pause the controller-manager first works off what piled up meanwhile (on a busy test
 # cluster: the thousands of Jobs of earlier tests' deleted namespaces) before it runs new Jobs.
 AFTER_PAUSE_SECONDS = 240
@@ -44,6 +42,7 @@ def stray_job(name: str, owner: dict[str, str] | None = None, finalizer: bool = 
     }
 
 
+@pytest.mark.local_cluster
 def test_a_flow_deleted_and_applied_again_at_once_runs_every_work_anew(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -79,6 +78,7 @@ def test_a_flow_deleted_and_applied_again_at_once_runs_every_work_anew(
         assert entry["finishedAt"] >= created[entry["job"]], entry
 
 
+@pytest.mark.local_cluster
 def test_a_name_held_by_a_deleted_flows_job_is_waited_for(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -114,6 +114,7 @@ def test_a_name_held_by_a_deleted_flows_job_is_waited_for(
     assert job["metadata"]["ownerReferences"][0]["uid"] == uid
 
 
+@pytest.mark.local_cluster
 def test_a_name_held_by_a_job_of_a_gone_flow_not_yet_collected_is_waited_for(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

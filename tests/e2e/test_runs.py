@@ -21,8 +21,6 @@ from tests.e2e.flows import (
 from tests.kube import apply, get_json, kubectl, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
-pytestmark = pytest.mark.local_cluster
-
 
 def request(namespace: str, name: str, kind: str, token: str) -> None:
     """Ask for a run (rerun, retry) or a stop, the way a user does."""
@@ -59,6 +57,7 @@ def wait_for_run(namespace: str, name: str, run: int, *phases: str, timeout: flo
     return result
 
 
+@pytest.mark.local_cluster
 def test_a_rerun_starts_exactly_one_run_even_when_applied_twice(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -74,6 +73,7 @@ def test_a_rerun_starts_exactly_one_run_even_when_applied_twice(
     assert jobs_of_run(namespace, 1) == jobs_of_run(namespace, 2) == ["process", "train"]
 
 
+@pytest.mark.local_cluster
 def test_a_retry_reruns_only_the_failed_work_and_its_skipped_dependents(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -105,6 +105,7 @@ def test_a_retry_reruns_only_the_failed_work_and_its_skipped_dependents(
     assert jobs_of_run(namespace, 1) == ["process", "train-a", "train-b"]
 
 
+@pytest.mark.local_cluster
 def test_a_retry_after_a_passing_fault_finishes_the_flow_and_runs_the_skipped_dependents(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -129,6 +130,7 @@ def test_a_retry_after_a_passing_fault_finishes_the_flow_and_runs_the_skipped_de
     assert retried["runs"][-1]["phase"] == "Succeeded" and retried["runs"][0]["phase"] == "Failed"
 
 
+@pytest.mark.local_cluster
 def test_suspend_holds_a_flow_mid_way_and_resume_finishes_it(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -181,6 +183,7 @@ def test_stop_ends_a_running_flow_stopped_with_no_job_left_running(
     assert not jobs(namespace)
 
 
+@pytest.mark.local_cluster
 def test_a_scheduled_flow_runs_on_its_ticks_keeps_its_history_and_a_failed_run_leaves_the_model_serving(
     namespace: str, running_operator: OperatorProcess
 ) -> None:

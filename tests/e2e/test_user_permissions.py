@@ -14,17 +14,29 @@ import yaml
 from tests import kube
 from tests.chart.helm import objects_of, render
 from tests.e2e.flows import flow, work
-from tests.kube import kubectl, kubectl_as, wait_for
-from tests.operator_process import OperatorProcess
-
-pytestmark = pytest.mark.local_cluster
+from tests.kube import get_json, kubectl, kubectl_as, wait_for
+from tests.operator_process import DeployedOperator, OperatorProcess
 
 USER = "alice"
 
 
 @pytest.fixture(scope="module")
-def policy(operator: OperatorProcess) -> Iterator[list[dict[str, Any]]]:
-    """The chart's policy and binding, applied (the operator fixture has installed the CRDs)."""
+def policy(operator: OperatorProcess | DeployedOperator) -> Iterator[list[dict[str, Any]]]:
+    """The chart's policy and binding, applied (the operator fixture has installed the CRDs).
+
+    A release the chart installed (DAGFLOW_TEST_OPERATOR) has its own, which the tests use as they are:
+    applying the rendered ones over them and deleting them afterwards would take them from the release."""
+    if isinstance(operator, DeployedOperator):
+        installed = [
+            get_json(resource, "-l", f"app.kubernetes.io/instance={operator.release}")["items"]
+            for resource in ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
+        ]
+        assert all(len(found) == 1 for found in installed), (
+            f"release {operator.release} has no user-permissions policy and binding"
+            " (userPermissions.enforced)"
+        )
+        yield [found[0] for found in installed]
+        return
     objects = render()
     installed = [
         obj

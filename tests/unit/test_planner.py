@@ -1185,3 +1185,18 @@ def test_a_serve_work_whose_rollout_failed_stays_failed_in_its_run_when_the_depl
     assert result.phase == FlowPhase.FAILED
     # The Serving condition still tells what serves.
     assert result.serving == {"serve": 2}
+
+
+def test_a_queued_work_made_now_is_queued_not_running_until_kueue_admits_it() -> None:
+    queued = spec(work("train", gpu=1), work("unqueued", queueName=""), queueName="gpus")
+    result = plan(queued)
+    assert started(result) == ["train", "unqueued"]
+    train = state(result, "train")
+    assert (train.phase, train.reason, train.started_at, train.attempts) == (
+        WorkPhase.PENDING,
+        "Queued",
+        None,
+        0,
+    )
+    assert train.message == "queued in LocalQueue gpus: waiting for Kueue to make its Workload"
+    assert state(result, "unqueued").phase == WorkPhase.RUNNING

@@ -14,6 +14,7 @@ from dagflow.controller.queueorder import (
     WorkloadChange,
     free_quota,
     order_changes,
+    queue_order_time,
     stage_demand,
 )
 
@@ -285,3 +286,16 @@ def test_works_out_of_the_queue_or_without_scarce_resources_are_no_next_stage() 
     jobs = {"prep": running("prep", 0), "train": running("train", 4, queue=None)}
     phases = {"prep": WorkPhase.SUCCEEDED, "train": WorkPhase.RUNNING}
     assert stage_demand(unqueued, phases, jobs, [], "nvidia.com/gpu").next_stages == ()
+
+
+def test_run_start_times_order_as_times_whether_written_to_the_second_or_the_millisecond() -> None:
+    to_the_second = queue_order_time("2026-01-01T00:00:05Z")
+    later_in_that_second = queue_order_time("2026-01-01T00:00:05.397Z")
+    earlier_in_that_second = queue_order_time("2026-01-01T00:00:05.120Z")
+    assert (
+        to_the_second
+        < earlier_in_that_second
+        < later_in_that_second
+        < queue_order_time("2026-01-01T00:00:06Z")
+    )
+    assert queue_order_time(None) == ""

@@ -50,6 +50,16 @@ def test_the_first_run_begins_with_every_work_pending_and_its_summary() -> None:
     ]
     assert status["nextScheduleTime"] == "2025-01-02T02:00:00Z"
     assert "finishedAt" not in status
+    assert status["startedAt"] == "2025-01-01T12:00:30.000Z"
+
+
+def test_a_run_began_to_the_millisecond_so_flows_begun_in_one_second_keep_an_order() -> None:
+    decision = decide_run(SPEC, {}, {}, NOW, generation=1)
+    began = NOW.replace(microsecond=397_153)
+    status = valid(begun_status({}, decision, SPEC, 1, NOW, KEEP, began))
+    assert status["startedAt"] == "2025-01-01T12:00:30.397Z"
+    # The run's summary keeps whole seconds, as every other time in the status.
+    assert status["runs"][0]["startedAt"] == "2025-01-01T12:00:30Z"
 
 
 def failed_run_status() -> dict[str, Any]:

@@ -50,7 +50,7 @@ class WaitingRun:
     """What a pass saw of one flow's run while some of its Jobs wait for Kueue."""
 
     namespace: str
-    # The run's start time (RFC 3339), then the flow's uid.
+    # The run's start time (queue_order_time), then the flow's uid.
     order: tuple[str, str]
     suspended: bool
     jobs: QueuedJobs

@@ -268,9 +268,15 @@ def plan_run(
                 state.job = naming.job_name(flow.name, run, name)
             else:
                 state.job = naming.serve_name(flow.name, name)
-            state.phase, state.started_at, state.message = WorkPhase.RUNNING, now, None
-            if work.serve is None:
-                state.attempts = 1
+            queue = spec.queue_of(work) if work.serve is None else None
+            if queue is not None:
+                # Made suspended for Kueue: it starts when its queue admits it, not now.
+                wait = queue_wait(queue, None, hold, False)
+                state.phase, state.reason, state.message = WorkPhase.PENDING, wait.reason, wait.message
+            else:
+                state.phase, state.started_at, state.message = WorkPhase.RUNNING, now, None
+                if work.serve is None:
+                    state.attempts = 1
             plan.start.append(work)
 
     plan.works = [states[work.name] for work in spec.works]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
@@ -66,7 +67,7 @@ class QueuedFlow:
 
     key: FlowKey
     cluster_queue: str
-    # Its place: the run's start time (RFC 3339), then the flow's uid to break ties.
+    # Its place: the run's start time (queue_order_time), then the flow's uid to break ties.
     order: tuple[str, str]
     suspended: bool
     jobs: tuple[QueuedJob, ...]
@@ -83,6 +84,18 @@ class WorkloadChange:
     name: str
     hold: bool
     flow: FlowKey
+
+
+def queue_order_time(started_at: str | None) -> str:
+    """A run's start time as it orders flows: to the microsecond, so that status.startedAt written to
+    the millisecond and one written to the second (by an older operator) compare as times."""
+    if not started_at:
+        return ""
+    try:
+        moment = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    except ValueError:
+        return started_at
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def contends(job: QueuedJob) -> bool:

@@ -55,7 +55,7 @@ from dagflow.controller.observe import (
 from dagflow.controller.orderkeeper import QueuedJobs, QueueOrderKeeper, WaitingRun
 from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
 from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
-from dagflow.controller.queueorder import StageDemand, stage_demand
+from dagflow.controller.queueorder import StageDemand, queue_order_time, stage_demand
 from dagflow.controller.runcontrol import (
     STOPPED_MESSAGE,
     begun_status,
@@ -527,7 +527,7 @@ class Reconciler:
         if decision.action == RunAction.START:
             # The status names the new run before any child of it exists and before the old run's
             # Jobs go: a request is then acted on once, whenever the operator stops.
-            begun = begun_status(status, decision, spec, generation, moment, keep)
+            begun = begun_status(status, decision, spec, generation, moment, keep, self._wall_clock())
             begun.pop("noCache", None)
             new_run = decision.new_run
             annotations = metadata.get("annotations") or {}
@@ -819,9 +819,11 @@ class Reconciler:
         if not queued_jobs and not demand.starting and not demand.next_stages:
             self.queue_order.forget(key)
             return
-        order = (str(started_at or ""), flow.uid)
-        run = WaitingRun(flow.namespace, order, spec.suspend, queued_jobs, demand, spec.priority_class_name)
-        self.queue_order.update(key, run)
+        order = (queue_order_time(started_at), flow.uid)
+        waiting = WaitingRun(
+            flow.namespace, order, spec.suspend, queued_jobs, demand, spec.priority_class_name
+        )
+        self.queue_order.update(key, waiting)
 
     def _workloads_changed(self, key: FlowKey) -> None:
         """The queue order keeper held or released one of the flow's Workloads: read them again."""

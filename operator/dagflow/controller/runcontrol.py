@@ -29,6 +29,12 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def precise_timestamp(moment: datetime) -> str:
+    """A time to the millisecond, UTC: when a run began, so that flows begun within one second
+    still have an order (a Kueue queue keeps it)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def begun_status(
     previous: Mapping[str, Any],
     decision: RunDecision,
@@ -36,15 +42,17 @@ def begun_status(
     generation: int,
     now: datetime,
     keep: int,
+    began_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The status of the run `decision` begins, before any of its works starts: its works Pending
-    but those a retry carries over, which keep their outcome and the run they came from."""
+    but those a retry carries over, which keep their outcome and the run they came from.
+    `began_at` is the moment to the millisecond (status.startedAt), `now` to the second."""
     new_run = decision.new_run
     assert new_run is not None
     works = begun_works(spec, new_run)
     done = sum(1 for work in works if work["phase"] in _FINISHED_WORKS)
     runs = [RunSummary.model_validate(summary) for summary in previous.get("runs") or []]
-    began = timestamp(now)
+    began = precise_timestamp(began_at or now)
     status: dict[str, Any] = {
         "phase": FlowPhase.PENDING.value,
         "progress": f"{done}/{len(works)}",
