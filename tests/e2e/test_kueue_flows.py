@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
 from tests.e2e.test_matrix import matrix_work
+from tests.e2e.test_runs import jobs_of_run, request, wait_for_run
 from tests.kube import apply, get_json, kubectl, run_kueue_script, table_row, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -414,3 +415,18 @@ def test_an_operator_that_stops_releases_what_it_held_and_the_next_holds_it_agai
     for name in ("blocker", "second", "third"):
         assert wait_for_phase(namespace, name, timeout=180)["phase"] == "Succeeded"
     assert started_at(namespace, "second", "train") <= started_at(namespace, "third", "train")
+
+
+def test_a_queued_cached_work_is_recorded_and_a_rerun_takes_it_from_the_cache_without_queueing(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    create(gpu_flow("cached", local_queue, gpus=1, duration="1s", cache={"enabled": True}), namespace)
+    first = wait_for_phase(namespace, "cached", timeout=90)
+    assert first["phase"] == "Succeeded", first
+    recorded = get_json("dagflowcacheentries", namespace=namespace)["items"]
+    assert [entry["spec"]["work"] for entry in recorded] == ["train"]
+    request(namespace, "cached", "rerun", "again")
+    done = wait_for_run(namespace, "cached", 2, "Succeeded", "Failed", timeout=30)
+    assert done["phase"] == "Succeeded", done
+    assert works_by_name(done)["train"]["cachedFrom"]["run"] == 1
+    assert jobs_of_run(namespace, 2) == []

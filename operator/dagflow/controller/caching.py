@@ -204,7 +204,8 @@ class Cache:
             plan = replan({**previous, **hits})
         started = {work.name for work in plan.start}
         for state in plan.works:
-            if state.name in keys and state.name not in hits and state.phase == WorkPhase.RUNNING:
+            # Started now: Running, or Pending while its Job waits for Kueue.
+            if state.name in keys and state.name not in hits and state.name in started:
                 state.cache_key = keys[state.name]
             if state.name in partial and state.name in started and state.name in plan.combinations:
                 take_instances(plan, state, spec, *partial[state.name])
