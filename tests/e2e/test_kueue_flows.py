@@ -414,3 +414,27 @@ def test_an_operator_that_stops_releases_what_it_held_and_the_next_holds_it_agai
     for name in ("blocker", "second", "third"):
         assert wait_for_phase(namespace, name, timeout=180)["phase"] == "Succeeded"
     assert started_at(namespace, "second", "train") <= started_at(namespace, "third", "train")
+
+
+def test_a_newer_flow_held_behind_an_older_one_is_released_when_the_older_is_stopped(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    hold_every_gpu(namespace, local_queue, "30s")
+    create(gpu_flow("older", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, "older"), timeout=30, what="the older flow to be queued")
+    create(gpu_flow("newer", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(
+        lambda: held_workload(namespace, "newer-1-train"),
+        timeout=30,
+        what="the newer flow's Workload to be held behind the older's",
+    )
+    kubectl("annotate", "dagflow", "older", "dagflow.dev/stop=s1", namespace=namespace)
+    assert wait_for_phase(namespace, "older", "Stopped", timeout=30)["phase"] == "Stopped"
+
+    def released() -> bool:
+        workload = workload_of_job(namespace, "newer-1-train") or {}
+        annotations = workload.get("metadata", {}).get("annotations") or {}
+        return workload.get("spec", {}).get("active", True) is True and HELD_ANNOTATION not in annotations
+
+    wait_for(released, timeout=30, what="the newer flow's Workload to be released once the older is stopped")
+    assert wait_for_phase(namespace, "newer", timeout=120)["phase"] == "Succeeded"
