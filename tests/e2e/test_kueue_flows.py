@@ -430,3 +430,27 @@ def test_a_queued_cached_work_is_recorded_and_a_rerun_takes_it_from_the_cache_wi
     assert done["phase"] == "Succeeded", done
     assert works_by_name(done)["train"]["cachedFrom"]["run"] == 1
     assert jobs_of_run(namespace, 2) == []
+
+
+def test_a_newer_flow_held_behind_an_older_one_is_released_when_the_older_is_stopped(
+    namespace: str, local_queue: str, running_operator: OperatorProcess
+) -> None:
+    hold_every_gpu(namespace, local_queue, "30s")
+    create(gpu_flow("older", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, "older"), timeout=30, what="the older flow to be queued")
+    create(gpu_flow("newer", local_queue, gpus=4, duration="1s"), namespace)
+    wait_for(
+        lambda: held_workload(namespace, "newer-1-train"),
+        timeout=30,
+        what="the newer flow's Workload to be held behind the older's",
+    )
+    kubectl("annotate", "dagflow", "older", "dagflow.dev/stop=s1", namespace=namespace)
+    assert wait_for_phase(namespace, "older", "Stopped", timeout=30)["phase"] == "Stopped"
+
+    def released() -> bool:
+        workload = workload_of_job(namespace, "newer-1-train") or {}
+        annotations = workload.get("metadata", {}).get("annotations") or {}
+        return workload.get("spec", {}).get("active", True) is True and HELD_ANNOTATION not in annotations
+
+    wait_for(released, timeout=30, what="the newer flow's Workload to be released once the older is stopped")
+    assert wait_for_phase(namespace, "newer", timeout=120)["phase"] == "Succeeded"

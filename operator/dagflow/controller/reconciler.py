@@ -472,6 +472,7 @@ class Reconciler:
         parsed = self._parse(key, metadata, body["spec"])
         if parsed.spec is None:
             assert parsed.problem is not None
+            self.queue_order.forget(key)
             await self._write_status(key, body, invalid_status(parsed.problem, status, generation, now))
             return
         spec = parsed.spec
@@ -522,6 +523,8 @@ class Reconciler:
             # comes next) is not yet observed.
             run_spec_current = status.get("runSpecHash") in (None, parsed.fingerprint)
             observed = generation if run_spec_current else int(status.get("observedGeneration") or generation)
+            # A stopped run waits for nothing in a queue: newer flows no longer wait behind it.
+            self.queue_order.forget(key)
             await self._stop_run(key, body, decision, all_jobs, observed, moment, keep)
             return
         if decision.action == RunAction.START:
@@ -549,6 +552,7 @@ class Reconciler:
             # Its serve works go on serving whichever model they serve: still watched, their Service
             # restored, the Serving condition true to their Deployments.
             referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
+            self.queue_order.forget(key)
             await gather_all(
                 self._retire(flow, retirement, job_uids),
                 self._collect_config_maps(
