@@ -386,19 +386,25 @@ def held_workload(namespace: str, job_name: str) -> dict[str, Any] | None:
     return workload if held else None
 
 
+def queue_one_behind_another(namespace: str, queue: str, older: str, newer: str, blocking: str) -> None:
+    """While `blocker` holds every GPU for `blocking`: flow `older` queued, then flow `newer`, whose
+    Workload is held behind the older's."""
+    hold_every_gpu(namespace, queue, blocking)
+    create(gpu_flow(older, queue, gpus=4, duration="1s"), namespace)
+    wait_for(lambda: queued_work(namespace, older), timeout=30, what=f"flow {older} to be queued")
+    create(gpu_flow(newer, queue, gpus=4, duration="1s"), namespace)
+    wait_for(
+        lambda: held_workload(namespace, f"{newer}-1-train"),
+        timeout=30,
+        what=f"flow {newer}'s Workload to be held behind {older}'s",
+    )
+    assert held_workload(namespace, f"{older}-1-train") is None
+
+
 def test_an_operator_that_stops_releases_what_it_held_and_the_next_holds_it_again(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    hold_every_gpu(namespace, local_queue, "60s")
-    create(gpu_flow("second", local_queue, gpus=4, duration="1s"), namespace)
-    wait_for(lambda: queued_work(namespace, "second"), timeout=30, what="the second flow to be queued")
-    create(gpu_flow("third", local_queue, gpus=4, duration="1s"), namespace)
-    wait_for(
-        lambda: held_workload(namespace, "third-1-train"),
-        timeout=30,
-        what="the third flow's Workload to be held behind the second's",
-    )
-    assert held_workload(namespace, "second-1-train") is None
+    queue_one_behind_another(namespace, local_queue, "second", "third", "60s")
     running_operator.stop()
     try:
         # No operator runs: nothing stays held.
@@ -435,15 +441,7 @@ def test_a_queued_cached_work_is_recorded_and_a_rerun_takes_it_from_the_cache_wi
 def test_a_newer_flow_held_behind_an_older_one_is_released_when_the_older_is_stopped(
     namespace: str, local_queue: str, running_operator: OperatorProcess
 ) -> None:
-    hold_every_gpu(namespace, local_queue, "30s")
-    create(gpu_flow("older", local_queue, gpus=4, duration="1s"), namespace)
-    wait_for(lambda: queued_work(namespace, "older"), timeout=30, what="the older flow to be queued")
-    create(gpu_flow("newer", local_queue, gpus=4, duration="1s"), namespace)
-    wait_for(
-        lambda: held_workload(namespace, "newer-1-train"),
-        timeout=30,
-        what="the newer flow's Workload to be held behind the older's",
-    )
+    queue_one_behind_another(namespace, local_queue, "older", "newer", "30s")
     kubectl("annotate", "dagflow", "older", "dagflow.dev/stop=s1", namespace=namespace)
     assert wait_for_phase(namespace, "older", "Stopped", timeout=30)["phase"] == "Stopped"
 
