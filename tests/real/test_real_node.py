@@ -16,6 +16,7 @@ import yaml
 
 from tests.e2e.flows import flow, pods_of_work, wait_for_phase, works_by_name
 from tests.e2e.recorder import recording
+from tests.e2e.test_runs import request, wait_for_run
 from tests.kube import REPO_ROOT, VENV_BIN, apply, get_json, kubectl, local_cluster_name, wait_for
 from tests.operator_process import DeployedOperator
 from tests.real.conftest import (
@@ -157,13 +158,18 @@ def test_the_operator_runs_as_the_charts_deployment_under_restricted_pod_securit
     assert "dagflow_reconcile_duration_seconds" in metrics
 
 
-def test_the_example_pipeline_trains_and_serves_a_real_prediction(
-    real_namespace: str, local_volumes: list[LocalVolume]
+def test_the_example_pipeline_trains_and_serves_a_real_prediction_and_a_cached_rerun_serves_the_same(
+    real_namespace: str, local_volumes: list[LocalVolume], tmp_path: Path
 ) -> None:
     documents = [document for document in yaml.safe_load_all(EXAMPLE.read_text()) if document]
     claim = next(document for document in documents if document["kind"] == "PersistentVolumeClaim")
     volume = bind_local_volume(real_namespace, claim["metadata"]["name"], local_volumes)
-    kubectl("apply", "-f", str(EXAMPLE), namespace=real_namespace)
+    # The example as it is, with caching on for the flow.
+    pipeline = next(document for document in documents if document["kind"] == "DAGFlow")
+    pipeline["spec"]["cache"] = {"enabled": True}
+    manifest = tmp_path / "ml-pipeline.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    kubectl("apply", "-f", str(manifest), namespace=real_namespace)
 
     final = wait_for_phase(real_namespace, "ml-pipeline", timeout=600)
     assert final["phase"] == "Serving", final
@@ -210,6 +216,31 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction(
     predictions = answer["predictions"]
     assert len(predictions) == 2 and all(isinstance(value, float) for value in predictions)
     assert predictions[0] == predictions[1] and predictions[0] > 0
+
+    # A rerun with nothing changed takes the data step and the trainings from the cache: no new
+    # pod trains, and the serve work of run 2 serves the same model, with the same answer.
+    request(real_namespace, "ml-pipeline", "rerun", "cached")
+    rerun = wait_for_run(real_namespace, "ml-pipeline", 2, "Serving", "Failed", timeout=300)
+    assert rerun["phase"] == "Serving", rerun
+    reran = works_by_name(rerun)
+    assert {name: reran[name].get("cachedFrom", {}).get("run") for name in ("process", "train")} == {
+        "process": 1,
+        "train": 1,
+    }, reran
+    assert [
+        pod["metadata"]["labels"]["dagflow.dev/run"] for pod in pods_of_work(real_namespace, "train")
+    ] == ["1"] * 3
+    served = json.loads(wait_for(lambda: _answer(f"{base}/healthz"), timeout=60, what="/healthz to answer"))
+    assert served["model"] == best
+
+    def predicted() -> Any:
+        try:
+            return post_json(f"{base}/predict", {"rows": [row, row]})
+        except OSError:
+            return None  # the pod of run 1 going while run 2's takes over
+
+    again = wait_for(predicted, timeout=60, what="run 2's serve work to answer a prediction")
+    assert (again["model"], again["predictions"]) == (best, predictions)
 
 
 def _answer(url: str) -> bytes | None:
