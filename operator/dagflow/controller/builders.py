@@ -434,10 +434,17 @@ def _container(
     if values is not None:
         container = substitute_container(container, values, launched)
     if work.gpu > 0:
-        resources = container.setdefault("resources", {})
-        limits = resources.setdefault("limits", {})
-        limits[settings.gpu_resource] = str(work.gpu)
-        requests = resources.get("requests")
-        if requests is not None and settings.gpu_resource in requests:
-            requests[settings.gpu_resource] = str(work.gpu)
+        container["resources"] = gpu_resources(container.get("resources"), work.gpu, settings.gpu_resource)
     return container
+
+
+def gpu_resources(resources: Mapping[str, Any] | None, gpus: int, gpu_resource: str) -> dict[str, Any]:
+    """A container's resources with a GPU work's count as its GPU limit, and as its GPU request where
+    it asks for one."""
+    result = copy.deepcopy(dict(resources or {}))
+    if gpus > 0:
+        result["limits"] = {**(result.get("limits") or {}), gpu_resource: str(gpus)}
+        requests = result.get("requests")
+        if requests is not None and gpu_resource in requests:
+            result["requests"] = {**requests, gpu_resource: str(gpus)}
+    return result

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, Work, WorkPhase
+from dagflow.controller.builders import gpu_resources
 from dagflow.controller.observe import COMMON_RESOURCES, JobObservation, pod_demand, quantity
 from dagflow.controller.planner import DONE
 from dagflow.controller.queueing import WorkloadObservation
@@ -269,9 +270,9 @@ def stage_demand(
     """The run's queued works being made now, and its next stage in each LocalQueue: the works
     with no Job yet whose every unsettled dependency runs, at least one of them in that queue."""
     made_now = tuple(
-        (queue, frozenset(_work_demand(work, gpu_resource)))
+        (queue, frozenset(demand))
         for work in starting
-        if (queue := spec.queue_of(work)) is not None and _work_demand(work, gpu_resource)
+        if (queue := spec.queue_of(work)) is not None and (demand := _work_demand(work, gpu_resource))
     )
     starting_names = {work.name for work in starting}
     needs: dict[str, dict[str, int]] = {}
@@ -314,9 +315,4 @@ def _holds_quota(job: JobObservation) -> bool:
 
 def _work_demand(work: Work, gpu_resource: str) -> dict[str, int]:
     """The scarce resources one pod of the work asks for, GPUs as the Job's pods will ask for them."""
-    resources = dict(work.container.get("resources") or {})
-    if work.gpu > 0:
-        resources["limits"] = {**(resources.get("limits") or {}), gpu_resource: str(work.gpu)}
-        if gpu_resource in (resources.get("requests") or {}):
-            resources["requests"] = {**resources["requests"], gpu_resource: str(work.gpu)}
-    return pod_demand([{"resources": resources}])
+    return pod_demand([{"resources": gpu_resources(work.container.get("resources"), work.gpu, gpu_resource)}])
