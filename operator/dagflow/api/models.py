@@ -694,6 +694,13 @@ class DAGFlowSpec(ApiModel):
         )
         return named
 
+    def caches(self, work: Work) -> bool:
+        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work. Asked
+        of every work on every pass, so it reads only that field."""
+        own = work.cache.enabled if work.cache else None
+        flow = self.cache.enabled if self.cache else None
+        return work.serve is None and bool(own if own is not None else flow)
+
     def cache_of(self, work: Work) -> CacheSettings:
         """A work's caching: its own fields over spec.cache over the defaults; never on for a serve work."""
         own, flow = work.cache or CacheSpec(), self.cache or CacheSpec()
@@ -706,7 +713,7 @@ class DAGFlowSpec(ApiModel):
             return default
 
         return CacheSettings(
-            enabled=work.serve is None and bool(pick("enabled", False)),
+            enabled=self.caches(work),
             version=str(pick("version", "")),
             max_age_seconds=duration_seconds(str(pick("max_age", DEFAULT_CACHE_MAX_AGE))),
             require_digest=bool(pick("require_digest", False)),

@@ -125,7 +125,7 @@ class Cache:
 
     @staticmethod
     def wanted(spec: DAGFlowSpec) -> bool:
-        return any(spec.cache_of(work).enabled for work in spec.works)
+        return any(spec.caches(work) for work in spec.works)
 
     def keys(
         self, flow: FlowRef, spec: DAGFlowSpec, run: int, params: Mapping[str, str], plan: Plan
@@ -138,7 +138,7 @@ class Cache:
         def upstream_key(name: str, outputs: Mapping[str, Mapping[str, Any]]) -> str:
             state = states[name]
             work = works[name]
-            if spec.cache_of(work).enabled and state.phase == WorkPhase.SUCCEEDED:
+            if spec.caches(work) and state.phase == WorkPhase.SUCCEEDED:
                 if state.cache_key:
                     return state.cache_key
                 computed = key_of(work, outputs)
@@ -181,7 +181,7 @@ class Cache:
             candidates = [
                 work
                 for work in plan.start
-                if work.serve is None and work.name not in keys and spec.cache_of(work).enabled
+                if work.serve is None and work.name not in keys and spec.caches(work)
             ]
             if not candidates:
                 break
@@ -251,7 +251,7 @@ class Cache:
         due: list[tuple[Work, WorkState]] = []
         for state in plan.works:
             work = works[state.name]
-            if state.phase != WorkPhase.SUCCEEDED or not spec.cache_of(work).enabled:
+            if state.phase != WorkPhase.SUCCEEDED or not spec.caches(work):
                 continue
             if state.cached_from or state.carried_from_run or not state.job:
                 continue

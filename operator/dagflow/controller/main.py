@@ -348,6 +348,9 @@ _index_children("", "services", observe_service, "flow_services")
 _index_children("", "configmaps", observe_config_map, "flow_config_maps")
 
 
+POD_ENDS = ("Succeeded", "Failed")
+
+
 # The pods that settle their work, by the uid of their Job: a work counts as succeeded the moment
 # its pod did, a second before the Job controller says so (`observe.settled_by_pod`). A pass looks up
 # its Jobs' pods by uid, never regrouping a flow's pods. Pods of Jobs made before the label existed
@@ -364,7 +367,9 @@ async def flow_pods(body: kopf.Body, **_: Any) -> dict[str, Any] | None:
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_FILTER)
 @kopf.on.event("", "v1", "pods", labels=POD_FILTER)
 async def child_changed(
+    type: str | None,
     namespace: str | None,
+    resource: kopf.Resource,
     body: kopf.Body,
     flow_jobs: kopf.Index[FlowKey, JobObservation],
     flow_deployments: kopf.Index[FlowKey, DeploymentObservation],
@@ -374,10 +379,16 @@ async def child_changed(
     **_: Any,
 ) -> None:
     key = _flow_key(namespace, body)
-    if key:
-        _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps, flow_pods).enqueue(
-            key
-        )
+    if not key:
+        return
+    phase = (body.get("status") or {}).get("phase")
+    # A pod's creation, scheduling and start change nothing a pass decides (its Job's events tell
+    # the same); its end may settle its work, and a success starts the dependents: no reason to wait.
+    if resource.plural == "pods" and phase not in POD_ENDS and type != "DELETED":
+        return
+    _ensure_reconciler(flow_jobs, flow_deployments, flow_services, flow_config_maps, flow_pods).enqueue(
+        key, at_once=resource.plural == "pods" and phase == "Succeeded"
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -152,6 +152,13 @@ def newer_or_same(version: Any, than: Any) -> bool:
         return True
 
 
+def skips_gathering(last_skipped: float | None, now: float, delay: float) -> bool:
+    """Whether a pass wanted at once skips the wait that gathers a burst of events: yes, unless a
+    pass of the flow skipped it less than `delay` ago (a burst of pod successes is then gathered as
+    any other, one pass per delay at most)."""
+    return last_skipped is None or now - last_skipped >= delay
+
+
 def status_hold(last_patch: float | None, now: float, spacing: float, phase: FlowPhase) -> float:
     """Seconds a flow's status must wait before its next patch; 0: patch now.
 
@@ -219,6 +226,10 @@ class Reconciler:
         self._queued: set[FlowKey] = set()
         self._active: set[FlowKey] = set()
         self._dirty: set[FlowKey] = set()
+        # Flows a pod's success wants a pass for at once, and when each last had one without the
+        # gathering delay (at most one per delay, so a burst of successes is still gathered).
+        self._urgent: set[FlowKey] = set()
+        self._last_urgent: dict[FlowKey, float] = {}
         self._last_progress = self._monotonic()
         # Jobs this operator created whose watch event has not reached the index yet, by flow and
         # name, with when they were created: a pass in between must neither create them again nor
@@ -288,6 +299,7 @@ class Reconciler:
 
     def _forget(self, key: FlowKey) -> None:
         self._unseen_jobs.pop(key, None)
+        self._last_urgent.pop(key, None)
         self._last_patch.pop(key, None)
         held = self._held.pop(key, None)
         if held is not None:
@@ -324,7 +336,11 @@ class Reconciler:
 
         self._rechecks[key] = (due, loop.call_at(due, fire))
 
-    def enqueue(self, key: FlowKey) -> None:
+    def enqueue(self, key: FlowKey, at_once: bool = False) -> None:
+        """Ask for a pass of the flow. `at_once`: the news may start dependents (a pod succeeded),
+        so the pass skips the wait that gathers a burst of events, unless it skipped it lately."""
+        if at_once:
+            self._urgent.add(key)
         if not (self._queued or self._active):
             self._last_progress = self._monotonic()  # the stall clock starts with the first wish
         if key in self._active:
@@ -432,8 +448,10 @@ class Reconciler:
             key = await self._queue.get()
             # Wait a moment so a burst of child events becomes one pass and one status patch. A pass
             # over a big flow costs more, so it waits longer and so runs less often.
-            await asyncio.sleep(self._delay(key))
+            if not self._skips_gathering(key):
+                await asyncio.sleep(self._delay(key))
             self._queued.discard(key)
+            self._urgent.discard(key)
             self._active.add(key)
             retry_after: float | None = None
             started = time.perf_counter()
@@ -710,6 +728,13 @@ class Reconciler:
             self._observe_duration(plan, transition)
         for event in summarize(changed):
             self.post_event(body, event)
+        return True
+
+    def _skips_gathering(self, key: FlowKey) -> bool:
+        now = self._monotonic()
+        if key not in self._urgent or not skips_gathering(self._last_urgent.get(key), now, self._delay(key)):
+            return False
+        self._last_urgent[key] = now
         return True
 
     def _delay(self, key: FlowKey) -> float:
