@@ -492,16 +492,21 @@ def nothing_of_retired_runs_left(world: World) -> None:
                     "nothing-of-retired-runs-left",
                     f"Job {job['metadata']['name']} of run {job_run} kept past the history of run {run}",
                 )
-        job_names = {job["metadata"]["name"] for job in jobs}
+        # A Job uses the values its pods mount, and the ConfigMap its instances' outputs went to.
+        used = {
+            volume["configMap"]["name"]
+            for job in jobs
+            for volume in job["spec"]["template"]["spec"].get("volumes") or []
+            if volume.get("configMap")
+        } | {naming.matrix_config_maps(job["metadata"]["name"])[1] for job in jobs}
         referenced = {work.get("outputsConfigMap") for work in status.get("works") or []}
         for config_map in _owned(world, "configmaps", uid):
             name = config_map["metadata"]["name"]
-            owner_job = name.rsplit("-", 1)[0]
             # The current run's may wait for a work yet to start (immutable, they are used as they are).
             if (
                 int(_run_of(config_map) or 0) != run
                 and name not in referenced
-                and owner_job not in job_names
+                and name not in used
                 and not config_map["metadata"].get("deletionTimestamp")
             ):
                 raise Violation("nothing-of-retired-runs-left", f"ConfigMap {name} is left, used by nothing")
