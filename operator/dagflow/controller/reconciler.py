@@ -53,13 +53,21 @@ from dagflow.controller.observe import (
     starved,
 )
 from dagflow.controller.orderkeeper import QueuedJobs, QueueOrderKeeper, WaitingRun
-from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
+from dagflow.controller.planner import (
+    DONE,
+    STOPPED_MESSAGE,
+    Plan,
+    defer_start,
+    plan_run,
+    reject_start,
+    serving_runs,
+)
 from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
 from dagflow.controller.queueorder import StageDemand, queue_order_time, stage_demand
 from dagflow.controller.runcontrol import (
-    STOPPED_MESSAGE,
     begun_status,
     carried_jobs,
+    finally_stop_status,
     stopped_status,
     timestamp,
     with_run_control,
@@ -543,6 +551,10 @@ class Reconciler:
             observed = generation if run_spec_current else int(status.get("observedGeneration") or generation)
             # A stopped run waits for nothing in a queue: newer flows no longer wait behind it.
             self.queue_order.forget(key)
+            if spec.finally_works and not status.get("outcome"):
+                # Stopped before its finally works began: they run now, as cleanup.
+                await self._stop_works(key, body, spec, decision, all_jobs, observed, moment, keep)
+                return
             await self._stop_run(key, body, decision, all_jobs, observed, moment, keep)
             return
         if decision.action == RunAction.START:
@@ -615,6 +627,7 @@ class Reconciler:
             launch_failures=launch_failures,
             stored_outputs=stored,
             queue_waits=queue_waits,
+            stopped=status.get("outcome") == FlowPhase.STOPPED.value,
         )
         params = status.get("params") or default_params(spec)
         if self.cache.wanted(spec) and plan.start:
@@ -637,6 +650,7 @@ class Reconciler:
                     launch_failures=launch_failures,
                     stored_outputs=stored,
                     queue_waits=queue_waits,
+                    stopped=status.get("outcome") == FlowPhase.STOPPED.value,
                 )
 
             taken = await self.cache.take_hits(
@@ -703,6 +717,41 @@ class Reconciler:
         if await self._write_status(key, body, stopped):
             self._announce(body, decision)
             self.post_event(body, Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}"))
+
+    async def _stop_works(
+        self,
+        key: FlowKey,
+        body: dict[str, Any],
+        spec: DAGFlowSpec,
+        decision: RunDecision,
+        jobs: Iterable[JobObservation],
+        generation: int,
+        moment: datetime,
+        keep: int,
+    ) -> None:
+        """Stop the current run's works (not its finally works, which are yet to run): delete their
+        running Jobs, then record them Stopped and the run's outcome Stopped."""
+        namespace = body["metadata"]["namespace"]
+        running = [
+            job
+            for job in jobs
+            if job.run == decision.run
+            and job.outcome is None
+            and not job.deleting
+            and not spec.is_finally(job.work)
+        ]
+        await gather_all(
+            *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
+        )
+        for job in running:
+            logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
+        stopping = finally_stop_status(body["status"], decision, generation, moment, keep)
+        if await self._write_status(key, body, stopping):
+            self._announce(body, decision)
+            self.post_event(
+                body,
+                Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}: its finally works run next"),
+            )
 
     async def _publish(
         self,
@@ -973,7 +1022,17 @@ class Reconciler:
         outputs = await self.work_data.outputs_for(flow, plan) if plan.start else {}
         tasks = []
         for work in list(plan.start):
-            values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            is_finally = spec.is_finally(work.name)
+            values = Values(
+                run=run,
+                flow=flow.name,
+                work=work.name,
+                params=params,
+                outputs=outputs,
+                run_phase=plan.outcome.value if is_finally and plan.outcome else None,
+                failed_works=tuple(plan.failed_works) if is_finally else (),
+                outputs_optional=is_finally,
+            )
             instances = plan.instances.get(work.name)
             try:
                 if work.serve is None:
