@@ -207,7 +207,7 @@ def test_a_stopped_runs_finally_works_are_told_it_was_stopped() -> None:
         {},
         previous,
         "2024-05-01T10:00:00Z",
-        stopped=True,
+        outcome=FlowPhase.STOPPED,
     )
     assert started(result) == ["report"]
     assert result.outcome == FlowPhase.STOPPED

@@ -709,11 +709,13 @@ class DAGFlowSpec(ApiModel):
         return named
 
     def caches(self, work: Work) -> bool:
-        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work. Asked
-        of every work on every pass, so it reads only that field."""
+        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work or a
+        finally work. Asked of every work on every pass, so it reads only that field."""
         own = work.cache.enabled if work.cache else None
         flow = self.cache.enabled if self.cache else None
-        return work.serve is None and bool(own if own is not None else flow)
+        return (
+            work.serve is None and bool(own if own is not None else flow) and not self.is_finally(work.name)
+        )
 
     def cache_of(self, work: Work) -> CacheSettings:
         """A work's caching: its own fields over spec.cache over the defaults; never on for a serve work."""

@@ -157,7 +157,7 @@ def plan_run(
     launch_failures: Mapping[str, str] | None = None,
     stored_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     queue_waits: Mapping[str, QueueWait] | None = None,
-    stopped: bool = False,
+    outcome: FlowPhase | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -174,8 +174,9 @@ def plan_run(
     gathered lists, a work's outputs past the status budget) that a dynamic matrix axis reads.
     `queue_waits` holds, per work whose Job waits for Kueue, why (from its Workload); such a work
     is Pending, however long it waits, and holds its slot of the flow's parallelism.
-    The finally works (last in `order`) start once every other work has ended; `stopped`: the run was
-    stopped while its works ran, and its finally works run as cleanup.
+    The finally works (last in `order`) start once every other work has ended; `outcome` is the
+    run's as its status has it (Stopped: the run was stopped while its works ran, and its finally
+    works run as cleanup).
     """
     works = {work.name: work for work in spec.all_works}
     finally_names = {work.name for work in spec.finally_works}
@@ -304,7 +305,7 @@ def plan_run(
     plan.works = [states[work.name] for work in spec.all_works]
     plan.serve_works = [work.name for work in spec.works if work.serve is not None]
     plan.serving = serving_runs(spec, deployments)
-    reassess(plan, spec, stopped)
+    reassess(plan, spec, outcome)
     if hold and plan.phase in (FlowPhase.PENDING, FlowPhase.RUNNING):
         plan.message = SUSPENDED_MESSAGE
     return plan
@@ -410,9 +411,10 @@ def _fail_fast_reason(failed: Sequence[str]) -> str:
     return f"not started: {failed[0]} failed and failurePolicy is FailFast"
 
 
-def reassess(plan: Plan, spec: DAGFlowSpec, stopped: bool = False) -> None:
+def reassess(plan: Plan, spec: DAGFlowSpec, outcome: FlowPhase | None = None) -> None:
     """Set the flow's phase and message from its works' states. With finally works the run goes on
-    (Running) until they have ended too; then its phase is how its works ended."""
+    (Running) until they have ended too; then its phase is how its works ended (`outcome`: as the
+    status had it)."""
     states = {state.name: state for state in plan.works if not state.is_finally}
     failed = [name for name, state in states.items() if state.phase == WorkPhase.FAILED]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
@@ -421,14 +423,17 @@ def reassess(plan: Plan, spec: DAGFlowSpec, stopped: bool = False) -> None:
         plan.phase, plan.message = phase, message
         return
     works_done = all(state.phase in DONE for state in states.values())
-    if stopped and works_done:
+    if outcome == FlowPhase.STOPPED:
         phase, message = FlowPhase.STOPPED, STOPPED_MESSAGE
-    plan.outcome = phase if works_done else None
     plan.failed_works = failed
     finally_states = [state for state in plan.works if state.is_finally]
-    if not works_done:
+    finally_done = all(state.phase in DONE for state in finally_states)
+    # Once the finally works have run, what they were told stands: a serve work losing its pods
+    # later moves the phase, as it would without them, not the outcome.
+    plan.outcome = phase if works_done and not (finally_done and outcome) else outcome
+    if not finally_done and not works_done:
         plan.phase, plan.message = FlowPhase.RUNNING, message
-    elif not all(state.phase in DONE for state in finally_states):
+    elif not finally_done:
         plan.phase = FlowPhase.RUNNING
         plan.message = f"the works ended {phase.value}: running the finally works"
     else:

@@ -167,6 +167,12 @@ def skips_gathering(last_skipped: float | None, now: float, delay: float) -> boo
     return last_skipped is None or now - last_skipped >= delay
 
 
+def run_outcome(status: Mapping[str, Any]) -> FlowPhase | None:
+    """How the current run's works ended, as its status says (flows with finally works only)."""
+    found = str(status.get("outcome"))
+    return FlowPhase(found) if found in FlowPhase._value2member_map_ else None
+
+
 def status_hold(last_patch: float | None, now: float, spacing: float, phase: FlowPhase) -> float:
     """Seconds a flow's status must wait before its next patch; 0: patch now.
 
@@ -627,7 +633,7 @@ class Reconciler:
             launch_failures=launch_failures,
             stored_outputs=stored,
             queue_waits=queue_waits,
-            stopped=status.get("outcome") == FlowPhase.STOPPED.value,
+            outcome=run_outcome(status),
         )
         params = status.get("params") or default_params(spec)
         if self.cache.wanted(spec) and plan.start:
@@ -650,7 +656,7 @@ class Reconciler:
                     launch_failures=launch_failures,
                     stored_outputs=stored,
                     queue_waits=queue_waits,
-                    stopped=status.get("outcome") == FlowPhase.STOPPED.value,
+                    outcome=run_outcome(status),
                 )
 
             taken = await self.cache.take_hits(
