@@ -43,6 +43,14 @@ def job_args(namespace: str, work_name: str) -> list[str]:
     return args
 
 
+def wait_until_running(namespace: str, name: str, work_name: str) -> None:
+    wait_for(
+        lambda: works_by_name(status(namespace, name)).get(work_name, {}).get("phase") == "Running",
+        timeout=60,
+        what=f"{work_name} of {name} to run",
+    )
+
+
 def stop(namespace: str, name: str, token: str) -> None:
     kubectl("annotate", "dagflow", name, f"dagflow.dev/stop={token}", "--overwrite", namespace=namespace)
 
@@ -119,11 +127,7 @@ def test_a_stop_runs_the_finally_works_as_cleanup_and_the_run_ends_stopped(
 ) -> None:
     works = [work("process"), trained(duration="120s"), work("publish", "train")]
     create(finally_flow("fin-stop", works, [report(duration="3s")]), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "fin-stop")).get("train", {}).get("phase") == "Running",
-        timeout=60,
-        what="train to run",
-    )
+    wait_until_running(namespace, "fin-stop", "train")
     stop(namespace, "fin-stop", "s1")
     # One stop is enough: the works stop, the finally works run, then the run ends Stopped.
     final = wait_for_phase(namespace, "fin-stop", "Stopped", "Succeeded", "Failed", timeout=90)
@@ -144,11 +148,7 @@ def test_a_stop_while_the_finally_works_run_stops_them_and_ends_the_run(
     namespace: str, running_operator: OperatorProcess
 ) -> None:
     create(finally_flow("fin-stop-late", [trained()], [report(duration="120s")]), namespace)
-    wait_for(
-        lambda: works_by_name(status(namespace, "fin-stop-late")).get("report", {}).get("phase") == "Running",
-        timeout=60,
-        what="the finally work to run",
-    )
+    wait_until_running(namespace, "fin-stop-late", "report")
     stop(namespace, "fin-stop-late", "s1")
     final = wait_for_phase(namespace, "fin-stop-late", "Stopped", "Succeeded", "Failed", timeout=60)
     assert final["phase"] == "Stopped" and final["outcome"] == "Succeeded"

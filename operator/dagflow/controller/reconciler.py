@@ -557,11 +557,7 @@ class Reconciler:
             observed = generation if run_spec_current else int(status.get("observedGeneration") or generation)
             # A stopped run waits for nothing in a queue: newer flows no longer wait behind it.
             self.queue_order.forget(key)
-            if spec.finally_works and not status.get("outcome"):
-                # Stopped before its finally works began: they run now, as cleanup.
-                await self._stop_works(key, body, spec, decision, all_jobs, observed, moment, keep)
-                return
-            await self._stop_run(key, body, decision, all_jobs, observed, moment, keep)
+            await self._stop_run(key, body, spec, decision, all_jobs, observed, moment, keep)
             return
         if decision.action == RunAction.START:
             # The status names the new run before any child of it exists and before the old run's
@@ -699,35 +695,6 @@ class Reconciler:
         self,
         key: FlowKey,
         body: dict[str, Any],
-        decision: RunDecision,
-        jobs: Iterable[JobObservation],
-        generation: int,
-        moment: datetime,
-        keep: int,
-    ) -> None:
-        """Stop the current run: delete its running Jobs, then record it Stopped.
-
-        The Jobs go first: should the operator stop in between, the next pass finds the request
-        still unanswered and stops the run again.
-        """
-        namespace = body["metadata"]["namespace"]
-        running = [
-            job for job in jobs if job.run == decision.run and job.outcome is None and not job.deleting
-        ]
-        await gather_all(
-            *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
-        )
-        for job in running:
-            logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
-        stopped = stopped_status(body["status"], decision, generation, moment, keep)
-        if await self._write_status(key, body, stopped):
-            self._announce(body, decision)
-            self.post_event(body, Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}"))
-
-    async def _stop_works(
-        self,
-        key: FlowKey,
-        body: dict[str, Any],
         spec: DAGFlowSpec,
         decision: RunDecision,
         jobs: Iterable[JobObservation],
@@ -735,8 +702,14 @@ class Reconciler:
         moment: datetime,
         keep: int,
     ) -> None:
-        """Stop the current run's works (not its finally works, which are yet to run): delete their
-        running Jobs, then record them Stopped and the run's outcome Stopped."""
+        """Stop the current run: delete its running Jobs, then record it Stopped. Stopped before its
+        finally works began, only its works stop: the finally works run next, as cleanup, and the run
+        ends Stopped once they have (its outcome is recorded Stopped now).
+
+        The Jobs go first: should the operator stop in between, the next pass finds the request
+        still unanswered and stops the run again.
+        """
+        finally_next = bool(spec.finally_works) and not body["status"].get("outcome")
         namespace = body["metadata"]["namespace"]
         running = [
             job
@@ -744,20 +717,22 @@ class Reconciler:
             if job.run == decision.run
             and job.outcome is None
             and not job.deleting
-            and not spec.is_finally(job.work)
+            and not (finally_next and spec.is_finally(job.work))
         ]
         await gather_all(
             *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
         )
         for job in running:
             logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
-        stopping = finally_stop_status(body["status"], decision, generation, moment, keep)
-        if await self._write_status(key, body, stopping):
+        if finally_next:
+            stopped = finally_stop_status(body["status"], decision, generation, moment, keep)
+            said = f"Run {decision.run} {STOPPED_MESSAGE}: its finally works run next"
+        else:
+            stopped = stopped_status(body["status"], decision, generation, moment, keep)
+            said = f"Run {decision.run} {STOPPED_MESSAGE}"
+        if await self._write_status(key, body, stopped):
             self._announce(body, decision)
-            self.post_event(
-                body,
-                Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}: its finally works run next"),
-            )
+            self.post_event(body, Notice("RunStopped", said))
 
     async def _publish(
         self,
