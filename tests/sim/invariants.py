@@ -23,6 +23,7 @@ from tests.sim.world import NAMESPACE, Violation, World
 
 Invariant = Callable[[World], None]
 
+DONE_PHASES = frozenset({"Succeeded", "Failed", "Skipped", "Serving", "Stopped"})
 WORK_PHASE_RANK = {
     "Pending": 0,
     "Running": 1,
@@ -170,6 +171,33 @@ def phases_move_forward(world: World) -> None:
                     "phases-move-forward",
                     f"{name}: work {work['name']} of run {status.get('run')} went from {was} to {now}",
                 )
+
+
+def finally_works_after_the_works(world: World) -> None:
+    """A finally work starts only once every work of its run has ended."""
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        works = status.get("works") or []
+        begun = [
+            work["name"]
+            for work in works
+            if work.get("finally") and work.get("phase") not in (None, "Pending")
+        ]
+        # A serve work that served may lose its pods later: only batch works are held to it.
+        serve_works = {work["name"] for work in flow["spec"].get("works") or [] if "serve" in work}
+        unfinished = [
+            work["name"]
+            for work in works
+            if not work.get("finally")
+            and work["name"] not in serve_works
+            and work.get("phase") not in DONE_PHASES
+        ]
+        if begun and unfinished and status.get("phase") != "Stopped":
+            raise Violation(
+                "finally-works-after-the-works",
+                f"{flow['metadata']['name']}: finally work {begun[0]} of run {status.get('run')} began"
+                f" while {unfinished[0]} is {next(w['phase'] for w in works if w['name'] == unfinished[0])}",
+            )
 
 
 def request_acted_on_once(world: World) -> None:
@@ -363,6 +391,7 @@ STEP_INVARIANTS: list[Invariant] = [
     flow_fits_and_no_write_refused,
     request_acted_on_once,  # these two before phases_move_forward, which records the statuses
     schedule_ticks_start_one_run_each,
+    finally_works_after_the_works,
     phases_move_forward,
 ]
 
@@ -433,6 +462,27 @@ def status_tells_the_truth(world: World) -> None:
                     f"{flow['metadata']['name']}: work {work['name']} is {phase}"
                     f" while its Job {job['metadata']['name']} is {outcome or 'running'}",
                 )
+
+
+def finally_works_run_when_a_run_ends(world: World) -> None:
+    """A run that has ended (Succeeded, Failed, Serving, or Stopped before them) ran its finally
+    works: none is left Pending."""
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        invalid = any(c.get("reason") == "Invalid" for c in status.get("conditions") or [])
+        if status.get("phase") not in ("Succeeded", "Failed", "Serving", "Stopped") or invalid:
+            continue
+        waiting = [
+            work["name"]
+            for work in status.get("works") or []
+            if work.get("finally") and work.get("phase") == "Pending"
+        ]
+        if waiting:
+            raise Violation(
+                "finally-works-run-when-a-run-ends",
+                f"{flow['metadata']['name']}: run {status.get('run')} is {status['phase']} and its finally"
+                f" work {waiting[0]} never ran",
+            )
 
 
 def serving_only_with_available_pods(world: World) -> None:
@@ -515,6 +565,7 @@ def nothing_of_retired_runs_left(world: World) -> None:
 SETTLED_INVARIANTS: list[Invariant] = [
     cached_works_ran_no_job,
     status_tells_the_truth,
+    finally_works_run_when_a_run_ends,
     serving_only_with_available_pods,
     nothing_of_retired_runs_left,
 ]

@@ -205,7 +205,37 @@ def make_spec(rng: random.Random) -> dict[str, Any]:
     # works take outcomes from entries.
     if rng.random() < 0.3:
         spec["cache"] = {"enabled": True}
+    # Drawn after the rest for the same reason: finally works, told how the run ended, reading an
+    # output of a work that may not have succeeded.
+    if rng.random() < 0.3:
+        spec["finally"] = make_finally_works(rng, works)
     return spec
+
+
+def make_finally_works(rng: random.Random, works: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    reporting = next((work["name"] for work in works if work.get("outputs") and "matrix" not in work), None)
+    args = ["--phase", "$(run.phase)", "--failed", "$(run.failedWorks)"]
+    if reporting is not None:
+        args += ["--score", f"$(works.{reporting}.outputs.score)"]
+    finally_works: list[dict[str, Any]] = [
+        {
+            "name": "report",
+            "container": {"image": "example/report:1", "command": ["report"], "args": args},
+            "annotations": {OUTCOME_ANNOTATION: rng.choices(["succeed", "fail", "flaky"], [6, 1, 1])[0]},
+            "retries": rng.randint(0, 1),
+        }
+    ]
+    if rng.random() < 0.5:
+        finally_works.append(
+            {
+                "name": "cleanup",
+                "dependsOn": ["report"],
+                "when": rng.choice(["AllSucceeded", "AllDone"]),
+                "container": {"image": "example/cleanup:1", "command": ["cleanup"]},
+                "annotations": {OUTCOME_ANNOTATION: "succeed"},
+            }
+        )
+    return finally_works
 
 
 def make_wide_spec(rng: random.Random) -> dict[str, Any]:

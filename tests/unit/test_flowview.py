@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from dagflow.api.models import DAGFlowSpec
-from dagflow.client.flowview import Listing, age, duration, graph, instances, live_view, outputs_lines
+from dagflow.client.flowview import (
+    Listing,
+    age,
+    duration,
+    graph,
+    instances,
+    live_view,
+    outputs_lines,
+    works_listing,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -47,6 +56,34 @@ def test_the_graph_lists_works_in_the_order_they_can_run_with_their_phases() -> 
         "serve · serve  <- train-a",
     ]
     assert "  train_a --> serve" in graph(spec, "mermaid").splitlines()
+
+
+def test_finally_works_come_last_in_the_graph_and_are_marked_in_the_works_table() -> None:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "works": [{"name": "train", "container": {"image": "x"}}],
+            "finally": [
+                {"name": "cleanup", "dependsOn": ["report"], "container": {"image": "x"}},
+                {"name": "report", "container": {"image": "x"}},
+            ],
+        }
+    )
+    assert graph(spec, "text").splitlines() == [
+        "train · job",
+        "report · finally",
+        "cleanup · finally  <- report",
+    ]
+    flow = {
+        "metadata": {"name": "f"},
+        "status": {
+            "works": [
+                {"name": "train", "phase": "Failed"},
+                {"name": "report", "phase": "Running", "finally": True},
+            ]
+        },
+    }
+    names = [row[0] for row in works_listing(flow).rows]
+    assert names == ["train", "report (finally)"]
 
 
 def test_outputs_and_the_live_view() -> None:

@@ -225,6 +225,7 @@ def test_run_control_fields_are_every_spec_field_that_does_not_shape_a_run() -> 
         "pod_defaults",
         "params",
         "works",
+        "finally_works",
         # The queue and the priority are on every Job a run makes.
         "queue_name",
         "priority_class_name",

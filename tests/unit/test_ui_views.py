@@ -85,6 +85,17 @@ def test_graph_has_a_node_per_work_and_an_edge_per_dependency() -> None:
     assert [run["number"] for run in graph["runs"]] == [1, 2]
 
 
+def test_finally_works_are_nodes_of_their_own_marked_so() -> None:
+    flow = example_flow()
+    flow["spec"]["finally"] = [{"name": "notify", "container": {"image": "x"}}]
+    flow["status"]["works"].append({"name": "notify", "phase": "Pending", "finally": True})
+    nodes = {node["id"]: node for node in flow_graph(flow)["nodes"]}
+    assert nodes["notify"]["finally"] is True and nodes["notify"]["kind"] == "job"
+    assert "finally" not in nodes["process"]
+    details = work_details(flow, "notify", 2, [], [], [])
+    assert details["kind"] == "job" and details["phase"] == "Pending"
+
+
 def test_matrix_node_counts_its_instances_before_the_run_does() -> None:
     flow = example_flow()
     flow.pop("status")

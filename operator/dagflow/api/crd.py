@@ -32,6 +32,7 @@ from dagflow.api.models import (
     CacheEntrySpec,
     DAGFlowSpec,
     DAGFlowStatus,
+    Work,
 )
 
 Schema = dict[str, Any]
@@ -95,7 +96,7 @@ def build_crd(
             },
             "kind": {"type": "string", "description": "Kind of the object: DAGFlow."},
             "metadata": {"type": "object"},
-            "spec": model_schema(DAGFlowSpec, shaper, keep_defaults=True),
+            "spec": _spec_schema(shaper),
             "status": model_schema(DAGFlowStatus, shaper, keep_defaults=False),
         },
         "required": ["spec"],
@@ -193,6 +194,16 @@ def render_cache_entry_crd() -> str:
     return HEADER + body
 
 
+def _spec_schema(shaper: _Shaper) -> Schema:
+    """The spec's schema. A finally work's Kubernetes objects (container, volumes, tolerations) are
+    open objects here, checked by the validator (webhook and operator) instead: their upstream schemas
+    a second time would nearly double the CRD."""
+    spec = model_schema(DAGFlowSpec, shaper, keep_defaults=True)
+    finally_works = spec["properties"]["finally"]
+    finally_works["items"] = model_schema(Work, _OpenShaper({}, None), keep_defaults=True)
+    return spec
+
+
 def model_schema(model: type[BaseModel], shaper: _Shaper, *, keep_defaults: bool) -> Schema:
     """A model's JSON schema made structural: refs inlined, titles and nulls gone, Kubernetes types
     filled in. Defaults are kept for the spec (the API server applies them) but not for the status,
@@ -219,6 +230,16 @@ class _Shaper:
             _trim_descriptions(schema, self._description_depth)
         if "required" in marker:
             schema["required"] = list(marker["required"])
+        if "description" in node:
+            schema["description"] = node["description"]
+        return schema
+
+
+class _OpenShaper(_Shaper):
+    """An open object where a Kubernetes schema would go."""
+
+    def schema(self, node: Mapping[str, Any]) -> Schema:
+        schema: Schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         if "description" in node:
             schema["description"] = node["description"]
         return schema

@@ -43,6 +43,7 @@ SHORT_NAMES = ("dagf", "dag")
 # Bounds the CEL cost estimator multiplies together; large enough for a 2,000-work flow whose last
 # work waits for all the others.
 MAX_WORKS = 2000
+MAX_FINALLY_WORKS = 50
 MAX_DEPENDENCIES = MAX_WORKS
 DNS_LABEL_MAX_LENGTH = 63
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -608,6 +609,19 @@ class DAGFlowSpec(ApiModel):
         "works of this flow and must not form a cycle.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    finally_works: list[Work] = Field(
+        default_factory=list,
+        alias="finally",
+        max_length=MAX_FINALLY_WORKS,
+        description="Batch works that run when the run's works have ended, whatever the outcome "
+        "(Succeeded, Failed, Serving, or Stopped: a stop runs them too, as cleanup), in a DAG of "
+        "their own (dependsOn names finally works only). They may reference $(run.phase), $(run), "
+        "$(run.failedWorks) (a JSON list of names) and the outputs of works that succeeded. The "
+        "run's phase is its works' outcome: a finally work that fails is shown (status, Event "
+        "FinallyFailed) but does not fail a run that succeeded. No serve, matrix, outputs or cache. "
+        "Names are unique among works and finally works.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     queue_name: QueueName | None = Field(
         default=None,
         description="The Kueue LocalQueue, in the flow's namespace, that the batch works' Jobs wait in "
@@ -695,11 +709,13 @@ class DAGFlowSpec(ApiModel):
         return named
 
     def caches(self, work: Work) -> bool:
-        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work. Asked
-        of every work on every pass, so it reads only that field."""
+        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work or a
+        finally work. Asked of every work on every pass, so it reads only that field."""
         own = work.cache.enabled if work.cache else None
         flow = self.cache.enabled if self.cache else None
-        return work.serve is None and bool(own if own is not None else flow)
+        return (
+            work.serve is None and bool(own if own is not None else flow) and not self.is_finally(work.name)
+        )
 
     def cache_of(self, work: Work) -> CacheSettings:
         """A work's caching: its own fields over spec.cache over the defaults; never on for a serve work."""
@@ -719,9 +735,17 @@ class DAGFlowSpec(ApiModel):
             require_digest=bool(pick("require_digest", False)),
         )
 
+    @property
+    def all_works(self) -> list[Work]:
+        """The works, then the finally works."""
+        return [*self.works, *self.finally_works]
+
+    def is_finally(self, name: str) -> bool:
+        return any(work.name == name for work in self.finally_works)
+
     def work(self, name: str) -> Work:
-        """The work called `name`; KeyError when there is none."""
-        for work in self.works:
+        """The work or finally work called `name`; KeyError when there is none."""
+        for work in self.all_works:
             if work.name == name:
                 return work
         raise KeyError(name)
@@ -850,6 +874,11 @@ class WorkStatus(ApiModel):
         description="The ConfigMap that holds a matrix work's outputs: key outputs.json, a JSON "
         "object of output name to the list of the instances' values, in index order.",
     )
+    finally_work: bool | None = Field(
+        default=None,
+        alias="finally",
+        description="True for a work of spec.finally: it runs once the run's works have ended.",
+    )
     cached_instances: int | None = Field(
         default=None,
         ge=0,
@@ -923,6 +952,12 @@ class DAGFlowStatus(ApiModel):
     started_at: AwareDatetime | None = Field(default=None, description="When the current run started.")
     finished_at: AwareDatetime | None = Field(
         default=None, description="When the current run ended: Succeeded, Failed or Stopped."
+    )
+    outcome: FlowPhase | None = Field(
+        default=None,
+        description="With finally works: how the run's works ended (Succeeded, Failed, Serving or "
+        "Stopped), set once they have; the finally works run then, and the run's phase becomes this "
+        "when they have ended too.",
     )
     endpoint: str | None = Field(
         default=None, description="URL of the Service when the flow has exactly one serve work."

@@ -153,7 +153,7 @@ def works_listing(flow: Mapping[str, Any], now: datetime | None = None, wide: bo
     listing = Listing([*columns, "MESSAGE"], folded=frozenset({"MESSAGE"}))
     for work in (flow.get("status") or {}).get("works") or []:
         row: list[str | Text] = [
-            work["name"],
+            f"{work['name']} (finally)" if work.get("finally") else work["name"],
             work_phase(work),
             instances(work),
             str(work.get("attempts", "-")),
@@ -278,12 +278,14 @@ def graph(
 ) -> str:
     """The flow's DAG as text (one line per work, in the order they can run), Mermaid or dot."""
     order = topological_order(spec)
-    works = {work.name: work for work in spec.works}
+    works = {work.name: work for work in spec.all_works}
     phases = phases or {}
 
     def label(work_name: str) -> str:
         work = works[work_name]
         kind = "serve" if work.serve is not None else ("matrix" if work.matrix is not None else "job")
+        if spec.is_finally(work_name):
+            kind = "finally"
         parts = [work_name, kind]
         if work.gpu:
             parts.append(f"{work.gpu} GPU")

@@ -250,6 +250,8 @@ class Cache:
         works = {work.name: work for work in spec.works}
         due: list[tuple[Work, WorkState]] = []
         for state in plan.works:
+            if state.is_finally:
+                continue
             work = works[state.name]
             if state.phase != WorkPhase.SUCCEEDED or not spec.caches(work):
                 continue

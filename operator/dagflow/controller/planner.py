@@ -33,6 +33,8 @@ DONE = frozenset(
 MET = frozenset({WorkPhase.SUCCEEDED, WorkPhase.SERVING})
 NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.STOPPED})
 SUSPENDED_MESSAGE = "suspended: starts once spec.suspend is false"
+FINALLY_WAITS_MESSAGE = "a finally work: starts once the run's works have ended"
+STOPPED_MESSAGE = "stopped by request"
 # A work's message in the status is at most this long.
 MAX_WORK_MESSAGE_CHARS = 1024
 
@@ -68,9 +70,13 @@ class WorkState:
     # Job runs, in the Job's index order.
     cached_instances: int | None = None
     job_indexes: str | None = None
+    # A work of spec.finally.
+    is_finally: bool = False
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
+        if self.is_finally:
+            entry["finally"] = True
         optional = {
             "job": self.job,
             "attempts": self.attempts or None,
@@ -118,6 +124,10 @@ class Plan:
     # The matrix works in `start` some of whose instances the cache had: their outputs, by output
     # name, as lists over all of the work's instances (None where an instance runs).
     cached_outputs: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # With finally works: how the run's works ended (None while they run), and which of them failed:
+    # what the finally works are told as $(run.phase) and $(run.failedWorks).
+    outcome: FlowPhase | None = None
+    failed_works: list[str] = field(default_factory=list)
 
     @property
     def progress(self) -> str:
@@ -147,6 +157,7 @@ def plan_run(
     launch_failures: Mapping[str, str] | None = None,
     stored_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     queue_waits: Mapping[str, QueueWait] | None = None,
+    outcome: FlowPhase | None = None,
 ) -> Plan:
     """Plan run `run` of a flow.
 
@@ -163,8 +174,12 @@ def plan_run(
     gathered lists, a work's outputs past the status budget) that a dynamic matrix axis reads.
     `queue_waits` holds, per work whose Job waits for Kueue, why (from its Workload); such a work
     is Pending, however long it waits, and holds its slot of the flow's parallelism.
+    The finally works (last in `order`) start once every other work has ended; `outcome` is the
+    run's as its status has it (Stopped: the run was stopped while its works ran, and its finally
+    works run as cleanup).
     """
-    works = {work.name: work for work in spec.works}
+    works = {work.name: work for work in spec.all_works}
+    finally_names = {work.name for work in spec.finally_works}
     refusals = pod_refusals or {}
     messages = termination_messages or {}
     states: dict[str, WorkState] = {}
@@ -172,6 +187,7 @@ def plan_run(
         states[name] = _observed_state(
             flow, works[name], run, jobs.get(name), deployments.get(name), previous.get(name), now
         )
+        states[name].is_finally = name in finally_names
         job = jobs.get(name)
         if job is not None and job.waits_for_kueue and states[name].phase == WorkPhase.RUNNING:
             # Not started until Kueue admits it: no pod, and a preempted one keeps its retries.
@@ -212,7 +228,8 @@ def plan_run(
                 )
             _observe_instances(states[name], works[name], job, reported, (launch_failures or {}).get(name))
 
-    failed = [name for name in order if states[name].phase == WorkPhase.FAILED]
+    # The finally works fail nothing but themselves: FailFast is about the run's works.
+    failed = [name for name in order if states[name].phase == WorkPhase.FAILED and name not in finally_names]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
     running_batch = sum(
         _slots_held(works[name], jobs.get(name))
@@ -225,18 +242,24 @@ def plan_run(
 
     plan = Plan()
     if fail_fast:
-        _stop_running(plan, states, works, jobs, previous, failed, now)
+        running = {name: state for name, state in states.items() if name not in finally_names}
+        _stop_running(plan, running, works, jobs, previous, failed, now)
     _keep_skipped(plan, states, works, jobs, previous)
     for name in order:
         state, work = states[name], works[name]
         if state.phase != WorkPhase.PENDING or _has_current_child(work, run, jobs, deployments):
+            continue
+        is_finally = name in finally_names
+        # `order` has every work before the finally works: their states are settled for this pass.
+        if is_finally and not all(states[other.name].phase in DONE for other in spec.works):
+            state.message = FINALLY_WAITS_MESSAGE
             continue
         verdict, reason = _judge_trigger(work, states)
         if verdict == "skip":
             state.phase, state.message = WorkPhase.SKIPPED, reason
         elif verdict == "wait":
             continue
-        elif fail_fast:
+        elif fail_fast and not is_finally:
             state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
         elif hold:
             state.message = SUSPENDED_MESSAGE
@@ -279,10 +302,10 @@ def plan_run(
                     state.attempts = 1
             plan.start.append(work)
 
-    plan.works = [states[work.name] for work in spec.works]
+    plan.works = [states[work.name] for work in spec.all_works]
     plan.serve_works = [work.name for work in spec.works if work.serve is not None]
     plan.serving = serving_runs(spec, deployments)
-    reassess(plan, spec)
+    reassess(plan, spec, outcome)
     if hold and plan.phase in (FlowPhase.PENDING, FlowPhase.RUNNING):
         plan.message = SUSPENDED_MESSAGE
     return plan
@@ -388,12 +411,38 @@ def _fail_fast_reason(failed: Sequence[str]) -> str:
     return f"not started: {failed[0]} failed and failurePolicy is FailFast"
 
 
-def reassess(plan: Plan, spec: DAGFlowSpec) -> None:
-    """Set the flow's phase and message from its works' states."""
-    states = {state.name: state for state in plan.works}
-    failed = [state.name for state in plan.works if state.phase == WorkPhase.FAILED]
+def reassess(plan: Plan, spec: DAGFlowSpec, outcome: FlowPhase | None = None) -> None:
+    """Set the flow's phase and message from its works' states. With finally works the run goes on
+    (Running) until they have ended too; then its phase is how its works ended (`outcome`: as the
+    status had it)."""
+    states = {state.name: state for state in plan.works if not state.is_finally}
+    failed = [name for name, state in states.items() if state.phase == WorkPhase.FAILED]
     fail_fast = spec.failure_policy == FailurePolicy.FAIL_FAST and bool(failed)
-    plan.phase, plan.message = _flow_phase(spec, states, failed, fail_fast)
+    phase, message = _flow_phase(spec, states, failed, fail_fast)
+    if not spec.finally_works:
+        plan.phase, plan.message = phase, message
+        return
+    works_done = all(state.phase in DONE for state in states.values())
+    if outcome == FlowPhase.STOPPED:
+        phase, message = FlowPhase.STOPPED, STOPPED_MESSAGE
+    plan.failed_works = failed
+    finally_states = [state for state in plan.works if state.is_finally]
+    finally_done = all(state.phase in DONE for state in finally_states)
+    # Once the finally works have run, what they were told stands: a serve work losing its pods
+    # later moves the phase, as it would without them, not the outcome.
+    plan.outcome = phase if works_done and not (finally_done and outcome) else outcome
+    if not finally_done and not works_done:
+        plan.phase, plan.message = FlowPhase.RUNNING, message
+    elif not finally_done:
+        plan.phase = FlowPhase.RUNNING
+        plan.message = f"the works ended {phase.value}: running the finally works"
+    else:
+        plan.phase = phase
+        failed_finally = [state for state in finally_states if state.phase == WorkPhase.FAILED]
+        notes = [f"finally work {state.name} failed: {state.message}" for state in failed_finally[:3]]
+        if len(failed_finally) > 3:
+            notes.append(f"and {len(failed_finally) - 3} more finally works failed")
+        plan.message = "; ".join([*([message] if message else []), *notes]) or None
 
 
 def _has_current_child(
@@ -421,6 +470,12 @@ def _observed_state(
     if previous and previous.get("carriedFromRun"):
         return _carried_state(state, work, deployment, previous)
     if work.serve is not None:
+        if previous and previous.get("phase") == WorkPhase.STOPPED:
+            # Stopped with its run, whose finally works run next: it stays so in this run; the
+            # Serving condition tells what its Deployment serves.
+            state.phase, state.message = WorkPhase.STOPPED, previous.get("message")
+            state.started_at, state.finished_at = previous.get("startedAt"), previous.get("finishedAt")
+            return state
         if previous and previous.get("phase") == WorkPhase.SKIPPED:
             # Skipped in this run stays so, even if its Deployment's create, answered with an
             # error, was applied after all: the Serving condition tells what it serves.

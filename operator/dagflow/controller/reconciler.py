@@ -53,13 +53,21 @@ from dagflow.controller.observe import (
     starved,
 )
 from dagflow.controller.orderkeeper import QueuedJobs, QueueOrderKeeper, WaitingRun
-from dagflow.controller.planner import DONE, Plan, defer_start, plan_run, reject_start, serving_runs
+from dagflow.controller.planner import (
+    DONE,
+    STOPPED_MESSAGE,
+    Plan,
+    defer_start,
+    plan_run,
+    reject_start,
+    serving_runs,
+)
 from dagflow.controller.queueing import QueueWait, WorkloadObservation, observe_workload, queue_wait
 from dagflow.controller.queueorder import StageDemand, queue_order_time, stage_demand
 from dagflow.controller.runcontrol import (
-    STOPPED_MESSAGE,
     begun_status,
     carried_jobs,
+    finally_stop_status,
     stopped_status,
     timestamp,
     with_run_control,
@@ -157,6 +165,12 @@ def skips_gathering(last_skipped: float | None, now: float, delay: float) -> boo
     pass of the flow skipped it less than `delay` ago (a burst of pod successes is then gathered as
     any other, one pass per delay at most)."""
     return last_skipped is None or now - last_skipped >= delay
+
+
+def run_outcome(status: Mapping[str, Any]) -> FlowPhase | None:
+    """How the current run's works ended, as its status says (flows with finally works only)."""
+    found = str(status.get("outcome"))
+    return FlowPhase(found) if found in FlowPhase._value2member_map_ else None
 
 
 def status_hold(last_patch: float | None, now: float, spacing: float, phase: FlowPhase) -> float:
@@ -543,7 +557,7 @@ class Reconciler:
             observed = generation if run_spec_current else int(status.get("observedGeneration") or generation)
             # A stopped run waits for nothing in a queue: newer flows no longer wait behind it.
             self.queue_order.forget(key)
-            await self._stop_run(key, body, decision, all_jobs, observed, moment, keep)
+            await self._stop_run(key, body, spec, decision, all_jobs, observed, moment, keep)
             return
         if decision.action == RunAction.START:
             # The status names the new run before any child of it exists and before the old run's
@@ -615,6 +629,7 @@ class Reconciler:
             launch_failures=launch_failures,
             stored_outputs=stored,
             queue_waits=queue_waits,
+            outcome=run_outcome(status),
         )
         params = status.get("params") or default_params(spec)
         if self.cache.wanted(spec) and plan.start:
@@ -637,6 +652,7 @@ class Reconciler:
                     launch_failures=launch_failures,
                     stored_outputs=stored,
                     queue_waits=queue_waits,
+                    outcome=run_outcome(status),
                 )
 
             taken = await self.cache.take_hits(
@@ -679,30 +695,44 @@ class Reconciler:
         self,
         key: FlowKey,
         body: dict[str, Any],
+        spec: DAGFlowSpec,
         decision: RunDecision,
         jobs: Iterable[JobObservation],
         generation: int,
         moment: datetime,
         keep: int,
     ) -> None:
-        """Stop the current run: delete its running Jobs, then record it Stopped.
+        """Stop the current run: delete its running Jobs, then record it Stopped. Stopped before its
+        finally works began, only its works stop: the finally works run next, as cleanup, and the run
+        ends Stopped once they have (its outcome is recorded Stopped now).
 
         The Jobs go first: should the operator stop in between, the next pass finds the request
         still unanswered and stops the run again.
         """
+        finally_next = bool(spec.finally_works) and not body["status"].get("outcome")
         namespace = body["metadata"]["namespace"]
         running = [
-            job for job in jobs if job.run == decision.run and job.outcome is None and not job.deleting
+            job
+            for job in jobs
+            if job.run == decision.run
+            and job.outcome is None
+            and not job.deleting
+            and not (finally_next and spec.is_finally(job.work))
         ]
         await gather_all(
             *(self.kube.delete_job(namespace, job.name, job.uid, wait_for_pods=True) for job in running)
         )
         for job in running:
             logger.info("Deleted Job %s/%s of a stopped run", namespace, job.name)
-        stopped = stopped_status(body["status"], decision, generation, moment, keep)
+        if finally_next:
+            stopped = finally_stop_status(body["status"], decision, generation, moment, keep)
+            said = f"Run {decision.run} {STOPPED_MESSAGE}: its finally works run next"
+        else:
+            stopped = stopped_status(body["status"], decision, generation, moment, keep)
+            said = f"Run {decision.run} {STOPPED_MESSAGE}"
         if await self._write_status(key, body, stopped):
             self._announce(body, decision)
-            self.post_event(body, Notice("RunStopped", f"Run {decision.run} {STOPPED_MESSAGE}"))
+            self.post_event(body, Notice("RunStopped", said))
 
     async def _publish(
         self,
@@ -973,7 +1003,17 @@ class Reconciler:
         outputs = await self.work_data.outputs_for(flow, plan) if plan.start else {}
         tasks = []
         for work in list(plan.start):
-            values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            is_finally = spec.is_finally(work.name)
+            values = Values(
+                run=run,
+                flow=flow.name,
+                work=work.name,
+                params=params,
+                outputs=outputs,
+                run_phase=plan.outcome.value if is_finally and plan.outcome else None,
+                failed_works=tuple(plan.failed_works) if is_finally else (),
+                outputs_optional=is_finally,
+            )
             instances = plan.instances.get(work.name)
             try:
                 if work.serve is None:

@@ -14,10 +14,10 @@ from typing import Any
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, RunSummary, WorkPhase, WorkStatus
 from dagflow.controller.history import begin_run, record_run
+from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
 from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
 
-STOPPED_MESSAGE = "stopped by request"
 # Work phases that count as finished in `status.progress`.
 _FINISHED_WORKS = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
@@ -80,8 +80,45 @@ def begun_works(spec: DAGFlowSpec, new_run: NewRun) -> list[dict[str, Any]]:
     """`status.works` of a run that begins, in spec order."""
     carried = {work.name: _dump_work(work) for work in new_run.carried}
     return [
-        carried.get(work.name) or {"name": work.name, "phase": WorkPhase.PENDING.value} for work in spec.works
+        *(
+            carried.get(work.name) or {"name": work.name, "phase": WorkPhase.PENDING.value}
+            for work in spec.works
+        ),
+        *(
+            {"name": work.name, "phase": WorkPhase.PENDING.value, "finally": True}
+            for work in spec.finally_works
+        ),
     ]
+
+
+def finally_stop_status(
+    previous: Mapping[str, Any], decision: RunDecision, generation: int, now: datetime, keep: int
+) -> dict[str, Any]:
+    """The status of the current run stopped before its finally works began: its works that had not
+    finished end Stopped, and the run goes on with its finally works, as cleanup, told the run was
+    Stopped. A stop once they have begun stops them too (`stopped_status`)."""
+    works = [WorkStatus.model_validate(work) for work in previous.get("works") or []]
+    ended = [
+        *stopped_works(
+            [work for work in works if not work.finally_work], _whole_seconds(now), STOPPED_MESSAGE
+        ),
+        *(work for work in works if work.finally_work),
+    ]
+    dumped = [_dump_work(work) for work in ended]
+    done = sum(1 for work in dumped if work["phase"] in _FINISHED_WORKS)
+    status = dict(previous)
+    status.pop("queued", None)  # the stopped works' Jobs are gone from their queues
+    status.update(
+        {
+            "phase": FlowPhase.RUNNING.value,
+            "progress": f"{done}/{len(dumped)}",
+            "observedGeneration": generation,
+            "outcome": FlowPhase.STOPPED.value,
+            "message": f"run {decision.run} {STOPPED_MESSAGE}: running the finally works",
+            "works": dumped,
+        }
+    )
+    return with_run_control(status, decision, keep)
 
 
 def stopped_status(

@@ -49,6 +49,8 @@ class Transition:
     phase: WorkPhase
     message: str
     previous: WorkPhase | None = None
+    # A work of spec.finally: its failure is told apart (FinallyFailed), as it fails no run.
+    is_finally: bool = False
 
     @property
     def unavailable(self) -> bool:
@@ -59,6 +61,8 @@ class Transition:
     def reason(self) -> str:
         if self.unavailable:
             return "WorkUnavailable"
+        if self.is_finally and self.phase == WorkPhase.FAILED:
+            return "FinallyFailed"
         return {
             WorkPhase.RUNNING: "WorkStarted",
             WorkPhase.SUCCEEDED: "WorkSucceeded",
@@ -92,6 +96,8 @@ def build_status(
         "startedAt": started_at,
         "works": [state.to_status() for state in plan.works],
     }
+    if plan.outcome is not None:
+        status["outcome"] = plan.outcome.value
     if plan.phase in FINISHED:
         kept = same_run and previous.get("phase") == plan.phase.value and previous.get("finishedAt")
         status["finishedAt"] = previous["finishedAt"] if kept else now
@@ -140,7 +146,7 @@ def transitions(previous_works: Mapping[str, Mapping[str, Any]], plan: Plan) -> 
         before = previous_works.get(state.name, {}).get("phase", WorkPhase.PENDING.value)
         if state.phase.value != before and state.phase != WorkPhase.PENDING:
             previous = WorkPhase(before) if before in WorkPhase._value2member_map_ else None
-            transition = Transition(state.name, state.phase, "", previous)
+            transition = Transition(state.name, state.phase, "", previous, state.is_finally)
             detail = f": {state.message}" if state.message else ""
             changed.append(replace(transition, message=f"Work {state.name} {_verb(transition)}{detail}"))
     return changed
@@ -178,6 +184,7 @@ _VERBS = {
     "WorkServing": ("is serving", "are serving"),
     "WorkUnavailable": ("is unavailable", "are unavailable"),
     "WorkStopped": ("was stopped", "were stopped"),
+    "FinallyFailed": ("(a finally work) failed", "(finally works) failed"),
 }
 
 

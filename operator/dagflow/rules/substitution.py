@@ -1,10 +1,11 @@
 """References in a work's command, args and env values: `$(params.NAME)`, `$(works.WORK.outputs.KEY)`,
-`$(matrix.KEY)`, `$(run)`, `$(flow.name)` and `$(work.name)`.
+`$(matrix.KEY)`, `$(run)`, `$(flow.name)` and `$(work.name)`; in a finally work also
+`$(run.phase)` and `$(run.failedWorks)`.
 
 The operator replaces them when it builds the work's Job or Deployment. Kubernetes expands
 `$(VAR)` in the same fields from the container's environment, so the two are told apart by name: a
-reference is the operator's when it is `run` or starts with `params.`, `works.`, `matrix.`, `flow.`
-or `work.`; anything else (`$(HOME)`, `$(MY_VAR)`) is left for Kubernetes. `$$(...)` is Kubernetes'
+reference is the operator's when it is `run` or starts with `params.`, `works.`, `matrix.`, `run.`,
+`flow.` or `work.`; anything else (`$(HOME)`, `$(MY_VAR)`) is left for Kubernetes. `$$(...)` is Kubernetes'
 escape for a literal `$(...)` and is left alone for it to undo. A replaced value has its `$` doubled,
 so nothing in a parameter or an output is expanded again by Kubernetes.
 
@@ -28,7 +29,7 @@ from typing import Any
 
 # `$$` first, so that the escape is consumed before what follows it is read as a reference.
 _TOKEN = re.compile(r"\$\$|\$\(([^()]*)\)")
-_OUR_ROOTS = ("params", "works", "matrix", "flow", "work")
+_OUR_ROOTS = ("params", "works", "matrix", "run", "flow", "work")
 # What the launcher reads as a literal `$(matrix.`, in the fields it expands (images/launcher).
 _MATRIX_OPENING = "$(matrix."
 _LAUNCHER_ESCAPE = "$$(matrix."
@@ -40,15 +41,22 @@ _FORMS = {
     "params": re.compile(rf"params\.(?P<name>{_NAME})"),
     "works": re.compile(rf"works\.(?P<work>{_WORK_NAME})\.outputs\.(?P<name>{_NAME})"),
     "matrix": re.compile(rf"matrix\.(?P<name>{_NAME})"),
+    "run": re.compile(r"run\.(?P<name>phase|failedWorks)"),
     "flow": re.compile(r"flow\.(?P<name>name)"),
     "work": re.compile(r"work\.(?P<name>name)"),
 }
-FORMS_HELP = "$(params.NAME), $(works.WORK.outputs.KEY), $(matrix.KEY), $(run), $(flow.name) or $(work.name)"
+FORMS_HELP = (
+    "$(params.NAME), $(works.WORK.outputs.KEY), $(matrix.KEY), $(run), $(flow.name), $(work.name), "
+    "or in a finally work $(run.phase) and $(run.failedWorks)"
+)
+# What a finally work knows of the run it ends.
+RUN_OUTCOME_NAMES = ("phase", "failedWorks")
 
 
 @dataclass(frozen=True)
 class Reference:
-    """One `$(...)` the operator resolves. `kind` is params, works, matrix, run, flow or work."""
+    """One `$(...)` the operator resolves. `kind` is params, works, matrix, run, flow or work
+    (`name` is set for `$(run.phase)` and `$(run.failedWorks)`, empty for `$(run)`)."""
 
     text: str
     kind: str
@@ -98,10 +106,19 @@ class Values:
     # The instance's matrix values; None leaves $(matrix.KEY) in place, for the launcher that starts
     # each instance of a matrix work's pods to replace.
     matrix: Mapping[str, str] | None = None
+    # A finally work's: how the run's works ended, and which of them failed. None for other works.
+    run_phase: str | None = None
+    failed_works: tuple[str, ...] = ()
+    # A finally work's: a reference to the outputs of a work that did not succeed is empty.
+    outputs_optional: bool = False
 
     def resolve(self, reference: Reference) -> Any:
         if reference.kind == "run":
-            return str(self.run)
+            if not reference.name:
+                return str(self.run)
+            if self.run_phase is None:
+                raise BadReference(f"{reference.text} is known in finally works only")
+            return self.run_phase if reference.name == "phase" else list(self.failed_works)
         if reference.kind == "flow":
             return self.flow
         if reference.kind == "work":
@@ -115,6 +132,8 @@ class Values:
                 raise BadReference(f"{reference.text}: the work has no matrix key {reference.name}")
             return self.matrix[reference.name]
         reported = self.outputs.get(reference.work)
+        if reported is None and self.outputs_optional:
+            return ""
         if reported is None:
             raise BadReference(f"{reference.text}: work {reference.work} has reported no outputs")
         if reference.name not in reported:

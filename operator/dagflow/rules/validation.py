@@ -84,10 +84,12 @@ def validate_flow(
         return [*problems, ValidationProblem("spec", "must be a mapping with a list of works")]
     model_problems = schema_problems(raw)
     problems += model_problems
-    works = _work_views(raw)
-    problems += _name_problems(works)
-    problems += _dependency_problems(works)
+    works, finally_works = _work_views(raw), _work_views(raw, "finally")
+    problems += _name_problems([*works, *finally_works])
+    problems += _dependency_problems(works, finally_works)
     problems += _cycle_problems(works)
+    problems += _cycle_problems(finally_works)
+    problems += _finally_problems(raw)
     problems += _metadata_key_problems(raw)
     problems += _schedule_problems(raw)
     problems += _queue_problems(raw)
@@ -187,13 +189,18 @@ def schema_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
 
 def topological_order(spec: DAGFlowSpec) -> list[str]:
     """Work names so that each comes after everything it depends on; ties keep the spec's order.
+    The finally works come last, in an order of their own.
 
     Raises CycleError when there is no such order.
     """
-    index = {work.name: position for position, work in enumerate(spec.works)}
-    waiting_on = {work.name: len(set(work.depends_on)) for work in spec.works}
-    dependents: dict[str, list[str]] = {work.name: [] for work in spec.works}
-    for work in spec.works:
+    return [*_order(spec.works), *_order(spec.finally_works)]
+
+
+def _order(works: Sequence[Work]) -> list[str]:
+    index = {work.name: position for position, work in enumerate(works)}
+    waiting_on = {work.name: len(set(work.depends_on)) for work in works}
+    dependents: dict[str, list[str]] = {work.name: [] for work in works}
+    for work in works:
         for dependency in set(work.depends_on):
             if dependency not in dependents:
                 raise KeyError(f"work {work.name!r} depends on unknown work {dependency!r}")
@@ -207,8 +214,8 @@ def topological_order(spec: DAGFlowSpec) -> list[str]:
             waiting_on[dependent] -= 1
             if waiting_on[dependent] == 0:
                 ready.append(dependent)
-    if len(order) < len(spec.works):
-        edges = {work.name: list(work.depends_on) for work in spec.works}
+    if len(order) < len(works):
+        edges = {work.name: list(work.depends_on) for work in works}
         raise CycleError(find_cycles(edges)[0])
     return order
 
@@ -241,14 +248,35 @@ class _WorkView:
     index: int
     name: str | None
     depends_on: tuple[tuple[int, str], ...]
+    # The list it is in: "works" or "finally".
+    field: str = "works"
+
+    @property
+    def path(self) -> str:
+        return f"spec.{self.field}[{self.index}]"
 
     @property
     def label(self) -> str:
-        return f"work {self.name!r}" if self.name is not None else f"work #{self.index}"
+        kind = "finally work" if self.field == "finally" else "work"
+        return f"{kind} {self.name!r}" if self.name is not None else f"{kind} #{self.index}"
 
 
-def _work_views(raw: Mapping[str, Any]) -> list[_WorkView]:
-    works = raw.get("works")
+def _listed_works(raw: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """Every work of the spec, then every finally work, read leniently: its path, its label, itself."""
+    listed = []
+    for field, kind in (("works", "work"), ("finally", "finally work")):
+        items = raw.get(field)
+        for index, work in enumerate(items if isinstance(items, list) else []):
+            if isinstance(work, Mapping):
+                label = (
+                    f"{kind} {work['name']!r}" if isinstance(work.get("name"), str) else f"{kind} #{index}"
+                )
+                listed.append((f"spec.{field}[{index}]", label, work))
+    return listed
+
+
+def _work_views(raw: Mapping[str, Any], field: str = "works") -> list[_WorkView]:
+    works = raw.get(field)
     if not isinstance(works, list):
         return []
     views = []
@@ -262,49 +290,71 @@ def _work_views(raw: Mapping[str, Any]) -> list[_WorkView]:
             for position, dependency in enumerate(dependencies if isinstance(dependencies, list) else [])
             if isinstance(dependency, str)
         )
-        views.append(_WorkView(index, name, depends_on))
+        views.append(_WorkView(index, name, depends_on, field))
     return views
 
 
 def _name_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
     problems = []
-    first_index: dict[str, int] = {}
+    first: dict[str, _WorkView] = {}
     for work in works:
         if work.name is None:
             continue
-        if work.name in first_index:
+        if work.name in first:
             problems.append(
                 ValidationProblem(
-                    f"spec.works[{work.index}].name",
-                    f"work {work.name!r} is defined more than once "
-                    f"(first at spec.works[{first_index[work.name]}]); names must be unique",
+                    f"{work.path}.name",
+                    f"{work.label} is defined more than once (first at {first[work.name].path}); names "
+                    "must be unique among works and finally works",
                 )
             )
         else:
-            first_index[work.name] = work.index
+            first[work.name] = work
     return problems
 
 
-def _dependency_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
-    names = {work.name for work in works if work.name is not None}
+def _dependency_problems(
+    works: Sequence[_WorkView], finally_works: Sequence[_WorkView]
+) -> list[ValidationProblem]:
+    """A work depends on works, a finally work on finally works: the finally works run after every
+    work has ended, in a DAG of their own."""
     problems = []
-    for work in works:
-        seen: set[str] = set()
-        for position, dependency in work.depends_on:
-            path = f"spec.works[{work.index}].dependsOn[{position}]"
-            if dependency == work.name:
-                problems.append(ValidationProblem(path, f"{work.label} depends on itself"))
-            elif dependency not in names:
-                problems.append(
-                    ValidationProblem(
-                        path, f"{work.label} depends on {dependency!r}, which is not a work of this flow"
+    for group, others, other_kind in (
+        (works, finally_works, "a finally work"),
+        (finally_works, works, "a work"),
+    ):
+        names = {work.name for work in group if work.name is not None}
+        other_names = {work.name for work in others if work.name is not None}
+        for work in group:
+            seen: set[str] = set()
+            for position, dependency in work.depends_on:
+                path = f"{work.path}.dependsOn[{position}]"
+                if dependency == work.name:
+                    problems.append(ValidationProblem(path, f"{work.label} depends on itself"))
+                elif dependency in other_names and dependency not in names:
+                    why = (
+                        "finally works run after every work has ended"
+                        if work.field == "works"
+                        else "finally works depend on finally works only; all run after every work has ended"
                     )
-                )
-            elif dependency in seen:
-                problems.append(
-                    ValidationProblem(path, f"{work.label} lists {dependency!r} more than once in dependsOn")
-                )
-            seen.add(dependency)
+                    problems.append(
+                        ValidationProblem(
+                            path, f"{work.label} depends on {dependency!r}, {other_kind}: {why}"
+                        )
+                    )
+                elif dependency not in names:
+                    problems.append(
+                        ValidationProblem(
+                            path, f"{work.label} depends on {dependency!r}, which is not a work of this flow"
+                        )
+                    )
+                elif dependency in seen:
+                    problems.append(
+                        ValidationProblem(
+                            path, f"{work.label} lists {dependency!r} more than once in dependsOn"
+                        )
+                    )
+                seen.add(dependency)
     return problems
 
 
@@ -320,11 +370,43 @@ def _cycle_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
         position = next(position for position, name in start.depends_on if name == closing)
         problems.append(
             ValidationProblem(
-                f"spec.works[{start.index}].dependsOn[{position}]",
+                f"{start.path}.dependsOn[{position}]",
                 f"{start.label} is part of a dependency cycle: {' -> '.join(cycle)} "
                 "(each work waits for the one before it)",
             )
         )
+    return problems
+
+
+def _finally_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """A finally work is a plain batch work: it serves nothing, expands no matrix, reports no
+    outputs (nothing runs after the finally works to read them) and always runs (no cache)."""
+    listed = raw.get("finally")
+    problems = []
+    for index, work in enumerate(listed if isinstance(listed, list) else []):
+        if not isinstance(work, Mapping):
+            continue
+        label = (
+            f"finally work {work['name']!r}"
+            if isinstance(work.get("name"), str)
+            else f"finally work #{index}"
+        )
+        refused = {
+            "serve": "a finally work is a batch work: a serve work cannot be one",
+            "matrix": "a finally work runs once: it has no matrix",
+            "outputs": "a finally work reports no outputs: nothing runs after the finally works to read them",
+        }
+        for field, why in refused.items():
+            if work.get(field):
+                problems.append(ValidationProblem(f"spec.finally[{index}].{field}", f"{label}: {why}"))
+        cache = work.get("cache")
+        if isinstance(cache, Mapping) and cache.get("enabled"):
+            problems.append(
+                ValidationProblem(
+                    f"spec.finally[{index}].cache.enabled",
+                    f"{label}: a finally work always runs, so it is never cached",
+                )
+            )
     return problems
 
 
@@ -336,11 +418,8 @@ def _metadata_key_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
         places += [
             (f"spec.podDefaults.{field}", "podDefaults", pod_defaults.get(field)) for field in _MAP_FIELDS
         ]
-    works = raw.get("works")
-    for index, work in enumerate(works if isinstance(works, list) else []):
-        if isinstance(work, Mapping):
-            label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
-            places += [(f"spec.works[{index}].{field}", label, work.get(field)) for field in _MAP_FIELDS]
+    for path, label, work in _listed_works(raw):
+        places += [(f"{path}.{field}", label, work.get(field)) for field in _MAP_FIELDS]
     problems = []
     for path, owner, mapping in places:
         if not isinstance(mapping, Mapping):
@@ -457,36 +536,34 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
             reason = _unresolvable(reference, params, by_name, set(), set())
             if reason:
                 problems.append(ValidationProblem(f"spec.podDefaults.{where}", f"podDefaults: {reason}"))
-    listed = raw.get("works")
-    for index, work in enumerate(listed if isinstance(listed, list) else []):
-        if not isinstance(work, Mapping) or not isinstance(work.get("container"), Mapping):
+    for path, label, work in _listed_works(raw):
+        if not isinstance(work.get("container"), Mapping):
             continue
-        label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
-        ancestors = _ancestors(by_name, work)
+        in_finally = path.startswith("spec.finally[")
+        # A finally work starts once every work has ended: any of them may have reported outputs.
+        ancestors = set(by_name) if in_finally else _ancestors(by_name, work)
         keys: set[Any] = set()
-        if isinstance(work.get("matrix"), Mapping):
+        if isinstance(work.get("matrix"), Mapping) and not in_finally:
             matrix_problems, keys = _matrix_problems(
-                work["matrix"], work, index, label, params, by_name, ancestors
+                work["matrix"], work, path, label, params, by_name, ancestors
             )
             problems += matrix_problems
         try:
             found = list(container_references(work["container"]))
         except BadReference as error:
-            problems.append(ValidationProblem(f"spec.works[{index}].container", f"{label}: {error}"))
+            problems.append(ValidationProblem(f"{path}.container", f"{label}: {error}"))
             continue
         for where, reference in found:
-            reason = _unresolvable(reference, params, by_name, ancestors, keys)
+            reason = _unresolvable(reference, params, by_name, ancestors, keys, in_finally)
             if reason:
-                problems.append(
-                    ValidationProblem(f"spec.works[{index}].container.{where}", f"{label}: {reason}")
-                )
+                problems.append(ValidationProblem(f"{path}.container.{where}", f"{label}: {reason}"))
     return problems
 
 
 def _matrix_problems(
     raw: Mapping[str, Any],
     work: Mapping[str, Any],
-    index: int,
+    work_path: str,
     label: str,
     params: set[Any],
     works: Mapping[str, Mapping[str, Any]],
@@ -494,7 +571,7 @@ def _matrix_problems(
 ) -> tuple[list[ValidationProblem], set[Any]]:
     """A matrix that expands (or whose dynamic axes name an ancestor's declared output), on a work
     with an explicit command; and the keys `$(matrix.KEY)` may name."""
-    path = f"spec.works[{index}].matrix"
+    path = f"{work_path}.matrix"
     try:
         matrix = parse_matrix(raw)
     except MatrixError as error:
@@ -503,7 +580,7 @@ def _matrix_problems(
     if not (work.get("container") or {}).get("command"):
         problems.append(
             ValidationProblem(
-                f"spec.works[{index}].container.command",
+                f"{work_path}.container.command",
                 f"{label}: a matrix work needs an explicit command: its pods start through a launcher "
                 "that sets each instance's values, then runs the command (the image's entrypoint is "
                 "not known to it)",
@@ -529,7 +606,10 @@ def _unresolvable(
     works: Mapping[str, Mapping[str, Any]],
     ancestors: set[str],
     matrix_keys: set[Any],
+    in_finally: bool = False,
 ) -> str | None:
+    if reference.kind == "run" and reference.name and not in_finally:
+        return f"{reference.text} is known in finally works only, which run once the run's works have ended"
     if reference.kind == "params" and reference.name not in params:
         listed = ", ".join(sorted(str(name) for name in params)) or "none"
         return f"{reference.text} names no parameter of the flow (spec.params has: {listed})"
@@ -588,11 +668,8 @@ def _embedded_object_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]
     pod_defaults = raw.get("podDefaults")
     if isinstance(pod_defaults, Mapping):
         owners.append(("spec.podDefaults", "podDefaults", pod_defaults, PodDefaults))
-    works = raw.get("works")
-    for index, work in enumerate(works if isinstance(works, list) else []):
-        if isinstance(work, Mapping):
-            label = f"work {work['name']!r}" if isinstance(work.get("name"), str) else f"work #{index}"
-            owners.append((f"spec.works[{index}]", label, work, Work))
+    for path, label, work in _listed_works(raw):
+        owners.append((path, label, work, Work))
     schemas = _kubernetes_schemas()
     problems = []
     for path, owner, body, model in owners:

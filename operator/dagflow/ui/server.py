@@ -85,7 +85,7 @@ def create_app(
         client = user(request)
         found = client.read(request.path_params["name"])
         name, work_name = found["metadata"]["name"], request.path_params["work"]
-        if work_name not in {entry["name"] for entry in found["spec"].get("works") or []}:
+        if work_name not in {entry["name"] for entry in views.spec_works(found)}:
             return JSONResponse({"error": f"DAGFlow {name} has no work {work_name}"}, status_code=404)
         run = run_of(request, found)
         details = views.work_details(

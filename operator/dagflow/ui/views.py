@@ -38,6 +38,12 @@ def planned_instances(work: Mapping[str, Any]) -> int | None:
         return None
 
 
+def spec_works(flow: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The spec's works, then its finally works (each marked `finally`)."""
+    spec = flow.get("spec") or {}
+    return [*(spec.get("works") or []), *({**work, "finally": True} for work in spec.get("finally") or [])]
+
+
 def work_states(flow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each work's phase (and a matrix work's instance counts) in the flow's current run, and
     whether the cache had it (`cached`: all, or some of a matrix work's instances)."""
@@ -67,7 +73,7 @@ def flow_row(flow: Mapping[str, Any]) -> dict[str, Any]:
     status = flow.get("status") or {}
     runs = status.get("runs") or []
     done, _, total = str(status.get("progress") or "").partition("/")
-    works_total = len((flow.get("spec") or {}).get("works") or [])
+    works_total = len(spec_works(flow))
     last = runs[-1] if runs else None
     return {
         "name": metadata["name"],
@@ -111,10 +117,12 @@ def flow_graph(flow: Mapping[str, Any]) -> dict[str, Any]:
     states = work_states(flow)
     nodes = []
     edges: list[list[str]] = []
-    for work in (flow.get("spec") or {}).get("works") or []:
+    for work in spec_works(flow):
         name = work["name"]
         kind = work_kind(work)
         node: dict[str, Any] = {"id": name, "kind": kind, "gpu": work.get("gpu") or 0}
+        if work.get("finally"):
+            node["finally"] = True
         if kind == "matrix":
             node["instances"] = planned_instances(work)
         node.update(states.get(name) or {"phase": "Pending"})
@@ -151,7 +159,7 @@ def run_states(flow: Mapping[str, Any], run: int | None, jobs: Iterable[Mapping[
         return work_states(flow)
     by_work = {naming.work_of(job.get("metadata") or {}): job for job in jobs}
     states: dict[str, Any] = {}
-    for work in (flow.get("spec") or {}).get("works") or []:
+    for work in spec_works(flow):
         job = by_work.get(work["name"])
         states[work["name"]] = {"phase": job_phase(job) if job else NOT_RUN}
     return states
@@ -175,9 +183,7 @@ def work_details(
     entry: Mapping[str, Any] = next(
         (work for work in status.get("works") or [] if work["name"] == work_name), {}
     )
-    spec_work: Mapping[str, Any] = next(
-        (work for work in (flow.get("spec") or {}).get("works") or [] if work["name"] == work_name), {}
-    )
+    spec_work: Mapping[str, Any] = next((work for work in spec_works(flow) if work["name"] == work_name), {})
     job = jobs[0] if jobs else None
     job_name = entry.get("job") if current else None
     job_name = job_name or (job["metadata"]["name"] if job else None)
