@@ -154,6 +154,16 @@ def test_plan_tells_hits_and_why_each_miss_misses() -> None:
     ] == ["no entry of this work yet"]
 
 
+def test_plan_says_a_finally_work_always_runs_though_the_flow_caches() -> None:
+    cached = pipeline(["--lr", "0.1"])
+    spec = cached.model_copy(
+        update={"finally_works": [cached.works[0].model_copy(update={"name": "report"})]}
+    )
+    planned = {work.work: work for work in plan_cache(spec, "ml", {}, lookup(recorded(cached)), NOW, run=2)}
+    assert planned["process"].verdict == HIT
+    assert (planned["report"].verdict, planned["report"].reasons) == (RUNS, ["a finally work always runs"])
+
+
 def grid_plan(values: list[str]) -> tuple[DAGFlowSpec, Plan, WorkState]:
     spec = DAGFlowSpec.model_validate(
         {

@@ -62,7 +62,7 @@ def plan_cache(
     run: int = 1,
 ) -> list[WorkPlan]:
     """Each work's fate in a new run of `flow` with these parameter values, in topological order."""
-    works = {work.name: work for work in spec.works}
+    works = {work.name: work for work in spec.all_works}
     keys: dict[str, str | None] = {}
     outputs: dict[str, Mapping[str, Any]] = {}
     planned: list[WorkPlan] = []
@@ -71,6 +71,8 @@ def plan_cache(
         settings = spec.cache_of(work)
         if not settings.enabled:
             why = "a serve work is never cached" if work.serve is not None else "caching is off"
+            if spec.is_finally(name):
+                why = "a finally work always runs"
             planned.append(WorkPlan(name, RUNS, [why]))
             keys[name] = run_unique_key("plan", run, name)
             continue
