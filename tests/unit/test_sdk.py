@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dagflow.sdk import Flow, FlowError, Serve, Work
+from dagflow.sdk import FAILED_WORKS, RUN_PHASE, Flow, FlowError, Serve, Work
 from tests.kube import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -50,6 +50,24 @@ def test_works_made_inside_a_flow_join_it_and_shift_makes_dependencies() -> None
         "$(works.root.outputs.shards)",
     ]
     assert spec["params"] == [{"name": "lr", "default": "0.1"}]
+
+
+def test_finally_works_leave_the_works_and_are_told_how_the_run_ended() -> None:
+    with Flow("nightly") as flow:
+        train = Work("train", image="ml", outputs=["model"])
+        report = Work("report", image="r", args=[RUN_PHASE, FAILED_WORKS, train.outputs["model"]])
+        cleanup = Work("cleanup", image="r", depends_on=[report])
+        flow.add_finally(report, cleanup)
+    spec = flow.to_object()["spec"]
+    assert [work["name"] for work in spec["works"]] == ["train"]
+    assert [work["name"] for work in spec["finally"]] == ["report", "cleanup"]
+    assert spec["finally"][0]["container"]["args"] == [
+        "$(run.phase)",
+        "$(run.failedWorks)",
+        "$(works.train.outputs.model)",
+    ]
+    with pytest.raises(FlowError, match="known in finally works only"):
+        Flow("misplaced").add(Work("train", image="ml", args=[RUN_PHASE])).spec()
 
 
 def test_only_the_fields_given_are_emitted() -> None:

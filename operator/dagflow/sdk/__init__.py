@@ -20,6 +20,8 @@ final = flow.wait()          # the flow's status once it succeeded, serves, fail
 A `Work` made inside `with Flow(...)` joins that flow. `a >> b` makes `b` depend on `a` (also
 `a >> [b, c]` and `[b, c] >> d`); `work.outputs["key"]` and `flow.params["name"]` are references
 (`$(works.work.outputs.key)`, `$(params.name)`) that fail at once when the key was never declared.
+`flow.add_finally(report)` makes a work a finally work, run once the others have ended whatever the
+outcome, told it by `RUN_PHASE` and `FAILED_WORKS`.
 `flow.spec()` and everything that emits the flow raise `FlowError` with every problem the webhook
 would refuse (cycles, unknown references, bad names...). Only the fields given are emitted, so a flow
 written in Python and its YAML compare equal.
@@ -50,9 +52,14 @@ from dagflow.api.models import Work as WorkModel
 from dagflow.client.flowclient import FlowClient, Target
 from dagflow.rules.validation import ValidationProblem, validate_flow
 
-__all__ = ["FINAL_PHASES", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
+__all__ = ["FAILED_WORKS", "FINAL_PHASES", "RUN_PHASE", "Flow", "FlowError", "Serve", "TriggerRule", "Work"]
 
 _CURRENT: contextvars.ContextVar[Flow | None] = contextvars.ContextVar("dagflow_sdk_flow", default=None)
+
+
+# What a finally work is told of the run it ends: how its works ended, and which of them failed.
+RUN_PHASE = "$(run.phase)"
+FAILED_WORKS = "$(run.failedWorks)"
 
 
 class FlowError(ValueError):
@@ -214,6 +221,7 @@ class Flow:
     ) -> None:
         self.name = name
         self.works: list[Work] = []
+        self.finally_works: list[Work] = []
         self.objects = [dict(obj) for obj in objects]
         self.labels, self.annotations = dict(labels or {}), dict(annotations or {})
         self._params = dict(params or {})
@@ -247,6 +255,16 @@ class Flow:
             if any(existing is work for existing in self.works):
                 continue
             self.works.append(work)
+        return self
+
+    def add_finally(self, *works: Work) -> Flow:
+        """Make `works` finally works: they run once the run's works have ended, whatever the outcome
+        (`RUN_PHASE` and `FAILED_WORKS` tell it them). Made inside `with Flow(...)`, they leave the
+        works for the finally works."""
+        for work in works:
+            self.works = [existing for existing in self.works if existing is not work]
+            if not any(existing is work for existing in self.finally_works):
+                self.finally_works.append(work)
         return self
 
     def spec(self) -> DAGFlowSpec:
@@ -305,6 +323,8 @@ class Flow:
         if self._params:
             raw["params"] = [{"name": name, "default": value} for name, value in self._params.items()]
         raw["works"] = [work.raw() for work in self.works]
+        if self.finally_works:
+            raw["finally"] = [work.raw() for work in self.finally_works]
         return raw
 
 
