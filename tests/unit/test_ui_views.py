@@ -90,8 +90,11 @@ def test_finally_works_are_nodes_of_their_own_marked_so() -> None:
     flow["spec"]["finally"] = [{"name": "notify", "container": {"image": "x"}}]
     flow["status"]["works"].append({"name": "notify", "phase": "Pending", "finally": True})
     nodes = {node["id"]: node for node in flow_graph(flow)["nodes"]}
-    assert nodes["notify"]["finally"] is True and nodes["notify"]["kind"] == "job"
+    assert nodes["notify"]["finally"] is True and nodes["notify"]["kind"] == "finally"
     assert "finally" not in nodes["process"]
+    # Drawn after the works that end the DAG: the finally works run once every work has ended.
+    assert ["serve", "notify"] in flow_graph(flow)["edges"]
+    assert not any(edge[1] == "notify" and edge[0] != "serve" for edge in flow_graph(flow)["edges"])
     details = work_details(flow, "notify", 2, [], [], [])
     assert details["kind"] == "job" and details["phase"] == "Pending"
 

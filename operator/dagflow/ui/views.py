@@ -122,12 +122,20 @@ def flow_graph(flow: Mapping[str, Any]) -> dict[str, Any]:
         kind = work_kind(work)
         node: dict[str, Any] = {"id": name, "kind": kind, "gpu": work.get("gpu") or 0}
         if work.get("finally"):
-            node["finally"] = True
+            node["kind"], node["finally"] = "finally", True
         if kind == "matrix":
             node["instances"] = planned_instances(work)
         node.update(states.get(name) or {"phase": "Pending"})
         nodes.append(node)
         edges.extend([before, name] for before in work.get("dependsOn") or [])
+    # The finally works run after every work has ended: drawn after the works that end the DAG.
+    works = (flow.get("spec") or {}).get("works") or []
+    needed = {dependency for work in works for dependency in work.get("dependsOn") or []}
+    last = [work["name"] for work in works if work["name"] not in needed]
+    first_finally = [
+        work["name"] for work in (flow.get("spec") or {}).get("finally") or [] if not work.get("dependsOn")
+    ]
+    edges.extend([before, name] for name in first_finally for before in last)
     status = flow.get("status") or {}
     return {
         **flow_row(flow),
