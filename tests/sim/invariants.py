@@ -183,14 +183,18 @@ def finally_works_after_the_works(world: World) -> None:
             for work in works
             if work.get("finally") and work.get("phase") not in (None, "Pending")
         ]
-        # A serve work that served may lose its pods later: only batch works are held to it.
+        # A serve work that served may lose its pods later: only batch works are held to it. A work
+        # whose Job someone else deleted runs again (its end may not have been recorded yet).
         serve_works = {work["name"] for work in flow["spec"].get("works") or [] if "serve" in work}
+        run = int(status.get("run") or 0)
         unfinished = [
             work["name"]
             for work in works
             if not work.get("finally")
             and work["name"] not in serve_works
             and work.get("phase") not in DONE_PHASES
+            and world.record.deleted_by.get(naming.job_name(flow["metadata"]["name"], run, work["name"]))
+            in (None, OPERATOR)
         ]
         if begun and unfinished and status.get("phase") != "Stopped":
             raise Violation(
@@ -451,6 +455,10 @@ def status_tells_the_truth(world: World) -> None:
             if job is None or work.get("carriedFromRun") or job["metadata"].get("deletionTimestamp"):
                 continue
             outcome, phase = _finished(job), work.get("phase")
+            if phase == "Stopped" and status.get("outcome") == "Stopped":
+                # Stopped by request while its finally works run: a Job that ended another way
+                # before its deletion landed does not change that (as in a run that ended Stopped).
+                continue
             wrong = (
                 (outcome == "Complete" and phase not in ("Succeeded", "Failed"))
                 or (outcome == "Failed" and phase not in ("Failed", "Stopped"))

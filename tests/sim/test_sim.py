@@ -129,6 +129,12 @@ REGRESSION_SEEDS = [
     # The invariant took a ConfigMap's Job from its name, which a partly cached matrix work's values
     # (named after the instances its Job runs) do not follow: a Job uses what its pods mount.
     pytest.param(7647, id="a-partly-cached-matrix-works-values-are-used-by-its-job"),
+    # A stop before the finally works: a work's Job not yet seen by the stopping pass ran on; it is
+    # now stopped once seen, and a stopped work whose Job ended meanwhile stays Stopped.
+    pytest.param(784, id="a-job-that-escaped-a-stop-before-the-finally-works-is-stopped"),
+    # A finally work began once the works had ended, then a lost status write and a work's Job
+    # deleted by someone else made that work run again: the invariant knew no such case.
+    pytest.param(1613, id="a-work-run-again-after-its-job-was-deleted-beside-a-finally-work"),
 ]
 
 

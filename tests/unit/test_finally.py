@@ -22,6 +22,7 @@ def flow_spec(*works: dict[str, Any], finally_works: list[dict[str, Any]], **fie
     return DAGFlowSpec.model_validate({"works": list(works), "finally": finally_works, **fields})
 
 
+NOW_TEXT = "2024-05-01T10:00:00Z"
 PIPELINE = flow_spec(
     work("process"),
     work("train", "process"),
@@ -211,6 +212,29 @@ def test_a_stopped_runs_finally_works_are_told_it_was_stopped() -> None:
     )
     assert started(result) == ["report"]
     assert result.outcome == FlowPhase.STOPPED
+    assert phases(result)["train"] == "Stopped"
+
+
+def test_a_job_that_escaped_the_stop_is_stopped_when_seen() -> None:
+    previous = {
+        "process": {"name": "process", "phase": "Succeeded", "job": "ml-pipeline-1-process"},
+        "train": {"name": "train", "phase": "Stopped", "message": "stopped by request"},
+        "report": {"name": "report", "phase": "Pending", "finally": True},
+        "cleanup": {"name": "cleanup", "phase": "Pending", "finally": True},
+    }
+    jobs = {"process": job_obs("process", "Succeeded"), "train": job_obs("train")}
+    result = plan_run(
+        FLOW,
+        PIPELINE,
+        topological_order(PIPELINE),
+        1,
+        jobs,
+        {},
+        previous,
+        NOW_TEXT,
+        outcome=FlowPhase.STOPPED,
+    )
+    assert result.stop == ["ml-pipeline-1-train"]
     assert phases(result)["train"] == "Stopped"
 
 

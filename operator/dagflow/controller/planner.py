@@ -245,6 +245,7 @@ def plan_run(
         running = {name: state for name, state in states.items() if name not in finally_names}
         _stop_running(plan, running, works, jobs, previous, failed, now)
     _keep_skipped(plan, states, works, jobs, previous)
+    _stop_what_escaped_a_stop(plan, states, works, jobs)
     for name in order:
         state, work = states[name], works[name]
         if state.phase != WorkPhase.PENDING or _has_current_child(work, run, jobs, deployments):
@@ -404,6 +405,19 @@ def _keep_skipped(
         state.phase, state.message, state.job = WorkPhase.SKIPPED, before.get("message"), None
         state.started_at, state.finished_at, state.attempts, state.reason = None, None, 0, None
         if not job.deleting:
+            plan.stop.append(job.name)
+
+
+def _stop_what_escaped_a_stop(
+    plan: Plan, states: Mapping[str, WorkState], works: Mapping[str, Work], jobs: Mapping[str, JobObservation]
+) -> None:
+    """A work Stopped in this run whose Job still runs (made when the stop came, and not seen yet by
+    the pass that stopped the others) is stopped now: its Job goes too."""
+    for name, state in states.items():
+        job = jobs.get(name)
+        if state.phase != WorkPhase.STOPPED or job is None or works[name].serve is not None:
+            continue
+        if job.outcome is None and not job.deleting and job.name not in plan.stop:
             plan.stop.append(job.name)
 
 
