@@ -184,19 +184,23 @@ def finally_works_after_the_works(world: World) -> None:
             if work.get("finally") and work.get("phase") not in (None, "Pending")
         ]
         # A serve work that served may lose its pods later: only batch works are held to it. A work
-        # whose Job someone else deleted runs again (its end may not have been recorded yet).
+        # whose Job someone else deleted runs again, and the works after it wait again (its end may
+        # not have been recorded yet): the run's works are then not held to it.
         serve_works = {work["name"] for work in flow["spec"].get("works") or [] if "serve" in work}
         run = int(status.get("run") or 0)
+        lost = any(
+            world.record.deleted_by.get(naming.job_name(flow["metadata"]["name"], run, work["name"]))
+            not in (None, OPERATOR)
+            for work in works
+        )
         unfinished = [
             work["name"]
             for work in works
             if not work.get("finally")
             and work["name"] not in serve_works
             and work.get("phase") not in DONE_PHASES
-            and world.record.deleted_by.get(naming.job_name(flow["metadata"]["name"], run, work["name"]))
-            in (None, OPERATOR)
         ]
-        if begun and unfinished and status.get("phase") != "Stopped":
+        if begun and unfinished and not lost and status.get("phase") != "Stopped":
             raise Violation(
                 "finally-works-after-the-works",
                 f"{flow['metadata']['name']}: finally work {begun[0]} of run {status.get('run')} began"

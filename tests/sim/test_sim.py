@@ -135,6 +135,7 @@ REGRESSION_SEEDS = [
     # A finally work began once the works had ended, then a lost status write and a work's Job
     # deleted by someone else made that work run again: the invariant knew no such case.
     pytest.param(1613, id="a-work-run-again-after-its-job-was-deleted-beside-a-finally-work"),
+    pytest.param(2030, id="the-works-after-a-deleted-job-wait-again-beside-a-finally-work"),
 ]
 
 
