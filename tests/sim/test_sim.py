@@ -136,6 +136,9 @@ REGRESSION_SEEDS = [
     # deleted by someone else made that work run again: the invariant knew no such case.
     pytest.param(1613, id="a-work-run-again-after-its-job-was-deleted-beside-a-finally-work"),
     pytest.param(2030, id="the-works-after-a-deleted-job-wait-again-beside-a-finally-work"),
+    # A run whose finally works had run (a serve work's rollout, not recorded, came back Running)
+    # was taken, on a stop, as stopped before them: it went back from Failed to Running.
+    pytest.param(8212, id="a-stop-after-the-finally-works-ran-ends-the-run"),
 ]
 
 

@@ -723,13 +723,22 @@ class Reconciler:
         keep: int,
     ) -> None:
         """Stop the current run: delete its running Jobs, then record it Stopped. Stopped before its
-        finally works began, only its works stop: the finally works run next, as cleanup, and the run
-        ends Stopped once they have (its outcome is recorded Stopped now).
+        finally works began (none has left Pending), only its works stop: the finally works run
+        next, as cleanup, and the run ends Stopped once they have (its outcome is recorded Stopped
+        now).
 
         The Jobs go first: should the operator stop in between, the next pass finds the request
         still unanswered and stops the run again.
         """
-        finally_next = bool(spec.finally_works) and not body["status"].get("outcome")
+        finally_next = (
+            bool(spec.finally_works)
+            and not body["status"].get("outcome")
+            and all(
+                work.get("phase") == WorkPhase.PENDING.value
+                for work in body["status"].get("works") or []
+                if work.get("finally")
+            )
+        )
         namespace = body["metadata"]["namespace"]
         running = [
             job
