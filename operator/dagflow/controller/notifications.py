@@ -152,6 +152,10 @@ def build_notification_job(
         },
         "spec": {
             "backoffLimit": 0,
+            # Indexed as a work's Job of one pod: its result is read as a work's outputs are.
+            "completions": 1,
+            "parallelism": 1,
+            "completionMode": "Indexed",
             "activeDeadlineSeconds": NOTIFY_DEADLINE_SECONDS,
             # The launcher's own exit codes say it all: no second pod would do better.
             "podFailurePolicy": {
