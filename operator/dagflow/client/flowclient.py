@@ -24,9 +24,11 @@ from dagflow.api.models import (
     PARAMS_ANNOTATION,
     PLURAL,
     VERSION,
+    ApprovalDecision,
     RunRequest,
 )
 from dagflow.rules import naming
+from dagflow.rules.approvals import decision_annotations
 
 # The client's config and watch modules have no type hints.
 config: Any = untyped_config
@@ -186,6 +188,22 @@ class FlowClient:
             annotations[PARAMS_ANNOTATION] = json.dumps(dict(params), separators=(",", ":"))
         self.patch(name, {"metadata": {"annotations": annotations}})
         return token
+
+    def decide(
+        self,
+        name: str,
+        work: str,
+        decision: ApprovalDecision,
+        params: Mapping[str, str],
+        message: str | None,
+    ) -> tuple[int, str]:
+        """Approve or reject gate `work` of the flow's current run; the run and the request's token.
+        The API server stamps who asked, and refuses one who may not approve."""
+        flow = self.get(name)
+        token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        annotations = decision_annotations(flow, work, decision, params, message, token)
+        self.patch(name, {"metadata": {"annotations": annotations}})
+        return int((flow.get("status") or {}).get("run") or 0), token
 
     def set_suspend(self, name: str, suspended: bool) -> dict[str, Any]:
         return self.patch(name, {"spec": {"suspend": suspended}})

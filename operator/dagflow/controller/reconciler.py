@@ -23,6 +23,7 @@ from dagflow.api.models import (
     FINAL_PHASES,
     NO_CACHE_ANNOTATION,
     PLURAL,
+    ApprovalDecision,
     DAGFlowSpec,
     FlowPhase,
     NotificationState,
@@ -39,7 +40,7 @@ from dagflow.controller.builders import (
     build_service,
     endpoint_url,
 )
-from dagflow.controller.caching import Cache, collect_expired, parse_time
+from dagflow.controller.caching import Cache, collect_expired
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
 from dagflow.controller.notifications import (
@@ -101,8 +102,10 @@ from dagflow.controller.status import (
 )
 from dagflow.controller.workdata import WorkData
 from dagflow.rules import naming
+from dagflow.rules.approvals import RunParams, approval_requests, take_in
 from dagflow.rules.params import default_params
 from dagflow.rules.substitution import BadReference, Values
+from dagflow.rules.times import parse_time, seconds_between
 from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
@@ -272,6 +275,8 @@ class Reconciler:
         # Services made recently, by (flow, name): when.
         self._services_made: dict[tuple[FlowKey, str], float] = {}
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
+        # Approval requests already told to be unusable (flow, gate, token): told once.
+        self._refused_approvals: set[tuple[FlowKey, str, str]] = set()
         # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
         self.vanished: set[str] = set()
         # Flows a list showed gone while their watch had not told, by uid: an event of theirs that
@@ -336,6 +341,7 @@ class Reconciler:
             entry: value for entry, value in self._create_backoff.items() if entry[0] != key
         }
         self._pod_refusals = {entry: value for entry, value in self._pod_refusals.items() if entry[0] != key}
+        self._refused_approvals = {entry for entry in self._refused_approvals if entry[0] != key}
         self._services_made = {
             entry: value for entry, value in self._services_made.items() if entry[0] != key
         }
@@ -624,6 +630,7 @@ class Reconciler:
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
+        self._take_in_approvals(key, body, spec, run, previous_works, now)
         refusals = await self._pod_refusals_of(key, current_jobs)
         messages = await self.work_data.termination_messages(flow, spec, current_jobs, previous_works)
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
@@ -649,7 +656,9 @@ class Reconciler:
             queue_waits=queue_waits,
             outcome=run_outcome(status),
         )
-        params = status.get("params") or default_params(spec)
+        params = RunParams.of_run(
+            spec, status.get("params") or default_params(spec), list(previous_works.values())
+        )
         if self.cache.wanted(spec) and plan.start:
 
             def replan(previous: Mapping[str, Mapping[str, Any]]) -> Plan:
@@ -680,6 +689,7 @@ class Reconciler:
         await self.work_data.keep_outputs_out_of_status(flow, spec, run, plan, previous_works)
         if self.cache.wanted(spec):
             await self.cache.record(flow, spec, run, params, plan, job_uids, moment)
+        self._wake_for_gates(key, spec, plan, now)
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
@@ -836,6 +846,56 @@ class Reconciler:
             status["notifications"] = entries
         else:
             status.pop("notifications", None)
+
+    def _take_in_approvals(
+        self,
+        key: FlowKey,
+        body: Mapping[str, Any],
+        spec: DAGFlowSpec,
+        run: int,
+        works: dict[str, Mapping[str, Any]],
+        now: str,
+    ) -> None:
+        """Take the decisions on the run's waiting gates into `works` (status.works by name), telling
+        each in an Event, and a request that cannot be taken in once."""
+        if not any(work.approval is not None for work in spec.works):
+            return
+        requests = approval_requests((body.get("metadata") or {}).get("annotations") or {})
+        if not requests:
+            return
+        taken, refused = take_in(spec, run, works, requests, now)
+        for request in taken:
+            words = f": {request.message}" if request.message else ""
+            verb = "approved" if request.decision == ApprovalDecision.APPROVED else "rejected"
+            self.post_event(
+                body,
+                Notice(
+                    request.decision.value, f"Work {request.work} of run {run} {verb} by {request.by}{words}"
+                ),
+            )
+        for unusable in refused:
+            told = (key, unusable.work, unusable.token)
+            if told not in self._refused_approvals:
+                self._refused_approvals.add(told)
+                self.post_event(
+                    body,
+                    Notice(
+                        "ApprovalIgnored",
+                        f"The approval request for work {unusable.work} was ignored: {unusable.why}",
+                        warning=True,
+                    ),
+                )
+
+    def _wake_for_gates(self, key: FlowKey, spec: DAGFlowSpec, plan: Plan, now: str) -> None:
+        """A pass when the first waiting gate's time is up, so that it fails then."""
+        left = [
+            spec.work(state.name).approval.timeout_seconds  # type: ignore[union-attr]
+            - seconds_between(state.approval["requestedAt"], now)
+            for state in plan.works
+            if state.phase == WorkPhase.WAITING and state.approval and state.approval.get("requestedAt")
+        ]
+        if left:
+            self._recheck(key, max(min(left), 0.0) + TICK_MARGIN_SECONDS)
 
     async def _send(
         self, flow: FlowRef, spec: DAGFlowSpec, run: int, due: DueNotification, status: Mapping[str, Any]
@@ -1064,7 +1124,7 @@ class Reconciler:
         spec: DAGFlowSpec,
         run: int,
         plan: Plan,
-        params: Mapping[str, str],
+        params: RunParams,
         deployments: Mapping[str, DeploymentObservation],
     ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
@@ -1125,7 +1185,7 @@ class Reconciler:
                 run=run,
                 flow=flow.name,
                 work=work.name,
-                params=params,
+                params=params.of(work.name),
                 outputs=outputs,
                 run_phase=plan.outcome.value if is_finally and plan.outcome else None,
                 failed_works=tuple(plan.failed_works) if is_finally else (),

@@ -17,6 +17,7 @@ from dagflow.controller.history import begin_run, record_run
 from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
 from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
+from dagflow.rules.times import parse_time
 
 # Work phases that count as finished in `status.progress`.
 _FINISHED_WORKS = frozenset(
@@ -173,8 +174,8 @@ def recorded_runs(status: Mapping[str, Any], keep: int) -> list[dict[str, Any]]:
         runs,
         run,
         FlowPhase(status["phase"]),
-        _parse_time(status.get("startedAt")),
-        _parse_time(status.get("finishedAt")),
+        parse_time(status.get("startedAt")),
+        parse_time(status.get("finishedAt")),
         keep,
     )
     return _dump_runs(updated)
@@ -218,12 +219,6 @@ def _dump_runs(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
                 entry[field] = timestamp(moment)
         dumped.append(entry)
     return dumped
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _whole_seconds(moment: datetime) -> datetime:
