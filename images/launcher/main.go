@@ -1,13 +1,16 @@
-// dagflow-launcher starts one instance of a matrix work. The instances of a matrix work share one
-// pod template (one Indexed Job), so the values of each reach its container through this launcher:
-// its image is mounted as a read-only `image` volume at /dagflow where the runtime can, or an init
-// container copies it into a volume the work's container shares, and the container's command becomes
-// `/dagflow/dagflow-launcher run -- COMMAND ARGS...` (`/dagflow/launcher` when copied).
+// dagflow-launcher starts one instance of a matrix work, and posts a flow's notifications. The
+// instances of a matrix work share one pod template (one Indexed Job), so the values of each reach its
+// container through this launcher: its image is mounted as a read-only `image` volume at /dagflow
+// where the runtime can, or an init container copies it into a volume the work's container shares, and
+// the container's command becomes `/dagflow/dagflow-launcher run -- COMMAND ARGS...`
+// (`/dagflow/launcher` when copied).
 //
 //	dagflow-launcher install DEST   copy this program to DEST (the init container)
 //	dagflow-launcher run -- ARGV    replace $(matrix.KEY) in ARGV and in the values of the
 //	                                environment variables DAGFLOW_MATRIX_ENV names with the values
 //	                                of this pod's index, then exec ARGV
+//	dagflow-launcher notify         post the run's event in DAGFLOW_NOTIFY_EVENT to the webhook at
+//	                                DAGFLOW_NOTIFY_URL (see Notify below)
 //
 // The index is JOB_COMPLETION_INDEX, set by the Job controller; the values are a JSON list with one
 // object per index, read from DAGFLOW_MATRIX_VALUES (default /dagflow-matrix/values.json). By then
@@ -21,7 +24,43 @@
 //
 // A launch that cannot happen exits with launchFailure, a code of its own, so that the Job's pod
 // failure policy fails the instance at once instead of retrying what would fail the same way; the
-// reason goes to the termination message, where the operator reads it.
+// reason goes to the termination message, where the operator reads it. The termination message is
+// the file /dev/termination-log, or the one DAGFLOW_TERMINATION_LOG names.
+//
+// # Notify
+//
+// A flow's notification (spec.notify: a run became Failed, Succeeded, Serving or Stopped) is a short
+// pod of the flow's own ServiceAccount that runs this image's `notify`: the operator reads no Secret
+// and connects to no URL of a user's. The pod's environment says what to post and where:
+//
+//	DAGFLOW_NOTIFY_URL              the webhook's URL, from the user's Secret (secretKeyRef);
+//	                                http or https; surrounding white space is dropped
+//	DAGFLOW_NOTIFY_FORMAT           slack or json
+//	DAGFLOW_NOTIFY_EVENT            the event, a JSON object the operator writes: namespace, flow,
+//	                                run (a whole number) and phase, which it must have, and
+//	                                failedWorks (a list of work names), message, startedAt and
+//	                                finishedAt (RFC 3339), which may be missing or empty; other
+//	                                keys are allowed (the json format posts them too)
+//	DAGFLOW_NOTIFY_ATTEMPTS         how many times to try, at most (default 5)
+//	DAGFLOW_NOTIFY_TIMEOUT_SECONDS  how long one attempt waits for the answer (default 10)
+//
+// The json format posts DAGFLOW_NOTIFY_EVENT as it is; the slack format posts a Slack incoming
+// webhook's message, {"text": "..."}: one line such as "DAGFlow team-a/ml-pipeline run 3 Failed:
+// train-a, train-b failed" or "DAGFlow team-a/ml-pipeline run 4 Succeeded", then the event's message
+// on the next line when it has one, in plain text with &, < and > escaped as Slack requires (the
+// first 10 failed works are named, the rest counted). Both are posted as application/json.
+//
+// Any 2xx answer is success. A network error, an attempt unanswered within its timeout, a 5xx or a
+// 429 is tried again after 1 s, 2 s, 4 s and so on, at most 30 s, or after the receiver's
+// Retry-After in seconds (at most 30 s as well); any other answer (another 4xx, a redirect, which is
+// not followed) ends the delivery at once. The termination message is a JSON object,
+// {"sent": true|false, "status": HTTP status of the last attempt or 0, "attempts": n,
+// "error": "why, when not sent"}, and the exit code is 0 when the event was sent, notifyFailure
+// (243) when it was not, and launchFailure (242) when it could not be sent at all: DAGFLOW_NOTIFY_URL
+// missing or not an http(s) URL, an unknown format, an event that is not such a JSON object, or a bad
+// number of attempts or seconds. The URL is a secret: no message, log line or termination message
+// holds it, nor its host, path or query. With the defaults, a delivery that never gets an answer
+// ends after at most 5 × 10 s of attempts and 1 + 2 + 4 + 8 s of waits: 65 s.
 package main
 
 import (
@@ -54,6 +93,9 @@ var reference = regexp.MustCompile(`\$\$\(matrix\.|\$\(matrix\.([A-Za-z_][A-Za-z
 const escaped = "$$(matrix."
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "notify" {
+		os.Exit(notify(os.Getenv, os.Stderr, defaultTiming))
+	}
 	if err := launch(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "dagflow-launcher: %v\n", err)
 		writeTerminationMessage(err)
@@ -68,7 +110,7 @@ func launch(args []string) error {
 	if len(args) >= 3 && args[0] == "run" && args[1] == "--" {
 		return run(args[2:])
 	}
-	return fmt.Errorf("usage: dagflow-launcher install DEST | run -- COMMAND [ARGS...]")
+	return fmt.Errorf("usage: dagflow-launcher install DEST | run -- COMMAND [ARGS...] | notify")
 }
 
 func install(dest string) error {
@@ -205,5 +247,14 @@ func substitute(text string, values map[string]string) (string, error) {
 
 // The reason goes where Kubernetes shows it: the container's termination message.
 func writeTerminationMessage(err error) {
-	_ = os.WriteFile("/dev/termination-log", []byte("dagflow-launcher: "+err.Error()), 0o644)
+	_ = os.WriteFile(terminationLog(os.Getenv), []byte("dagflow-launcher: "+err.Error()), 0o644)
+}
+
+// terminationLog is the termination message's file: the container's default, unless
+// DAGFLOW_TERMINATION_LOG names another (a pod whose terminationMessagePath is elsewhere, or a test).
+func terminationLog(getenv func(string) string) string {
+	if file := getenv("DAGFLOW_TERMINATION_LOG"); file != "" {
+		return file
+	}
+	return "/dev/termination-log"
 }

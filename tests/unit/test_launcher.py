@@ -1,11 +1,14 @@
-"""The matrix launcher (images/launcher), built with Go and run as a pod would run it."""
+"""The launcher (images/launcher), built with Go and run as a pod would run it: matrix instances
+and notifications."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,78 @@ def test_install_copies_the_launcher_where_the_work_container_finds_it(
     subprocess.run([str(launcher), "install", str(target)], check=True)
     assert os.access(target, os.X_OK)
     assert target.read_bytes() == launcher.read_bytes()
+
+
+# The launcher's exit code for a notification that was not delivered (main.go's notifyFailure).
+NOTIFY_FAILURE = 243
+
+
+def run_notify(
+    launcher: Path, tmp_path: Path, url: str, fmt: str, event: dict[str, object]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    termination_log = tmp_path / "termination-log"
+    result = subprocess.run(
+        [str(launcher), "notify"],
+        env={
+            "DAGFLOW_NOTIFY_URL": url,
+            "DAGFLOW_NOTIFY_FORMAT": fmt,
+            "DAGFLOW_NOTIFY_EVENT": json.dumps(event),
+            "DAGFLOW_NOTIFY_ATTEMPTS": "1",
+            "DAGFLOW_TERMINATION_LOG": str(termination_log),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, json.loads(termination_log.read_text())
+
+
+def test_notify_posts_the_event_and_says_in_its_termination_message_whether_it_was_sent(
+    launcher: Path, tmp_path: Path
+) -> None:
+    received: list[tuple[str, str, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200 if self.path == "/ok" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    event = {
+        "namespace": "team-a",
+        "flow": "ml-pipeline",
+        "run": 4,
+        "phase": "Succeeded",
+        "failedWorks": [],
+        "message": "",
+        "startedAt": "2025-01-02T03:04:05Z",
+        "finishedAt": "2025-01-02T03:10:00Z",
+    }
+    try:
+        result, message = run_notify(launcher, tmp_path, base + "/ok", "slack", event)
+        assert result.returncode == 0, result.stderr
+        assert message == {"sent": True, "status": 200, "attempts": 1}
+        assert received == [
+            ("/ok", "application/json", b'{"text":"DAGFlow team-a/ml-pipeline run 4 Succeeded"}')
+        ]
+
+        result, message = run_notify(launcher, tmp_path, base + "/secret-token", "json", event)
+        assert result.returncode == NOTIFY_FAILURE
+        refused = "HTTP 404 Not Found, not retried"
+        assert message == {"sent": False, "status": 404, "attempts": 1, "error": refused}
+        assert json.loads(received[-1][2]) == event
+        assert "secret-token" not in result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    result, message = run_notify(launcher, tmp_path, base + "/ok", "teams", event)
+    assert result.returncode == LAUNCH_FAILURE
+    assert message["sent"] is False and "it must be slack or json" in str(message["error"])

@@ -44,6 +44,7 @@ SHORT_NAMES = ("dagf", "dag")
 # work waits for all the others.
 MAX_WORKS = 2000
 MAX_FINALLY_WORKS = 50
+MAX_NOTIFICATIONS = 10
 MAX_DEPENDENCIES = MAX_WORKS
 DNS_LABEL_MAX_LENGTH = 63
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -376,6 +377,58 @@ class OutputSpec(ApiModel):
     description: str | None = Field(default=None, max_length=1024, description="What the output is.")
 
 
+class NotifyFormat(StrEnum):
+    """How a notification's message is written."""
+
+    SLACK = "slack"
+    JSON = "json"
+
+
+class NotifyPhase(StrEnum):
+    """The phases of a run a notification may be sent for: how it ended, or that its model serves."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SERVING = "Serving"
+    STOPPED = "Stopped"
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the flow's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, description="Key of the value in the Secret.")
+
+
+class UrlSource(ApiModel):
+    """Where a webhook's URL is read from: only the notification's pod reads it, never the operator."""
+
+    secret_key_ref: SecretKeySelector = Field(description="The Secret key that holds the URL.")
+
+
+class Webhook(ApiModel):
+    """An HTTP(S) endpoint that takes a POST of the message (Slack's incoming webhooks, or any other)."""
+
+    url_from: UrlSource = Field(description="Where the URL is: a key of a Secret in the flow's namespace.")
+
+
+class Notification(ApiModel):
+    """A message posted when a run reaches one of the phases in `on`."""
+
+    on: list[NotifyPhase] = Field(
+        min_length=1,
+        max_length=4,
+        description="Phases of the run that send it: Failed, Succeeded, Serving, Stopped.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    webhook: Webhook = Field(description="Where the message goes.")
+    format: NotifyFormat = Field(
+        default=NotifyFormat.JSON,
+        description="json (default): the run's event as a JSON object. slack: a Slack message with a "
+        "summary line and the failed works.",
+    )
+
+
 class CacheSpec(ApiModel):
     """Whether a batch work's outcome is taken from an earlier run whose inputs were the same.
 
@@ -622,6 +675,14 @@ class DAGFlowSpec(ApiModel):
         "Names are unique among works and finally works.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    notify: list[Notification] = Field(
+        default_factory=list,
+        max_length=MAX_NOTIFICATIONS,
+        description="Messages posted when a run reaches a phase: each is a short pod of the flow's own "
+        "ServiceAccount (podDefaults.serviceAccountName) that reads the webhook's URL from the Secret "
+        "and posts, retrying with backoff; the operator reads no Secret and connects to no URL. "
+        "The outcome is in status.notifications and an Event.",
+    )
     queue_name: QueueName | None = Field(
         default=None,
         description="The Kueue LocalQueue, in the flow's namespace, that the batch works' Jobs wait in "
@@ -755,6 +816,7 @@ class DAGFlowSpec(ApiModel):
 # to one of them starts no run. Every other field of the spec shapes what runs.
 RUN_CONTROL_FIELDS = frozenset(
     {
+        "notify",
         "schedule",
         "time_zone",
         "concurrency_policy",
@@ -893,6 +955,30 @@ class WorkStatus(ApiModel):
     )
 
 
+class NotificationState(StrEnum):
+    PENDING = "Pending"
+    SENT = "Sent"
+    FAILED = "Failed"
+
+
+class NotificationStatus(ApiModel):
+    """What became of one notification of the current run."""
+
+    index: int = Field(ge=0, description="Position of the notification in spec.notify.")
+    on: FlowPhase = Field(description="The run's phase it was sent for.")
+    run: int = Field(ge=1, description="The run it tells of.")
+    state: NotificationState = Field(
+        description="Pending (its pod posts, retrying), Sent (the receiver took it) or Failed."
+    )
+    job: str | None = Field(default=None, description="The Job of its pod.")
+    http_status: int | None = Field(
+        default=None, description="The HTTP status of the last attempt; unset when none got an answer."
+    )
+    attempts: int | None = Field(default=None, ge=0, description="Posts tried.")
+    message: str | None = Field(default=None, max_length=1024, description="Why it failed, or is waiting.")
+    finished_at: AwareDatetime | None = Field(default=None, description="When it was sent or gave up.")
+
+
 class RunSummary(ApiModel):
     """One run of the flow, in short."""
 
@@ -952,6 +1038,10 @@ class DAGFlowStatus(ApiModel):
     started_at: AwareDatetime | None = Field(default=None, description="When the current run started.")
     finished_at: AwareDatetime | None = Field(
         default=None, description="When the current run ended: Succeeded, Failed or Stopped."
+    )
+    notifications: list[NotificationStatus] | None = Field(
+        default=None,
+        description="The current run's notifications (spec.notify), each once sent or given up.",
     )
     outcome: FlowPhase | None = Field(
         default=None,

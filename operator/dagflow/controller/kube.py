@@ -332,6 +332,20 @@ class KubeClient:
         listing: dict[str, Any] = json.loads(response)
         return listing
 
+    async def pod_waiting(self, namespace: str, job_uid: str, container: str) -> str | None:
+        """Why `container` of the Job's pod waits to start, as the kubelet says (`CreateContainerConfigError:
+        secret "hook" not found`); None when it does not wait or there is no pod."""
+        listing = await self._pods_of_job(namespace, job_uid, limit=1)
+        for pod in listing.get("items") or []:
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (status.get("state") or {}).get("waiting") or {}
+                if status.get("name") == container and waiting.get("reason") not in (
+                    None,
+                    "ContainerCreating",
+                ):
+                    return f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+        return None
+
     async def image_id(self, namespace: str, job_uid: str, container: str) -> str | None:
         """The image the kubelet ran `container` from (its imageID) in a succeeded pod of the Job;
         None when no such pod is left or it tells none."""

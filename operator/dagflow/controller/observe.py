@@ -61,6 +61,8 @@ class JobObservation:
     suspended: bool = False
     # The Kueue LocalQueue it waits in (its label), if any, and its WorkloadPriorityClass.
     queue: str | None = None
+    # A notification's Job (spec.notify), `{index}-{phase}`; None for a work's.
+    notification: str | None = None
     priority_class: str | None = None
     # The resources its pods ask for (requests or limits of any container), by name.
     resources: frozenset[str] = frozenset()
@@ -198,6 +200,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation:
         taken_up=status.get("startTime") is not None,
         suspended=(body.get("spec") or {}).get("suspend") is True,
         queue=(metadata.get("labels") or {}).get(QUEUE_LABEL),
+        notification=(metadata.get("labels") or {}).get(naming.NOTIFICATION_LABEL),
         priority_class=(metadata.get("labels") or {}).get(PRIORITY_CLASS_LABEL),
         resources=_requested_resources(body),
         demand=_job_demand(body),

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -25,6 +25,7 @@ from dagflow.api.models import (
     PLURAL,
     DAGFlowSpec,
     FlowPhase,
+    NotificationState,
     RunTrigger,
     WorkPhase,
 )
@@ -38,9 +39,19 @@ from dagflow.controller.builders import (
     build_service,
     endpoint_url,
 )
-from dagflow.controller.caching import Cache, collect_expired
+from dagflow.controller.caching import Cache, collect_expired, parse_time
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
+from dagflow.controller.notifications import (
+    NOTIFY_CONTAINER,
+    WAITING_NOTICE_SECONDS,
+    DueNotification,
+    build_notification_job,
+    due_notifications,
+    pending_entry,
+    run_event,
+    settled_entry,
+)
 from dagflow.controller.observe import (
     ConfigMapObservation,
     DeploymentObservation,
@@ -520,6 +531,11 @@ class Reconciler:
         # it as a finished Job of the run before rather than stopping it.
         all_jobs = [settled_by_pod(job, self.pods, now) for job in all_jobs]
         job_uids = {job.name: job.uid for job in all_jobs}
+        # The Jobs of notifications stand apart from the works': a running one is left to finish,
+        # whatever run comes, and only the notifications look at them.
+        notification_jobs = [job for job in all_jobs if job.notification]
+        retired = [job for job in all_jobs if not (job.notification and job.outcome is None)]
+        all_jobs = [job for job in all_jobs if not job.notification]
         deployments: dict[str, DeploymentObservation] = {
             deployment.work: deployment
             for deployment in self._present(self.deployments.get(key))
@@ -577,7 +593,8 @@ class Reconciler:
             self._announce(body, decision)
             status = body["status"]
         run = decision.run
-        retirement = retire_jobs(all_jobs, run, keep, carried_jobs(status.get("works") or []))
+        retirement = retire_jobs(retired, run, keep, carried_jobs(status.get("works") or []))
+        notices = {job.work: job for job in notification_jobs if job.run == run}
         if status.get("phase") == FlowPhase.STOPPED.value:
             # A stopped run is not planned again; only the run-control fields move (schedule times,
             # requests that were answered without a run).
@@ -593,6 +610,7 @@ class Reconciler:
                 self._keep_serving(key, flow, spec, set(deployments), deployments, services),
             )
             settled = with_run_control(dict(status), decision, keep)
+            await self._notify(body, flow, spec, notices, run, settled, now)
             if any(work.serve is not None for work in spec.works):
                 settled["conditions"] = [
                     *(c for c in settled.get("conditions") or [] if c.get("type") != SERVING_CONDITION),
@@ -682,7 +700,9 @@ class Reconciler:
             if key not in self._held:
                 self._held[key] = asyncio.get_running_loop().call_later(hold, self._release, key)
             return
-        written = await self._publish(key, body, plan, previous_works, run, generation, now, decision, keep)
+        written = await self._publish(
+            key, body, plan, previous_works, run, generation, now, decision, keep, (flow, spec, notices)
+        )
         if written and decision.action != RunAction.START:
             self._announce(body, decision)
 
@@ -754,12 +774,15 @@ class Reconciler:
         now: str,
         decision: RunDecision,
         keep: int,
+        notifying: tuple[FlowRef, DAGFlowSpec, Mapping[str, JobObservation]],
     ) -> bool:
-        """Write the plan's status and announce the works' moves since the last status written;
+        """Write the plan's status (with its notifications, `notifying`: the flow, its spec and
+        its notifications' Jobs) and announce the works' moves since the last status written;
         True when the status changed."""
         new_status = with_run_control(
             build_status(plan, body["status"], run, generation, now), decision, keep
         )
+        await self._notify(body, *notifying, run, new_status, now)
         if not await self._write_status(key, body, new_status):
             return False
         changed = transitions(previous_works, plan)
@@ -768,6 +791,92 @@ class Reconciler:
         for event in summarize(changed):
             self.post_event(body, event)
         return True
+
+    async def _notify(
+        self,
+        body: Mapping[str, Any],
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        notices: Mapping[str, JobObservation],
+        run: int,
+        status: dict[str, Any],
+        now: str,
+    ) -> None:
+        """Make the Jobs of the notifications `status`'s phase calls for, and record in it what
+        became of each of this run's (`notices`: their Jobs by work name)."""
+        entries = [
+            dict(entry) for entry in body["status"].get("notifications") or [] if entry.get("run") == run
+        ]
+        phase = str(status.get("phase"))
+        if spec.notify and phase in FlowPhase._value2member_map_:
+            for due in due_notifications(spec, run, FlowPhase(phase), entries):
+                entries.append(await self._send(flow, spec, run, due, status))
+        for position, entry in enumerate(entries):
+            job = notices.get(naming.notification_work(int(entry["index"]), str(entry["on"])))
+            if entry.get("state") != NotificationState.PENDING.value or job is None:
+                continue
+            if job.outcome is None:
+                entries[position] = await self._waiting_notification(flow, entry, job, now)
+                continue
+            reported = await self.work_data.notification_result(flow, job, NOTIFY_CONTAINER)
+            entries[position] = settled = settled_entry(entry, job, reported, now)
+            sent = settled["state"] == NotificationState.SENT.value
+            what = f"Notification {entry['index']} of run {run} ({entry['on']})"
+            self.post_event(
+                body,
+                Notice(
+                    "NotificationSent" if sent else "NotificationFailed",
+                    f"{what} sent (HTTP {settled.get('httpStatus')})"
+                    if sent
+                    else f"{what} failed: {settled['message']}",
+                    warning=not sent,
+                ),
+            )
+        if entries:
+            status["notifications"] = entries
+        else:
+            status.pop("notifications", None)
+
+    async def _send(
+        self, flow: FlowRef, spec: DAGFlowSpec, run: int, due: DueNotification, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Make the Job whose pod posts a due notification; its entry (Pending, or Failed when the
+        Job cannot be made)."""
+        event = run_event(flow, run, FlowPhase(status["phase"]), status)
+        job = build_notification_job(flow, spec, run, due, event, self.settings)
+        entry = pending_entry(run, due, job["metadata"]["name"])
+        try:
+            await self.kube.create_job(job)
+        except NameTakenError as error:
+            return {**entry, "state": NotificationState.FAILED.value, "message": str(error)}
+        except ApiException as error:
+            why = api_error_message(error)
+            return {
+                **entry,
+                "state": NotificationState.FAILED.value,
+                "message": f"its Job was refused: {why}",
+            }
+        logger.info("Created Job %s/%s to post a notification", flow.namespace, job["metadata"]["name"])
+        return entry
+
+    async def _waiting_notification(
+        self, flow: FlowRef, entry: Mapping[str, Any], job: JobObservation, now: str
+    ) -> dict[str, Any]:
+        """A notification whose pod has not ended: after a moment, why its pod waits, if it does (a
+        Secret or a key that is not there)."""
+        started = parse_time(job.started_at)
+        if job.uid is None or started is None:
+            return dict(entry)
+        waited = (parse_time(now) or started) - started
+        if waited < timedelta(seconds=WAITING_NOTICE_SECONDS):
+            # No event may come while its pod waits: a pass then looks at why.
+            self._recheck((flow.namespace, flow.name), WAITING_NOTICE_SECONDS - waited.total_seconds() + 0.5)
+            return dict(entry)
+        waiting = await self.kube.pod_waiting(flow.namespace, job.uid, NOTIFY_CONTAINER)
+        updated = {key: value for key, value in entry.items() if key != "message"}
+        if waiting:
+            updated["message"] = f"its pod cannot start: {waiting}"[:1024]
+        return updated
 
     def _skips_gathering(self, key: FlowKey) -> bool:
         now = self._monotonic()

@@ -120,6 +120,20 @@ class WorkData:
 
         return dict(await gather_all(*(read(work, job) for work, job in wanted)))
 
+    async def notification_result(self, flow: FlowRef, job: JobObservation, container: str) -> str | None:
+        """The termination message of a notification's ended pod (the launcher's result), succeeded
+        or failed; None when no pod is left to read it from."""
+        if job.uid is None:
+            return None
+        if job.outcome == "Succeeded":
+            return await self.kube.termination_message(flow.namespace, job.uid, container)
+        for pod in await self.kube.failed_pods(flow.namespace, job.uid, 1):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (status.get("state") or {}).get("terminated") or {}
+                if status.get("name") == container and terminated.get("message"):
+                    return str(terminated["message"])
+        return None
+
     async def collect_matrix_outputs(
         self,
         flow: FlowRef,

@@ -36,6 +36,10 @@ JOB_INDEXES_ANNOTATION = "dagflow.dev/job-indexes"
 # On the pods whose success alone settles their work (one pod, no deadline): the operator watches
 # only these pods, so a matrix's thousands of pods never reach it.
 SETTLES_WORK_LABEL = "dagflow.dev/settles-work"
+# On a notification's Job (spec.notify): which one, `{index}-{phase}` ("0-failed").
+NOTIFICATION_LABEL = "dagflow.dev/notification"
+# The work name a notification's Job stands under, which no work may take.
+NOTIFICATION_WORK = re.compile(r"notify-[0-9]+-(succeeded|failed|serving|stopped)")
 RESERVED_LABEL_PREFIX = "dagflow.dev/"
 RESERVED_LABELS = frozenset({FLOW_LABEL, WORK_LABEL, RUN_LABEL, MANAGED_BY_LABEL})
 
@@ -77,6 +81,16 @@ def job_name(flow: str, run: int, work: str) -> str:
     """Name of the Job of `work` in run `run` of `flow`: `{flow}-{run}-{work}`, a DNS-1123 label of
     at most MAX_JOB_NAME_LENGTH characters, so that every pod's host name `{job}-{index}` is valid."""
     return _dns_label_name([flow, str(run), work], MAX_JOB_NAME_LENGTH)
+
+
+def notification_work(index: int, phase: str) -> str:
+    """The name a notification's Job stands under in its run, as a work's would: `notify-0-failed`."""
+    return f"notify-{index}-{phase.lower()}"
+
+
+def notification_job_name(flow: str, run: int, index: int, phase: str) -> str:
+    """Name of the Job that posts notification `index` of run `run` for `phase`."""
+    return job_name(flow, run, notification_work(index, phase))
 
 
 def matrix_values_name(flow: str, run: int, work: str, job_indexes: str = "") -> str:

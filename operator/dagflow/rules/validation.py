@@ -300,6 +300,13 @@ def _name_problems(works: Sequence[_WorkView]) -> list[ValidationProblem]:
     for work in works:
         if work.name is None:
             continue
+        if naming.NOTIFICATION_WORK.fullmatch(work.name):
+            problems.append(
+                ValidationProblem(
+                    f"{work.path}.name",
+                    f"{work.label}: names of the form notify-N-PHASE are the flow's notifications' own",
+                )
+            )
         if work.name in first:
             problems.append(
                 ValidationProblem(
