@@ -120,12 +120,13 @@ def test_a_run_is_posted_to_a_real_receiver_in_both_formats_past_a_500_and_a_mis
     create(manifest, namespace)
     wait_for_phase(namespace, "nightly", "Failed", timeout=180)
 
-    def notifications() -> dict[int, dict[str, Any]] | None:
+    def notifications() -> dict[int, dict[str, Any]]:
         status = get_json("dagflow", "nightly", namespace=namespace).get("status") or {}
         entries = {entry["index"]: entry for entry in status.get("notifications") or []}
         delivered = all(entries.get(index, {}).get("state") == "Sent" for index in (0, 1))
         missing_told = "no-such-secret" in (entries.get(2) or {}).get("message", "")
-        return entries if delivered and missing_told else None
+        assert delivered and missing_told, entries
+        return entries
 
     entries = wait_for(notifications, timeout=120, interval=1, what="the notifications of nightly")
     assert (entries[0]["httpStatus"], entries[0]["attempts"]) == (200, 1)

@@ -925,11 +925,12 @@ class Reconciler:
         """A notification whose pod has not ended: after a moment, why its pod waits, if it does (a
         Secret or a key that is not there)."""
         started = parse_time(job.started_at)
-        if (
-            job.uid is None
-            or started is None
-            or (parse_time(now) or started) - started < timedelta(seconds=WAITING_NOTICE_SECONDS)
-        ):
+        if job.uid is None or started is None:
+            return dict(entry)
+        waited = (parse_time(now) or started) - started
+        if waited < timedelta(seconds=WAITING_NOTICE_SECONDS):
+            # No event may come while its pod waits: a pass then looks at why.
+            self._recheck((flow.namespace, flow.name), WAITING_NOTICE_SECONDS - waited.total_seconds() + 0.5)
             return dict(entry)
         waiting = await self.kube.pod_waiting(flow.namespace, job.uid, NOTIFY_CONTAINER)
         updated = {key: value for key, value in entry.items() if key != "message"}
