@@ -5,6 +5,7 @@ reach the works after the gate and no other."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from dagflow.api.models import DAGFlowSpec
@@ -19,8 +20,10 @@ from dagflow.rules.approvals import (
     approver_annotation,
     take_in,
 )
+from dagflow.rules.times import timestamp
 from dagflow.rules.validation import topological_order, validate_flow
 from tests.unit.test_planner import FLOW, NOW, job_obs, phases, previous_of, started, state, work
+from tests.unit.test_rundecisions import TICK, decide, status_of
 
 LATER = "2024-05-01T10:30:00Z"
 GATE = {"message": "Promote the best model?", "timeoutSeconds": 3600, "params": ["version"]}
@@ -188,7 +191,8 @@ def test_the_validator_keeps_gates_to_what_they_can_be() -> None:
         "spec.works[0].approval.params[1]: work 'a': 'missing' is not a parameter of the flow (spec.params)",
         "spec.works[1].approval.params[0]: work 'b': parameter 'version' is set at gate 'a' already; "
         "a parameter is set at one gate at most",
-        "spec.works[1].cache.enabled: work 'b': a gate waits for a decision in every run, so it is never cached",
+        "spec.works[1].cache.enabled: work 'b': a gate waits for a decision in every run, so it is never "
+        "cached",
     ]
 
 
@@ -205,3 +209,37 @@ def test_a_request_is_read_as_the_cli_writes_it() -> None:
         {"version": "v7"},
         "ok",
     )
+
+
+def test_a_rejection_stays_told_on_the_passes_after_it() -> None:
+    spec = gated()
+    previous = waiting_previous()
+    take_in(spec, 1, previous, approval_requests(annotations(request("Rejected"))), LATER)
+    rejected = planned(spec, previous, LATER, evaluate="Succeeded")
+    again = planned(spec, previous_of(rejected), "2024-05-01T11:00:00Z", evaluate="Succeeded")
+    gate = state(again, "promote")
+    assert (gate.phase.value, gate.reason, gate.approval["by"]) == ("Failed", "Rejected", "alice")
+
+
+def test_a_scheduled_run_whose_gate_waits_is_active_forbid_skips_the_tick_and_replace_replaces_it() -> None:
+    waiting = planned(gated(), {}, evaluate="Succeeded", side="Succeeded")
+    assert waiting.phase.value == "Running"
+    raw = {
+        "params": [{"name": "version", "default": "none"}],
+        "works": [work("evaluate"), work("promote", "evaluate", approval=GATE)],
+        "schedule": "@hourly",
+    }
+    for policy, skipped in (("Forbid", True), ("Replace", False)):
+        flow_spec = {**raw, "concurrencyPolicy": policy}
+        status = status_of(
+            flow_spec,
+            run=2,
+            phase=waiting.phase.value,
+            works={"evaluate": "Succeeded", "promote": "Waiting"},
+            nextScheduleTime=timestamp(TICK),
+        )
+        decision = decide(flow_spec, status, now=TICK + timedelta(seconds=1))
+        if skipped:
+            assert decision.new_run is None and decision.notices[0].reason == "ScheduleSkipped"
+        else:
+            assert decision.new_run is not None and decision.new_run.replaces == 2

@@ -46,7 +46,7 @@ from dagflow.rules.cachekey import (
 )
 from dagflow.rules.matrix import MatrixError
 from dagflow.rules.substitution import BadReference, Values
-from dagflow.rules.times import parse_time
+from dagflow.rules.times import parse_time, timestamp
 
 logger = logging.getLogger("dagflow")
 
@@ -63,10 +63,6 @@ ENTRY_OVERHEAD_BYTES = 16 * 1024
 # Which works' entries were written, remembered so that a pass does not ask again (a restart asks
 # once more, and the API server answers that it exists).
 RECORDED_KEPT = 100_000
-
-
-def timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def entry_name(work: str, key: str, flow_uid: str, run: int) -> str:

@@ -566,6 +566,8 @@ def _observed_state(
                 started_at=previous.get("startedAt"),
                 finished_at=previous.get("finishedAt"),
                 message=previous.get("message"),
+                # A gate's Rejected or ApprovalTimedOut.
+                reason=previous.get("reason"),
             )
             _keep_data(kept, previous)
             return kept

@@ -81,7 +81,6 @@ from dagflow.controller.runcontrol import (
     carried_jobs,
     finally_stop_status,
     stopped_status,
-    timestamp,
     with_run_control,
 )
 from dagflow.controller.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
@@ -105,7 +104,7 @@ from dagflow.rules import naming
 from dagflow.rules.approvals import RunParams, approval_requests, take_in
 from dagflow.rules.params import default_params
 from dagflow.rules.substitution import BadReference, Values
-from dagflow.rules.times import parse_time, seconds_between
+from dagflow.rules.times import parse_time, seconds_between, timestamp
 from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")

@@ -17,17 +17,12 @@ from dagflow.controller.history import begin_run, record_run
 from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
 from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
-from dagflow.rules.times import parse_time
+from dagflow.rules.times import parse_time, timestamp
 
 # Work phases that count as finished in `status.progress`.
 _FINISHED_WORKS = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
 )
-
-
-def timestamp(moment: datetime) -> str:
-    """A time as the status writes it: UTC, whole seconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def precise_timestamp(moment: datetime) -> str:
