@@ -244,20 +244,16 @@ class FlowClient:
             pods, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"])
         )
 
-    def may(self, group: str, resource: str, verb: str) -> bool:
-        """Whether this identity may do `verb` on `resource` in this namespace (a
-        SelfSubjectAccessReview: the API server's authorizer answers for whoever asks)."""
+    def may(self, group: str, resource: str, verb: str, name: str | None = None) -> bool:
+        """Whether this identity may do `verb` on `resource` (the object `name`, if given) in this
+        namespace (a SelfSubjectAccessReview: the API server's authorizer answers for whoever asks)."""
+        attributes = {"namespace": self.namespace, "group": group, "resource": resource, "verb": verb}
+        if name is not None:
+            attributes["name"] = name
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": self.namespace,
-                    "group": group,
-                    "resource": resource,
-                    "verb": verb,
-                }
-            },
+            "spec": {"resourceAttributes": attributes},
         }
         authorization = client.AuthorizationV1Api(self.api)
         answer = self._call(authorization.create_self_subject_access_review, review)

@@ -223,6 +223,19 @@ def work_details(
                 "counts": entry.get("instanceCounts"),
             }
         )
+        gate = spec_work.get("approval")
+        if isinstance(gate, Mapping):
+            decided = entry.get("approval") or {}
+            details["approval"] = {
+                "waiting": entry.get("phase") == "Waiting",
+                "question": gate.get("message") or "",
+                "params": list(gate.get("params") or []),
+                "decision": decided.get("decision"),
+                "by": decided.get("by"),
+                "decidedAt": decided.get("decidedAt"),
+                "values": decided.get("params"),
+                "words": decided.get("message"),
+            }
     elif job is not None:
         job_status = job.get("status") or {}
         details.update(
