@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from tests.chart.helm import objects_of, render
-from tests.e2e.flows import create, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.e2e.flows import create, failing, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.e2e.test_runs import request, wait_for_run
 from tests.kube import VENV_BIN, apply, get_json, kubectl, service_account_kubeconfig, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -130,9 +131,12 @@ def waiting_gate(namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
-def job_args(namespace: str, work_name: str) -> list[str]:
+def job_args(namespace: str, work_name: str, run: int = 1) -> list[str]:
     [job] = [
-        job for job in jobs(namespace) if job["metadata"]["annotations"]["dagflow.dev/work-name"] == work_name
+        job
+        for job in jobs(namespace)
+        if job["metadata"]["annotations"]["dagflow.dev/work-name"] == work_name
+        and job["metadata"]["labels"]["dagflow.dev/run"] == str(run)
     ]
     args: list[str] = job["spec"]["template"]["spec"]["containers"][0].get("args") or []
     return args
@@ -231,3 +235,36 @@ def test_a_gate_nobody_decides_on_fails_when_its_time_is_up_and_a_stop_ends_a_wa
     kubectl("annotate", "dagflow", "stopped", "dagflow.dev/stop=now", "--overwrite", namespace=namespace)
     stopped = wait_for_phase(namespace, "stopped", "Stopped")
     assert works_by_name(stopped)["promote"]["phase"] == "Stopped"
+
+
+def test_a_retry_keeps_an_approval_for_the_works_it_runs_again_and_asks_again_after_a_rejection(
+    namespace: str, running_operator: OperatorProcess, approval_policies: str, tmp_path: Path
+) -> None:
+    approver = account(namespace, "lead", tmp_path, approval_policies)
+    manifest = gated_flow("retried")
+    deploy = next(entry for entry in manifest["spec"]["works"] if entry["name"] == "deploy")
+    deploy["annotations"] = failing(in_run=1)
+    create(manifest, namespace)
+    waiting_gate(namespace, "retried")
+    approved = dagflow_as(approver, "approve", "retried", "promote", "-p", "version=v7", "-n", namespace)
+    assert approved.returncode == 0, approved.stderr
+    assert works_by_name(wait_for_phase(namespace, "retried", "Failed"))["deploy"]["phase"] == "Failed"
+
+    # The retry carries the approved gate over and runs deploy again, with the approver's value.
+    request(namespace, "retried", "retry", "again")
+    second = wait_for_run(namespace, "retried", 2, "Succeeded", "Failed")
+    assert second["phase"] == "Succeeded", second
+    gate = works_by_name(second)["promote"]
+    assert (gate["carriedFromRun"], gate["approval"]["params"]) == (1, {"version": "v7"})
+    assert job_args(namespace, "deploy", run=2) == ["v7"]
+
+    # A rejected gate is asked again in the run that retries it; the old rejection decides nothing.
+    create(gated_flow("asked-again"), namespace)
+    waiting_gate(namespace, "asked-again")
+    rejected = dagflow_as(approver, "reject", "asked-again", "promote", "-m", "not yet", "-n", namespace)
+    assert rejected.returncode == 0, rejected.stderr
+    wait_for_phase(namespace, "asked-again", "Failed")
+    request(namespace, "asked-again", "retry", "again")
+    wait_for(lambda: status(namespace, "asked-again").get("run") == 2, timeout=60, what="run 2")
+    again = waiting_gate(namespace, "asked-again")
+    assert "decision" not in again["approval"]

@@ -81,7 +81,7 @@ def test_a_gate_waits_once_its_dependencies_allow_it_and_starts_nothing() -> Non
     assert (gate.phase.value, gate.reason, gate.message) == ("Waiting", "ApprovalRequired", GATE["message"])
     assert gate.approval == {"requestedAt": NOW}
     assert "promote" not in started(result) and "side" in started(result)
-    assert result.phase.value == "Running"
+    assert (result.phase.value, result.message) == ("Running", "waiting for approval: promote")
     # The run is unfinished while it waits: a stop stops it.
     assert gate.phase in UNFINISHED
 

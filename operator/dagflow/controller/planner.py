@@ -812,7 +812,8 @@ def _flow_phase(
     everything_done = all(state.phase in DONE for state in states.values())
     if blocked_serve or everything_done:
         return FlowPhase.FAILED, _failure_summary(states, failed)
-    return FlowPhase.RUNNING, None
+    gates = [state.name for state in states.values() if state.phase == WorkPhase.WAITING]
+    return FlowPhase.RUNNING, f"waiting for approval: {', '.join(gates)}" if gates else None
 
 
 def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> str:
