@@ -76,6 +76,11 @@ function queuedCount(queued) {
   return queued ? `<span class="queued" data-role="queued">${queued} queued</span>` : "";
 }
 
+// How many gates of the flow wait for someone's approval, when any do.
+function waitingCount(waiting) {
+  return waiting ? `<span class="waiting" data-role="waiting">${waiting} waiting for approval</span>` : "";
+}
+
 function progressBar(done, total) {
   const percent = total ? Math.round((100 * done) / total) : 0;
   return (
@@ -111,7 +116,7 @@ function flowsPage({ namespace }) {
           `<tr data-flow="${escapeHtml(row.name)}">` +
           `<td><a href="#/ns/${encodeURIComponent(namespace)}/flows/${encodeURIComponent(row.name)}">` +
           `${escapeHtml(row.name)}</a></td>` +
-          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}${queuedCount(row.queued)}</td>` +
+          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}${queuedCount(row.queued)}${waitingCount(row.waiting)}</td>` +
           `<td>${escapeHtml(row.schedule || "-")}${row.suspended ? " (suspended)" : ""}</td>` +
           `<td>${row.lastRun ? `#${row.lastRun.number} ${phaseBadge(row.lastRun.phase || "-")}` : "-"}</td>` +
           `<td>${row.endpoint ? `<code>${escapeHtml(row.endpoint)}</code>` : "-"}</td>` +
@@ -195,7 +200,7 @@ function flowPage({ namespace, flow, run }) {
       .join("");
     document.getElementById("flow-head").innerHTML =
       `<h1><a href="#/ns/${encodeURIComponent(namespace)}">${escapeHtml(namespace)}</a> / ${escapeHtml(g.name)}</h1>` +
-      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}${queuedCount(g.queued)}` +
+      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}${queuedCount(g.queued)}${waitingCount(g.waiting)}` +
       `<label class="runs">run <select id="run">${options}</select></label>` +
       (g.endpoint ? `<code class="endpoint">${escapeHtml(g.endpoint)}</code>` : "") +
       (g.message ? `<p class="message">${escapeHtml(g.message)}</p>` : "");
