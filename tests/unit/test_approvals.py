@@ -243,3 +243,13 @@ def test_a_scheduled_run_whose_gate_waits_is_active_forbid_skips_the_tick_and_re
             assert decision.new_run is None and decision.notices[0].reason == "ScheduleSkipped"
         else:
             assert decision.new_run is not None and decision.new_run.replaces == 2
+
+
+def test_a_gate_is_never_cached_even_when_the_flow_caches_every_work() -> None:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "cache": {"enabled": True},
+            "works": [work("evaluate"), work("promote", "evaluate", approval={"message": "go?"})],
+        }
+    )
+    assert [spec.caches(entry) for entry in spec.works] == [True, False]

@@ -815,12 +815,16 @@ class DAGFlowSpec(ApiModel):
         return named
 
     def caches(self, work: Work) -> bool:
-        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work or a
-        finally work. Asked of every work on every pass, so it reads only that field."""
+        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work, a gate
+        (someone decides in every run) or a finally work. Asked of every work on every pass, so it
+        reads only these fields."""
         own = work.cache.enabled if work.cache else None
         flow = self.cache.enabled if self.cache else None
         return (
-            work.serve is None and bool(own if own is not None else flow) and not self.is_finally(work.name)
+            work.serve is None
+            and work.approval is None
+            and bool(own if own is not None else flow)
+            and not self.is_finally(work.name)
         )
 
     def cache_of(self, work: Work) -> CacheSettings:
