@@ -887,11 +887,16 @@ class Reconciler:
 
     def _wake_for_gates(self, key: FlowKey, spec: DAGFlowSpec, plan: Plan, now: str) -> None:
         """A pass when the first waiting gate's time is up, so that it fails then."""
+        timeouts = {
+            work.name: work.approval.timeout_seconds for work in spec.works if work.approval is not None
+        }
         left = [
-            spec.work(state.name).approval.timeout_seconds  # type: ignore[union-attr]
-            - seconds_between(state.approval["requestedAt"], now)
+            timeouts[state.name] - seconds_between(state.approval["requestedAt"], now)
             for state in plan.works
-            if state.phase == WorkPhase.WAITING and state.approval and state.approval.get("requestedAt")
+            if state.phase == WorkPhase.WAITING
+            and state.name in timeouts
+            and state.approval
+            and state.approval.get("requestedAt")
         ]
         if left:
             self._recheck(key, max(min(left), 0.0) + TICK_MARGIN_SECONDS)
