@@ -73,7 +73,8 @@ def test_only_an_approver_sees_the_buttons_and_a_click_approves_as_them(
 
     looking = page_with_token(browser, viewer)
     looking.goto(f"{bearer_dashboard.url}/#/ns/{namespace}")
-    expect(looking.locator('tr[data-flow="gated"] [data-role=waiting]')).to_have_text("1 waiting for approval")
+    waiting = looking.locator('tr[data-flow="gated"] [data-role=waiting]')
+    expect(waiting).to_have_text("1 waiting for approval")
     open_gate(looking, bearer_dashboard, namespace)
     expect(looking.locator("#panel [data-role=not-approver]")).to_be_visible()
     expect(looking.locator("#panel button.approve")).to_have_count(0)
