@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
+
 from dagflow.api.models import DAGFlowSpec, FlowPhase, NotifyPhase
 from dagflow.controller.notifications import (
     DueNotification,
@@ -154,3 +156,17 @@ def test_work_names_of_notifications_are_refused() -> None:
     assert validate_flow(fine) == []
     wrong_phase = {"works": [{"name": "a", "container": {"image": "x"}}], "notify": [hook("Running")]}
     assert [problem.path for problem in validate_flow(wrong_phase)] == ["spec.notify[0].on[0]"]
+
+
+def test_a_bare_on_that_yaml_read_as_true_is_told_plainly() -> None:
+    spec = yaml.safe_load(
+        """
+works: [{name: a, container: {image: x}}]
+notify:
+- on: [Failed]
+  webhook: {urlFrom: {secretKeyRef: {name: hook, key: url}}}
+"""
+    )
+    assert [(problem.path, problem.message) for problem in validate_flow(spec)] == [
+        ("spec.notify[0]", 'the key on was read as the boolean true (YAML 1.1): quote it, "on": [Failed]')
+    ]

@@ -181,11 +181,28 @@ def parse_flow_spec(raw: Mapping[str, Any]) -> tuple[DAGFlowSpec | None, list[Va
 
 def schema_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
     """The spec's type and value errors, as found by the pydantic models."""
+    misread = _bare_on_problems(raw)
     try:
         DAGFlowSpec.model_validate(raw)
     except ValidationError as error:
-        return [_problem_from_pydantic(raw, detail) for detail in error.errors()]
-    return []
+        found = [_problem_from_pydantic(raw, detail) for detail in error.errors()]
+        # A notification whose `on` YAML read as true: one line saying so, not the models' two.
+        places = tuple(problem.path for problem in misread)
+        return [*misread, *(problem for problem in found if not problem.path.startswith(places))]
+    return misread
+
+
+def _bare_on_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Notifications whose key `on` YAML 1.1 (kubectl's, PyYAML's) read as the boolean true."""
+    listed = raw.get("notify")
+    return [
+        ValidationProblem(
+            f"spec.notify[{index}]",
+            'the key on was read as the boolean true (YAML 1.1): quote it, "on": [Failed]',
+        )
+        for index, entry in enumerate(listed if isinstance(listed, list) else [])
+        if isinstance(entry, Mapping) and True in entry and "on" not in entry
+    ]
 
 
 def topological_order(spec: DAGFlowSpec) -> list[str]:
