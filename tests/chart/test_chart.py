@@ -597,8 +597,11 @@ def test_the_approval_policies_stamp_the_approver_and_check_the_approve_verb_unl
         obj for obj in objects_of(objects, "ClusterRole") if obj["metadata"]["name"].endswith("-approver")
     ]
     assert "approve" in role["rules"][0]["verbs"] and "update" not in role["rules"][0]["verbs"]
+    # The operator is told of them: without them it takes in no approval.
+    assert container_env(objects)["DAGFLOW_APPROVAL_POLICY"] == stamp["metadata"]["name"]
     off = render({"approvals": {"policies": False, "approverRole": False}})
     assert not [obj for obj in off if approvals(obj) or obj["metadata"]["name"].endswith("-approver")]
+    assert "DAGFLOW_APPROVAL_POLICY" not in container_env(off)
 
 
 def test_the_dashboard_answers_only_the_host_names_it_is_given() -> None:

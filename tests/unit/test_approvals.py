@@ -253,3 +253,74 @@ def test_a_gate_is_never_cached_even_when_the_flow_caches_every_work() -> None:
         }
     )
     assert [spec.caches(entry) for entry in spec.works] == [True, False]
+
+
+def test_without_the_admission_policies_no_request_is_taken_in() -> None:
+    spec = gated()
+    previous = waiting_previous()
+    taken, [refused] = take_in(
+        spec, 1, previous, approval_requests(annotations(request())), LATER, stamps_trusted=False
+    )
+    assert taken == [] and "decision" not in previous["promote"]["approval"]
+    assert "DAGFLOW_APPROVAL_POLICY" in refused.why
+
+
+def test_a_rejected_serve_gate_keeps_its_reason_and_many_waiting_gates_are_told_in_short() -> None:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "works": [
+                work("evaluate"),
+                work("serve", "evaluate", serve={"port": 8080}, approval={"message": "go live?"}),
+                *(work(f"gate-{index}", "evaluate", approval={}) for index in range(7)),
+            ]
+        }
+    )
+    first = planned(spec, {}, evaluate="Succeeded")
+    assert first.message == "waiting for approval: serve, gate-0, gate-1, gate-2, gate-3 and 3 more"
+    previous = previous_of(first)
+    take_in(
+        spec,
+        1,
+        previous,
+        approval_requests(
+            {approval_annotation("serve"): request("Rejected"), approver_annotation("serve"): "alice"}
+        ),
+        LATER,
+    )
+    rejected = planned(spec, previous, LATER, evaluate="Succeeded")
+    later = planned(spec, previous_of(rejected), "2024-05-01T11:00:00Z", evaluate="Succeeded")
+    gate = state(later, "serve")
+    assert (gate.phase.value, gate.reason, gate.finished_at) == ("Failed", "Rejected", LATER)
+
+
+def test_a_gate_waits_and_may_be_decided_while_its_flow_is_suspended() -> None:
+    spec = gated()
+    suspended = plan_run(
+        FLOW,
+        spec,
+        topological_order(spec),
+        1,
+        {"evaluate": job_obs("evaluate", "Succeeded")},
+        {},
+        {},
+        NOW,
+        hold=True,
+    )
+    assert state(suspended, "promote").phase.value == "Waiting"
+    previous = previous_of(suspended)
+    take_in(spec, 1, previous, approval_requests(annotations(request())), LATER)
+    still = plan_run(
+        FLOW,
+        spec,
+        topological_order(spec),
+        1,
+        {"evaluate": job_obs("evaluate", "Succeeded")},
+        {},
+        previous,
+        LATER,
+        hold=True,
+    )
+    assert (
+        "promote" not in started(still)
+        and state(still, "promote").message == "suspended: starts once spec.suspend is false"
+    )

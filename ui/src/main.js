@@ -289,9 +289,13 @@ function flowPage({ namespace, flow, run }) {
   const decide = async (work, decision, panel) => {
     const form = panel.querySelector(".approval");
     const answer = form.querySelector(".answer");
-    const params = Object.fromEntries(
-      [...form.querySelectorAll("input[data-param]")].filter((input) => input.value !== "").map((input) => [input.dataset.param, input.value]),
-    );
+    // A rejection sets no parameters: only an approval carries what was typed in.
+    const params =
+      decision === "Approved"
+        ? Object.fromEntries(
+            [...form.querySelectorAll("input[data-param]")].filter((input) => input.value !== "").map((input) => [input.dataset.param, input.value]),
+          )
+        : {};
     const message = form.querySelector("input[data-role=words]").value || undefined;
     for (const button of form.querySelectorAll("button")) button.disabled = true;
     answer.textContent = "sending…";

@@ -277,10 +277,10 @@ def plan_run(
             continue
         elif fail_fast and not is_finally:
             state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
+        elif work.approval is not None and _held_at_gate(state, work, now):
+            continue  # waits for someone, suspended or not: a decision starts nothing while suspended
         elif hold:
             state.message = SUSPENDED_MESSAGE
-        elif work.approval is not None and _held_at_gate(state, work, now):
-            continue
         elif work.serve is None and draining:
             jobs_word = "Job" if draining == 1 else "Jobs"
             state.message = f"waiting for {draining} {jobs_word} of an earlier run to stop"
@@ -539,8 +539,10 @@ def _observed_state(
             if previous and previous.get("startedAt"):
                 state.started_at = previous["startedAt"]
         elif previous and previous.get("phase") == WorkPhase.FAILED:
-            # The API server refused its Deployment in this run; asking again would only loop.
+            # The API server refused its Deployment in this run, or its gate was rejected or timed
+            # out: asking again would only loop.
             state.phase, state.message = WorkPhase.FAILED, previous.get("message")
+            state.reason, state.finished_at = previous.get("reason"), previous.get("finishedAt")
         elif deployment is not None:
             state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
         return state
@@ -813,7 +815,10 @@ def _flow_phase(
     if blocked_serve or everything_done:
         return FlowPhase.FAILED, _failure_summary(states, failed)
     gates = [state.name for state in states.values() if state.phase == WorkPhase.WAITING]
-    return FlowPhase.RUNNING, f"waiting for approval: {', '.join(gates)}" if gates else None
+    if not gates:
+        return FlowPhase.RUNNING, None
+    shown = ", ".join(gates[:5]) + (f" and {len(gates) - 5} more" if len(gates) > 5 else "")
+    return FlowPhase.RUNNING, f"waiting for approval: {shown}"
 
 
 def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> str:

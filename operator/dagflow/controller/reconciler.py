@@ -599,7 +599,7 @@ class Reconciler:
             status = body["status"]
         run = decision.run
         retirement = retire_jobs(retired, run, keep, carried_jobs(status.get("works") or []))
-        notices = {job.work: job for job in notification_jobs if job.run == run}
+        notices = {(job.run, job.work): job for job in notification_jobs}
         if status.get("phase") == FlowPhase.STOPPED.value:
             # A stopped run is not planned again; only the run-control fields move (schedule times,
             # requests that were answered without a run).
@@ -626,10 +626,12 @@ class Reconciler:
             return
         current_jobs = {job.work: job for job in all_jobs if job.run == run}
         draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
+        if status.get("run") == run and not await self._take_in_approvals(key, body, spec, run, now):
+            return  # a decision on a gate could not be recorded: nothing acts on it before it is
+        status = body["status"]
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
-        self._take_in_approvals(key, body, spec, run, previous_works, now)
         refusals = await self._pod_refusals_of(key, current_jobs)
         messages = await self.work_data.termination_messages(flow, spec, current_jobs, previous_works)
         collected = await self.work_data.collect_matrix_outputs(flow, spec, run, current_jobs, previous_works)
@@ -783,7 +785,7 @@ class Reconciler:
         now: str,
         decision: RunDecision,
         keep: int,
-        notifying: tuple[FlowRef, DAGFlowSpec, Mapping[str, JobObservation]],
+        notifying: tuple[FlowRef, DAGFlowSpec, Mapping[tuple[int, str], JobObservation]],
     ) -> bool:
         """Write the plan's status (with its notifications, `notifying`: the flow, its spec and
         its notifications' Jobs) and announce the works' moves since the last status written;
@@ -806,22 +808,29 @@ class Reconciler:
         body: Mapping[str, Any],
         flow: FlowRef,
         spec: DAGFlowSpec,
-        notices: Mapping[str, JobObservation],
+        notices: Mapping[tuple[int, str], JobObservation],
         run: int,
         status: dict[str, Any],
         now: str,
     ) -> None:
         """Make the Jobs of the notifications `status`'s phase calls for, and record in it what
-        became of each of this run's (`notices`: their Jobs by work name)."""
+        became of each of this run's, and of an earlier run's still being posted (`notices`: their
+        Jobs by run and work name)."""
         entries = [
-            dict(entry) for entry in body["status"].get("notifications") or [] if entry.get("run") == run
+            dict(entry)
+            for entry in status.get("notifications") or []
+            if entry.get("run") == run or entry.get("state") == NotificationState.PENDING.value
         ]
         phase = str(status.get("phase"))
         if spec.notify and phase in FlowPhase._value2member_map_:
             for due in due_notifications(spec, run, FlowPhase(phase), entries):
-                entries.append(await self._send(flow, spec, run, due, status))
+                sent = await self._send(flow, spec, run, due, status)
+                if sent is not None:
+                    entries.append(sent)
         for position, entry in enumerate(entries):
-            job = notices.get(naming.notification_work(int(entry["index"]), str(entry["on"])))
+            job = notices.get(
+                (int(entry["run"]), naming.notification_work(int(entry["index"]), str(entry["on"])))
+            )
             if entry.get("state") != NotificationState.PENDING.value or job is None:
                 continue
             if job.outcome is None:
@@ -830,7 +839,7 @@ class Reconciler:
             reported = await self.work_data.notification_result(flow, job, NOTIFY_CONTAINER)
             entries[position] = settled = settled_entry(entry, job, reported, now)
             sent = settled["state"] == NotificationState.SENT.value
-            what = f"Notification {entry['index']} of run {run} ({entry['on']})"
+            what = f"Notification {entry['index']} of run {entry['run']} ({entry['on']})"
             self.post_event(
                 body,
                 Notice(
@@ -846,23 +855,24 @@ class Reconciler:
         else:
             status.pop("notifications", None)
 
-    def _take_in_approvals(
-        self,
-        key: FlowKey,
-        body: Mapping[str, Any],
-        spec: DAGFlowSpec,
-        run: int,
-        works: dict[str, Mapping[str, Any]],
-        now: str,
-    ) -> None:
-        """Take the decisions on the run's waiting gates into `works` (status.works by name), telling
-        each in an Event, and a request that cannot be taken in once."""
+    async def _take_in_approvals(
+        self, key: FlowKey, body: dict[str, Any], spec: DAGFlowSpec, run: int, now: str
+    ) -> bool:
+        """Record the decisions on the run's waiting gates in the status before anything acts on
+        them (a gate never starts on a decision the status does not hold), telling each in an Event,
+        and a request that cannot be taken in once. False when a decision could not be recorded."""
         if not any(work.approval is not None for work in spec.works):
-            return
+            return True
         requests = approval_requests((body.get("metadata") or {}).get("annotations") or {})
         if not requests:
-            return
-        taken, refused = take_in(spec, run, works, requests, now)
+            return True
+        status = body["status"]
+        works: dict[str, Mapping[str, Any]] = {work["name"]: work for work in status.get("works") or []}
+        taken, refused = take_in(spec, run, works, requests, now, self.settings.approval_policy is not None)
+        if taken:
+            recorded = {**status, "works": [works[work["name"]] for work in status.get("works") or []]}
+            if not await self._write_status(key, body, recorded):
+                return False
         for request in taken:
             words = f": {request.message}" if request.message else ""
             verb = "approved" if request.decision == ApprovalDecision.APPROVED else "rejected"
@@ -884,6 +894,7 @@ class Reconciler:
                         warning=True,
                     ),
                 )
+        return True
 
     def _wake_for_gates(self, key: FlowKey, spec: DAGFlowSpec, plan: Plan, now: str) -> None:
         """A pass when the first waiting gate's time is up, so that it fails then."""
@@ -903,15 +914,19 @@ class Reconciler:
 
     async def _send(
         self, flow: FlowRef, spec: DAGFlowSpec, run: int, due: DueNotification, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """Make the Job whose pod posts a due notification; its entry (Pending, or Failed when the
-        Job cannot be made)."""
+        Job cannot be made), or None when it is to be made on a later pass."""
         event = run_event(flow, run, FlowPhase(status["phase"]), status)
         job = build_notification_job(flow, spec, run, due, event, self.settings)
         entry = pending_entry(run, due, job["metadata"]["name"])
         try:
             await self.kube.create_job(job)
         except NameTakenError as error:
+            if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
+                # Left by a flow deleted under this name, on its way out: made once it is gone.
+                self._recheck((flow.namespace, flow.name), 2.0)
+                return None
             return {**entry, "state": NotificationState.FAILED.value, "message": str(error)}
         except ApiException as error:
             why = api_error_message(error)

@@ -66,6 +66,10 @@ def begun_status(
     }
     if previous.get("endpoint"):
         status["endpoint"] = previous["endpoint"]
+    # A notification of an earlier run still being posted is told when its pod ends.
+    posting = [entry for entry in previous.get("notifications") or [] if entry.get("state") == "Pending"]
+    if posting:
+        status["notifications"] = posting
     if new_run.params:
         status["params"] = dict(new_run.params)
     _set_decided_fields(status, decision)

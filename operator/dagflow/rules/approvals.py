@@ -108,10 +108,12 @@ def take_in(
     works: MutableMapping[str, Mapping[str, Any]],
     requests: Mapping[str, ApprovalRequest | Unreadable],
     now: str,
+    stamps_trusted: bool = True,
 ) -> tuple[list[ApprovalRequest], list[Unreadable]]:
     """Record in `works` (status.works of run `run`, by name; each entry taken in is replaced, not
     changed) the decisions on its waiting gates: the requests taken in, and those that cannot be,
-    each saying why."""
+    each saying why. Without `stamps_trusted` (no admission policy writes and checks who asks)
+    nothing is taken in: a name anyone could type decides nothing."""
     taken: list[ApprovalRequest] = []
     refused: list[Unreadable] = []
     for work in spec.works:
@@ -127,6 +129,16 @@ def take_in(
         approval = dict(entry.get("approval") or {})
         if request.run != run or approval.get("token") == request.token or approval.get("decision"):
             continue  # for another run, or taken in already, or decided already
+        if not stamps_trusted:
+            refused.append(
+                Unreadable(
+                    work.name,
+                    request.token,
+                    "the operator takes in no approval without the admission policies that record and "
+                    "check who approves (the chart's approvals.policies, DAGFLOW_APPROVAL_POLICY)",
+                )
+            )
+            continue
         if request.by is None:
             refused.append(
                 Unreadable(
@@ -172,6 +184,8 @@ class RunParams:
     approved: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     depends_on: Mapping[str, Sequence[str]] = field(default_factory=dict)
     finally_works: frozenset[str] = frozenset()
+    # Filled as works are asked about: a work's gates are those of its dependencies, and its own.
+    _gates_of: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of_run(
@@ -198,16 +212,15 @@ class RunParams:
             values.update(self.approved[gate])
         return values
 
-    def _gates_up_to(self, work: str) -> set[str]:
-        seen: set[str] = set()
-        todo = [work]
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            todo.extend(self.depends_on.get(name, ()))
-        return seen & self.approved.keys()
+    def _gates_up_to(self, work: str) -> frozenset[str]:
+        """The approved gates among `work` and its ancestors, each work's found once per run."""
+        found = self._gates_of.get(work)
+        if found is None:
+            found = frozenset({work} & self.approved.keys()).union(
+                *(self._gates_up_to(dependency) for dependency in self.depends_on.get(work, ()))
+            )
+            self._gates_of[work] = found
+        return found
 
 
 class ApprovalError(ValueError):
