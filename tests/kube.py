@@ -276,3 +276,23 @@ def table_row(table: str, name: str) -> dict[str, str]:
     return {
         header[start:end].strip(): row[start:end].strip() for start, end in zip(starts, bounds, strict=True)
     }
+
+
+def service_account_kubeconfig(account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the local API server (server and CA of the admin one) with `account`'s token."""
+    admin = json.loads(kubectl("config", "view", "--minify", "--raw", "--flatten", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    token = kubectl("create", "token", account, "--duration", "1h", namespace=namespace).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}
+        ],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from tests.kube import REPO_ROOT, VENV_BIN, kubectl, wait_for
 
+# The name the chart gives its approval policies (release dagflow, as tests/chart/helm.py renders it).
+APPROVAL_POLICY = "dagflow-dagflow-operator-approvals"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -52,6 +55,9 @@ class OperatorProcess:
             "DAGFLOW_METRICS_PORT": str(self.metrics_port),
             "DAGFLOW_WEBHOOK_PORT": str(self.webhook_port),
             "POD_ID": self.identity,
+            # As the chart runs it: told the approval policies (tests/e2e/test_approvals.py applies
+            # the chart's, by this name, where gates are decided).
+            "DAGFLOW_APPROVAL_POLICY": APPROVAL_POLICY,
             **self.extra_env,
         }
         if self.kubeconfig is not None:

@@ -56,15 +56,23 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
     kinds = sorted(item["kind"] for item in objects)
     assert kinds == [
         "ClusterKopfPeering",
+        # The operator's, and the approvers' (bound by an administrator, per namespace).
+        "ClusterRole",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        # The policy that stamps who approves a gate.
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "Service",
         "Service",
         "ServiceAccount",
-        # The user-permissions policy, and the one that keeps cache entries the operator's.
+        # The user-permissions policy, the one that keeps cache entries the operator's, and the one
+        # that checks who may approve.
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
@@ -74,7 +82,8 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "dagflow-system"}
     ]
-    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    roles = [item["metadata"]["name"] for item in objects if item["kind"] == "ClusterRole"]
+    assert binding["roleRef"]["name"] in roles
     assert container_env(objects)["DAGFLOW_NAMESPACES"] == "[]"
 
 
@@ -133,7 +142,11 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         }
         assert binding["subjects"][0]["name"] == account
         assert binding["subjects"][0]["namespace"] == "dagflow-system"
-    cluster_role = one(objects, "ClusterRole")
+    [cluster_role] = [
+        item
+        for item in objects_of(objects, "ClusterRole")
+        if not item["metadata"]["name"].endswith("-approver")
+    ]
     cluster_resources = {resource for rule in cluster_role["rules"] for resource in rule["resources"]}
     assert cluster_resources == {
         "customresourcedefinitions",
@@ -252,7 +265,7 @@ def test_the_operator_is_told_the_user_permissions_policy_the_chart_installs() -
     policy = user_permissions_policy(render())["metadata"]["name"]
     assert container_env(render())["DAGFLOW_USER_PERMISSIONS_POLICY"] == policy
     unenforced = render({"userPermissions": {"enforced": False}})
-    assert not objects_of(unenforced, "ValidatingAdmissionPolicy")
+    assert not [obj for obj in objects_of(unenforced, "ValidatingAdmissionPolicy") if not approvals(obj)]
     assert "DAGFLOW_USER_PERMISSIONS_POLICY" not in container_env(unenforced)
 
 
@@ -564,7 +577,31 @@ def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
     ]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     off = render({"userPermissions": {"enforced": False}})
-    assert not [obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert not [
+        obj for obj in off if obj["kind"].startswith("ValidatingAdmissionPolicy") and not approvals(obj)
+    ]
+
+
+def approvals(obj: dict[str, Any]) -> bool:
+    """One of the approval gates' policies, installed whatever userPermissions says."""
+    return str(obj["metadata"]["name"]).endswith("-approvals")
+
+
+def test_the_approval_policies_stamp_the_approver_and_check_the_approve_verb_unless_turned_off() -> None:
+    objects = render()
+    [stamp] = [obj for obj in objects_of(objects, "MutatingAdmissionPolicy") if approvals(obj)]
+    [check] = [obj for obj in objects_of(objects, "ValidatingAdmissionPolicy") if approvals(obj)]
+    assert "request.userInfo.username" in stamp["spec"]["mutations"][0]["jsonPatch"]["expression"]
+    assert any(".check('approve')" in rule["expression"] for rule in check["spec"]["validations"])
+    [role] = [
+        obj for obj in objects_of(objects, "ClusterRole") if obj["metadata"]["name"].endswith("-approver")
+    ]
+    assert "approve" in role["rules"][0]["verbs"] and "update" not in role["rules"][0]["verbs"]
+    # The operator is told of them: without them it takes in no approval.
+    assert container_env(objects)["DAGFLOW_APPROVAL_POLICY"] == stamp["metadata"]["name"]
+    off = render({"approvals": {"policies": False, "approverRole": False}})
+    assert not [obj for obj in off if approvals(obj) or obj["metadata"]["name"].endswith("-approver")]
+    assert "DAGFLOW_APPROVAL_POLICY" not in container_env(off)
 
 
 def test_the_dashboard_answers_only_the_host_names_it_is_given() -> None:

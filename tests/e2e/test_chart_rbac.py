@@ -20,7 +20,7 @@ from tests.chart.helm import container_env, install_chart_crds, render
 from tests.e2e.flows import create, flow, wait_for_phase, work, works_by_name
 from tests.e2e.test_pipelines import TRAININGS, classic
 from tests.e2e.test_runs import jobs_of_run, request, wait_for_run
-from tests.kube import apply, fresh_namespace, get_json, kubectl, wait_for
+from tests.kube import apply, fresh_namespace, get_json, kubectl, service_account_kubeconfig, wait_for
 from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.local_cluster
@@ -97,26 +97,6 @@ def can_i(kubeconfig: Path, verb: str, resource: str, namespace: str | None) -> 
         scope.append(f"--subresource={subresource}")
     result = kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource, *scope, check=False)
     return result.stdout.strip() == "yes"
-
-
-def service_account_kubeconfig(account: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig for the local API server (server and CA of the admin one) with `account`'s token."""
-    admin = json.loads(kubectl("config", "view", "--minify", "--raw", "--flatten", "-o", "json").stdout)
-    cluster = admin["clusters"][0]["cluster"]
-    token = kubectl("create", "token", account, "--duration", "1h", namespace=namespace).stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [
-            {"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}
-        ],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def webhooks_registered() -> bool:

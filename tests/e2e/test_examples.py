@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ import pytest
 import yaml
 
 from tests.e2e.flows import pods_of_work, wait_for_phase, works_by_name
-from tests.kube import REPO_ROOT, apply, get_json, kubectl
+from tests.e2e.test_approvals import approval_policies
+from tests.kube import REPO_ROOT, VENV_BIN, apply, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
+
+__all__ = ["approval_policies"]
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -84,6 +88,25 @@ def bind_claims_in_advance(claims: list[dict[str, Any]], namespace: str, created
         created.append(name)
 
 
+def approve_its_gates(namespace: str, flow: str, gates: list[str]) -> None:
+    """Approve each gate of the flow as it waits, as the cluster's admin does with `dagflow approve`."""
+    for gate in gates:
+
+        def waits(gate: str = gate) -> bool:
+            entry = works_by_name(get_json("dagflow", flow, namespace=namespace).get("status") or {})
+            return (entry.get(gate) or {}).get("phase") == "Waiting"
+
+        wait_for(waits, timeout=180, what=f"gate {gate} of {flow} to wait")
+        approved = subprocess.run(
+            [str(VENV_BIN / "dagflow"), "approve", flow, gate, "-n", namespace],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert approved.returncode == 0, approved.stderr
+
+
 def needs_simulated_nodes(path: Path) -> bool:
     """Whether the example's works use the example image or a claim: on real nodes they would need
     the image loaded and ReadWriteMany storage; the simulated cluster runs no container."""
@@ -104,7 +127,7 @@ LOCAL_ONLY = [pytest.mark.local_cluster]
     ],
 )
 def test_example_runs_to_its_end(
-    path: Path, namespace: str, running_operator: OperatorProcess, volumes: list[str]
+    path: Path, namespace: str, running_operator: OperatorProcess, volumes: list[str], approval_policies: str
 ) -> None:
     docs = documents(path)
     flows = of_kind(docs, "DAGFlow")
@@ -123,13 +146,16 @@ def test_example_runs_to_its_end(
         name = flow["metadata"]["name"]
         works = flow["spec"]["works"]
         expected = "Serving" if any("serve" in work for work in works) else "Succeeded"
+        approve_its_gates(namespace, name, [work["name"] for work in works if "approval" in work])
         final = wait_for_phase(namespace, name, timeout=180)
         assert final["phase"] == expected, final
-        assert final["progress"] == f"{len(works)}/{len(works)}"
+        # Its finally works (a report) have run too: they count among the works.
+        every_work = [*works, *flow["spec"].get("finally", [])]
+        assert final["progress"] == f"{len(every_work)}/{len(every_work)}"
         ready = next(condition for condition in final["conditions"] if condition["type"] == "Ready")
         assert ready["status"] == "True"
         phases = {work_name: entry["phase"] for work_name, entry in works_by_name(final).items()}
-        assert phases == {work["name"]: "Serving" if "serve" in work else "Succeeded" for work in works}
+        assert phases == {work["name"]: "Serving" if "serve" in work else "Succeeded" for work in every_work}
 
     gpu_nodes = gpu_node_names()
     for flow_name, work_name in gpu_works:

@@ -39,7 +39,7 @@ def test_every_example_flow_is_valid(path: Path) -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
 def test_example_image_commands_name_existing_steps(path: Path) -> None:
     for flow in flows(path):
-        for work in flow["spec"]["works"]:
+        for work in [*flow["spec"]["works"], *flow["spec"].get("finally", [])]:
             container = work["container"]
             if not container["image"].startswith(EXAMPLE_IMAGE):
                 continue
@@ -66,3 +66,71 @@ def test_ml_pipeline_claims_the_volume_it_mounts() -> None:
     assert [output["name"] for output in train["outputs"]] == ["model", "score"]
     assert "$(works.train.outputs.score)" in works[-1]["container"]["args"]
     assert works[-1]["serve"]["port"] == 8080
+
+
+def test_the_gated_pipeline_serves_only_the_model_an_approver_promoted() -> None:
+    path = REPO_ROOT / "examples" / "ml-pipeline-gated.yaml"
+    claims = {doc["metadata"]["name"] for doc in documents(path) if doc["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"ml-pipeline-gated-data"}
+    (flow,) = flows(path)
+    spec = flow["spec"]
+    works = {work["name"]: work for work in spec["works"]}
+    assert list(works) == ["process", "train", "evaluate", "promote", "serve"]
+    finally_works = {work["name"]: work for work in spec["finally"]}
+    assert list(finally_works) == ["report"]
+    for work in [*works.values(), *finally_works.values()]:
+        if work["name"] == "evaluate":  # reads only its upstreams' outputs
+            continue
+        volume_claims = {volume["persistentVolumeClaim"]["claimName"] for volume in work["volumes"]}
+        assert volume_claims == claims, work["name"]
+        assert {mount["mountPath"] for mount in work["container"]["volumeMounts"]} == {"/data"}, work["name"]
+
+    train = works["train"]
+    assert train["matrix"] == {"model": ["linear", "forest", "gbr"]} and train["gpu"] == 1
+    assert [output["name"] for output in train["outputs"]] == ["model", "score"]
+    evaluate = works["evaluate"]
+    assert evaluate["dependsOn"] == ["train"]
+    assert [output["name"] for output in evaluate["outputs"]] == ["model", "score"]
+    assert evaluate["container"]["args"] == [
+        *("--models", "$(works.train.outputs.model)", "--scores", "$(works.train.outputs.score)")
+    ]
+
+    # The gate: the approver may name the model, and by default it is the one evaluate found best.
+    promote = works["promote"]
+    assert promote["dependsOn"] == ["evaluate"]
+    assert promote["approval"]["params"] == ["model"]
+    assert promote["approval"]["timeoutSeconds"] == 86400
+    assert promote["approval"]["message"].startswith("Promote")
+    assert [(param["name"], param["default"]) for param in spec["params"]] == [("model", "")]
+    args = promote["container"]["args"]
+    assert args[args.index("--best") + 1] == "$(works.evaluate.outputs.model)"
+    assert "--chosen=$(params.model)" in args
+    assert [output["name"] for output in promote["outputs"]] == ["model"]
+
+    # What is served is what promote promoted, nothing else.
+    serve = works["serve"]
+    assert serve["dependsOn"] == ["promote"] and serve["serve"]["port"] == 8080
+    serve_args = serve["container"]["args"]
+    assert serve_args[serve_args.index("--model") + 1] == "$(works.promote.outputs.model)"
+    assert "--models" not in serve_args and "--scores" not in serve_args
+    assert not any("params.model" in arg for arg in serve_args)
+    assert all(mount.get("readOnly") is True for mount in serve["container"]["volumeMounts"])
+
+    report = finally_works["report"]
+    assert report["container"]["command"] == ["python", "-m", "pipeline.report"]
+    assert {"$(run)", "$(run.phase)", "$(run.failedWorks)", "--model=$(works.promote.outputs.model)"} <= set(
+        report["container"]["args"]
+    )
+
+    assert spec["notify"] == [
+        {
+            "on": ["Failed"],
+            "format": "slack",
+            "webhook": {"urlFrom": {"secretKeyRef": {"name": "ml-team-hook", "key": "url"}}},
+        }
+    ]
+    # The header tells how to approve, and who may.
+    header = path.read_text().split("apiVersion:", 1)[0]
+    assert "dagflow approve ml-pipeline-gated promote -p model=forest" in header
+    assert "<release>-approver" in header and "docs/api.md#approval-gates" in header
+    assert "kubectl create secret generic ml-team-hook --from-literal=url=" in header

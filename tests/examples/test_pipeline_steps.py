@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +96,12 @@ def outputs_of(trained: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(trained: Path) -> Iterator[str]:
+@contextmanager
+def serving(trained: Path, *choice: str) -> Iterator[str]:
+    """`pipeline.serve` on a free port, told which model by `choice`; its URL once it answers."""
     port = free_port()
-    log_path = trained.parent / "serve.log"
-    # The flow passes the trainings' outputs as lists, in the order of the matrix.
-    outputs = [outputs_of(trained)[model] for model in MODELS]
-    command = [
-        *(sys.executable, "-m", "pipeline.serve", "--data", str(trained)),
-        *("--models", json.dumps([entry["model"] for entry in outputs])),
-        *("--scores", json.dumps([entry["score"] for entry in outputs])),
-    ]
+    log_path = trained.parent / f"serve-{port}.log"
+    command = [sys.executable, "-m", "pipeline.serve", "--data", str(trained), *choice]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
@@ -123,11 +119,27 @@ def server(trained: Path) -> Iterator[str]:
             break
         except OSError:
             if time.monotonic() > deadline:
+                process.kill()
                 raise
             time.sleep(0.1)
-    yield url
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0, f"serve did not stop cleanly on SIGTERM:\n{log_path.read_text()}"
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 0, f"serve did not stop cleanly on SIGTERM:\n{log_path.read_text()}"
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path) -> Iterator[str]:
+    # The flow passes the trainings' outputs as lists, in the order of the matrix.
+    outputs = [outputs_of(trained)[model] for model in MODELS]
+    with serving(
+        trained,
+        *("--models", json.dumps([entry["model"] for entry in outputs])),
+        *("--scores", json.dumps([entry["score"] for entry in outputs])),
+    ) as url:
+        yield url
 
 
 def test_process_writes_the_split(trained: Path) -> None:
@@ -244,3 +256,145 @@ def test_the_termination_log_is_left_alone_where_it_does_not_exist(tmp_path: Pat
     missing = tmp_path / "no-such-file"
     run_step("process", "--data", str(tmp_path / "data"), "--termination-log", str(missing))
     assert not missing.exists()
+
+
+# The steps of examples/ml-pipeline-gated.yaml after the trainings: evaluate, promote (the gate's
+# work), serve of the promoted model, and the finally work report.
+
+
+def run_logged(module: str, *args: str | Path, log: Path, check: bool = True) -> tuple[str, str, int]:
+    """Run a step with a termination log of its own, as in its pod; its stdout and stderr, what it left
+    in the log, and its exit code."""
+    log.touch()
+    result = run_step(module, *map(str, args), "--termination-log", str(log), check=check)
+    return result.stdout + result.stderr, log.read_text().strip(), result.returncode
+
+
+def flow_lists(trained: Path) -> tuple[str, str]:
+    """The trainings' models and scores as the flow hands a matrix work's outputs on: JSON lists in the
+    matrix's order."""
+    outputs = [outputs_of(trained)[model] for model in MODELS]
+    return json.dumps([entry["model"] for entry in outputs]), json.dumps(
+        [entry["score"] for entry in outputs]
+    )
+
+
+def ranked(trained: Path) -> tuple[dict[str, float], str, str]:
+    scores = {model: entry["score"] for model, entry in outputs_of(trained).items()}
+    best = max(scores, key=lambda model: scores[model])
+    worst = min(scores, key=lambda model: scores[model])
+    assert best != worst
+    return scores, best, worst
+
+
+def test_the_gated_steps_promote_the_approvers_choice_serve_it_and_report_it(
+    trained: Path, server: str, tmp_path: Path
+) -> None:
+    scores, best, worst = ranked(trained)
+    models, listed_scores = flow_lists(trained)
+
+    printed, evaluated, _ = run_logged(
+        "evaluate", "--models", models, "--scores", listed_scores, log=tmp_path / "e"
+    )
+    assert json.loads(evaluated) == {"model": best, "score": scores[best]}
+    assert printed.startswith(f"evaluate: best model {best} (score {scores[best]:.4f})"), printed
+
+    # The approver chose another model than the best: that one is promoted.
+    printed, promoted, _ = run_logged(
+        "promote", "--data", trained, "--best", best, f"--chosen={worst}", log=tmp_path / "p"
+    )
+    assert json.loads(promoted) == {"model": worst}
+    assert printed.startswith(f"promote: {worst} (chosen by the approver, over the best, {best}"), printed
+    record = json.loads((trained / "promoted.json").read_text())
+    assert (record["model"], record["best"], record["chosen_by_approver"]) == (worst, best, True)
+    assert record["metrics"]["r2"] == scores[worst]
+
+    with serving(trained, "--model", json.loads(promoted)["model"]) as url:
+        status, health = http(f"{url}/healthz")
+        assert (status, health["model"]) == (200, worst)
+        status, answer = http(f"{url}/predict", {"rows": [ROW]})
+        assert (status, answer["model"]) == (200, worst), answer
+        [prediction] = answer["predictions"]
+        assert 25 <= prediction <= 346
+        # Another model than the one the best-score server answers with.
+        best_answer = http(f"{server}/predict", {"rows": [ROW]})[1]
+        assert best_answer["model"] == best and best_answer["predictions"][0] != pytest.approx(prediction)
+
+    report_file = trained / "reports" / "run-7.json"
+    printed, summary, _ = run_logged(
+        "report",
+        *("--data", trained, "--run", "7", "--phase", "Serving", "--failed-works", "[]"),
+        f"--model={worst}",
+        log=tmp_path / "r",
+    )
+    assert summary == f"report: run 7 Serving, failed works: none, promoted {worst} (r2={scores[worst]:.4f})"
+    assert printed == f"{summary} -> {report_file}\n"
+    report = json.loads(report_file.read_text())
+    assert {key: report[key] for key in ("run", "phase", "failed_works", "promoted")} == {
+        "run": 7,
+        "phase": "Serving",
+        "failed_works": [],
+        "promoted": {"model": worst, "r2": scores[worst]},
+    }
+
+
+@pytest.mark.parametrize("chosen", [["--chosen="], []], ids=["empty", "absent"])
+def test_promote_without_a_choice_promotes_the_best(trained: Path, tmp_path: Path, chosen: list[str]) -> None:
+    _, best, worst = ranked(trained)
+    # What the gate's default, "", promotes: evaluate's best, even over an earlier promotion.
+    run_logged("promote", "--data", trained, "--best", worst, "--chosen=" + worst, log=tmp_path / "before")
+    printed, promoted, _ = run_logged(
+        "promote", "--data", trained, "--best", best, *chosen, log=tmp_path / "p"
+    )
+    assert json.loads(promoted) == {"model": best}
+    assert printed.startswith(f"promote: {best} (the best, r2="), printed
+    record = json.loads((trained / "promoted.json").read_text())
+    assert (record["model"], record["chosen_by_approver"]) == (best, False)
+
+
+@pytest.mark.parametrize("chosen", ["xgboost", "../models/gbr", "GBR"])
+def test_promote_refuses_a_model_that_was_not_trained(trained: Path, tmp_path: Path, chosen: str) -> None:
+    before = (trained / "promoted.json").read_text() if (trained / "promoted.json").exists() else None
+    printed, message, code = run_logged(
+        "promote", "--data", trained, "--best", "gbr", f"--chosen={chosen}", log=tmp_path / "p", check=False
+    )
+    error = f"no trained model {chosen!r} under {trained / 'models'} (trained: forest, gbr, linear)"
+    assert code == 1
+    assert printed == f"promote: {error}\n"
+    # No outputs: the work fails, and serve, which needs them, is skipped.
+    assert message == f"promote: {error}"
+    after = (trained / "promoted.json").read_text() if (trained / "promoted.json").exists() else None
+    assert after == before
+
+
+def test_serve_refuses_a_model_it_was_not_given(trained: Path) -> None:
+    result = run_step("serve", "--data", str(trained), "--port", "0", "--model", "xgboost", check=False)
+    assert result.returncode == 1
+    assert f"model xgboost is not in {trained / 'models'}" in result.stderr
+
+
+def test_evaluate_refuses_outputs_it_cannot_rank(tmp_path: Path) -> None:
+    for models, scores, error in [
+        ('["linear","gbr"]', "[0.4]", "--models and --scores must be lists of the same length"),
+        ('["linear","gbr"]', "[null,null]", "no numeric score among [None, None]"),
+    ]:
+        printed, message, code = run_logged(
+            "evaluate", "--models", models, "--scores", scores, log=tmp_path / "e", check=False
+        )
+        assert code == 1
+        assert error in printed and error in message
+
+
+def test_report_of_a_run_that_promoted_nothing_is_written_all_the_same(tmp_path: Path) -> None:
+    # A run that failed before anything was trained: the data directory holds nothing yet.
+    data = tmp_path / "data"
+    printed, summary, code = run_logged(
+        "report",
+        *("--data", data, "--run", "8", "--phase", "Failed", "--failed-works", '["train"]', "--model="),
+        log=tmp_path / "r",
+    )
+    assert code == 0
+    assert summary == "report: run 8 Failed, failed works: train, nothing promoted"
+    assert printed == f"{summary} -> {data / 'reports' / 'run-8.json'}\n"
+    report = json.loads((data / "reports" / "run-8.json").read_text())
+    assert (report["phase"], report["failed_works"], report["promoted"]) == ("Failed", ["train"], None)

@@ -4,7 +4,10 @@ Secret, in the pod), and what its pod's result makes of the status entry."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
+
+import yaml
 
 from dagflow.api.models import DAGFlowSpec, FlowPhase, NotifyPhase
 from dagflow.controller.notifications import (
@@ -16,6 +19,8 @@ from dagflow.controller.notifications import (
     settled_entry,
 )
 from dagflow.controller.observe import JobObservation, observe_job
+from dagflow.controller.runcontrol import begun_status
+from dagflow.controller.rundecisions import decide_run
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules.validation import validate_flow
 from tests.unit.test_planner import FLOW
@@ -154,3 +159,51 @@ def test_work_names_of_notifications_are_refused() -> None:
     assert validate_flow(fine) == []
     wrong_phase = {"works": [{"name": "a", "container": {"image": "x"}}], "notify": [hook("Running")]}
     assert [problem.path for problem in validate_flow(wrong_phase)] == ["spec.notify[0].on[0]"]
+
+
+def test_a_bare_on_that_yaml_read_as_true_is_told_plainly() -> None:
+    spec = yaml.safe_load(
+        """
+works: [{name: a, container: {image: x}}]
+notify:
+- on: [Failed]
+  webhook: {urlFrom: {secretKeyRef: {name: hook, key: url}}}
+"""
+    )
+    assert [(problem.path, problem.message) for problem in validate_flow(spec)] == [
+        ("spec.notify[0]", 'the key on was read as the boolean true (YAML 1.1): quote it, "on": [Failed]')
+    ]
+
+
+def test_a_pod_that_never_started_fails_saying_why_it_could_not() -> None:
+    entry = {
+        **pending_entry(1, DueNotification(0, NotifyPhase.FAILED), "f-1-notify-0-failed"),
+        "message": 'its pod cannot start: CreateContainerConfigError: secret "team-hook" not found',
+    }
+    ended_late = settled_entry(
+        entry, ended("Failed", "Job was active longer than specified deadline"), None, NOW
+    )
+    assert (ended_late["state"], ended_late["message"]) == ("Failed", entry["message"])
+
+
+def test_the_pod_is_small_pulls_as_the_works_do_and_carries_no_token() -> None:
+    flow_spec = spec(hook("Failed"), podDefaults={"imagePullSecrets": [{"name": "mirror"}]})
+    job = build_notification_job(
+        FLOW, flow_spec, 1, DueNotification(0, NotifyPhase.FAILED), {"flow": FLOW.name}, OperatorSettings()
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "mirror"}]
+    assert pod["automountServiceAccountToken"] is False
+    assert set(pod["containers"][0]["resources"]) == {"requests", "limits"}
+
+
+def test_a_notification_still_being_posted_is_carried_into_the_next_run() -> None:
+    flow_spec = spec(hook("Failed"))
+    posting = pending_entry(1, DueNotification(0, NotifyPhase.FAILED), "f-1-notify-0-failed")
+    told = {**pending_entry(1, DueNotification(0, NotifyPhase.STOPPED), "x"), "state": "Sent"}
+    previous = {"run": 1, "phase": "Failed", "works": [], "notifications": [posting, told]}
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    decision = decide_run(flow_spec, previous, {"dagflow.dev/rerun": "again"}, moment, generation=1)
+    assert decision.new_run is not None
+    begun = begun_status(previous, decision, flow_spec, 1, moment, 3)
+    assert begun["notifications"] == [posting]

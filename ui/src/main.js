@@ -2,13 +2,14 @@
 // in the URL's fragment: #/ns/NAMESPACE, #/ns/NAMESPACE/flows/FLOW, #/ns/NAMESPACE/flows/FLOW/runs/N.
 // One server-sent event stream per page brings every change of the namespace's flows.
 import { drawGraph } from "./graph.js";
-import { ApiError, age, clock, escapeHtml, getJson, phaseLabel, time } from "./util.js";
+import { ApiError, age, clock, escapeHtml, getJson, phaseLabel, postJson, time } from "./util.js";
 
 const view = document.getElementById("view");
 const live = document.getElementById("live");
 const namespaceInput = document.getElementById("namespace");
 let page = null; // the page shown: {close()}
 let defaultNamespace = "default";
+let csrfToken = ""; // from api/config: sent back with each decision on a gate
 
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
@@ -75,6 +76,11 @@ function queuedCount(queued) {
   return queued ? `<span class="queued" data-role="queued">${queued} queued</span>` : "";
 }
 
+// How many gates of the flow wait for someone's approval, when any do.
+function waitingCount(waiting) {
+  return waiting ? `<span class="waiting" data-role="waiting">${waiting} waiting for approval</span>` : "";
+}
+
 function progressBar(done, total) {
   const percent = total ? Math.round((100 * done) / total) : 0;
   return (
@@ -110,7 +116,7 @@ function flowsPage({ namespace }) {
           `<tr data-flow="${escapeHtml(row.name)}">` +
           `<td><a href="#/ns/${encodeURIComponent(namespace)}/flows/${encodeURIComponent(row.name)}">` +
           `${escapeHtml(row.name)}</a></td>` +
-          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}${queuedCount(row.queued)}</td>` +
+          `<td>${phaseBadge(row.phase)}</td><td>${progressBar(row.done, row.total)}${queuedCount(row.queued)}${waitingCount(row.waiting)}</td>` +
           `<td>${escapeHtml(row.schedule || "-")}${row.suspended ? " (suspended)" : ""}</td>` +
           `<td>${row.lastRun ? `#${row.lastRun.number} ${phaseBadge(row.lastRun.phase || "-")}` : "-"}</td>` +
           `<td>${row.endpoint ? `<code>${escapeHtml(row.endpoint)}</code>` : "-"}</td>` +
@@ -177,7 +183,7 @@ function flowPage({ namespace, flow, run }) {
     `<section class="flow"><div class="flow-head" id="flow-head">loading ${escapeHtml(flow)}…</div>` +
     `<div class="flow-body"><div class="canvas" id="canvas"></div>` +
     `<aside class="panel" id="panel" hidden></aside></div>` +
-    `<div class="legend">${["Pending", "Running", "Succeeded", "Failed", "Skipped", "Serving", "Stopped", "NotRun"]
+    `<div class="legend">${["Pending", "Waiting", "Running", "Succeeded", "Failed", "Skipped", "Serving", "Stopped", "NotRun"]
       .map((phase) => `<span class="phase" data-phase="${phase}">${phase}</span>`)
       .join("")}</div></section>`;
 
@@ -194,7 +200,7 @@ function flowPage({ namespace, flow, run }) {
       .join("");
     document.getElementById("flow-head").innerHTML =
       `<h1><a href="#/ns/${encodeURIComponent(namespace)}">${escapeHtml(namespace)}</a> / ${escapeHtml(g.name)}</h1>` +
-      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}${queuedCount(g.queued)}` +
+      `<span data-role="flow-phase">${phaseBadge(g.phase)}</span>${progressBar(g.done, g.total)}${queuedCount(g.queued)}${waitingCount(g.waiting)}` +
       `<label class="runs">run <select id="run">${options}</select></label>` +
       (g.endpoint ? `<code class="endpoint">${escapeHtml(g.endpoint)}</code>` : "") +
       (g.message ? `<p class="message">${escapeHtml(g.message)}</p>` : "");
@@ -252,6 +258,10 @@ function flowPage({ namespace, flow, run }) {
       const details = await getJson(`${base}/works/${encodeURIComponent(work)}${run ? `?run=${run}` : ""}`);
       if (closed || selected !== work || number < shown) return;
       shown = number;
+      // A gate's form the reader is filling in stays as it is while the gate still waits for them:
+      // the flow's other works move on and the panel is drawn again meanwhile.
+      const form = again ? panel.querySelector(".approval") : null;
+      const keepForm = form && form.querySelector("input") && details.approval && details.approval.waiting && details.approval.mayDecide;
       panel.innerHTML = panelMarkup(details);
       panel.dataset.loaded = "1";
       panel.querySelector("button.close").addEventListener("click", () => {
@@ -260,11 +270,43 @@ function flowPage({ namespace, flow, run }) {
         drawing && drawing.select(null);
       });
       panel.querySelector("button.logs").addEventListener("click", () => showLogs(work, panel));
+      if (keepForm) {
+        panel.querySelector(".approval").replaceWith(form);
+      } else {
+        for (const button of panel.querySelectorAll(".approval button[data-decision]")) {
+          button.addEventListener("click", () => decide(work, button.dataset.decision, panel));
+        }
+      }
     } catch (error) {
       if (closed || selected !== work || number < shown) return;
       shown = number;
       panel.dataset.loaded = "";
       panel.innerHTML = `<h2>${escapeHtml(work)}</h2><p class="error">${escapeHtml(error.message)}</p>`;
+    }
+  };
+
+  // Approve or reject a waiting gate with the reader's own identity; the API server records who.
+  const decide = async (work, decision, panel) => {
+    const form = panel.querySelector(".approval");
+    const answer = form.querySelector(".answer");
+    // A rejection sets no parameters: only an approval carries what was typed in.
+    const params =
+      decision === "Approved"
+        ? Object.fromEntries(
+            [...form.querySelectorAll("input[data-param]")].filter((input) => input.value !== "").map((input) => [input.dataset.param, input.value]),
+          )
+        : {};
+    const message = form.querySelector("input[data-role=words]").value || undefined;
+    for (const button of form.querySelectorAll("button")) button.disabled = true;
+    answer.textContent = "sending…";
+    try {
+      await postJson(`${base}/works/${encodeURIComponent(work)}/decision`, { decision, params, message }, csrfToken);
+      answer.dataset.state = "sent";
+      answer.textContent = `${decision === "Approved" ? "Approval" : "Rejection"} sent.`;
+    } catch (error) {
+      answer.dataset.state = "refused";
+      answer.textContent = error.message;
+      for (const button of form.querySelectorAll("button")) button.disabled = false;
     }
   };
 
@@ -344,6 +386,32 @@ function field(name, label, value) {
   return `<dt>${label}</dt><dd data-field="${name}">${value}</dd>`;
 }
 
+function approvalMarkup(a) {
+  if (!a) return "";
+  const question = a.question ? `<p>${escapeHtml(a.question)}</p>` : "";
+  if (a.decision) {
+    const values = a.values ? ` (${Object.entries(a.values).map(([k, v]) => `${escapeHtml(k)}=${escapeHtml(v)}`).join(", ")})` : "";
+    const words = a.words ? `: ${escapeHtml(a.words)}` : "";
+    return (
+      `<div class="approval" data-role="approval">${question}<p data-role="decision">${escapeHtml(a.decision)} by ` +
+      `<b>${escapeHtml(a.by)}</b> at ${escapeHtml(time(a.decidedAt))}${values}${words}</p></div>`
+    );
+  }
+  if (!a.waiting) return `<div class="approval" data-role="approval">${question}<p class="muted">A gate: it waits for approval once its dependencies allow it.</p></div>`;
+  if (!a.mayDecide) {
+    return `<div class="approval" data-role="approval">${question}<p class="muted" data-role="not-approver">Waits for approval. You may not approve it.</p></div>`;
+  }
+  const inputs = a.params
+    .map((name) => `<label>${escapeHtml(name)} <input data-param="${escapeHtml(name)}" placeholder="the run's value"></label>`)
+    .join("");
+  return (
+    `<div class="approval" data-role="approval">${question}${inputs}` +
+    `<label>words <input data-role="words" placeholder="why (optional)"></label>` +
+    `<button data-decision="Approved" class="approve">Approve</button>` +
+    `<button data-decision="Rejected" class="reject">Reject</button><p class="answer" data-role="answer"></p></div>`
+  );
+}
+
 function panelMarkup(d) {
   const pods = d.pods.length
     ? `<table class="pods"><thead><tr><th>pod</th><th>node</th><th>phase</th></tr></thead><tbody>` +
@@ -380,7 +448,9 @@ function panelMarkup(d) {
       : null;
   return (
     `<button class="close" title="close">×</button><h2>${escapeHtml(d.name)}</h2>` +
-    `<p>${phaseBadge(d.phase, d.queued)} <span class="muted">${escapeHtml(d.kind || "")} · run ${d.run}</span></p><dl>` +
+    `<p>${phaseBadge(d.phase, d.queued)} <span class="muted">${escapeHtml(d.kind || "")} · run ${d.run}</span></p>` +
+    approvalMarkup(d.approval) +
+    `<dl>` +
     field("job", d.kind === "serve" ? "Deployment" : "Job", d.job ? `<code>${escapeHtml(d.job)}</code>` : "-") +
     field("attempts", "Attempts", escapeHtml(d.attempts ?? "-")) +
     (instances ? field("instances", "Instances", instances) : "") +
@@ -408,6 +478,7 @@ if (named) show();
 getJson("api/config")
   .then((config) => {
     defaultNamespace = config.namespace || "default";
+    csrfToken = config.csrfToken || "";
   })
   .catch(() => {})
   .finally(() => named || show());

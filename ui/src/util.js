@@ -43,3 +43,15 @@ export async function getJson(path) {
   if (!response.ok) throw new ApiError(response.status, body.error || response.statusText);
   return body;
 }
+
+// A write of the page's own: JSON, with the token that only a page able to read api/config has.
+export async function postJson(path, body, csrfToken) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Accept: "application/json", "Content-Type": "application/json", "X-DAGFlow-CSRF": csrfToken },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, answer.error || response.statusText);
+  return answer;
+}

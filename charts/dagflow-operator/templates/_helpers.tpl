@@ -171,3 +171,8 @@ way out (a replica leaves the webhook configuration in place while a peer lives)
   resourceNames: [{{ .name | quote }}]
   verbs: ["get", "patch"]
 {{- end }}
+
+{{/* The RBAC verb on dagflows that approving and rejecting a gate needs. */}}
+{{- define "dagflow-operator.approveVerb" -}}
+approve
+{{- end }}

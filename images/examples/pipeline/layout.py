@@ -45,6 +45,23 @@ class Layout:
     def metrics_file(self, name: str) -> Path:
         return self.models / f"{name}.json"
 
+    def trained_models(self) -> list[str]:
+        """The names of the models whose training finished (it writes the metrics file last)."""
+        return sorted(
+            path.stem for path in self.models.glob("*.json") if self.model_file(path.stem).is_file()
+        )
+
+    @property
+    def promoted(self) -> Path:
+        return self.root / "promoted.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def report_file(self, run: int) -> Path:
+        return self.reports / f"run-{run}.json"
+
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -1,9 +1,11 @@
 """Step 3: serve the model with the best test score over HTTP.
 
     python -m pipeline.serve --data /data --port 8080 [--models '["linear","gbr"]' --scores '[0.3,0.4]']
+    python -m pipeline.serve --data /data --port 8080 --model forest
 
 With --models and --scores (the trainings' outputs, as the flow passes them) it serves the model with
-the highest score among them; without, the best of the metrics files under --data.
+the highest score among them; with --model, that model (the one a promote step promoted); without
+either, the best of the metrics files under --data.
 
 GET /healthz answers 200 with the chosen model; POST /predict takes JSON rows and answers with the
 predictions:
@@ -32,6 +34,7 @@ from typing import Any
 import joblib
 import pandas as pd
 
+from pipeline.evaluate import chosen_model
 from pipeline.layout import Layout, add_data_argument
 
 MAX_BODY_BYTES = 1 << 20
@@ -65,20 +68,6 @@ class LoadedModel:
             return [float(value) for value in values]
         except (TypeError, ValueError):
             raise ValueError(f"row {index} holds a value that is not a number") from None
-
-
-def chosen_model(models: list[Any], scores: list[Any]) -> str:
-    """The model with the highest score, from the trainings' outputs (two lists, in the same order)."""
-    if not models or len(models) != len(scores):
-        raise ValueError(f"--models and --scores must be lists of the same length, got {models} and {scores}")
-    ranked = [
-        (score, str(model))
-        for model, score in zip(models, scores, strict=True)
-        if isinstance(score, int | float)
-    ]
-    if not ranked:
-        raise ValueError(f"no numeric score among {scores}")
-    return max(ranked)[1]
 
 
 def best_model(layout: Layout, chosen: str | None = None) -> LoadedModel:
@@ -166,9 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
     parser.add_argument("--models", type=json.loads, help="the trained models' names, a JSON list")
     parser.add_argument("--scores", type=json.loads, help="their scores, a JSON list in the same order")
+    parser.add_argument("--model", help="serve this trained model, whatever its score")
     args = parser.parse_args(argv)
+    if args.model is not None and args.models is not None:
+        parser.error("--model names the model to serve: give it without --models and --scores")
     try:
-        chosen = chosen_model(args.models, args.scores) if args.models is not None else None
+        if args.model is not None:
+            if not args.model:
+                raise ValueError("--model is empty: name the model to serve")
+            chosen = args.model
+        else:
+            chosen = chosen_model(args.models, args.scores) if args.models is not None else None
         model = best_model(Layout(Path(args.data)), chosen)
     except (FileNotFoundError, ValueError) as error:
         print(f"serve: {error}", file=sys.stderr)

@@ -99,6 +99,15 @@ RETRY_ANNOTATION = f"{GROUP}/retry"
 STOP_ANNOTATION = f"{GROUP}/stop"
 # Parameter values (a JSON object) for the runs that rerun and retry requests start.
 PARAMS_ANNOTATION = f"{GROUP}/params"
+# An approval or rejection of a gate (a work with `approval`) is an annotation per work, a JSON object
+# {"run", "decision", "token", "params", "message"}; who made it is stamped by the API server's
+# admission (the chart's MutatingAdmissionPolicy) into the second annotation, never typed.
+APPROVAL_ANNOTATION_PREFIX = "approval.dagflow.dev/"
+APPROVER_ANNOTATION_PREFIX = "approved-by.dagflow.dev/"
+# The RBAC verb on dagflows that approving and rejecting needs, beside patch.
+APPROVE_VERB = "approve"
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86400
+MAX_APPROVAL_TIMEOUT_SECONDS = 30 * 86400
 REQUEST_ANNOTATIONS = {
     RunRequest.RERUN: RERUN_ANNOTATION,
     RunRequest.RETRY: RETRY_ANNOTATION,
@@ -266,6 +275,8 @@ class WorkPhase(StrEnum):
     SKIPPED = "Skipped"
     SERVING = "Serving"
     STOPPED = "Stopped"
+    # A gate (a work with `approval`) whose dependencies allow it, until someone decides.
+    WAITING = "Waiting"
 
 
 class ConditionStatus(StrEnum):
@@ -426,6 +437,33 @@ class Notification(ApiModel):
         default=NotifyFormat.JSON,
         description="json (default): the run's event as a JSON object. slack: a Slack message with a "
         "summary line and the failed works.",
+    )
+
+
+class Approval(ApiModel):
+    """Makes a work a gate: once its dependencies allow it to start, it waits (phase Waiting, reason
+    ApprovalRequired) until someone allowed to approve approves it (it then runs) or rejects it (it
+    fails, reason Rejected)."""
+
+    message: str = Field(
+        default="",
+        max_length=1024,
+        description="What the approver is asked, shown with the waiting work (CLI, dashboard, status).",
+    )
+    timeout_seconds: int = Field(
+        default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        ge=1,
+        le=MAX_APPROVAL_TIMEOUT_SECONDS,
+        description="How long the gate waits for a decision; then it fails (reason ApprovalTimedOut). "
+        "Default 86400 (a day), at most 30 days.",
+    )
+    params: list[ValueName] = Field(
+        default_factory=list,
+        max_length=MAX_PARAMS,
+        description="Names of spec.params the approver may set when approving: the gate and the works "
+        "after it (and the finally works) get the approver's values as $(params.NAME). A parameter "
+        "is set by one gate at most.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 
@@ -594,6 +632,13 @@ class Work(ApiModel):
         "work's status (at most 1 KiB) for later works to reference as $(works.NAME.outputs.KEY). "
         "A missing key or a message that is not a JSON object fails the work.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    approval: Approval | None = Field(
+        default=None,
+        description="Makes the work a gate that waits for someone's approval before it runs (see "
+        "Approval). Approving needs the `approve` verb on dagflows; who decided, when and with which "
+        "parameter values is kept in the work's status.",
     )
 
     @property
@@ -770,12 +815,16 @@ class DAGFlowSpec(ApiModel):
         return named
 
     def caches(self, work: Work) -> bool:
-        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work or a
-        finally work. Asked of every work on every pass, so it reads only that field."""
+        """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work, a gate
+        (someone decides in every run) or a finally work. Asked of every work on every pass, so it
+        reads only these fields."""
         own = work.cache.enabled if work.cache else None
         flow = self.cache.enabled if self.cache else None
         return (
-            work.serve is None and bool(own if own is not None else flow) and not self.is_finally(work.name)
+            work.serve is None
+            and work.approval is None
+            and bool(own if own is not None else flow)
+            and not self.is_finally(work.name)
         )
 
     def cache_of(self, work: Work) -> CacheSettings:
@@ -936,6 +985,9 @@ class WorkStatus(ApiModel):
         description="The ConfigMap that holds a matrix work's outputs: key outputs.json, a JSON "
         "object of output name to the list of the instances' values, in index order.",
     )
+    approval: ApprovalStatus | None = Field(
+        default=None, description="A gate's approval in this run (works with spec approval)."
+    )
     finally_work: bool | None = Field(
         default=None,
         alias="finally",
@@ -953,6 +1005,31 @@ class WorkStatus(ApiModel):
         "the instances its Job runs, in the Job's index order (\"3,17-19\": the Job's index 0 runs "
         "instance 3).",
     )
+
+
+class ApprovalDecision(StrEnum):
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
+class ApprovalStatus(ApiModel):
+    """A gate's approval in the current run: when it began to wait, and who decided what."""
+
+    requested_at: AwareDatetime | None = Field(default=None, description="When the gate began to wait.")
+    decision: ApprovalDecision | None = Field(
+        default=None, description="Approved or Rejected; unset while it waits."
+    )
+    by: str | None = Field(
+        default=None, description="Who decided, as the API server authenticated them (never typed)."
+    )
+    decided_at: AwareDatetime | None = Field(default=None, description="When the decision was taken in.")
+    params: dict[str, str] | None = Field(
+        default=None, description="The parameter values the approver set (approval.params)."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="The approver's or rejecter's words."
+    )
+    token: str | None = Field(default=None, description="The token of the request taken in.")
 
 
 class NotificationState(StrEnum):

@@ -73,6 +73,8 @@ def plan_cache(
             why = "a serve work is never cached" if work.serve is not None else "caching is off"
             if spec.is_finally(name):
                 why = "a finally work always runs"
+            elif work.approval is not None:
+                why = "a gate: someone decides in every run"
             planned.append(WorkPlan(name, RUNS, [why]))
             keys[name] = run_unique_key("plan", run, name)
             continue

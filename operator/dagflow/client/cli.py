@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from dagflow.api.models import READY_PHASES, DAGFlowSpec, RunRequest, duration_seconds
+from dagflow.api.models import READY_PHASES, ApprovalDecision, DAGFlowSpec, RunRequest, duration_seconds
 from dagflow.client import flowview
 from dagflow.client.cacheplan import HIT, MISS, plan_cache
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
 from dagflow.rules import naming
+from dagflow.rules.approvals import ApprovalError
 from dagflow.rules.validation import ValidationProblem, is_dagflow, validate_object
 
 app = typer.Typer(
@@ -417,6 +418,11 @@ def get(
         out.print(f"[yellow]Warning:[/] {escape(str(unchecked[-1].get('message')))}")
     out.print()
     _show_table(out, flowview.works_listing(found, wide=form == "wide"))
+    gates = flowview.waiting_gates(found)
+    if gates:
+        out.print("\nWaiting for approval:")
+        for line in gates:
+            out.print(f"  {escape(line)}")
     if status.get("runs"):
         out.print()
         _show_table(out, flowview.runs_listing(found))
@@ -669,6 +675,72 @@ def rerun(
         return f"rerun of {client.namespace}/{flow} requested{without} (token {token})"
 
     _on_flow(ctx, (namespace, context, kubeconfig), act)
+
+
+MessageOption = Annotated[str | None, typer.Option("--message", "-m", help="Why: kept with the decision.")]
+
+
+def _decided(
+    client: FlowClient,
+    flow: str,
+    work: str,
+    decision: ApprovalDecision,
+    params: dict[str, str],
+    message: str | None,
+) -> str:
+    try:
+        run, token = client.decide(flow, work, decision, params, message)
+    except ApprovalError as error:
+        _fail(str(error))
+    verb = "approval" if decision == ApprovalDecision.APPROVED else "rejection"
+    return f"{verb} of {work} in run {run} of {client.namespace}/{flow} requested (token {token})"
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    flow: FlowArgument,
+    work: Annotated[str, typer.Argument(metavar="WORK", help="The gate that waits.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="NAME=VALUE",
+            help="Value of a parameter the gate lets its approver set (repeatable).",
+        ),
+    ] = None,
+    message: MessageOption = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Approve a gate that waits: it runs, and the works after it follow. Needs the approve verb on
+    dagflows; you are recorded as the approver, as the API server knows you."""
+    params = _parse_params(param)
+    _on_flow(
+        ctx,
+        (namespace, context, kubeconfig),
+        lambda client: _decided(client, flow, work, ApprovalDecision.APPROVED, params, message),
+    )
+
+
+@app.command()
+def reject(
+    ctx: typer.Context,
+    flow: FlowArgument,
+    work: Annotated[str, typer.Argument(metavar="WORK", help="The gate that waits.")],
+    message: MessageOption = None,
+    namespace: NamespaceOption = None,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Reject a gate that waits: it fails (reason Rejected) and the works that need it are skipped."""
+    _on_flow(
+        ctx,
+        (namespace, context, kubeconfig),
+        lambda client: _decided(client, flow, work, ApprovalDecision.REJECTED, {}, message),
+    )
 
 
 @app.command()

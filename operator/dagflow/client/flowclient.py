@@ -24,9 +24,11 @@ from dagflow.api.models import (
     PARAMS_ANNOTATION,
     PLURAL,
     VERSION,
+    ApprovalDecision,
     RunRequest,
 )
 from dagflow.rules import naming
+from dagflow.rules.approvals import decision_annotations
 
 # The client's config and watch modules have no type hints.
 config: Any = untyped_config
@@ -187,6 +189,22 @@ class FlowClient:
         self.patch(name, {"metadata": {"annotations": annotations}})
         return token
 
+    def decide(
+        self,
+        name: str,
+        work: str,
+        decision: ApprovalDecision,
+        params: Mapping[str, str],
+        message: str | None,
+    ) -> tuple[int, str]:
+        """Approve or reject gate `work` of the flow's current run; the run and the request's token.
+        The API server stamps who asked, and refuses one who may not approve."""
+        flow = self.get(name)
+        token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        annotations = decision_annotations(flow, work, decision, params, message, token)
+        self.patch(name, {"metadata": {"annotations": annotations}})
+        return int((flow.get("status") or {}).get("run") or 0), token
+
     def set_suspend(self, name: str, suspended: bool) -> dict[str, Any]:
         return self.patch(name, {"spec": {"suspend": suspended}})
 
@@ -226,20 +244,16 @@ class FlowClient:
             pods, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"])
         )
 
-    def may(self, group: str, resource: str, verb: str) -> bool:
-        """Whether this identity may do `verb` on `resource` in this namespace (a
-        SelfSubjectAccessReview: the API server's authorizer answers for whoever asks)."""
+    def may(self, group: str, resource: str, verb: str, name: str | None = None) -> bool:
+        """Whether this identity may do `verb` on `resource` (the object `name`, if given) in this
+        namespace (a SelfSubjectAccessReview: the API server's authorizer answers for whoever asks)."""
+        attributes = {"namespace": self.namespace, "group": group, "resource": resource, "verb": verb}
+        if name is not None:
+            attributes["name"] = name
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": self.namespace,
-                    "group": group,
-                    "resource": resource,
-                    "verb": verb,
-                }
-            },
+            "spec": {"resourceAttributes": attributes},
         }
         authorization = client.AuthorizationV1Api(self.api)
         answer = self._call(authorization.create_self_subject_access_review, review)

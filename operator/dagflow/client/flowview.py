@@ -29,6 +29,7 @@ PHASE_STYLES = {
     "Failed": "red bold",
     "Skipped": "yellow",
     "Stopped": "magenta",
+    "Waiting": "yellow bold",
 }
 # The reasons of a Pending work whose Job waits for Kueue (docs/api.md, "Queueing with Kueue"): shown
 # apart from works that wait for their dependencies, since only quota frees them.
@@ -203,6 +204,31 @@ def summary_line(flow: Mapping[str, Any]) -> str:
         f"{flow['metadata']['name']}  run {status.get('run', '-')}  {status.get('phase') or 'Pending'}  "
         f"{status.get('progress') or '0/0'} works  {works}"
     ).rstrip()
+
+
+def waiting_gates(flow: Mapping[str, Any]) -> list[str]:
+    """The gates of the current run that wait for approval, each with the commands that decide it."""
+    name = flow["metadata"]["name"]
+    namespace = flow["metadata"].get("namespace")
+    target = f" -n {namespace}" if namespace else ""
+    try:
+        spec = DAGFlowSpec.model_validate(flow.get("spec") or {})
+    except ValueError:
+        return []
+    lines = []
+    for work in (flow.get("status") or {}).get("works") or []:
+        if work.get("phase") != "Waiting":
+            continue
+        try:
+            approval = spec.work(work["name"]).approval
+        except KeyError:
+            continue
+        settable = "".join(f" [-p {param}=VALUE]" for param in (approval.params if approval else []))
+        asked = f": {work['message']}" if work.get("message") else ""
+        lines.append(f"{work['name']} waits for approval{asked}")
+        lines.append(f"  dagflow approve {name} {work['name']}{settable}{target}")
+        lines.append(f"  dagflow reject {name} {work['name']} -m REASON{target}")
+    return lines
 
 
 def live_view(flow: Mapping[str, Any], now: datetime | None = None) -> RenderableType:

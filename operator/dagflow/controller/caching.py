@@ -33,6 +33,7 @@ from dagflow.controller.observe import parse_indexes
 from dagflow.controller.planner import Plan, WorkState
 from dagflow.controller.workdata import WorkData
 from dagflow.rules import naming
+from dagflow.rules.approvals import RunParams
 from dagflow.rules.cachekey import (
     KEY_LABEL,
     CacheKey,
@@ -45,6 +46,7 @@ from dagflow.rules.cachekey import (
 )
 from dagflow.rules.matrix import MatrixError
 from dagflow.rules.substitution import BadReference, Values
+from dagflow.rules.times import parse_time, timestamp
 
 logger = logging.getLogger("dagflow")
 
@@ -61,16 +63,6 @@ ENTRY_OVERHEAD_BYTES = 16 * 1024
 # Which works' entries were written, remembered so that a pass does not ask again (a restart asks
 # once more, and the API server answers that it exists).
 RECORDED_KEPT = 100_000
-
-
-def timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def entry_name(work: str, key: str, flow_uid: str, run: int) -> str:
@@ -128,7 +120,7 @@ class Cache:
         return any(spec.caches(work) for work in spec.works)
 
     def keys(
-        self, flow: FlowRef, spec: DAGFlowSpec, run: int, params: Mapping[str, str], plan: Plan
+        self, flow: FlowRef, spec: DAGFlowSpec, run: int, params: RunParams, plan: Plan
     ) -> Callable[[Work, Mapping[str, Mapping[str, Any]]], WorkKeys | None]:
         """The key of a cached work in this run, from the keys in the plan's states of the works it
         depends on; None when a reference cannot be resolved (its Job is refused for that anyway)."""
@@ -148,7 +140,9 @@ class Cache:
 
         def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> WorkKeys | None:
             upstream = {name: upstream_key(name, outputs) for name in dict.fromkeys(work.depends_on)}
-            values = Values(run=run, flow=flow.name, work=work.name, params=params, outputs=outputs)
+            values = Values(
+                run=run, flow=flow.name, work=work.name, params=params.of(work.name), outputs=outputs
+            )
             try:
                 if work.matrix is not None:
                     return matrix_work_keys(spec, work, values, upstream, combinations_of(work, outputs))
@@ -163,7 +157,7 @@ class Cache:
         flow: FlowRef,
         spec: DAGFlowSpec,
         run: int,
-        params: Mapping[str, str],
+        params: RunParams,
         plan: Plan,
         previous: Mapping[str, Mapping[str, Any]],
         now: datetime,
@@ -240,7 +234,7 @@ class Cache:
         flow: FlowRef,
         spec: DAGFlowSpec,
         run: int,
-        params: Mapping[str, str],
+        params: RunParams,
         plan: Plan,
         job_uids: Mapping[str, str | None],
         now: datetime,

@@ -96,6 +96,8 @@ def build_notification_job(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # It talks to no API server: the ServiceAccount only places it under the flow's identity.
+        "automountServiceAccountToken": False,
         "containers": [
             {
                 "name": NOTIFY_CONTAINER,
@@ -116,6 +118,11 @@ def build_notification_job(
                         ),
                     },
                 ],
+                # Small and bounded, so that a namespace's ResourceQuota admits it.
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "200m", "memory": "64Mi"},
+                },
                 "securityContext": {
                     "runAsNonRoot": True,
                     "runAsUser": 65532,
@@ -137,6 +144,8 @@ def build_notification_job(
             pod_spec["nodeSelector"] = dict(defaults.node_selector)
         if defaults.tolerations:
             pod_spec["tolerations"] = [dict(toleration) for toleration in defaults.tolerations]
+        if defaults.image_pull_secrets:
+            pod_spec["imagePullSecrets"] = [dict(secret) for secret in defaults.image_pull_secrets]
         pod_metadata["labels"] = {**defaults.labels, **labels}
         if defaults.annotations:
             pod_metadata["annotations"] = dict(defaults.annotations)
@@ -210,6 +219,8 @@ def settled_entry(
     if result.get("attempts"):
         settled["attempts"] = int(result["attempts"])
     if not sent:
-        why = result.get("error") or job.message or "its pod left no result"
+        # Without the launcher's word, why its pod could not start (a missing Secret) says more
+        # than the Job's deadline.
+        why = result.get("error") or entry.get("message") or job.message or "its pod left no result"
         settled["message"] = str(why)[:1024]
     return settled

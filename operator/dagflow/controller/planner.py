@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dagflow.api.models import DAGFlowSpec, FailurePolicy, FlowPhase, TriggerRule, Work, WorkPhase
+from dagflow.api.models import (
+    ApprovalDecision,
+    DAGFlowSpec,
+    FailurePolicy,
+    FlowPhase,
+    TriggerRule,
+    Work,
+    WorkPhase,
+)
 from dagflow.controller.builders import FlowRef, MatrixInstances, endpoint_url
 from dagflow.controller.instances import (
     InstanceCounts,
@@ -21,10 +29,11 @@ from dagflow.controller.instances import (
 )
 from dagflow.controller.instances import failure_message as instance_failure_message
 from dagflow.controller.observe import DeploymentObservation, JobObservation, parse_indexes
-from dagflow.controller.queueing import QUEUED_REASON, QueueWait, queue_wait
+from dagflow.controller.queueing import QUEUE_REASONS, QUEUED_REASON, QueueWait, queue_wait
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, MatrixError
 from dagflow.rules.outputs import CollectedOutputs, OutputsError, parse_outputs
+from dagflow.rules.times import seconds_between
 
 DONE = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
@@ -35,6 +44,9 @@ NOT_MET = frozenset({WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.STOPPED})
 SUSPENDED_MESSAGE = "suspended: starts once spec.suspend is false"
 FINALLY_WAITS_MESSAGE = "a finally work: starts once the run's works have ended"
 STOPPED_MESSAGE = "stopped by request"
+APPROVAL_REQUIRED = "ApprovalRequired"
+APPROVAL_TIMED_OUT = "ApprovalTimedOut"
+REJECTED = "Rejected"
 # A work's message in the status is at most this long.
 MAX_WORK_MESSAGE_CHARS = 1024
 
@@ -72,6 +84,8 @@ class WorkState:
     job_indexes: str | None = None
     # A work of spec.finally.
     is_finally: bool = False
+    # A gate's approval in this run: when it began to wait, and the decision taken in.
+    approval: dict[str, Any] | None = None
 
     def to_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "phase": self.phase.value}
@@ -95,6 +109,7 @@ class WorkState:
             "outputsConfigMap": self.outputs_config_map,
             "cachedInstances": self.cached_instances,
             "jobIndexes": self.job_indexes,
+            "approval": self.approval,
         }
         entry.update({key: value for key, value in optional.items() if value is not None})
         if len(entry.get("message", "")) > MAX_WORK_MESSAGE_CHARS:
@@ -137,7 +152,7 @@ class Plan:
     @property
     def queued(self) -> int:
         """Works waiting for Kueue to admit their Jobs."""
-        return sum(1 for work in self.works if work.reason is not None)
+        return sum(1 for work in self.works if work.reason in QUEUE_REASONS)
 
 
 def plan_run(
@@ -235,7 +250,7 @@ def plan_run(
         _slots_held(works[name], jobs.get(name))
         for name in order
         if works[name].serve is None
-        and (states[name].phase == WorkPhase.RUNNING or states[name].reason is not None)
+        and (states[name].phase == WorkPhase.RUNNING or states[name].reason in QUEUE_REASONS)
     )
     unlimited = spec.parallelism == 0
     free_slots = spec.parallelism - running_batch if not unlimited else len(order)
@@ -262,6 +277,8 @@ def plan_run(
             continue
         elif fail_fast and not is_finally:
             state.phase, state.message = WorkPhase.SKIPPED, _fail_fast_reason(failed)
+        elif work.approval is not None and _held_at_gate(state, work, now):
+            continue  # waits for someone, suspended or not: a decision starts nothing while suspended
         elif hold:
             state.message = SUSPENDED_MESSAGE
         elif work.serve is None and draining:
@@ -378,7 +395,7 @@ def _stop_running(
     """Under FailFast, once a work failed: the batch works still running stop, their Jobs go."""
     for name, state in states.items():
         job = jobs.get(name)
-        waiting = state.phase == WorkPhase.RUNNING or state.reason is not None
+        waiting = state.phase == WorkPhase.RUNNING or state.reason in QUEUE_REASONS
         if works[name].serve is None and waiting and job is not None:
             before = previous.get(name) or {}
             stopped_at = before.get("finishedAt") if before.get("phase") == WorkPhase.STOPPED else None
@@ -479,6 +496,7 @@ def _observed_state(
 ) -> WorkState:
     state = WorkState(name=work.name, endpoint=endpoint_url(flow, work))
     state.cache_key = (previous or {}).get("cacheKey")
+    state.approval = (previous or {}).get("approval")
     state.cached_instances = (previous or {}).get("cachedInstances")
     state.job_indexes = (previous or {}).get("jobIndexes")
     if previous and previous.get("carriedFromRun"):
@@ -521,8 +539,10 @@ def _observed_state(
             if previous and previous.get("startedAt"):
                 state.started_at = previous["startedAt"]
         elif previous and previous.get("phase") == WorkPhase.FAILED:
-            # The API server refused its Deployment in this run; asking again would only loop.
+            # The API server refused its Deployment in this run, or its gate was rejected or timed
+            # out: asking again would only loop.
             state.phase, state.message = WorkPhase.FAILED, previous.get("message")
+            state.reason, state.finished_at = previous.get("reason"), previous.get("finishedAt")
         elif deployment is not None:
             state.message = f"run {deployment.run} keeps serving until this run's dependencies are met"
         return state
@@ -548,6 +568,8 @@ def _observed_state(
                 started_at=previous.get("startedAt"),
                 finished_at=previous.get("finishedAt"),
                 message=previous.get("message"),
+                # A gate's Rejected or ApprovalTimedOut.
+                reason=previous.get("reason"),
             )
             _keep_data(kept, previous)
             return kept
@@ -691,6 +713,33 @@ def _keep_data(state: WorkState, previous: Mapping[str, Any]) -> None:
     state.cached_from = previous.get("cachedFrom")
     state.cached_instances = previous.get("cachedInstances")
     state.job_indexes = previous.get("jobIndexes")
+    state.approval = previous.get("approval")
+
+
+def _held_at_gate(state: WorkState, work: Work, now: str) -> bool:
+    """Whether a gate whose dependencies allow it to start is held: it waits for a decision (Waiting),
+    or was rejected or waited too long (Failed). An approved one starts as any work."""
+    assert work.approval is not None
+    approval = dict(state.approval or {})
+    decision = approval.get("decision")
+    if decision == ApprovalDecision.APPROVED:
+        return False
+    approval.setdefault("requestedAt", now)
+    state.approval = approval
+    if decision == ApprovalDecision.REJECTED:
+        words = f": {approval['message']}" if approval.get("message") else ""
+        state.phase, state.reason = WorkPhase.FAILED, REJECTED
+        state.finished_at = approval.get("decidedAt") or now
+        state.message = f"rejected by {approval.get('by')}{words}"
+        return True
+    waited = seconds_between(approval["requestedAt"], now)
+    if waited >= work.approval.timeout_seconds:
+        state.phase, state.reason, state.finished_at = WorkPhase.FAILED, APPROVAL_TIMED_OUT, now
+        state.message = f"no one approved it within {work.approval.timeout_seconds}s ({APPROVAL_TIMED_OUT})"
+        return True
+    state.phase, state.reason = WorkPhase.WAITING, APPROVAL_REQUIRED
+    state.message = work.approval.message or "waits for someone to approve it"
+    return True
 
 
 def _carried_state(
@@ -765,7 +814,11 @@ def _flow_phase(
     everything_done = all(state.phase in DONE for state in states.values())
     if blocked_serve or everything_done:
         return FlowPhase.FAILED, _failure_summary(states, failed)
-    return FlowPhase.RUNNING, None
+    gates = [state.name for state in states.values() if state.phase == WorkPhase.WAITING]
+    if not gates:
+        return FlowPhase.RUNNING, None
+    shown = ", ".join(gates[:5]) + (f" and {len(gates) - 5} more" if len(gates) > 5 else "")
+    return FlowPhase.RUNNING, f"waiting for approval: {shown}"
 
 
 def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> str:

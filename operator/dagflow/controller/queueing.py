@@ -32,6 +32,8 @@ QUEUED_REASON = "Queued"
 # Kueue's reason for evicting a Workload whose spec.active is false.
 DEACTIVATED_REASON = "Deactivated"
 PREEMPTED_REASON = "Preempted"
+# The reasons of a Pending work whose Job waits for Kueue.
+QUEUE_REASONS = frozenset({QUEUED_REASON, PREEMPTED_REASON})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from dagflow.api.models import (
     FINAL_PHASES,
     NO_CACHE_ANNOTATION,
     PLURAL,
+    ApprovalDecision,
     DAGFlowSpec,
     FlowPhase,
     NotificationState,
@@ -39,7 +40,7 @@ from dagflow.controller.builders import (
     build_service,
     endpoint_url,
 )
-from dagflow.controller.caching import Cache, collect_expired, parse_time
+from dagflow.controller.caching import Cache, collect_expired
 from dagflow.controller.history import JobRetirement, history_limit, retire_jobs, stale_config_maps
 from dagflow.controller.kube import FlowReplacedError, KubeClient, NameTakenError, api_error_message
 from dagflow.controller.notifications import (
@@ -80,7 +81,6 @@ from dagflow.controller.runcontrol import (
     carried_jobs,
     finally_stop_status,
     stopped_status,
-    timestamp,
     with_run_control,
 )
 from dagflow.controller.rundecisions import Notice, RunAction, RunDecision, decide_run, run_fingerprint
@@ -101,8 +101,10 @@ from dagflow.controller.status import (
 )
 from dagflow.controller.workdata import WorkData
 from dagflow.rules import naming
+from dagflow.rules.approvals import RunParams, approval_requests, take_in
 from dagflow.rules.params import default_params
 from dagflow.rules.substitution import BadReference, Values
+from dagflow.rules.times import parse_time, seconds_between, timestamp
 from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
@@ -272,6 +274,8 @@ class Reconciler:
         # Services made recently, by (flow, name): when.
         self._services_made: dict[tuple[FlowKey, str], float] = {}
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
+        # Approval requests already told to be unusable (flow, gate, token): told once.
+        self._refused_approvals: set[tuple[FlowKey, str, str]] = set()
         # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
         self.vanished: set[str] = set()
         # Flows a list showed gone while their watch had not told, by uid: an event of theirs that
@@ -336,6 +340,7 @@ class Reconciler:
             entry: value for entry, value in self._create_backoff.items() if entry[0] != key
         }
         self._pod_refusals = {entry: value for entry, value in self._pod_refusals.items() if entry[0] != key}
+        self._refused_approvals = {entry for entry in self._refused_approvals if entry[0] != key}
         self._services_made = {
             entry: value for entry, value in self._services_made.items() if entry[0] != key
         }
@@ -594,7 +599,7 @@ class Reconciler:
             status = body["status"]
         run = decision.run
         retirement = retire_jobs(retired, run, keep, carried_jobs(status.get("works") or []))
-        notices = {job.work: job for job in notification_jobs if job.run == run}
+        notices = {(job.run, job.work): job for job in notification_jobs}
         if status.get("phase") == FlowPhase.STOPPED.value:
             # A stopped run is not planned again; only the run-control fields move (schedule times,
             # requests that were answered without a run).
@@ -621,6 +626,9 @@ class Reconciler:
             return
         current_jobs = {job.work: job for job in all_jobs if job.run == run}
         draining = sum(1 for job in all_jobs if job.run != run and job.outcome is None)
+        if status.get("run") == run and not await self._take_in_approvals(key, body, spec, run, now):
+            return  # a decision on a gate could not be recorded: nothing acts on it before it is
+        status = body["status"]
         previous_works = (
             {work["name"]: work for work in status.get("works") or []} if status.get("run") == run else {}
         )
@@ -649,7 +657,9 @@ class Reconciler:
             queue_waits=queue_waits,
             outcome=run_outcome(status),
         )
-        params = status.get("params") or default_params(spec)
+        params = RunParams.of_run(
+            spec, status.get("params") or default_params(spec), list(previous_works.values())
+        )
         if self.cache.wanted(spec) and plan.start:
 
             def replan(previous: Mapping[str, Mapping[str, Any]]) -> Plan:
@@ -680,6 +690,7 @@ class Reconciler:
         await self.work_data.keep_outputs_out_of_status(flow, spec, run, plan, previous_works)
         if self.cache.wanted(spec):
             await self.cache.record(flow, spec, run, params, plan, job_uids, moment)
+        self._wake_for_gates(key, spec, plan, now)
         if decision.waiting:
             plan.message = "; ".join([*([plan.message] if plan.message else []), *decision.waiting])
         unfinished = {state.name for state in plan.works if state.phase not in DONE}
@@ -774,7 +785,7 @@ class Reconciler:
         now: str,
         decision: RunDecision,
         keep: int,
-        notifying: tuple[FlowRef, DAGFlowSpec, Mapping[str, JobObservation]],
+        notifying: tuple[FlowRef, DAGFlowSpec, Mapping[tuple[int, str], JobObservation]],
     ) -> bool:
         """Write the plan's status (with its notifications, `notifying`: the flow, its spec and
         its notifications' Jobs) and announce the works' moves since the last status written;
@@ -797,22 +808,29 @@ class Reconciler:
         body: Mapping[str, Any],
         flow: FlowRef,
         spec: DAGFlowSpec,
-        notices: Mapping[str, JobObservation],
+        notices: Mapping[tuple[int, str], JobObservation],
         run: int,
         status: dict[str, Any],
         now: str,
     ) -> None:
         """Make the Jobs of the notifications `status`'s phase calls for, and record in it what
-        became of each of this run's (`notices`: their Jobs by work name)."""
+        became of each of this run's, and of an earlier run's still being posted (`notices`: their
+        Jobs by run and work name)."""
         entries = [
-            dict(entry) for entry in body["status"].get("notifications") or [] if entry.get("run") == run
+            dict(entry)
+            for entry in status.get("notifications") or []
+            if entry.get("run") == run or entry.get("state") == NotificationState.PENDING.value
         ]
         phase = str(status.get("phase"))
         if spec.notify and phase in FlowPhase._value2member_map_:
             for due in due_notifications(spec, run, FlowPhase(phase), entries):
-                entries.append(await self._send(flow, spec, run, due, status))
+                sent = await self._send(flow, spec, run, due, status)
+                if sent is not None:
+                    entries.append(sent)
         for position, entry in enumerate(entries):
-            job = notices.get(naming.notification_work(int(entry["index"]), str(entry["on"])))
+            job = notices.get(
+                (int(entry["run"]), naming.notification_work(int(entry["index"]), str(entry["on"])))
+            )
             if entry.get("state") != NotificationState.PENDING.value or job is None:
                 continue
             if job.outcome is None:
@@ -821,7 +839,7 @@ class Reconciler:
             reported = await self.work_data.notification_result(flow, job, NOTIFY_CONTAINER)
             entries[position] = settled = settled_entry(entry, job, reported, now)
             sent = settled["state"] == NotificationState.SENT.value
-            what = f"Notification {entry['index']} of run {run} ({entry['on']})"
+            what = f"Notification {entry['index']} of run {entry['run']} ({entry['on']})"
             self.post_event(
                 body,
                 Notice(
@@ -837,17 +855,78 @@ class Reconciler:
         else:
             status.pop("notifications", None)
 
+    async def _take_in_approvals(
+        self, key: FlowKey, body: dict[str, Any], spec: DAGFlowSpec, run: int, now: str
+    ) -> bool:
+        """Record the decisions on the run's waiting gates in the status before anything acts on
+        them (a gate never starts on a decision the status does not hold), telling each in an Event,
+        and a request that cannot be taken in once. False when a decision could not be recorded."""
+        if not any(work.approval is not None for work in spec.works):
+            return True
+        requests = approval_requests((body.get("metadata") or {}).get("annotations") or {})
+        if not requests:
+            return True
+        status = body["status"]
+        works: dict[str, Mapping[str, Any]] = {work["name"]: work for work in status.get("works") or []}
+        taken, refused = take_in(spec, run, works, requests, now, self.settings.approval_policy is not None)
+        if taken:
+            recorded = {**status, "works": [works[work["name"]] for work in status.get("works") or []]}
+            if not await self._write_status(key, body, recorded):
+                return False
+        for request in taken:
+            words = f": {request.message}" if request.message else ""
+            verb = "approved" if request.decision == ApprovalDecision.APPROVED else "rejected"
+            self.post_event(
+                body,
+                Notice(
+                    request.decision.value, f"Work {request.work} of run {run} {verb} by {request.by}{words}"
+                ),
+            )
+        for unusable in refused:
+            told = (key, unusable.work, unusable.token)
+            if told not in self._refused_approvals:
+                self._refused_approvals.add(told)
+                self.post_event(
+                    body,
+                    Notice(
+                        "ApprovalIgnored",
+                        f"The approval request for work {unusable.work} was ignored: {unusable.why}",
+                        warning=True,
+                    ),
+                )
+        return True
+
+    def _wake_for_gates(self, key: FlowKey, spec: DAGFlowSpec, plan: Plan, now: str) -> None:
+        """A pass when the first waiting gate's time is up, so that it fails then."""
+        timeouts = {
+            work.name: work.approval.timeout_seconds for work in spec.works if work.approval is not None
+        }
+        left = [
+            timeouts[state.name] - seconds_between(state.approval["requestedAt"], now)
+            for state in plan.works
+            if state.phase == WorkPhase.WAITING
+            and state.name in timeouts
+            and state.approval
+            and state.approval.get("requestedAt")
+        ]
+        if left:
+            self._recheck(key, max(min(left), 0.0) + TICK_MARGIN_SECONDS)
+
     async def _send(
         self, flow: FlowRef, spec: DAGFlowSpec, run: int, due: DueNotification, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """Make the Job whose pod posts a due notification; its entry (Pending, or Failed when the
-        Job cannot be made)."""
+        Job cannot be made), or None when it is to be made on a later pass."""
         event = run_event(flow, run, FlowPhase(status["phase"]), status)
         job = build_notification_job(flow, spec, run, due, event, self.settings)
         entry = pending_entry(run, due, job["metadata"]["name"])
         try:
             await self.kube.create_job(job)
         except NameTakenError as error:
+            if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
+                # Left by a flow deleted under this name, on its way out: made once it is gone.
+                self._recheck((flow.namespace, flow.name), 2.0)
+                return None
             return {**entry, "state": NotificationState.FAILED.value, "message": str(error)}
         except ApiException as error:
             why = api_error_message(error)
@@ -1065,7 +1144,7 @@ class Reconciler:
         spec: DAGFlowSpec,
         run: int,
         plan: Plan,
-        params: Mapping[str, str],
+        params: RunParams,
         deployments: Mapping[str, DeploymentObservation],
     ) -> None:
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
@@ -1126,7 +1205,7 @@ class Reconciler:
                 run=run,
                 flow=flow.name,
                 work=work.name,
-                params=params,
+                params=params.of(work.name),
                 outputs=outputs,
                 run_phase=plan.outcome.value if is_finally and plan.outcome else None,
                 failed_works=tuple(plan.failed_works) if is_finally else (),

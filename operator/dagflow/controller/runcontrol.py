@@ -17,16 +17,12 @@ from dagflow.controller.history import begin_run, record_run
 from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
 from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
+from dagflow.rules.times import parse_time, timestamp
 
 # Work phases that count as finished in `status.progress`.
 _FINISHED_WORKS = frozenset(
     {WorkPhase.SUCCEEDED, WorkPhase.FAILED, WorkPhase.SKIPPED, WorkPhase.SERVING, WorkPhase.STOPPED}
 )
-
-
-def timestamp(moment: datetime) -> str:
-    """A time as the status writes it: UTC, whole seconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def precise_timestamp(moment: datetime) -> str:
@@ -70,6 +66,10 @@ def begun_status(
     }
     if previous.get("endpoint"):
         status["endpoint"] = previous["endpoint"]
+    # A notification of an earlier run still being posted is told when its pod ends.
+    posting = [entry for entry in previous.get("notifications") or [] if entry.get("state") == "Pending"]
+    if posting:
+        status["notifications"] = posting
     if new_run.params:
         status["params"] = dict(new_run.params)
     _set_decided_fields(status, decision)
@@ -173,8 +173,8 @@ def recorded_runs(status: Mapping[str, Any], keep: int) -> list[dict[str, Any]]:
         runs,
         run,
         FlowPhase(status["phase"]),
-        _parse_time(status.get("startedAt")),
-        _parse_time(status.get("finishedAt")),
+        parse_time(status.get("startedAt")),
+        parse_time(status.get("finishedAt")),
         keep,
     )
     return _dump_runs(updated)
@@ -218,12 +218,6 @@ def _dump_runs(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
                 entry[field] = timestamp(moment)
         dumped.append(entry)
     return dumped
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _whole_seconds(moment: datetime) -> datetime:

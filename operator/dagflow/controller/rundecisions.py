@@ -64,7 +64,7 @@ ACTIVE_PHASES = frozenset({FlowPhase.PENDING, FlowPhase.RUNNING})
 # Outcomes a retry keeps: everything else runs again.
 KEPT_BY_RETRY = frozenset({WorkPhase.SUCCEEDED, WorkPhase.SERVING})
 # Works still under way when their run is stopped.
-UNFINISHED = frozenset({WorkPhase.PENDING, WorkPhase.RUNNING})
+UNFINISHED = frozenset({WorkPhase.PENDING, WorkPhase.RUNNING, WorkPhase.WAITING})
 FINGERPRINT_LENGTH = 16
 # Tokens up to this long are kept in the status as they are; longer ones by their hash.
 MAX_TOKEN_LENGTH = 128

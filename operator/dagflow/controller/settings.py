@@ -122,6 +122,14 @@ class OperatorSettings(BaseSettings):
             " nothing checks them: the operator says so at start and every few minutes."
         ),
     )
+    approval_policy: str | None = Field(
+        None,
+        description=(
+            "Name of the admission policies that stamp and check who approves a gate (the chart sets"
+            " it where it installs them, approvals.policies). Unset, the operator takes in no"
+            " approval: without them a request's approver is a name anyone could type."
+        ),
+    )
     unchecked_warning_interval_seconds: float = Field(
         300,
         gt=0,

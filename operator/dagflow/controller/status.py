@@ -71,6 +71,7 @@ class Transition:
             WorkPhase.SERVING: "WorkServing",
             WorkPhase.PENDING: "WorkPending",
             WorkPhase.STOPPED: "WorkStopped",
+            WorkPhase.WAITING: "ApprovalRequired",
         }[self.phase]
 
     @property
@@ -185,6 +186,7 @@ _VERBS = {
     "WorkUnavailable": ("is unavailable", "are unavailable"),
     "WorkStopped": ("was stopped", "were stopped"),
     "FinallyFailed": ("(a finally work) failed", "(finally works) failed"),
+    "ApprovalRequired": ("waits for approval", "wait for approval"),
 }
 
 

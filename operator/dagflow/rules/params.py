@@ -9,7 +9,7 @@ over and the works it runs again see the same parameters unless the request says
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from dagflow.api.models import PARAM_VALUE_MAX_LENGTH, PARAMS_ANNOTATION, DAGFlowSpec
 
@@ -29,21 +29,29 @@ def requested_params(spec: DAGFlowSpec, annotations: Mapping[str, str]) -> tuple
         return {}, [f"{PARAMS_ANNOTATION} is not JSON: {error.msg} at character {error.pos}"]
     if not isinstance(given, dict):
         return {}, [f'{PARAMS_ANNOTATION} must be a JSON object of names to values, e.g. {{"lr": "0.1"}}']
-    known = {param.name for param in spec.params}
+    return given_values(
+        given, {param.name for param in spec.params}, PARAMS_ANNOTATION, "the flow has", "it has"
+    )
+
+
+def given_values(
+    given: Mapping[str, object], known: Collection[str], source: str, holder: str, listing: str
+) -> tuple[dict[str, str], list[str]]:
+    """Parameter values as text, each name one of `known`; what is wrong with them, told as from
+    `source` (the annotation that gave them), whose names `holder` has ("the flow has")."""
     values: dict[str, str] = {}
     problems: list[str] = []
     for name, value in given.items():
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
-            problems.append(f"{PARAMS_ANNOTATION}: the flow has no parameter {name!r} (it has: {listed})")
+            problems.append(f"{source}: {holder} no parameter {name!r} ({listing}: {listed})")
         elif isinstance(value, (dict, list)) or value is None:
-            problems.append(f"{PARAMS_ANNOTATION}: the value of {name!r} must be a string")
+            problems.append(f"{source}: the value of {name!r} must be a string")
         else:
             text_value = value if isinstance(value, str) else json.dumps(value)
             if len(text_value) > PARAM_VALUE_MAX_LENGTH:
                 problems.append(
-                    f"{PARAMS_ANNOTATION}: the value of {name!r} is longer than "
-                    f"{PARAM_VALUE_MAX_LENGTH} characters"
+                    f"{source}: the value of {name!r} is longer than {PARAM_VALUE_MAX_LENGTH} characters"
                 )
             else:
                 values[name] = text_value

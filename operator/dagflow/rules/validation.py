@@ -90,6 +90,7 @@ def validate_flow(
     problems += _cycle_problems(works)
     problems += _cycle_problems(finally_works)
     problems += _finally_problems(raw)
+    problems += _approval_problems(raw)
     problems += _metadata_key_problems(raw)
     problems += _schedule_problems(raw)
     problems += _queue_problems(raw)
@@ -180,11 +181,28 @@ def parse_flow_spec(raw: Mapping[str, Any]) -> tuple[DAGFlowSpec | None, list[Va
 
 def schema_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
     """The spec's type and value errors, as found by the pydantic models."""
+    misread = _bare_on_problems(raw)
     try:
         DAGFlowSpec.model_validate(raw)
     except ValidationError as error:
-        return [_problem_from_pydantic(raw, detail) for detail in error.errors()]
-    return []
+        found = [_problem_from_pydantic(raw, detail) for detail in error.errors()]
+        # A notification whose `on` YAML read as true: one line saying so, not the models' two.
+        places = tuple(problem.path for problem in misread)
+        return [*misread, *(problem for problem in found if not problem.path.startswith(places))]
+    return misread
+
+
+def _bare_on_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Notifications whose key `on` YAML 1.1 (kubectl's, PyYAML's) read as the boolean true."""
+    listed = raw.get("notify")
+    return [
+        ValidationProblem(
+            f"spec.notify[{index}]",
+            'the key on was read as the boolean true (YAML 1.1): quote it, "on": [Failed]',
+        )
+        for index, entry in enumerate(listed if isinstance(listed, list) else [])
+        if isinstance(entry, Mapping) and True in entry and "on" not in entry
+    ]
 
 
 def topological_order(spec: DAGFlowSpec) -> list[str]:
@@ -414,6 +432,61 @@ def _finally_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
                     f"{label}: a finally work always runs, so it is never cached",
                 )
             )
+    return problems
+
+
+def _approval_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """A gate is a work of the run (a finally work runs when no one waits for it), asks again in
+    every run (never cached), and sets parameters of the flow, each at one gate at most."""
+    params = raw.get("params")
+    known = {
+        param.get("name")
+        for param in (params if isinstance(params, list) else [])
+        if isinstance(param, Mapping)
+    }
+    set_at: dict[str, str] = {}
+    problems = []
+    for path, label, work in _listed_works(raw):
+        approval = work.get("approval")
+        if not isinstance(approval, Mapping):
+            continue
+        if path.startswith("spec.finally"):
+            problems.append(
+                ValidationProblem(
+                    f"{path}.approval",
+                    f"{label}: a finally work runs once the run has ended: no one can be asked to approve it",
+                )
+            )
+            continue
+        cache = work.get("cache")
+        if isinstance(cache, Mapping) and cache.get("enabled"):
+            problems.append(
+                ValidationProblem(
+                    f"{path}.cache.enabled",
+                    f"{label}: a gate waits for a decision in every run, so it is never cached",
+                )
+            )
+        names = approval.get("params")
+        for index, name in enumerate(names if isinstance(names, list) else []):
+            if not isinstance(name, str):
+                continue
+            where = f"{path}.approval.params[{index}]"
+            if name not in known:
+                problems.append(
+                    ValidationProblem(
+                        where, f"{label}: {name!r} is not a parameter of the flow (spec.params)"
+                    )
+                )
+            elif name in set_at:
+                problems.append(
+                    ValidationProblem(
+                        where,
+                        f"{label}: parameter {name!r} is set at gate {set_at[name]!r} already; "
+                        "a parameter is set at one gate at most",
+                    )
+                )
+            else:
+                set_at[name] = str(work.get("name"))
     return problems
 
 

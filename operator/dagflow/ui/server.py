@@ -1,16 +1,20 @@
-"""The dashboard's web server: the page and its bundled code, a read-only JSON API, and a stream
+"""The dashboard's web server: the page and its bundled code, a JSON API, and a stream
 of server-sent events per namespace fed by the shared watch (`hub`).
 
-Every read is made with the identity of the person behind the request (`access`); the server
-writes nothing to the cluster. Every request passes `guard` first (its host, its origin), and every
-answer carries its security headers.
+Every read is made with the identity of the person behind the request (`access`). The one write is
+a decision on an approval gate, made with that person's identity too (the API server records who
+approves, and refuses one who may not), from the dashboard's own page only: it needs the token
+`api/config` gives, in a header another site's page cannot send. Every request passes `guard` first
+(its host, its origin), and every answer carries its security headers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -25,7 +29,9 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from dagflow.api.models import ApprovalDecision
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
+from dagflow.rules.approvals import ApprovalError
 from dagflow.rules.naming import is_dns1123_label
 from dagflow.ui import views
 from dagflow.ui.access import Access, AuthMode, Unauthenticated, may_watch_flows
@@ -36,6 +42,7 @@ from dagflow.ui.stream import RECHECK_SECONDS, reader_events
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 LOG_LINES = 500
+CSRF_HEADER = "X-DAGFlow-CSRF"
 MAX_SUBDOMAIN_LENGTH = 253
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -50,6 +57,8 @@ def create_app(
     """The dashboard's application. `check_host`: answer only to loopback names, IP addresses and
     `allowed_hosts` (see `guard`)."""
     hub = Hub(access.watcher)
+    # Sent back by the page with each decision: only a page that could read api/config has it.
+    csrf_token = secrets.token_urlsafe(32)
 
     def user(request: Request) -> FlowClient:
         return access.client_for(request, request.path_params["namespace"])
@@ -62,7 +71,10 @@ def create_app(
 
     def config(request: Request) -> JSONResponse:
         access.authenticate(request, default_namespace)
-        return JSONResponse({"namespace": default_namespace, "auth": access.mode.value})
+        return JSONResponse(
+            {"namespace": default_namespace, "auth": access.mode.value, "csrfToken": csrf_token},
+            headers={"Cache-Control": "no-store"},
+        )
 
     def flows(request: Request) -> JSONResponse:
         found = user(request).list_flows()
@@ -96,7 +108,46 @@ def create_app(
             client.pods(name, work_name, run),
             _events_or_none(client),
         )
+        gate = details.get("approval")
+        if gate is not None and gate["waiting"]:
+            # The buttons are shown to those the API server would let decide: the approve verb on
+            # this flow, and the patch that carries the decision.
+            gate["mayDecide"] = all(
+                client.may("dagflow.dev", "dagflows", verb, name) for verb in ("approve", "patch")
+            )
         return JSONResponse(details)
+
+    async def decide(request: Request) -> Response:
+        """Approve or reject a waiting gate as the person behind the request."""
+        given = request.headers.get(CSRF_HEADER) or ""
+        if not hmac.compare_digest(given.encode(), csrf_token.encode()):
+            return JSONResponse(
+                {"error": f"a decision needs the {CSRF_HEADER} header of this page"}, status_code=403
+            )
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "a decision is sent as application/json"}, status_code=415)
+        try:
+            body = await request.json()
+            decision = ApprovalDecision(body.get("decision"))
+            params = body.get("params") or {}
+            message = body.get("message") or None
+            if not isinstance(params, dict) or not (message is None or isinstance(message, str)):
+                raise ValueError("params is an object of names to values, message a string")
+        except (ValueError, AttributeError) as error:
+            return JSONResponse({"error": f"not a decision: {error}"}, status_code=400)
+        client = user(request)
+        try:
+            run, token = await run_in_threadpool(
+                client.decide,
+                request.path_params["name"],
+                request.path_params["work"],
+                decision,
+                params,
+                message,
+            )
+        except ApprovalError as error:
+            return JSONResponse({"error": str(error)}, status_code=409)
+        return JSONResponse({"run": run, "token": token, "decision": decision.value})
 
     def logs(request: Request) -> JSONResponse:
         client = user(request)
@@ -173,6 +224,9 @@ def create_app(
         Route(f"{namespaced}/flows/{{name}}", _guarded(flow)),
         Route(f"{namespaced}/flows/{{name}}/works/{{work}}", _guarded(work)),
         Route(f"{namespaced}/flows/{{name}}/works/{{work}}/logs", _guarded(logs)),
+        Route(
+            f"{namespaced}/flows/{{name}}/works/{{work}}/decision", _guarded_async(decide), methods=["POST"]
+        ),
         Route(f"{namespaced}/stream", _guarded_async(stream)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

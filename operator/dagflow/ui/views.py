@@ -82,6 +82,8 @@ def flow_row(flow: Mapping[str, Any]) -> dict[str, Any]:
         "namespace": metadata.get("namespace"),
         "phase": status.get("phase") or "Pending",
         "queued": status.get("queued") or 0,
+        # Gates of the current run that wait for someone's approval.
+        "waiting": sum(1 for work in status.get("works") or [] if work.get("phase") == "Waiting"),
         "progress": status.get("progress") or f"0/{works_total}",
         "done": int(done) if done.isdigit() else 0,
         "total": int(total) if total.isdigit() else works_total,
@@ -223,6 +225,19 @@ def work_details(
                 "counts": entry.get("instanceCounts"),
             }
         )
+        gate = spec_work.get("approval")
+        if isinstance(gate, Mapping):
+            decided = entry.get("approval") or {}
+            details["approval"] = {
+                "waiting": entry.get("phase") == "Waiting",
+                "question": gate.get("message") or "",
+                "params": list(gate.get("params") or []),
+                "decision": decided.get("decision"),
+                "by": decided.get("by"),
+                "decidedAt": decided.get("decidedAt"),
+                "values": decided.get("params"),
+                "words": decided.get("message"),
+            }
     elif job is not None:
         job_status = job.get("status") or {}
         details.update(
