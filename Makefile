@@ -62,6 +62,13 @@ real-node: tools ## Start the real node real-0 for the local cluster (cluster do
 real-node-down: ## Stop the real node real-0, whatever cluster it serves (containerd's images stay).
 	@tests/cluster/real-node.sh down
 
+.PHONY: storage-tools
+storage-tools: ## Build the real node's storage provisioner (local-path-provisioner; cached, pinned in versions.env).
+	@tests/cluster/storage.sh build
+
+# cluster.sh starts it with the real node, for the StorageClass dagflow-local.
+tools: storage-tools
+
 ##@ Development
 .PHONY: lint
 lint: venv ## Run ruff and mypy.

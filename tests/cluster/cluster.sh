@@ -2,6 +2,8 @@
 # The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
 # with nodes and pods played by kwok, and one real node (real-node.sh) where the machine can run it.
 # With DAGFLOW_KUEUE=1, up also installs and starts Kueue (kueue.sh); a cluster that has it keeps it.
+# Where the real node serves the cluster, up and start also start its storage provisioner (storage.sh:
+# the StorageClass dagflow-local).
 # Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
@@ -151,6 +153,7 @@ up() {
   wait_for_nodes
   wait_for_default_service_account
   start_real_node
+  start_storage
   start_kueue
   log "Cluster $cluster_name is ready"
   echo "export KUBECONFIG=$kubeconfig"
@@ -176,6 +179,18 @@ start_real_node() {
   fi
 }
 
+# The real node's storage provisioner (storage.sh), when the real node serves this cluster: its
+# volumes are folders of real-0. A cluster without it keeps the StorageClass; its claims wait.
+start_storage() {
+  if "$here/real-node.sh" status >/dev/null 2>&1; then
+    "$here/storage.sh" up || log "The storage provisioner did not start (see above): claims of class dagflow-local wait"
+  else
+    log "No real node for cluster $cluster_name: no storage provisioner (StorageClass dagflow-local)"
+  fi
+}
+
+stop_storage() { "$here/storage.sh" stop || log "Could not stop the storage provisioner"; }
+
 # Kueue (kueue.sh) with DAGFLOW_KUEUE=1; without, it is started again only where it was installed
 # before, as its webhooks would refuse every Job while its manager is away.
 start_kueue() {
@@ -195,7 +210,10 @@ release_real_node() {
 
 down() {
   stop_kueue
+  stop_storage
   release_real_node
+  # The cluster's volume folders, once the real node has stopped the pods that used them.
+  "$here/storage.sh" down || log "Could not remove the cluster's volumes"
   if [[ -d "$KWOK_WORKDIR/clusters/$cluster_name" ]]; then
     kwokctl delete cluster --name "$cluster_name" >&2
   fi
@@ -205,10 +223,11 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  stop) stop_kueue; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  stop) stop_kueue; stop_storage; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
   start)
     kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes
     start_real_node
+    start_storage
     start_kueue
     ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;

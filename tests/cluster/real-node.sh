@@ -7,7 +7,8 @@
 #                         remember that one, which gets it back when this one releases it
 #   real-node.sh release  stop it if it serves this cluster, and hand it back to the cluster it was
 #                         moved from if that one still runs (cluster.sh down and stop call this)
-#   real-node.sh down     stop it, whatever cluster it serves
+#   real-node.sh down     stop it, whatever cluster it serves, and remove the volumes that the storage
+#                         provisioner (storage.sh) made on it for any cluster
 #   real-node.sh purge    down, and remove containerd's image store too (down keeps the images)
 #   real-node.sh status   whether it runs, for which cluster; exit 0 only if it runs for this one
 #
@@ -48,6 +49,8 @@ socket="$containerd_state/containerd.sock"
 kubelet_root=/var/lib/dagflow/kubelet
 pod_logs_dir=/var/lib/dagflow/pod-logs
 cni_data_dir=/var/lib/dagflow/cni
+# The folders of the volumes of StorageClass dagflow-local (storage.sh), one folder per cluster.
+local_path_root=/var/lib/dagflow/local-path
 hosts_marker="# dagflow real node"
 # What the kubelet, kube-proxy and the bridge plugin change; put back on down.
 sysctls=(
@@ -440,6 +443,11 @@ down() {
   if [[ -n "$current" ]]; then log "Stopping $node_name of cluster $current"; fi
   stop_node
   rm -f "$state/previous"
+  # Not on a move to another cluster (stop_node): the volumes of the cluster it leaves keep their files.
+  if [[ -d "$local_path_root" ]]; then
+    log "Removing the volumes of StorageClass dagflow-local ($local_path_root)"
+    rm -rf "$local_path_root"
+  fi
 }
 
 status() {

@@ -126,9 +126,8 @@ def chart_operator(images: None) -> Iterator[DeployedOperator]:
     kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--wait=true", "--timeout=120s", check=False)
 
 
-@pytest.fixture
-def real_namespace(namespace: str, chart_operator: DeployedOperator) -> str:
-    """A fresh namespace whose pods all run on the real node: the API server's PodNodeSelector and
+def send_pods_to_the_real_node(namespace: str) -> None:
+    """Every pod of `namespace` runs on the real node: the API server's PodNodeSelector and
     PodTolerationRestriction admission plugins add the node's label and toleration to each of them."""
     kubectl(
         "annotate",
@@ -138,6 +137,19 @@ def real_namespace(namespace: str, chart_operator: DeployedOperator) -> str:
         'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key": "dagflow.dev/pool", "operator": '
         '"Equal", "value": "real", "effect": "NoSchedule"}]',
     )
+
+
+@pytest.fixture
+def real_namespace(namespace: str, chart_operator: DeployedOperator) -> str:
+    """A fresh namespace whose pods all run on the real node, with the chart's operator installed."""
+    send_pods_to_the_real_node(namespace)
+    return namespace
+
+
+@pytest.fixture
+def real_node_namespace(namespace: str, real_node: dict[str, Any]) -> str:
+    """A fresh namespace whose pods all run on the real node, without the operator (plain pods)."""
+    send_pods_to_the_real_node(namespace)
     return namespace
 
 

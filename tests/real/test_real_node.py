@@ -35,6 +35,7 @@ EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
 # The release's operator pods, not its dashboard's.
 OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component!=ui"
 REAL_NODE_SCRIPT = REPO_ROOT / "tests" / "cluster" / "real-node.sh"
+LOCAL_VOLUMES_ROOT = Path("/var/lib/dagflow/local-path")
 
 
 def python_work(name: str, code: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
@@ -295,7 +296,7 @@ def _status(namespace: str) -> dict[str, Any]:
 
 def leftovers_of_the_real_node() -> list[str]:
     """What a stopped real node could leave on this machine: processes, mounts, links, iptables chains,
-    its /etc/hosts line."""
+    its /etc/hosts line, the folders of its dynamically provisioned volumes."""
     found: list[str] = []
     own_pid_namespace = os.readlink("/proc/self/ns/pid")
     for pid_dir in Path("/proc").glob("[0-9]*"):
@@ -334,6 +335,9 @@ def leftovers_of_the_real_node() -> list[str]:
     found += [
         f"/etc/hosts: {line}" for line in Path("/etc/hosts").read_text().splitlines() if REAL_NODE in line
     ]
+    # The folders of the volumes of StorageClass dagflow-local (tests/cluster/storage.sh).
+    if LOCAL_VOLUMES_ROOT.exists():
+        found.append(f"folder {LOCAL_VOLUMES_ROOT}")
     return found
 
 
