@@ -13,13 +13,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from dagflow.api.models import CACHE_ENTRY_PLURAL, PLURAL, DAGFlowSpec
+from dagflow.api.models import APPROVAL_ANNOTATION_PREFIX, CACHE_ENTRY_PLURAL, PLURAL, DAGFlowSpec
 from dagflow.controller.history import history_limit
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
+from dagflow.rules.approvals import approver_annotation
 from tests.sim.apiserver import MAX_OBJECT_BYTES, OPERATOR, controller_uid, object_size
 from tests.sim.controllers import COMPLETION_INDEX, MESSAGE_ANNOTATION, termination_message
-from tests.sim.world import NAMESPACE, Violation, World
+from tests.sim.world import GATE_PARAMS, NAMESPACE, Violation, World
 
 Invariant = Callable[[World], None]
 
@@ -34,6 +35,8 @@ WORK_PHASE_RANK = {
     "Stopped": 3,
 }
 FLOW_PHASE_RANK = {"Pending": 0, "Running": 1, "Serving": 2, "Succeeded": 3, "Failed": 3, "Stopped": 4}
+# Why a gate fails without running.
+GATE_FAILURES = frozenset({"Rejected", "ApprovalTimedOut"})
 
 
 def _run_of(obj: Mapping[str, Any]) -> str:
@@ -158,7 +161,14 @@ def phases_move_forward(world: World) -> None:
             raise Violation(
                 "phases-move-forward", f"{name}: run {status.get('run')} went from {old} to {new}"
             )
-        serve_works = {work["name"] for work in flow["spec"].get("works") or [] if "serve" in work}
+        # Serve works of the specs the two statuses were planned from: a newer spec the operator has
+        # not seen yet may have dropped one, or made it a batch work.
+        planned = [
+            _spec_of(world, uid, of.get("observedGeneration"), flow["spec"]) for of in (status, before)
+        ]
+        serve_works = {
+            work["name"] for spec in planned for work in spec.get("works") or [] if "serve" in work
+        }
         earlier = {work["name"]: work for work in before.get("works") or []}
         for work in status.get("works") or []:
             if work["name"] in serve_works or work["name"] not in earlier:
@@ -390,6 +400,363 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+# -- approval gates --------------------------------------------------------------------------------
+
+
+def _spec_of(world: World, uid: str, generation: object, default: dict[str, Any]) -> dict[str, Any]:
+    """The flow's spec at `generation`, as seen after some step (the flow's spec now when not seen)."""
+    try:
+        return world.record.specs.get(uid, {}).get(int(str(generation)), default)
+    except ValueError:
+        return default
+
+
+def _remember_specs(world: World) -> None:
+    for flow in world.flows():
+        specs = world.record.specs.setdefault(flow["metadata"]["uid"], {})
+        specs[int(flow["metadata"].get("generation") or 1)] = flow["spec"]
+
+
+def _gates(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {work["name"]: work["approval"] for work in spec.get("works") or [] if work.get("approval")}
+
+
+def _generation_of(child: Mapping[str, Any]) -> object:
+    return ((child.get("metadata") or {}).get("annotations") or {}).get(naming.GENERATION_ANNOTATION)
+
+
+def _current(entry: Mapping[str, Any]) -> bool:
+    """Whether a status entry is of its own run (not an outcome a retry carried over)."""
+    return not entry.get("carriedFromRun")
+
+
+def _text(value: object) -> str:
+    # A value that is not a string counts as its JSON text, as a parameter value given anywhere does.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _asked_for(
+    value: str, stamp: str | None, run: int, taken: Mapping[str, Any], gate: Mapping[str, Any]
+) -> bool:
+    """Whether the request `value`, stamped `stamp`, asks for the decision `taken` in run `run`."""
+    try:
+        request = json.loads(value)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(request, dict) or not stamp or stamp != taken.get("by"):
+        return False
+    if type(request.get("run")) is not int or request["run"] != run:
+        return False
+    if request.get("token") != taken.get("token") or request.get("decision") != taken.get("decision"):
+        return False
+    given = request.get("params") or {}
+    if not isinstance(given, dict) or any(
+        name not in (gate.get("params") or []) or text is None or isinstance(text, (dict, list))
+        for name, text in given.items()
+    ):
+        return False
+    values = {name: _text(text) for name, text in given.items()}
+    return (taken.get("params") or None) == (
+        values if values and taken.get("decision") == "Approved" else None
+    )
+
+
+def decisions_come_from_stamped_requests_of_their_run(world: World) -> None:
+    """A gate's decision is taken in from a request for its run, of a gate that waited, that the API
+    server stamped with who sent it: it names that stamp (never a name typed into the request), and
+    the request's decision and values. Once taken in, a decision stands for the rest of its run."""
+    record = world.record
+    _remember_specs(world)
+    for index in range(record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != PLURAL or write.after is None:
+            continue
+        uid = write.after["metadata"]["uid"]
+        if write.actor != OPERATOR:
+            annotations = write.after["metadata"].get("annotations") or {}
+            for key, value in annotations.items():
+                if key.startswith(APPROVAL_ANNOTATION_PREFIX):
+                    work = key.removeprefix(APPROVAL_ANNOTATION_PREFIX)
+                    seen = record.approval_requests.setdefault((uid, work), [])
+                    if (value, annotations.get(approver_annotation(work))) not in seen:
+                        seen.append((value, annotations.get(approver_annotation(work))))
+            continue
+        status = write.after.get("status") or {}
+        run = int(status.get("run") or 0)
+        name = write.after["metadata"]["name"]
+        gates = _gates(_spec_of(world, uid, status.get("observedGeneration"), write.after["spec"]))
+        for entry in status.get("works") or []:
+            work = entry["name"]
+            if not _current(entry):
+                continue
+            if entry.get("phase") == "Waiting":
+                record.gates_waited.add((uid, run, work))
+            approval = entry.get("approval") or {}
+            if not approval.get("decision"):
+                continue
+            taken = {key: approval.get(key) for key in ("decision", "by", "token", "params")}
+            earlier = record.decisions.setdefault((uid, run, work), taken)
+            if earlier != taken:
+                raise Violation(
+                    "decisions-come-from-stamped-requests-of-their-run",
+                    f"{name}: the decision on gate {work} of run {run} went from {earlier} to {taken}",
+                )
+            if earlier is not taken:
+                continue  # taken in before, and checked then
+            if work not in gates or (uid, run, work) not in record.gates_waited:
+                raise Violation(
+                    "decisions-come-from-stamped-requests-of-their-run",
+                    f"{name}: work {work} of run {run} took in {taken} and "
+                    + ("is no gate" if work not in gates else "never waited"),
+                )
+            requests = record.approval_requests.get((uid, work), [])
+            if not any(_asked_for(value, stamp, run, taken, gates[work]) for value, stamp in requests):
+                raise Violation(
+                    "decisions-come-from-stamped-requests-of-their-run",
+                    f"{name}: gate {work} of run {run} took in {taken}, which no request for that run"
+                    f" stamped with that name asked for (requests and stamps: {requests})",
+                )
+
+
+def gates_start_only_once_approved(world: World) -> None:
+    """No Job (or Deployment) of a gate exists in a run unless that run's status records an
+    Approved decision for it."""
+    _remember_specs(world)
+    for flow in world.flows():
+        uid = flow["metadata"]["uid"]
+        status = flow.get("status") or {}
+        run = int(status.get("run") or 0)
+        entries = {entry["name"]: entry for entry in status.get("works") or []}
+        for resource in ("jobs", "deployments"):
+            for child in _owned(world, resource, uid):
+                work = _work_of(child)
+                if int(_run_of(child) or 0) != run or child["metadata"].get("deletionTimestamp"):
+                    continue
+                if work not in _gates(_spec_of(world, uid, _generation_of(child), flow["spec"])):
+                    continue
+                approval = (entries.get(work) or {}).get("approval") or {}
+                if approval.get("decision") != "Approved":
+                    raise Violation(
+                        "gates-start-only-once-approved",
+                        f"{flow['metadata']['name']}: {resource} {child['metadata']['name']} of gate {work}"
+                        f" exists in run {run}, whose status records {approval or 'no approval'}",
+                    )
+
+
+def _needing(spec: Mapping[str, Any], gate: str) -> set[str]:
+    """The works that cannot start in a run where `gate` did not succeed: those that need it, by
+    their trigger rule, directly or through other works."""
+    needing = {gate}
+    works = [work for work in spec.get("works") or [] if work["name"] != gate]
+    grown = True
+    while grown:
+        grown = False
+        for work in works:
+            depends = set(work.get("dependsOn") or [])
+            if work["name"] in needing or not depends:
+                continue
+            when = work.get("when") or "AllSucceeded"
+            if (when == "AllSucceeded" and depends & needing) or (
+                when == "AnySucceeded" and depends <= needing
+            ):
+                needing.add(work["name"])
+                grown = True
+    return needing
+
+
+def refused_gates_and_what_needs_them_never_run(world: World) -> None:
+    """A gate rejected or timed out stays so for the rest of its run and gets no Job in it, and the
+    works that need it (by their trigger rules) neither start nor end as if they had run."""
+    record = world.record
+    for index in range(record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != PLURAL or write.actor != OPERATOR or write.after is None:
+            continue
+        status = write.after.get("status") or {}
+        for entry in status.get("works") or []:
+            if not _current(entry):
+                continue
+            key = (write.after["metadata"]["uid"], int(status.get("run") or 0), entry["name"])
+            why = record.gates_refused.get(key)
+            if why is not None and (entry.get("phase"), entry.get("reason")) != ("Failed", why):
+                raise Violation(
+                    "refused-gates-and-what-needs-them-never-run",
+                    f"{write.name}: gate {entry['name']} of run {key[1]} failed ({why}) and is now"
+                    f" {entry.get('phase')} ({entry.get('reason')}: {entry.get('message')})",
+                )
+            if entry.get("phase") == "Failed" and entry.get("reason") in GATE_FAILURES:
+                record.gates_refused[key] = entry["reason"]
+    for flow in world.flows():
+        uid = flow["metadata"]["uid"]
+        status = flow.get("status") or {}
+        run = int(status.get("run") or 0)
+        refused = {
+            gate: why for (of, at, gate), why in record.gates_refused.items() if (of, at) == (uid, run)
+        }
+        if not refused:
+            continue
+        spec = _spec_of(world, uid, status.get("observedGeneration"), flow["spec"])
+        for gate, why in sorted(refused.items()):
+            needing = _needing(spec, gate)
+            for resource in ("jobs", "deployments"):
+                for child in _owned(world, resource, uid):
+                    if int(_run_of(child) or 0) == run and _work_of(child) in needing:
+                        raise Violation(
+                            "refused-gates-and-what-needs-them-never-run",
+                            f"{flow['metadata']['name']}: gate {gate} of run {run} failed ({why}) and"
+                            f" {resource} {child['metadata']['name']} of {_work_of(child)} exists",
+                        )
+            for entry in status.get("works") or []:
+                ran = entry.get("phase") in ("Running", "Succeeded", "Serving") or (
+                    entry["name"] == gate and entry.get("phase") != "Failed"
+                )
+                if entry["name"] in needing and _current(entry) and ran:
+                    raise Violation(
+                        "refused-gates-and-what-needs-them-never-run",
+                        f"{flow['metadata']['name']}: gate {gate} of run {run} failed ({why}) and"
+                        f" {entry['name']} is {entry.get('phase')}",
+                    )
+
+
+def gates_time_out_only_when_due(world: World) -> None:
+    """A gate times out only once it has waited its timeoutSeconds (its times are to the second)."""
+    for index in range(world.record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != PLURAL or write.actor != OPERATOR or write.after is None:
+            continue
+        status = write.after.get("status") or {}
+        uid = write.after["metadata"]["uid"]
+        gates = _gates(_spec_of(world, uid, status.get("observedGeneration"), write.after["spec"]))
+        for entry in status.get("works") or []:
+            requested = (entry.get("approval") or {}).get("requestedAt")
+            if entry.get("reason") != "ApprovalTimedOut" or entry["name"] not in gates or not requested:
+                continue
+            waited = (_time(entry.get("finishedAt") or requested) - _time(requested)).total_seconds()
+            if waited < int(gates[entry["name"]].get("timeoutSeconds") or 86400) - 1:
+                raise Violation(
+                    "gates-time-out-only-when-due",
+                    f"{write.name}: gate {entry['name']} of run {status.get('run')} timed out after"
+                    f" {waited:g}s of its {gates[entry['name']].get('timeoutSeconds')}s",
+                )
+
+
+def _values_in(job: Mapping[str, Any]) -> dict[str, str]:
+    """The parameter values a Job's container was given, as `--NAME VALUE` (a matrix work's are
+    behind its launcher, in the command)."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    return {
+        name: argv[position + 1]
+        for name in GATE_PARAMS
+        for position, word in enumerate(argv[:-1])
+        if word == f"--{name}"
+    }
+
+
+def _ancestry(spec: Mapping[str, Any], work: str) -> set[str]:
+    depends = {item["name"]: item.get("dependsOn") or [] for item in spec.get("works") or []}
+    seen: set[str] = set()
+    todo = [work]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(depends.get(name, []))
+    return seen
+
+
+def gate_values_reach_the_works_after_it(world: World) -> None:
+    """A Job gets, for `$(params.NAME)`, the value the approver of a gate set when the Job's work is
+    that gate or comes after it (every finally work does), and the run's value otherwise: as its
+    run's status tells them once the gates before it that have a Job have their decision recorded
+    (a gate's Job before its decision is `gates_start_only_once_approved`'s to tell)."""
+    record = world.record
+    for index in range(record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource == "jobs" and write.verb == "create" and write.actor == OPERATOR and write.after:
+            record.jobs_to_check.append(
+                (
+                    str(controller_uid(write.after)),
+                    int(_run_of(write.after) or 0),
+                    _work_of(write.after),
+                    write.after,
+                )
+            )
+    if not record.jobs_to_check:
+        return
+    flows = {flow["metadata"]["uid"]: flow for flow in world.flows()}
+    waiting = []
+    for uid, run, work, job in record.jobs_to_check:
+        flow = flows.get(uid)
+        status = (flow or {}).get("status") or {}
+        if flow is None or int(status.get("run") or 0) > run:
+            continue  # its run has gone by
+        if int(status.get("run") or 0) < run:
+            waiting.append((uid, run, work, job))
+            continue
+        spec = _spec_of(world, uid, _generation_of(job), flow["spec"])
+        finally_works = {item["name"] for item in spec.get("finally") or []}
+        gates = set(_gates(spec))
+        before = gates if work in finally_works else _ancestry(spec, work) & gates
+        decided = {
+            entry["name"]
+            for entry in status.get("works") or []
+            if (entry.get("approval") or {}).get("decision")
+        }
+        started = {(_run_of(other), _work_of(other)) for other in _owned(world, "jobs", uid)}
+        if any((str(run), gate) in started and gate not in decided for gate in before):
+            waiting.append((uid, run, work, job))
+            continue
+        expected = {param["name"]: param.get("default", "") for param in spec.get("params") or []}
+        expected.update(status.get("params") or {})
+        approved = {
+            entry["name"]: entry["approval"]["params"]
+            for entry in status.get("works") or []
+            if (entry.get("approval") or {}).get("decision") == "Approved" and entry["approval"].get("params")
+        }
+        for gate in sorted(before & set(approved)):
+            expected.update(approved[gate])
+        got = _values_in(job)
+        wrong = {name: value for name, value in got.items() if expected.get(name) != value}
+        if wrong:
+            raise Violation(
+                "gate-values-reach-the-works-after-it",
+                f"{flow['metadata']['name']}: Job {job['metadata']['name']} of run {run} got {got}, the"
+                f" status tells {expected} (approved: {approved})",
+            )
+    record.jobs_to_check = waiting
+
+
+def a_waiting_gates_run_goes_on(world: World) -> None:
+    """While a gate waits its run is Running (or Stopped, once someone stopped it): never ended. But
+    under Continue a serve work that can no longer serve fails the run at once, while what is under
+    way goes on, a waiting gate included (it may still be decided)."""
+    for index in range(world.record.checked_writes, len(world.server.writes)):
+        write = world.server.writes[index]
+        if write.resource != PLURAL or write.actor != OPERATOR or write.after is None:
+            continue
+        status = write.after.get("status") or {}
+        waiting = [
+            entry["name"]
+            for entry in status.get("works") or []
+            if entry.get("phase") == "Waiting" and _current(entry)
+        ]
+        spec = write.after.get("spec") or {}
+        phases = {entry.get("name"): entry.get("phase") for entry in status.get("works") or []}
+        serve_blocked = spec.get("failurePolicy") == "Continue" and any(
+            "serve" in work and phases.get(work.get("name")) in ("Failed", "Skipped", "Stopped")
+            for work in spec.get("works") or []
+        )
+        if serve_blocked and status.get("phase") == "Failed":
+            continue
+        if waiting and status.get("phase") not in ("Running", "Stopped"):
+            raise Violation(
+                "a-waiting-gates-run-goes-on",
+                f"{write.name}: run {status.get('run')} is {status.get('phase')}"
+                f" while gate {waiting[0]} waits",
+            )
+
+
 STEP_INVARIANTS: list[Invariant] = [
     one_job_per_run_and_work,
     cache_entries_record_what_pods_reported,
@@ -400,6 +767,12 @@ STEP_INVARIANTS: list[Invariant] = [
     request_acted_on_once,  # these two before phases_move_forward, which records the statuses
     schedule_ticks_start_one_run_each,
     finally_works_after_the_works,
+    decisions_come_from_stamped_requests_of_their_run,
+    gates_start_only_once_approved,
+    refused_gates_and_what_needs_them_never_run,
+    gates_time_out_only_when_due,
+    gate_values_reach_the_works_after_it,
+    a_waiting_gates_run_goes_on,
     phases_move_forward,
 ]
 
@@ -574,12 +947,37 @@ def nothing_of_retired_runs_left(world: World) -> None:
                 raise Violation("nothing-of-retired-runs-left", f"ConfigMap {name} is left, used by nothing")
 
 
+def no_gate_waits_past_its_timeout(world: World) -> None:
+    """Once settled, no gate of a flow's current run still waits after its timeout."""
+    now = world.clock.wall()
+    for flow in world.flows():
+        status = flow.get("status") or {}
+        if status.get("phase") != "Running":
+            continue
+        gates = _gates(
+            _spec_of(world, flow["metadata"]["uid"], status.get("observedGeneration"), flow["spec"])
+        )
+        for entry in status.get("works") or []:
+            requested = (entry.get("approval") or {}).get("requestedAt")
+            if entry.get("phase") != "Waiting" or entry["name"] not in gates or not requested:
+                continue
+            waited = (now - _time(requested)).total_seconds()
+            # A round of settling (5 s) may pass before the pass that fails it.
+            if waited > int(gates[entry["name"]].get("timeoutSeconds") or 86400) + 6:
+                raise Violation(
+                    "no-gate-waits-past-its-timeout",
+                    f"{flow['metadata']['name']}: gate {entry['name']} of run {status.get('run')} has waited"
+                    f" {waited:g}s of its {gates[entry['name']].get('timeoutSeconds')}s",
+                )
+
+
 SETTLED_INVARIANTS: list[Invariant] = [
     cached_works_ran_no_job,
     status_tells_the_truth,
     finally_works_run_when_a_run_ends,
     serving_only_with_available_pods,
     nothing_of_retired_runs_left,
+    no_gate_waits_past_its_timeout,
 ]
 
 

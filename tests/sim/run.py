@@ -3,6 +3,7 @@
     python -m tests.sim.run --seeds 1000          # seeds 0..999, histories per second at the end
     python -m tests.sim.run --seed 123            # one seed; shrunk if it fails
     python -m tests.sim.run --seed 123 --keep 0,4-9,17   # exactly those steps of seed 123's history
+    python -m tests.sim.run --seed 2 --keep 0-1,9,26 --no-gates   # a history found before flows had gates
 
 `make sim SEEDS=N`, `make sim SEED=S [KEEP=...]` wrap these.
 """
@@ -33,7 +34,9 @@ def trace(world: World, step: object) -> None:
     print(f"-- {step} (t={world.clock.seconds:g}s)")
     for flow in world.flows():
         status = flow.get("status") or {}
-        works = " ".join(f"{work['name']}={work.get('phase')}" for work in status.get("works") or [])
+        works = " ".join(
+            f"{work['name']}={work.get('phase')}" + _approval_of(work) for work in status.get("works") or []
+        )
         annotations = {
             key.removeprefix("dagflow.dev/"): value
             for key, value in (flow["metadata"].get("annotations") or {}).items()
@@ -46,12 +49,25 @@ def trace(world: World, step: object) -> None:
         )
 
 
+def _approval_of(work: dict[str, object]) -> str:
+    approval = work.get("approval")
+    if not isinstance(approval, dict) or not approval.get("decision"):
+        return ""
+    values = f" {approval['params']}" if approval.get("params") else ""
+    return f"({approval['decision']} by {approval.get('by')}, {approval.get('token')}{values})"
+
+
 def run_history(
-    seed: int, steps: Sequence[Step], kept: Sequence[int] | None = None, verbose: bool = False
+    seed: int,
+    steps: Sequence[Step],
+    kept: Sequence[int] | None = None,
+    verbose: bool = False,
+    gates: bool = True,
 ) -> Violation | None:
     """Play `steps` (those at the positions `kept`, all when None), checking the invariants after
-    every step, then let the world settle and check what must hold then."""
-    world = World(seed)
+    every step, then let the world settle and check what must hold then. Without `gates`, in the
+    world as it was before flows had approval gates."""
+    world = World(seed, gates)
     positions = range(len(steps)) if kept is None else kept
     try:
         for position in positions:
@@ -89,7 +105,7 @@ def run_history(
 
 
 def shrink(
-    seed: int, steps: Sequence[Step], failing: Violation, budget: float = 120.0
+    seed: int, steps: Sequence[Step], failing: Violation, budget: float = 120.0, gates: bool = True
 ) -> tuple[list[int], Violation]:
     """Drop steps while the history still breaks the same invariant: first everything after the step
     that broke it, then halves, quarters... down to single steps (delta debugging)."""
@@ -101,7 +117,7 @@ def shrink(
         start, progressed = 0, False
         while start < len(kept) and time.monotonic() < deadline:
             candidate = kept[:start] + kept[start + chunk :]
-            found = run_history(seed, steps, candidate) if candidate else None
+            found = run_history(seed, steps, candidate, gates=gates) if candidate else None
             if found is not None and found.invariant == failing.invariant:
                 kept, violation, progressed = candidate, found, True
                 # The failure may come earlier now: what follows it is not needed.
@@ -140,23 +156,26 @@ def parse_kept(text: str) -> list[int]:
     return kept
 
 
-def replay_line(seed: int, kept: Sequence[int] | None = None) -> str:
+def replay_line(seed: int, kept: Sequence[int] | None = None, gates: bool = True) -> str:
+    if not gates:
+        keep = f" --keep {format_kept(kept)} --verbose" if kept is not None else ""
+        return f"python -m tests.sim.run --seed {seed}{keep} --no-gates"
     return f"make sim SEED={seed}" + (f" KEEP={format_kept(kept)}" if kept is not None else "")
 
 
-def explain(seed: int, length: int = HISTORY_LENGTH, shrink_budget: float = 120.0) -> str:
+def explain(seed: int, length: int = HISTORY_LENGTH, shrink_budget: float = 120.0, gates: bool = True) -> str:
     """A failing seed's report: the invariant, the shrunk history and the lines that replay it."""
     steps = generate(seed, length)
-    violation = run_history(seed, steps)
+    violation = run_history(seed, steps, gates=gates)
     if violation is None:
         return f"seed {seed}: passes"
-    kept, shrunk = shrink(seed, steps, violation, shrink_budget)
+    kept, shrunk = shrink(seed, steps, violation, shrink_budget, gates)
     lines = [
         f"seed {seed} breaks {violation}",
         f"  shrunk to {len(kept)} of {len(steps)} steps: {shrunk}",
         "  steps: " + " ".join(str(steps[position]) for position in kept),
-        f"  replay: {replay_line(seed)}",
-        f"  replay the shrunk history: {replay_line(seed, kept)}",
+        f"  replay: {replay_line(seed, gates=gates)}",
+        f"  replay the shrunk history: {replay_line(seed, kept, gates)}",
     ]
     return "\n".join(lines)
 
@@ -172,27 +191,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=HISTORY_LENGTH, help="steps per history")
     parser.add_argument("--no-shrink", action="store_true")
     parser.add_argument("--verbose", action="store_true", help="with --keep: print every step and the flows")
+    parser.add_argument(
+        "--no-gates",
+        action="store_true",
+        help="flows without approval gates, as in the histories found before they were drawn",
+    )
     args = parser.parse_args(argv)
+    gates = not args.no_gates
     if args.seed is not None:
         steps = generate(args.seed, args.length)
         if args.keep:
-            violation = run_history(args.seed, steps, parse_kept(args.keep), args.verbose)
+            violation = run_history(args.seed, steps, parse_kept(args.keep), args.verbose, gates)
             print(f"seed {args.seed} (steps {args.keep}): {violation or 'passes'}")
             return 1 if violation else 0
         if args.no_shrink:
-            violation = run_history(args.seed, steps)
+            violation = run_history(args.seed, steps, gates=gates)
             print(f"seed {args.seed}: {violation or 'passes'}")
             return 1 if violation else 0
-        report = explain(args.seed, args.length)
+        report = explain(args.seed, args.length, gates=gates)
         print(report)
         return 0 if report.endswith("passes") else 1
     started = time.monotonic()
     failures = []
     for seed in range(args.start, args.start + args.seeds):
-        violation = run_history(seed, generate(seed, args.length))
+        violation = run_history(seed, generate(seed, args.length), gates=gates)
         if violation is not None:
             failures.append(seed)
-            print(f"seed {seed} breaks {violation}\n  replay: {replay_line(seed)}", flush=True)
+            print(f"seed {seed} breaks {violation}\n  replay: {replay_line(seed, gates=gates)}", flush=True)
     elapsed = time.monotonic() - started
     print(
         f"{args.seeds} histories of {args.length} steps in {elapsed:.1f} s "
@@ -200,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f": {' '.join(map(str, failures))}" if failures else "")
     )
     if failures and not args.no_shrink:
-        print(explain(failures[0], args.length))
+        print(explain(failures[0], args.length, gates=gates))
     return 1 if failures else 0
 
 

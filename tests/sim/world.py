@@ -40,6 +40,7 @@ from dagflow.controller.reconciler import Reconciler
 from dagflow.controller.settings import OperatorSettings
 from dagflow.controller.status import FlowEvent
 from dagflow.rules import naming
+from dagflow.rules.approvals import approval_annotation, approver_annotation
 from dagflow.rules.outputs import MAX_OUTPUTS_BYTES
 from dagflow.rules.validation import validate_object
 from tests.sim.apiserver import (
@@ -78,6 +79,18 @@ RELIST_SECONDS = 60.0
 WATCH_CUT_CHANCE = 0.05
 # Settled: this many rounds of settling in a row (5 s of simulated time each) changed nothing.
 QUIET_ROUNDS = 16
+# How often a flow drawn has approval gates, and how long they wait: from less than the clock moves
+# in one step to longer than a whole history, so that some time out and some are decided.
+GATE_CHANCE = 0.3
+GATE_TIMEOUTS = (15, 60, 240, 1200)
+# The parameters a gate's approver may set, each at one gate at most, and the values they give.
+GATE_PARAMS = {"lr": ["0.5", "0.01"], "version": ["v7", "v8"]}
+# How often a person acting on a flow with gates decides one rather than doing something else.
+DECISION_CHANCE = 0.5
+# Who approves, as the API server authenticates them, and a name someone might type into a request.
+PEOPLE = ("ada", "grace", "edsger", "barbara")
+FORGED_NAME = "mallory"
+APPROVAL_POLICY = "dagflow-approvals"
 T = TypeVar("T")
 
 
@@ -137,9 +150,10 @@ def generate(seed: int, length: int) -> list[Step]:
 # -- flows a user writes ---------------------------------------------------------------------------
 
 
-def make_spec(rng: random.Random) -> dict[str, Any]:
+def make_spec(rng: random.Random, gates: bool = True) -> dict[str, Any]:
     """A small flow drawn from the features that meet at the seams: outputs (a null among them),
-    static and dynamic matrices, serve works, parameters, failure policies."""
+    static and dynamic matrices, serve works, parameters, failure policies (and approval gates,
+    unless `gates` is False)."""
     works: list[dict[str, Any]] = []
     count = rng.randint(1, 4)
     for number in range(count):
@@ -209,7 +223,32 @@ def make_spec(rng: random.Random) -> dict[str, Any]:
     # output of a work that may not have succeeded.
     if rng.random() < 0.3:
         spec["finally"] = make_finally_works(rng, works)
+    # Drawn after the rest for the same reason: approval gates.
+    if gates and rng.random() < GATE_CHANCE:
+        add_gates(rng, spec)
     return spec
+
+
+def add_gates(rng: random.Random, spec: dict[str, Any]) -> None:
+    """One or two works become gates, with timeouts the simulated clock reaches, some letting the
+    approver set a parameter. Every work and finally work shows both parameters in its arguments, so
+    that which values its Job got can be read from the Job."""
+    spec["params"].append({"name": "version", "default": "v0"})
+    for work in [*spec["works"], *spec.get("finally", [])]:
+        args = work["container"].setdefault("args", [])
+        for name in GATE_PARAMS:
+            if f"$(params.{name})" not in args:
+                args += [f"--{name}", f"$(params.{name})"]
+    settable = list(GATE_PARAMS)
+    for gate in rng.sample(spec["works"], rng.randint(1, min(2, len(spec["works"])))):
+        approval: dict[str, Any] = {"timeoutSeconds": rng.choice(GATE_TIMEOUTS)}
+        if rng.random() < 0.5:
+            approval["message"] = f"Go on with {gate['name']}?"
+        names = [name for name in settable if rng.random() < 0.5]
+        if names:
+            approval["params"] = names
+            settable = [name for name in settable if name not in names]
+        gate["approval"] = approval
 
 
 def make_finally_works(rng: random.Random, works: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -257,6 +296,21 @@ def make_wide_spec(rng: random.Random) -> dict[str, Any]:
             }
         )
     return {"works": works, "failurePolicy": "Continue"}
+
+
+def admitted_request(
+    annotations: Mapping[str, str], gate: str, value: str, sender: str, policy: bool = True
+) -> dict[str, str | None]:
+    """The annotations (a merge patch) that a request `value` on `gate` sets, as the API server's
+    admission leaves them: the chart's MutatingAdmissionPolicy stamps a request that changed with
+    whoever sent it, and one sent unchanged keeps the name it had. Without that policy the
+    request comes without a name (`policy` False: the sender's tool clears the one left)."""
+    patch: dict[str, str | None] = {approval_annotation(gate): value}
+    if not policy:
+        patch[approver_annotation(gate)] = None
+    elif annotations.get(approval_annotation(gate)) != value:
+        patch[approver_annotation(gate)] = sender
+    return patch
 
 
 def admitted(flow: Mapping[str, Any]) -> bool:
@@ -440,19 +494,34 @@ class Record:
     specs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     # The flow (key, uid) each operator write was made for, by index in server.writes.
     write_flows: dict[int, tuple[FlowKey, str | None]] = field(default_factory=dict)
+    # Every approval request written on a flow, with the name stamped beside it, by (flow uid, gate).
+    approval_requests: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)
+    # The gates a stored status showed waiting, by (flow uid, run, gate).
+    gates_waited: set[tuple[str, int, str]] = field(default_factory=set)
+    # The decision each gate's status took in, by (flow uid, run, gate); and why a gate failed without
+    # running (Rejected, ApprovalTimedOut).
+    decisions: dict[tuple[str, int, str], dict[str, Any]] = field(default_factory=dict)
+    gates_refused: dict[tuple[str, int, str], str] = field(default_factory=dict)
+    # Jobs the operator made whose parameter values are still to be checked against the status of
+    # their run: (flow uid, run, work, Job).
+    jobs_to_check: list[tuple[str, int, str, dict[str, Any]]] = field(default_factory=list)
 
 
 class World:
     """The simulated cluster and everyone acting on it."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, gates: bool = True) -> None:
         self.seed = seed
+        # False: the flows people write have no approval gates, as in the histories found before
+        # they were drawn (a gate in one of their flows would change what they replay).
+        self.gates = gates
         self.clock = Clock()
         self.server = ApiServer(self.clock)
         self.jobs = JobController(self.server)
         self.deployments = DeploymentController(self.server)
-        # Lists anew more often than by default, so that histories meet it.
-        self.settings = OperatorSettings(relist_seconds=RELIST_SECONDS)
+        # Lists anew more often than by default, so that histories meet it. The people's requests
+        # are stamped as the chart's admission policies stamp them, and the operator is told so.
+        self.settings = OperatorSettings(relist_seconds=RELIST_SECONDS, approval_policy=APPROVAL_POLICY)
         self.next_relist = RELIST_SECONDS
         self.loop = asyncio.new_event_loop()
         # The loop's timers (rechecks, held status patches) run on simulated time.
@@ -488,13 +557,18 @@ class World:
                 "apiVersion": API_VERSION,
                 "kind": KIND,
                 "metadata": {"name": name},
-                "spec": make_spec(rng),
+                "spec": make_spec(rng, self.gates),
             }
             if admitted(body):
                 self.server.create(PLURAL, NAMESPACE, body)
             return
         if len(flow["spec"]["works"]) > WIDE_FLOW_WORKS and rng.random() < 0.9:
             return  # a big flow is mostly left to run its course
+        gates = [work for work in flow["spec"]["works"] if work.get("approval")]
+        # Drawn only for a flow with gates, so that the histories of the others stay as they were.
+        if gates and rng.random() < DECISION_CHANCE:
+            self._decide(rng, flow, gates)
+            return
         action = rng.choices(
             ["edit", "delete", "rerun", "retry", "stop", "suspend", "same-token"], [3, 2, 3, 2, 2, 1, 1]
         )[0]
@@ -503,7 +577,7 @@ class World:
         elif action == "edit":
             spec = copy.deepcopy(flow["spec"])
             if rng.random() < 0.3:
-                spec = make_spec(rng)
+                spec = make_spec(rng, self.gates)
             else:
                 grids = [
                     work
@@ -547,6 +621,74 @@ class World:
             patch = {"metadata": {"annotations": annotations}}
             if admitted(merge_patch(flow, patch)):
                 self.server.merge_patch(PLURAL, NAMESPACE, name, patch)
+
+    def _decide(self, rng: random.Random, flow: dict[str, Any], gates: list[dict[str, Any]]) -> None:
+        """Someone approves or rejects a gate, mostly one of the current run that waits; now and then
+        for another run, a token again, a request the operator cannot read, or one the API server
+        did not stamp with who sent it (its admission policy missing)."""
+        person = rng.choice(PEOPLE)
+        self.server.actor = person
+        name = flow["metadata"]["name"]
+        status = flow.get("status") or {}
+        run = int(status.get("run") or 1)
+        waiting = [work["name"] for work in status.get("works") or [] if work.get("phase") == "Waiting"]
+        chosen = rng.choice(waiting) if waiting else None
+        gate = next((work for work in gates if work["name"] == chosen), None)
+        if gate is None or rng.random() < 0.2:
+            gate = rng.choice(gates)
+        key = approval_annotation(gate["name"])
+        annotations = flow["metadata"].get("annotations") or {}
+        how = rng.choices(
+            ["approve", "reject", "other-run", "same-token", "unreadable", "unstamped"], [6, 2, 1, 2, 1, 1]
+        )[0]
+        self.tokens += 1
+        request: dict[str, Any] = {"run": run, "decision": "Approved", "token": f"a{self.tokens}"}
+        if how in ("approve", "unstamped"):
+            settable = (gate.get("approval") or {}).get("params") or []
+            setting = [param for param in settable if rng.random() < 0.7]
+            if setting:
+                request["params"] = {param: rng.choice(GATE_PARAMS[param]) for param in setting}
+                if rng.random() < 0.2:
+                    request["params"][setting[0]] = 0.25  # not a string: taken as its JSON text
+        elif how == "reject":
+            request.update(decision="Rejected", message="not this one")
+        elif how == "other-run":
+            # An earlier run's request left behind, or one for the run to come.
+            request["run"] = run - 1 if run > 1 and rng.random() < 0.7 else run + 1
+            request["decision"] = rng.choice(["Approved", "Rejected"])
+        elif how == "same-token":
+            earlier = annotations.get(key)
+            if earlier is None:
+                return
+            try:
+                request = json.loads(earlier)
+            except json.JSONDecodeError:
+                return
+            if not isinstance(request, dict):
+                return
+            if rng.random() < 0.5:
+                # The same token with another decision: once one is taken in, it stands.
+                request["decision"] = "Rejected" if request.get("decision") == "Approved" else "Approved"
+        if rng.random() < 0.2:
+            request["by"] = FORGED_NAME  # a name in the request counts for nothing
+        value = json.dumps(request)
+        if how == "unreadable":
+            value = rng.choice(
+                [
+                    "approve it",
+                    "[1]",
+                    json.dumps({**request, "decision": "Maybe"}),
+                    json.dumps({field: item for field, item in request.items() if field != "token"}),
+                    json.dumps({**request, "run": str(run)}),
+                    json.dumps({**request, "params": ["v7"]}),
+                    json.dumps({**request, "params": {"epochs": "3"}}),
+                    json.dumps({**request, "params": {"version": None}}),
+                ]
+            )
+        sent = admitted_request(annotations, gate["name"], value, person, policy=how != "unstamped")
+        patch = {"metadata": {"annotations": sent}}
+        if admitted(merge_patch(flow, patch)):
+            self.server.merge_patch(PLURAL, NAMESPACE, name, patch)
 
     def _third_party(self, rng: random.Random) -> None:
         """Someone else deletes a flow's child, or plants an object under a name the operator will use."""

@@ -324,3 +324,21 @@ def test_a_gate_waits_and_may_be_decided_while_its_flow_is_suspended() -> None:
         "promote" not in started(still)
         and state(still, "promote").message == "suspended: starts once spec.suspend is false"
     )
+
+
+def test_under_failfast_a_gate_rejected_in_a_pass_skips_the_gates_that_began_to_wait_in_it() -> None:
+    spec = DAGFlowSpec.model_validate(
+        {
+            "works": [
+                work("evaluate"),
+                work("first", "evaluate", approval={"message": "a?"}),
+                work("second", "evaluate", approval={"message": "b?", "timeoutSeconds": 60}),
+            ]
+        }
+    )
+    previous = previous_of(planned(spec, {}, evaluate="Succeeded"))
+    # Only the first gate began to wait; the second times out in the pass that makes the first wait.
+    previous.pop("first")
+    late = planned(spec, previous, "2024-05-01T10:01:00Z", evaluate="Succeeded")
+    assert phases(late)["second"] == "Failed" and phases(late)["first"] == "Skipped"
+    assert late.phase.value == "Failed"

@@ -321,6 +321,10 @@ def plan_run(
             plan.start.append(work)
 
     plan.works = [states[work.name] for work in spec.all_works]
+    failed_now = not fail_fast and any(states[work.name].phase == WorkPhase.FAILED for work in spec.works)
+    if failed_now and spec.failure_policy == FailurePolicy.FAIL_FAST:
+        # A gate rejected or timed out in this pass: the gates it passed already wait no more.
+        _skip_what_can_no_longer_start(plan, spec)
     plan.serve_works = [work.name for work in spec.works if work.serve is not None]
     plan.serving = serving_runs(spec, deployments)
     reassess(plan, spec, outcome)
@@ -374,7 +378,8 @@ def _skip_what_can_no_longer_start(plan: Plan, spec: DAGFlowSpec) -> None:
         changed = False
         for work in spec.works:
             state = states[work.name]
-            if state.phase != WorkPhase.PENDING or work.name in started:
+            # A gate waiting for someone can no longer start either once FailFast stops the run.
+            if state.phase not in (WorkPhase.PENDING, WorkPhase.WAITING) or work.name in started:
                 continue
             verdict, reason = _judge_trigger(work, states)
             if verdict == "skip":
@@ -813,6 +818,7 @@ def _flow_phase(
     blocked_serve = [state.name for state in serve if state.phase in NOT_MET]
     everything_done = all(state.phase in DONE for state in states.values())
     if blocked_serve or everything_done:
+        # Under Continue the works still under way go on, a waiting gate too: the outcome is known.
         return FlowPhase.FAILED, _failure_summary(states, failed)
     gates = [state.name for state in states.values() if state.phase == WorkPhase.WAITING]
     if not gates:
