@@ -17,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.evaluate import json_list
 from pipeline.layout import (
     Layout,
     add_data_argument,
@@ -27,13 +28,7 @@ from pipeline.layout import (
 
 
 def failed_works(text: str) -> list[str]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not JSON ({error.msg}): {text!r}") from None
-    if not isinstance(value, list):
-        raise argparse.ArgumentTypeError(f"not a JSON list: {text!r}")
-    return [str(name) for name in value]
+    return [str(name) for name in json_list(text)]
 
 
 def report(layout: Layout, run: int, phase: str, failed: list[str], model: str = "") -> dict[str, Any]:
