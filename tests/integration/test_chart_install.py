@@ -107,8 +107,10 @@ def test_install_runs_the_operator_and_uninstall_leaves_only_the_crds(
         pods = get_json("pods", "-l", f"app.kubernetes.io/instance={release}", namespace=namespace)["items"]
         assert [pod["status"]["phase"] for pod in pods] == ["Running"]
         assert labelled("clusterrole,clusterrolebinding", release)
-        # Who may create what the operator creates for a flow, and who may write cache entries.
-        assert len(labelled("validatingadmissionpolicies,validatingadmissionpolicybindings", release)) == 4
+        # Who may create what the operator creates for a flow, who may write cache entries, and who
+        # may approve a gate; and the policy that stamps the approver.
+        assert len(labelled("validatingadmissionpolicies,validatingadmissionpolicybindings", release)) == 6
+        assert len(labelled("mutatingadmissionpolicies,mutatingadmissionpolicybindings", release)) == 2
         for configuration in WEBHOOK_CONFIGURATIONS:
             assert kubectl("get", configuration, check=False).returncode == 0, configuration
         if values.get("watchNamespaces"):
@@ -132,6 +134,7 @@ def test_install_runs_the_operator_and_uninstall_leaves_only_the_crds(
     assert not labelled(kinds, release)
     assert not labelled("clusterroles,clusterrolebindings", release)
     assert not labelled("validatingadmissionpolicies,validatingadmissionpolicybindings", release)
+    assert not labelled("mutatingadmissionpolicies,mutatingadmissionpolicybindings", release)
     for configuration in WEBHOOK_CONFIGURATIONS:
         assert kubectl("get", configuration, check=False).returncode != 0
     wait_for(
