@@ -342,3 +342,12 @@ def test_under_failfast_a_gate_rejected_in_a_pass_skips_the_gates_that_began_to_
     late = planned(spec, previous, "2024-05-01T10:01:00Z", evaluate="Succeeded")
     assert phases(late)["second"] == "Failed" and phases(late)["first"] == "Skipped"
     assert late.phase.value == "Failed"
+
+
+def test_the_approvers_values_reach_the_end_of_a_chain_of_two_thousand_works() -> None:
+    chain = [work("w0", approval={"params": ["version"]})]
+    chain += [work(f"w{index}", f"w{index - 1}") for index in range(1, 2000)]
+    spec = DAGFlowSpec.model_validate({"params": [{"name": "version", "default": "none"}], "works": chain})
+    works = [{"name": "w0", "approval": {"decision": "Approved", "params": {"version": "v7"}}}]
+    params = RunParams.of_run(spec, {"version": "none"}, works)
+    assert params.of("w1999")["version"] == "v7"
