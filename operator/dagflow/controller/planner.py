@@ -823,8 +823,7 @@ def _flow_phase(
     gates = [state.name for state in states.values() if state.phase == WorkPhase.WAITING]
     if not gates:
         return FlowPhase.RUNNING, None
-    shown = ", ".join(gates[:5]) + (f" and {len(gates) - 5} more" if len(gates) > 5 else "")
-    return FlowPhase.RUNNING, f"waiting for approval: {shown}"
+    return FlowPhase.RUNNING, f"waiting for approval: {_some_of(gates)}"
 
 
 def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> str:
@@ -833,6 +832,11 @@ def _failure_summary(states: Mapping[str, WorkState], failed: Sequence[str]) -> 
         parts.append(f"and {len(failed) - 3} more failed")
     skipped = [state.name for state in states.values() if state.phase == WorkPhase.SKIPPED]
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        parts.append(f"skipped: {shown}")
+        parts.append(f"skipped: {_some_of(skipped)}")
     return "; ".join(parts) if parts else "the flow can no longer finish"
+
+
+def _some_of(names: Sequence[str], shown: int = 5) -> str:
+    """The first `shown` names, and how many more: a flow of 2,000 works keeps its message short."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -923,7 +923,9 @@ class Reconciler:
         try:
             await self.kube.create_job(job)
         except NameTakenError as error:
-            if error.deleting or (error.owner_uid is not None and error.owner_uid != flow.uid):
+            if error.deleting or (
+                error.owner_uid is not None and not self._flow_alive(flow.namespace, error)
+            ):
                 # Left by a flow deleted under this name, on its way out: made once it is gone.
                 self._recheck((flow.namespace, flow.name), 2.0)
                 return None
