@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from dagflow.api.models import DAGFlowSpec, FlowPhase, RunSummary, WorkPhase, WorkStatus
+from dagflow.api.models import DAGFlowSpec, FlowPhase, NotificationState, RunSummary, WorkPhase, WorkStatus
 from dagflow.controller.history import begin_run, record_run
 from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
@@ -67,7 +67,11 @@ def begun_status(
     if previous.get("endpoint"):
         status["endpoint"] = previous["endpoint"]
     # A notification of an earlier run still being posted is told when its pod ends.
-    posting = [entry for entry in previous.get("notifications") or [] if entry.get("state") == "Pending"]
+    posting = [
+        entry
+        for entry in previous.get("notifications") or []
+        if entry.get("state") == NotificationState.PENDING.value
+    ]
     if posting:
         status["notifications"] = posting
     if new_run.params:
