@@ -173,6 +173,7 @@ def test_watch_namespaces_give_a_role_per_namespace_and_few_cluster_permissions(
         "events",
         "pods",
         "configmaps",
+        "persistentvolumeclaims",
         "workloads",
         "localqueues",
         "kopfpeerings",
@@ -203,6 +204,8 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses() -> None:
         # A matrix work's values and its instances' outputs are ConfigMaps of the flow, watched so
         # that each goes once nothing uses it.
         ("", "configmaps", ()): ["create", "delete", "get", "list", "watch"],
+        # A run's workspace claim: made, read back when its name is taken, deleted with the history.
+        ("", "persistentvolumeclaims", ()): ["create", "delete", "get"],
         # Kueue: why a queued work waits (its Workload, listed by Job uid), its Workload deactivated
         # while the flow is suspended or held behind older flows (read again just before), a flow
         # naming a LocalQueue that does not exist refused, and a LocalQueue's ClusterQueue and a
@@ -568,7 +571,7 @@ def test_chart_crd_is_a_copy_of_the_generated_one() -> None:
 def test_the_user_permission_policy_is_installed_unless_turned_off() -> None:
     policy = user_permissions_policy(render())
     checks = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
-    for resource in ("'jobs'", "'deployments'", "'services'", "'configmaps'"):
+    for resource in ("'jobs'", "'deployments'", "'services'", "'configmaps'", "'persistentvolumeclaims'"):
         assert resource in checks
     [binding] = [
         obj

@@ -231,6 +231,8 @@ def test_run_control_fields_are_every_spec_field_that_does_not_shape_a_run() -> 
         "priority_class_name",
         # A new cache version misses on purpose: a run of its own.
         "cache",
+        # A run's works share one volume: another size or class is another run's.
+        "workspace",
     }
 
 

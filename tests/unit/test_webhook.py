@@ -179,7 +179,8 @@ SERVE_AND_MATRIX_SPEC = {
     "works": [
         {"name": "train", "matrix": {"model": ["a", "b"]}, "container": {"image": "x"}},
         {"name": "web", "dependsOn": ["train"], "serve": {"port": 8080}, "container": {"image": "x"}},
-    ]
+    ],
+    "workspace": {"size": "1Gi"},
 }
 
 
@@ -210,6 +211,13 @@ def test_a_missing_permission_is_named_in_the_policys_words() -> None:
     )
     assert permission_problem("bob", "team-a", FINE_SPEC, lambda group, resource: False) == (
         "bob may not create Jobs in namespace team-a, which the operator would create for this DAGFlow"
+    )
+    may_not_claim = lambda group, resource: resource != "persistentvolumeclaims"  # noqa: E731
+    assert permission_problem(
+        "carol", "team-a", {**FINE_SPEC, "workspace": {"size": "1Gi"}}, may_not_claim
+    ) == (
+        "carol may not create PersistentVolumeClaims in namespace team-a, which the operator would create "
+        "for the workspace of this DAGFlow"
     )
     # Bad input (the schema refuses it before) is asked about as a plain flow, never a crash.
     assert permission_problem("bob", "team-a", {"works": "nope"}, lambda group, resource: True) is None

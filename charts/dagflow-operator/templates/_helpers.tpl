@@ -113,6 +113,11 @@ Permissions in each namespace the operator works in: what kopf watches, what the
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# A run's workspace (spec.workspace): a claim made before the first pod that mounts it, read back
+# (owner checked) when its name is taken, and deleted once no run of the kept history uses it.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create", "delete"]
 # Cache entries: looked up by their key's label, written when a cached work succeeds, and deleted
 # (listed page by page, now and then) once older than every maxAge of their namespace. Only the
 # operator may write them (its webhook and the chart's policy refuse anyone else).

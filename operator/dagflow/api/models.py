@@ -467,6 +467,69 @@ class Approval(ApiModel):
     )
 
 
+# Where every work of a run finds the run's workspace, unless it says otherwise.
+WORKSPACE_MOUNT_PATH = "/workspace"
+# The name of its volume in the pods.
+WORKSPACE_VOLUME = "dagflow-workspace"
+# A quantity of bytes as the API server writes one (a size of 0 or a negative one is refused too).
+_STORAGE_SIZE_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[kMGTPE]|([eE](\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A path inside the workspace: relative, with no empty, `.` or `..` part.
+_SUB_PATH_PART = r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)"
+_SUB_PATH_PATTERN = rf"^{_SUB_PATH_PART}(/{_SUB_PATH_PART})*$"
+
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
+
+
+def _one_node_access() -> list[AccessMode]:
+    return ["ReadWriteOnce"]
+
+
+class WorkspaceSpec(ApiModel):
+    """A volume per run that every work of the run mounts: a PersistentVolumeClaim the operator makes
+    when the run's first work starts, owned by the flow."""
+
+    size: str = Field(
+        pattern=_STORAGE_SIZE_PATTERN,
+        max_length=64,
+        description="How much storage the claim asks for: a quantity of bytes (10Gi, 500Mi).",
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The StorageClass of the claim; unset: the cluster's default class.",
+    )
+    access_modes: list[AccessMode] = Field(
+        default_factory=_one_node_access,
+        min_length=1,
+        max_length=4,
+        description="Access modes of the claim (default ReadWriteOnce). Works that run at the same time "
+        "on different nodes (a matrix, parallel works) need ReadWriteMany and a class that offers it.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class WorkWorkspace(ApiModel):
+    """How one work mounts the run's workspace."""
+
+    mount: bool = Field(
+        default=True,
+        description="False: the work's pods do not mount the workspace.",
+    )
+    sub_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=_SUB_PATH_PATTERN,
+        description="A folder of the workspace to mount at /workspace instead of its root: a relative "
+        "path (models/linear), made if missing.",
+    )
+    read_only: bool = Field(
+        default=False,
+        description="True: the work reads the workspace but cannot write to it (and may be cached).",
+    )
+
+
 class CacheSpec(ApiModel):
     """Whether a batch work's outcome is taken from an earlier run whose inputs were the same.
 
@@ -640,6 +703,11 @@ class Work(ApiModel):
         "Approval). Approving needs the `approve` verb on dagflows; who decided, when and with which "
         "parameter values is kept in the work's status.",
     )
+    workspace: WorkWorkspace | None = Field(
+        default=None,
+        description="How the work mounts the run's workspace (spec.workspace): at /workspace, read-write, "
+        "unless it opts out (mount: false), picks a folder of it (subPath) or only reads it (readOnly).",
+    )
 
     @property
     def is_serve(self) -> bool:
@@ -798,6 +866,13 @@ class DAGFlowSpec(ApiModel):
         "and their finished Jobs; older runs' Jobs are deleted. Unset: the operator's default "
         "(DAGFLOW_HISTORY_RUNS).",
     )
+    workspace: WorkspaceSpec | None = Field(
+        default=None,
+        description="A volume per run, mounted at /workspace in every work's pods (works[].workspace "
+        "says otherwise for one work): a PersistentVolumeClaim `{flow}-{run}-workspace` made when the "
+        "run's first work starts, kept with the run's history (historyRuns) and deleted when the run "
+        "leaves it. A retry's works use the workspace of the run it retries.",
+    )
 
     def queue_of(self, work: Work) -> str | None:
         """The LocalQueue a work's child waits in, or None when it is not queued: the work's own
@@ -817,7 +892,7 @@ class DAGFlowSpec(ApiModel):
     def caches(self, work: Work) -> bool:
         """Whether a work is cached: its own `enabled` over spec.cache's; never a serve work, a gate
         (someone decides in every run) or a finally work. Asked of every work on every pass, so it
-        reads only these fields."""
+        reads only these fields. Nor a work that writes the run's workspace (see `writes_workspace`)."""
         own = work.cache.enabled if work.cache else None
         flow = self.cache.enabled if self.cache else None
         return (
@@ -825,7 +900,17 @@ class DAGFlowSpec(ApiModel):
             and work.approval is None
             and bool(own if own is not None else flow)
             and not self.is_finally(work.name)
+            and not self.writes_workspace(work)
         )
+
+    def mounts_workspace(self, work: Work) -> bool:
+        """Whether the work's pods mount the run's workspace."""
+        return self.workspace is not None and (work.workspace is None or work.workspace.mount)
+
+    def writes_workspace(self, work: Work) -> bool:
+        """Whether the work may change the run's workspace: its results are then files of that run,
+        which a later run's workspace would not have, so it is never cached."""
+        return self.mounts_workspace(work) and not (work.workspace is not None and work.workspace.read_only)
 
     def cache_of(self, work: Work) -> CacheSettings:
         """A work's caching: its own fields over spec.cache over the defaults; never on for a serve work."""
@@ -1070,6 +1155,11 @@ class RunSummary(ApiModel):
     finished_at: AwareDatetime | None = Field(
         default=None, description="When the run ended (Succeeded, Failed or Stopped)."
     )
+    workspace_claim: str | None = Field(
+        default=None,
+        description="The PersistentVolumeClaim of the run's workspace (spec.workspace); it is deleted "
+        "once no run kept in this history uses it.",
+    )
 
 
 class HandledRequests(ApiModel):
@@ -1136,6 +1226,11 @@ class DAGFlowStatus(ApiModel):
         "unset when none does.",
     )
     message: str | None = Field(default=None, description="Why the flow is in its phase, if not obvious.")
+    workspace_claim: str | None = Field(
+        default=None,
+        description="The PersistentVolumeClaim the current run's works mount at /workspace "
+        "(spec.workspace); a retry's is the retried run's.",
+    )
     works: list[WorkStatus] = Field(
         default_factory=list,
         max_length=MAX_WORKS,

@@ -9,7 +9,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagflow.api.models import API_VERSION, KIND, DAGFlowSpec, FailurePolicy, PodDefaults, Work
+from dagflow.api.models import (
+    API_VERSION,
+    KIND,
+    WORKSPACE_MOUNT_PATH,
+    WORKSPACE_VOLUME,
+    DAGFlowSpec,
+    FailurePolicy,
+    PodDefaults,
+    Work,
+)
 from dagflow.controller.queueing import (
     MIN_PARALLELISM_ANNOTATION,
     PRIORITY_CLASS_LABEL,
@@ -68,6 +77,7 @@ def build_job(
     settings: OperatorSettings,
     values: Values | None = None,
     instances: MatrixInstances | None = None,
+    workspace_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Job that runs one attempt-series of a batch work in one run.
 
@@ -77,7 +87,8 @@ def build_job(
     did not fail: its pod failure policy replaces it without using up a retry.
     `values` resolve the `$(...)` references of the container (substitution.py); BadReference
     when one cannot be resolved. A matrix work's Job (`instances`) has one completion per instance,
-    each with its own failure count; its pods start through the launcher (`_launched`).
+    each with its own failure count; its pods start through the launcher (`_launched`). Its pods
+    mount `workspace_claim`, the run's workspace, where the spec has one and the work uses it.
     """
     job_spec: dict[str, Any] = {
         "completions": 1,
@@ -89,7 +100,7 @@ def build_job(
             "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
         },
         "template": _pod_template(
-            flow, spec, work, run, settings, "Never", values, launched=instances is not None
+            flow, spec, work, run, settings, "Never", values, instances is not None, workspace_claim
         ),
     }
     if work.timeout_seconds is not None:
@@ -304,11 +315,14 @@ def build_deployment(
     settings: OperatorSettings,
     values: Values | None = None,
     rolled_from: int | None = None,
+    workspace_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place;
     `rolled_from` is the run whose model it serves until then."""
     assert work.serve is not None, "only serve works have a Deployment"
-    template = _pod_template(flow, spec, work, run, settings, "Always", values)
+    template = _pod_template(
+        flow, spec, work, run, settings, "Always", values, workspace_claim=workspace_claim
+    )
     container = template["spec"]["containers"][0]
     ports = container.setdefault("ports", [])
     if not any(port.get("containerPort") == work.serve.port for port in ports):
@@ -389,6 +403,7 @@ def _pod_template(
     restart_policy: str,
     values: Values | None,
     launched: bool = False,
+    workspace_claim: str | None = None,
 ) -> dict[str, Any]:
     defaults = spec.pod_defaults or PodDefaults()
     # The operator's own labels come last: a user's label never hides a pod from its flow.
@@ -418,7 +433,50 @@ def _pod_template(
         pod_spec["imagePullSecrets"] = copy.deepcopy(defaults.image_pull_secrets)
     if work.volumes:
         pod_spec["volumes"] = copy.deepcopy(work.volumes)
+    if workspace_claim is not None and spec.mounts_workspace(work):
+        _mount_workspace(pod_spec, work, workspace_claim)
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
+
+
+def _mount_workspace(pod_spec: dict[str, Any], work: Work, claim: str) -> None:
+    """The run's workspace claim as a volume of the pod, mounted at /workspace in the work's container
+    (a folder of it with subPath, which the kubelet makes when missing)."""
+    mount: dict[str, Any] = {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT_PATH}
+    own = work.workspace
+    if own is not None and own.sub_path:
+        mount["subPath"] = own.sub_path
+    if own is not None and own.read_only:
+        mount["readOnly"] = True
+    container = pod_spec["containers"][0]
+    container["volumeMounts"] = [*container.get("volumeMounts", []), mount]
+    pod_spec["volumes"] = [
+        *pod_spec.get("volumes", []),
+        {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
+    ]
+
+
+def build_workspace_claim(flow: FlowRef, spec: DAGFlowSpec, run: int, name: str) -> dict[str, Any]:
+    """The PersistentVolumeClaim of a run's workspace, made by run `run` (a retry uses the retried
+    run's), owned by the flow: deleting the flow deletes it."""
+    assert spec.workspace is not None, "only a flow with spec.workspace has a workspace"
+    claim_spec: dict[str, Any] = {
+        "accessModes": list(spec.workspace.access_modes),
+        "resources": {"requests": {"storage": spec.workspace.size}},
+    }
+    if spec.workspace.storage_class_name is not None:
+        claim_spec["storageClassName"] = spec.workspace.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": flow.namespace,
+            "labels": naming.workspace_labels(flow.name, run),
+            "annotations": {naming.FLOW_ANNOTATION: flow.name},
+            "ownerReferences": [flow.owner_reference()],
+        },
+        "spec": claim_spec,
+    }
 
 
 def _container(

@@ -39,10 +39,16 @@ def history_limit(spec: DAGFlowSpec, default: int) -> int:
 
 
 def begin_run(
-    runs: Sequence[RunSummary], number: int, trigger: RunTrigger, now: datetime, keep: int
+    runs: Sequence[RunSummary],
+    number: int,
+    trigger: RunTrigger,
+    now: datetime,
+    keep: int,
+    workspace_claim: str | None = None,
 ) -> list[RunSummary]:
     """`status.runs` once run `number` begins: a run still active ends Stopped (the new one
-    replaced it), the new run is added as Pending, and the oldest runs beyond `keep` are dropped."""
+    replaced it), the new run is added as Pending with its workspace claim, and the oldest runs
+    beyond `keep` are dropped (a claim that no kept run names is deleted then)."""
     if any(summary.number == number for summary in runs):
         return trim(runs, keep)
     ended = [
@@ -51,7 +57,13 @@ def begin_run(
         else summary
         for summary in runs
     ]
-    begun = RunSummary(number=number, trigger=trigger, phase=FlowPhase.PENDING, started_at=now)
+    begun = RunSummary(
+        number=number,
+        trigger=trigger,
+        phase=FlowPhase.PENDING,
+        started_at=now,
+        workspace_claim=workspace_claim,
+    )
     return trim([*ended, begun], keep)
 
 

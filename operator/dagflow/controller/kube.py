@@ -189,6 +189,51 @@ class KubeClient:
         if existing is None:
             raise NameTakenError("ConfigMap", metadata["name"], None, None, deleting=True)  # gone since
 
+    async def create_claim(self, claim: dict[str, Any]) -> bool:
+        """Create a run's workspace claim: whether it was made now (False: this flow's exists already).
+        One this flow does not own raises NameTakenError, as for a Job: the works of one flow never
+        read or write another's files."""
+        if await self._create(
+            "persistentvolumeclaims", self.core.create_namespaced_persistent_volume_claim, claim
+        ):
+            return True
+        metadata = claim["metadata"]
+        existing = json.loads(
+            await self._call(
+                "get",
+                "persistentvolumeclaims",
+                self.core.read_namespaced_persistent_volume_claim,
+                metadata["name"],
+                metadata["namespace"],
+            )
+        )
+        check_owner("PersistentVolumeClaim", existing, metadata["ownerReferences"][0]["uid"])
+        if existing["metadata"].get("deletionTimestamp"):
+            # Ours, but on its way out (a run that left the history used it): wait until it is gone.
+            raise NameTakenError("PersistentVolumeClaim", metadata["name"], None, None, deleting=True)
+        return False
+
+    async def delete_claim(self, namespace: str, name: str, owner_uid: str) -> None:
+        """Delete the flow's (of `owner_uid`) claim of that name, if it has one: a claim of that name
+        that another owns is left alone."""
+        read = self.core.read_namespaced_persistent_volume_claim
+        try:
+            existing = json.loads(await self._call("get", "persistentvolumeclaims", read, name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        try:
+            check_owner("PersistentVolumeClaim", existing, owner_uid)
+        except NameTakenError:
+            return
+        if existing["metadata"].get("deletionTimestamp"):
+            return
+        delete = self.core.delete_namespaced_persistent_volume_claim
+        await self._delete_exactly(
+            "persistentvolumeclaims", delete, name, namespace, existing["metadata"].get("uid")
+        )
+
     async def read_config_map(self, namespace: str, name: str, owner_uid: str) -> dict[str, str] | None:
         """The data of the flow's ConfigMap; None when it does not exist. NameTakenError when it is
         not the flow's (of `owner_uid`), whose data is never read."""

@@ -38,6 +38,7 @@ from dagflow.controller.builders import (
     build_job,
     build_matrix_values,
     build_service,
+    build_workspace_claim,
     endpoint_url,
 )
 from dagflow.controller.caching import Cache, collect_expired
@@ -80,6 +81,7 @@ from dagflow.controller.runcontrol import (
     begun_status,
     carried_jobs,
     finally_stop_status,
+    referenced_claims,
     stopped_status,
     with_run_control,
 )
@@ -276,6 +278,8 @@ class Reconciler:
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
         # Approval requests already told to be unusable (flow, gate, token): told once.
         self._refused_approvals: set[tuple[FlowKey, str, str]] = set()
+        # Workspace claims known to exist, by (flow, flow uid, claim): made or found once.
+        self._claims_made: set[tuple[FlowKey, str, str]] = set()
         # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
         self.vanished: set[str] = set()
         # Flows a list showed gone while their watch had not told, by uid: an event of theirs that
@@ -341,6 +345,7 @@ class Reconciler:
         }
         self._pod_refusals = {entry: value for entry, value in self._pod_refusals.items() if entry[0] != key}
         self._refused_approvals = {entry for entry in self._refused_approvals if entry[0] != key}
+        self._claims_made = {entry for entry in self._claims_made if entry[0] != key}
         self._services_made = {
             entry: value for entry, value in self._services_made.items() if entry[0] != key
         }
@@ -583,7 +588,9 @@ class Reconciler:
         if decision.action == RunAction.START:
             # The status names the new run before any child of it exists and before the old run's
             # Jobs go: a request is then acted on once, whenever the operator stops.
-            begun = begun_status(status, decision, spec, generation, moment, keep, self._wall_clock())
+            begun = begun_status(
+                status, decision, spec, generation, moment, keep, self._wall_clock(), flow.name
+            )
             begun.pop("noCache", None)
             new_run = decision.new_run
             annotations = metadata.get("annotations") or {}
@@ -699,7 +706,9 @@ class Reconciler:
         # Before its Jobs are made: the place of the works it starts is kept from now on.
         self._keep_place(key, flow, spec, plan, current_jobs, queued_jobs, status.get("startedAt"))
         await gather_all(
-            self._start_children(key, flow, spec, run, plan, params, deployments),
+            self._start_children(
+                key, flow, spec, run, plan, params, deployments, status.get("workspaceClaim")
+            ),
             self._retire(flow, retirement, job_uids),
             self._stop_failed_run(flow, plan, job_uids),
             self._collect_config_maps(flow, stale),
@@ -1148,7 +1157,12 @@ class Reconciler:
         plan: Plan,
         params: RunParams,
         deployments: Mapping[str, DeploymentObservation],
+        workspace_claim: str | None = None,
     ) -> None:
+        if spec.workspace is not None and not workspace_claim:
+            # A run begun before its flow had a workspace has none named yet: its own, by its number.
+            workspace_claim = naming.workspace_claim_name(flow.name, run)
+
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             backoff_key = (key, flow.uid, run, work_name)
             backoff = self._create_backoff.get(backoff_key)
@@ -1214,16 +1228,20 @@ class Reconciler:
                 outputs_optional=is_finally,
             )
             instances = plan.instances.get(work.name)
+            claim = workspace_claim if spec.mounts_workspace(work) else None
             try:
                 if work.serve is None:
-                    job = build_job(flow, spec, work, run, self.settings, values, instances)
+                    job = build_job(flow, spec, work, run, self.settings, values, instances, claim)
                 else:
                     serving = deployments[work.name].serving_run if work.name in deployments else None
                     rolled_from = serving if serving != run else None
-                    deployment = build_deployment(flow, spec, work, run, self.settings, values, rolled_from)
+                    deployment = build_deployment(
+                        flow, spec, work, run, self.settings, values, rolled_from, claim
+                    )
             except BadReference as error:
                 refuse(work.name, str(error))
                 continue
+            create: Callable[[], Awaitable[None]]
             if work.serve is None and instances is not None:
                 # The pods mount the values, so they exist before the Job does.
                 matrix_values = build_matrix_values(
@@ -1234,17 +1252,61 @@ class Reconciler:
                     plan.cached_outputs.get(work.name),
                     instances.job_indexes,
                 )
-                create_job = partial(self._create_job, key, job)
-                tasks.append(start(work.name, partial(self._create_matrix_job, matrix_values, create_job)))
+                create = partial(self._create_matrix_job, matrix_values, partial(self._create_job, key, job))
             elif work.serve is None:
-                tasks.append(start(work.name, partial(self._create_job, key, job)))
+                create = partial(self._create_job, key, job)
             else:
-                service = build_service(flow, work, run)
-                tasks.append(start(work.name, partial(self._create_serving, key, deployment, service)))
+                create = partial(self._create_serving, key, deployment, build_service(flow, work, run))
+            if claim is not None:
+                # The claim exists before the pods that mount it: a pod whose claim is missing is
+                # not scheduled until the scheduler looks again.
+                create = partial(self._make_workspace, key, flow, spec, run, claim, create)
+            tasks.append(start(work.name, create))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             raise errors[0]
+
+    async def _make_workspace(
+        self,
+        key: FlowKey,
+        flow: FlowRef,
+        spec: DAGFlowSpec,
+        run: int,
+        claim: str,
+        create_child: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Make the run's workspace claim unless it is known to exist, then the work's child."""
+        if (key, flow.uid, claim) not in self._claims_made:
+            if await self.kube.create_claim(build_workspace_claim(flow, spec, run, claim)):
+                metrics.CHILDREN_CREATED.labels(kind="PersistentVolumeClaim").inc()
+                logger.info("Created PersistentVolumeClaim %s/%s", flow.namespace, claim)
+            self._claims_made.add((key, flow.uid, claim))
+        await create_child()
+
+    async def _delete_dropped_claims(self, key: FlowKey, body: Mapping[str, Any], dropped: set[str]) -> None:
+        """Delete the workspace claims a status write let go of: no run it keeps uses them any more.
+        Pods still using one keep it until they end (the API server's storage-object-in-use
+        protection)."""
+        metadata = body["metadata"]
+        for claim in sorted(dropped):
+            self._claims_made.discard((key, str(metadata.get("uid")), claim))
+            try:
+                await self.kube.delete_claim(metadata["namespace"], claim, str(metadata.get("uid")))
+            except ApiException as error:
+                logger.warning(
+                    "Could not delete PersistentVolumeClaim %s/%s of DAGFlow %s: %s",
+                    metadata["namespace"],
+                    claim,
+                    metadata["name"],
+                    api_error_message(error),
+                )
+            else:
+                logger.info(
+                    "Deleted PersistentVolumeClaim %s/%s, which no kept run uses",
+                    metadata["namespace"],
+                    claim,
+                )
 
     def _flow_alive(self, namespace: str, error: NameTakenError) -> bool:
         """Whether the DAGFlow that owns the object in the way still exists."""
@@ -1414,6 +1476,9 @@ class Reconciler:
         # announce the same transitions again; and no event from before this patch may bring the
         # old status back (see `_remember`).
         body["status"] = status
+        dropped = referenced_claims(previous) - referenced_claims(status)
+        if dropped:
+            await self._delete_dropped_claims(key, body, dropped)
         if key in self.flows:  # not deleted meanwhile
             self._remember(key, written)
         self._last_patch[key] = self._monotonic()

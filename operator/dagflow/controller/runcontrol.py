@@ -12,11 +12,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from dagflow.api.models import DAGFlowSpec, FlowPhase, NotificationState, RunSummary, WorkPhase, WorkStatus
+from dagflow.api.models import (
+    DAGFlowSpec,
+    FlowPhase,
+    NotificationState,
+    RunSummary,
+    RunTrigger,
+    WorkPhase,
+    WorkStatus,
+)
 from dagflow.controller.history import begin_run, record_run
 from dagflow.controller.planner import STOPPED_MESSAGE
 from dagflow.controller.rundecisions import NewRun, RunDecision, carried_job_names, stopped_works
 from dagflow.controller.status import SERVING_CONDITION, stopped_ready_condition
+from dagflow.rules.naming import workspace_claim_name
 from dagflow.rules.times import parse_time, timestamp
 
 # Work phases that count as finished in `status.progress`.
@@ -39,12 +48,15 @@ def begun_status(
     now: datetime,
     keep: int,
     began_at: datetime | None = None,
+    flow_name: str = "",
 ) -> dict[str, Any]:
     """The status of the run `decision` begins, before any of its works starts: its works Pending
     but those a retry carries over, which keep their outcome and the run they came from.
-    `began_at` is the moment to the millisecond (status.startedAt), `now` to the second."""
+    `began_at` is the moment to the millisecond (status.startedAt), `now` to the second. The run's
+    workspace claim, where the spec asks for one, is named (`run_workspace`) before it is made."""
     new_run = decision.new_run
     assert new_run is not None
+    claim = run_workspace(previous, spec, new_run, flow_name)
     works = begun_works(spec, new_run)
     done = sum(1 for work in works if work["phase"] in _FINISHED_WORKS)
     runs = [RunSummary.model_validate(summary) for summary in previous.get("runs") or []]
@@ -58,7 +70,9 @@ def begun_status(
         "startedAt": began,
         "works": works,
         "message": f"run {new_run.number} begins ({new_run.trigger.value})",
-        "runs": _dump_runs(begin_run(runs, new_run.number, new_run.trigger, _whole_seconds(now), keep)),
+        "runs": _dump_runs(
+            begin_run(runs, new_run.number, new_run.trigger, _whole_seconds(now), keep, claim)
+        ),
         # Ready follows the new run from now on; whether an earlier run's model serves does not change.
         "conditions": [
             *(c for c in previous.get("conditions") or [] if c.get("type") == SERVING_CONDITION),
@@ -66,6 +80,8 @@ def begun_status(
     }
     if previous.get("endpoint"):
         status["endpoint"] = previous["endpoint"]
+    if claim is not None:
+        status["workspaceClaim"] = claim
     # A notification of an earlier run still being posted is told when its pod ends.
     posting = [
         entry
@@ -78,6 +94,28 @@ def begun_status(
         status["params"] = dict(new_run.params)
     _set_decided_fields(status, decision)
     return status
+
+
+def run_workspace(
+    previous: Mapping[str, Any], spec: DAGFlowSpec, new_run: NewRun, flow_name: str
+) -> str | None:
+    """The workspace claim of a run that begins: none without spec.workspace; a retry's is the
+    retried run's (its carried works' files are there); any other run gets its own."""
+    if spec.workspace is None:
+        return None
+    retried = previous.get("workspaceClaim")
+    if new_run.trigger == RunTrigger.RETRY and isinstance(retried, str) and retried:
+        return retried
+    return workspace_claim_name(flow_name, new_run.number)
+
+
+def referenced_claims(status: Mapping[str, Any]) -> set[str]:
+    """The workspace claims a status still uses: the current run's and those of the runs it keeps."""
+    claims = {status.get("workspaceClaim")}
+    claims.update(
+        summary.get("workspaceClaim") for summary in status.get("runs") or [] if isinstance(summary, Mapping)
+    )
+    return {claim for claim in claims if isinstance(claim, str) and claim}
 
 
 def begun_works(spec: DAGFlowSpec, new_run: NewRun) -> list[dict[str, Any]]:

@@ -114,6 +114,12 @@ DATA_CHECK = PermissionCheck(
     "which the operator would create for the matrix works and the outputs of this DAGFlow",
 )
 
+WORKSPACE_CHECK = PermissionCheck(
+    "PersistentVolumeClaims",
+    (("", "persistentvolumeclaims"),),
+    "which the operator would create for the workspace of this DAGFlow",
+)
+
 
 def may_start_a_run(
     operation: str | None, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
@@ -150,6 +156,8 @@ def permission_checks(spec: Mapping[str, Any]) -> list[PermissionCheck]:
     # A matrix work's values and outputs, and outputs past the status's budget, are ConfigMaps.
     if any("matrix" in work or work.get("outputs") for work in works):
         checks.append(DATA_CHECK)
+    if isinstance(spec, Mapping) and spec.get("workspace") is not None:
+        checks.append(WORKSPACE_CHECK)
     return checks
 
 

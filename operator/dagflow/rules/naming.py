@@ -114,6 +114,16 @@ def matrix_config_maps(job: str) -> tuple[str, str]:
     return f"{job}-matrix", f"{job}-outputs"
 
 
+def workspace_claim_name(flow: str, run: int) -> str:
+    """The PersistentVolumeClaim of run `run`'s workspace: `{flow}-{run}-workspace`."""
+    return _dns_label_name([flow, str(run), "workspace"])
+
+
+def workspace_labels(flow: str, run: int) -> dict[str, str]:
+    """Labels of a workspace's claim: its flow and the run that made it (no work: every work uses it)."""
+    return {FLOW_LABEL: label_value(flow), RUN_LABEL: str(run), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+
+
 def serve_name(flow: str, work: str) -> str:
     """Name of the Deployment and Service of a serve work: `{flow}-{work}`, a DNS-1035 label.
 

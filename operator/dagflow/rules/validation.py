@@ -25,6 +25,8 @@ from dagflow.api.models import (
     KIND,
     LABEL_VALUE_PATTERN,
     PARAMS_ANNOTATION,
+    WORKSPACE_MOUNT_PATH,
+    WORKSPACE_VOLUME,
     DAGFlowSpec,
     PodDefaults,
     Work,
@@ -95,6 +97,7 @@ def validate_flow(
     problems += _schedule_problems(raw)
     problems += _queue_problems(raw)
     problems += _cache_problems(raw)
+    problems += _workspace_problems(raw)
     problems += _reference_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
@@ -565,6 +568,65 @@ def _cache_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
                     f"spec.works[{index}].container.image",
                     f"work {work.get('name')!r} sets cache.requireDigest: its image {image!r} must be "
                     "written by digest (image@sha256:...), as a tag may move to another image",
+                )
+            )
+    return problems
+
+
+def _workspace_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """What a work says of the workspace must fit what the flow has: a workspace, a free path and
+    volume name for it, and no cache over files of one run."""
+    workspace = raw.get("workspace")
+    problems = []
+    if isinstance(workspace, Mapping) and workspace.get("accessModes") == ["ReadOnlyMany"]:
+        problems.append(
+            ValidationProblem(
+                "spec.workspace.accessModes",
+                "a run's workspace starts empty: with ReadOnlyMany alone no work could write to it; "
+                "add ReadWriteOnce or ReadWriteMany",
+            )
+        )
+    for path, label, work in _listed_works(raw):
+        own: Mapping[str, Any] = work["workspace"] if isinstance(work.get("workspace"), Mapping) else {}
+        if work.get("workspace") is not None and not isinstance(workspace, Mapping):
+            problems.append(
+                ValidationProblem(
+                    f"{path}.workspace",
+                    f"{label} says how to mount the workspace, but the flow has none: set spec.workspace",
+                )
+            )
+            continue
+        if not isinstance(workspace, Mapping) or own.get("mount") is False:
+            continue
+        container: Mapping[str, Any] = work["container"] if isinstance(work.get("container"), Mapping) else {}
+        for index, mount in enumerate(_mappings(container.get("volumeMounts"))):
+            if (
+                isinstance(mount.get("mountPath"), str)
+                and mount["mountPath"].rstrip("/") == WORKSPACE_MOUNT_PATH
+            ):
+                problems.append(
+                    ValidationProblem(
+                        f"{path}.container.volumeMounts[{index}].mountPath",
+                        f"{label} mounts the flow's workspace at {WORKSPACE_MOUNT_PATH}: mount this "
+                        "volume elsewhere, or set workspace.mount: false on the work",
+                    )
+                )
+        for index, volume in enumerate(_mappings(work.get("volumes"))):
+            if volume.get("name") == WORKSPACE_VOLUME:
+                problems.append(
+                    ValidationProblem(
+                        f"{path}.volumes[{index}].name",
+                        f"{label}: the volume name {WORKSPACE_VOLUME!r} is the workspace's; choose another",
+                    )
+                )
+        cache: Mapping[str, Any] = work["cache"] if isinstance(work.get("cache"), Mapping) else {}
+        if cache.get("enabled") is True and own.get("readOnly") is not True:
+            problems.append(
+                ValidationProblem(
+                    f"{path}.cache.enabled",
+                    f"{label} writes to the workspace, whose files belong to one run and would be "
+                    "missing from a later run that took the work from the cache: set "
+                    "workspace.readOnly: true or workspace.mount: false on it, or leave its cache off",
                 )
             )
     return problems
