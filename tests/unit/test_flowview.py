@@ -15,6 +15,7 @@ from dagflow.client.flowview import (
     instances,
     live_view,
     outputs_lines,
+    runs_listing,
     works_listing,
 )
 
@@ -141,3 +142,16 @@ def test_a_plain_table_keeps_every_value_whole_and_lines_up_its_columns() -> Non
         "a                    first line second line",
         "a-much-longer-name   " + "x" * 300,
     ]
+
+
+def test_the_runs_show_their_workspace_claims_only_where_a_run_has_one() -> None:
+    plain = {"status": {"runs": [{"number": 1, "trigger": "Created", "phase": "Succeeded"}]}}
+    assert runs_listing(plain).columns == ["RUN", "TRIGGER", "PHASE", "STARTED", "FINISHED"]
+    runs = [
+        {"number": 1, "trigger": "Created", "phase": "Failed"},
+        {"number": 2, "trigger": "SpecChange", "phase": "Failed", "workspaceClaim": "ml-2-workspace"},
+        {"number": 3, "trigger": "Retry", "phase": "Running", "workspaceClaim": "ml-2-workspace"},
+    ]
+    listing = runs_listing({"status": {"runs": runs}})
+    assert listing.columns[-1] == "WORKSPACE"
+    assert [row[-1] for row in listing.rows] == ["-", "ml-2-workspace", "ml-2-workspace"]

@@ -428,6 +428,9 @@ def get(
         _show_table(out, flowview.runs_listing(found))
     if status.get("endpoint"):
         out.print(f"\nEndpoint: {escape(status['endpoint'])}")
+    if status.get("workspaceClaim"):
+        claim = escape(status["workspaceClaim"])
+        out.print(f"\nWorkspace: PersistentVolumeClaim {claim}, at /workspace in the works")
     outputs = flowview.outputs_lines(found)
     if outputs:
         out.print("\nOutputs:")

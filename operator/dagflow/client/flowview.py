@@ -270,17 +270,21 @@ def flows_table(flows: Sequence[Mapping[str, Any]], all_namespaces: bool) -> Tab
 
 
 def runs_listing(flow: Mapping[str, Any]) -> Listing:
-    listing = Listing(["RUN", "TRIGGER", "PHASE", "STARTED", "FINISHED"])
-    for run in (flow.get("status") or {}).get("runs") or []:
-        listing.rows.append(
-            [
-                str(run["number"]),
-                run.get("trigger", ""),
-                styled(run.get("phase")),
-                run.get("startedAt") or "-",
-                run.get("finishedAt") or "-",
-            ]
-        )
+    """The kept runs; with a workspace (spec.workspace), each run's claim too."""
+    runs = (flow.get("status") or {}).get("runs") or []
+    with_claims = any(run.get("workspaceClaim") for run in runs)
+    listing = Listing(
+        ["RUN", "TRIGGER", "PHASE", "STARTED", "FINISHED", *(["WORKSPACE"] if with_claims else [])]
+    )
+    for run in runs:
+        row: list[str | Text] = [
+            str(run["number"]),
+            run.get("trigger", ""),
+            styled(run.get("phase")),
+            run.get("startedAt") or "-",
+            run.get("finishedAt") or "-",
+        ]
+        listing.rows.append([*row, str(run.get("workspaceClaim") or "-")] if with_claims else row)
     return listing
 
 
