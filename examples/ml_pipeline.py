@@ -13,31 +13,21 @@ import sys
 from dagflow.sdk import Flow, Serve, Work
 
 IMAGE = "dagflow/examples:0.1.0"
-CLAIM = "ml-pipeline-data"
-DATA = [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}]
-MOUNT = [{"name": "data", "mountPath": "/data"}]
-
-claim = {
-    "apiVersion": "v1",
-    "kind": "PersistentVolumeClaim",
-    "metadata": {"name": CLAIM},
-    "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-}
+# Every work finds the run's workspace here.
+DATA = "/workspace"
 
 with Flow(
     "ml-pipeline",
     failure_policy="FailFast",
     pod_defaults={"labels": {"app.kubernetes.io/part-of": "ml-pipeline"}},
-    objects=[claim],
+    workspace={"size": "1Gi", "accessModes": ["ReadWriteMany"]},
 ) as flow:
     process = Work(
         "process",
         image=IMAGE,
         command=["python", "-m", "pipeline.process"],
-        args=["--data", "/data"],
-        volume_mounts=MOUNT,
+        args=["--data", DATA],
         resources={"requests": {"cpu": "250m", "memory": "256Mi"}},
-        volumes=DATA,
         annotations={"sim.dagflow.dev/duration": "3s"},
     )
     train = Work(
@@ -48,10 +38,8 @@ with Flow(
         retries=1,
         timeout_seconds=1800,
         outputs={"model": "the model the instance trained", "score": "its R^2 on the test split"},
-        command=["python", "-m", "pipeline.train", "--model", "$(matrix.model)", "--data", "/data"],
-        volume_mounts=MOUNT,
+        command=["python", "-m", "pipeline.train", "--model", "$(matrix.model)", "--data", DATA],
         resources={"requests": {"cpu": "500m", "memory": "512Mi"}},
-        volumes=DATA,
         annotations={
             "sim.dagflow.dev/duration": "6s",
             "sim.dagflow.dev/termination-message": '{"model": "gbr", "score": 0.45}',
@@ -62,15 +50,14 @@ with Flow(
         image=IMAGE,
         when="AllSucceeded",
         serve=Serve(port=8080, replicas=1),
+        workspace={"readOnly": True},
         command=["python", "-m", "pipeline.serve"],
         args=[
-            *("--data", "/data", "--port", "8080"),
+            *("--data", DATA, "--port", "8080"),
             *("--models", train.outputs["model"], "--scores", train.outputs["score"]),
         ],
-        volume_mounts=[{**MOUNT[0], "readOnly": True}],
         container={"readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}},
         resources={"requests": {"cpu": "250m", "memory": "256Mi"}},
-        volumes=DATA,
     )
     process >> train >> serve
 

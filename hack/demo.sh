@@ -31,10 +31,7 @@ venv="$repo/.venv"
 example="$repo/examples/ml-pipeline.yaml"
 flow="ml-pipeline"
 flow_outcome=0   # what watching the flow ended with: 0 once it serves
-claim="ml-pipeline-data"
-volume="$namespace-$claim"   # PersistentVolumes are cluster-wide: the namespace keeps the name unique
 real_node="real-0"
-volumes_root="/var/lib/dagflow/volumes"   # local PersistentVolumes of the real node
 release="dagflow"
 operator_namespace="dagflow-system"
 mode="simulated"
@@ -151,43 +148,6 @@ place_namespace_on_real_node() {
     'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key": "dagflow.dev/pool", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]' >/dev/null
 }
 
-# apply_volume ACCESS_MODES SOURCE: a PersistentVolume bound in advance to the example's claim; SOURCE
-# is the volume's own part of the spec (hostPath, local, ...), indented as in the spec.
-apply_volume() {
-  kubectl apply -f - <<YAML
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: $volume
-  labels: {app.kubernetes.io/part-of: dagflow-demo}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: $1
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  claimRef: {namespace: $namespace, name: $claim}
-$2
-YAML
-}
-
-# The claim's volume on the real node: a local PersistentVolume, a folder of this machine that every
-# pod of the flow mounts. It starts empty on every run: the claim of an earlier run goes first (a
-# volume bound to a claim is kept until the claim is gone), then the volume and its files.
-prepare_local_volume() {
-  local path="$volumes_root/$volume"
-  kubectl -n "$namespace" delete pvc "$claim" --ignore-not-found --wait=true --timeout=120s >/dev/null
-  kubectl delete pv "$volume" --ignore-not-found --wait=true --timeout=60s >/dev/null
-  rm -rf "$path"
-  mkdir -p "$path"
-  chmod 1777 "$path"   # the example image runs as user 10001
-  apply_volume "[ReadWriteOnce, ReadWriteMany]" "  local: {path: $path}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-      - matchExpressions:
-        - {key: kubernetes.io/hostname, operator: In, values: [$real_node]}"
-}
-
 # Back to the simulated nodes: no placement on the real node, no chart operator beside the local one.
 unplace_namespace() {
   kubectl annotate namespace "$namespace" --overwrite \
@@ -292,21 +252,6 @@ stop_operator() {
   rm -f "$pid_file"
 }
 
-# The simulated cluster has no storage provisioner: a PersistentVolume bound in advance to the
-# example's claim lets the claim bind and the scheduler place its pods. Nothing ever mounts it.
-prepare_volume() {
-  local phase claim_uid claim_phase
-  claim_phase="$(kubectl -n "$namespace" get pvc "$claim" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
-  [[ "$claim_phase" == "Bound" ]] && return
-  phase="$(kubectl get pv "$volume" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
-  claim_uid="$(kubectl get pv "$volume" -o jsonpath='{.spec.claimRef.uid}' 2>/dev/null || true)"
-  if [[ "$phase" == "Released" || "$phase" == "Failed" || ( -n "$phase" && -n "$claim_uid" ) ]]; then
-    # Left bound to a claim of an earlier run that is gone: make a fresh one.
-    kubectl delete pv "$volume" --wait=true --timeout=60s >/dev/null
-  fi
-  apply_volume "[ReadWriteMany]" "  hostPath: {path: /tmp/dagflow-demo/$namespace, type: DirectoryOrCreate}"
-}
-
 run_flow() {
   say "The example flow: examples/ml-pipeline.yaml in namespace $namespace"
   kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -314,12 +259,12 @@ run_flow() {
     log "Deleting the flow of an earlier demo (and its Jobs, Deployment and Service) to run it from the start"
     kubectl -n "$namespace" delete dagflow "$flow" --cascade=foreground --wait=true --timeout=120s
   fi
+  # The flow's workspace, a claim per run, is provisioned by the cluster's default StorageClass
+  # (tests/cluster/storage.sh): a folder of this machine, which the real node mounts.
   if [[ "$mode" == "real" ]]; then
     place_namespace_on_real_node
-    prepare_local_volume
   else
     unplace_namespace
-    prepare_volume
   fi
   kubectl -n "$namespace" apply -f "$example"
 
@@ -422,7 +367,6 @@ down() {
   stop_operator
   rm -f "$ports_file"
   "$repo/tests/cluster/cluster.sh" down
-  rm -rf "${volumes_root:?}/$volume"
   log "Nothing of the demo is left running. The operator's log stays at $log_file"
 }
 

@@ -15,12 +15,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-# The operator and the example's volumes, as the end-to-end tests have them.
+# The operator, as the end-to-end tests have it.
 from tests.e2e.conftest import operator, running_operator
-from tests.e2e.test_examples import volumes
 from tests.kube import REPO_ROOT, VENV_BIN, fresh_namespace, wait_for
 
-__all__ = ["operator", "running_operator", "volumes"]
+__all__ = ["operator", "running_operator"]
 
 CHROMIUM = os.environ.get("DAGFLOW_CHROMIUM", "/usr/bin/chromium")
 # Headless, and nothing that reaches for the network: the machine may be offline.

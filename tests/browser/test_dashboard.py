@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Dashboard
 from tests.e2e.flows import create, failing, flow, wait_for_phase, work, works_by_name
-from tests.e2e.test_examples import bind_claims_in_advance, documents, of_kind
+from tests.e2e.test_examples import documents, of_kind
 from tests.kube import REPO_ROOT, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -73,7 +73,6 @@ def test_example_graph_is_drawn_and_coloured_live(
     page: Page,
     namespace: str,
     running_operator: OperatorProcess,
-    volumes: list[str],
 ) -> None:
     """Every work and dependency of the example, the matrix work as one node with its instance
     count, its colours following the run without a reload; the README's screenshots, made under
@@ -82,7 +81,6 @@ def test_example_graph_is_drawn_and_coloured_live(
     docs = documents(EXAMPLE)
     example = of_kind(docs, "DAGFlow")[0]
     name = example["metadata"]["name"]
-    bind_claims_in_advance(of_kind(docs, "PersistentVolumeClaim"), namespace, volumes)
     kubectl("apply", "-f", str(EXAMPLE), namespace=namespace)
 
     page.goto(flow_page(dashboard, namespace, name))

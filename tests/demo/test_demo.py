@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from tests.chart.helm import helm
 from tests.conftest import Cluster
 from tests.kube import REPO_ROOT, get_json, kubectl, local_cluster_name, wait_for
-from tests.real.conftest import REAL_NODE, VOLUMES_ROOT
+from tests.real.conftest import REAL_NODE
 
 pytestmark = [pytest.mark.real, pytest.mark.local_cluster]
 
@@ -59,10 +58,6 @@ def demo_leaves_nothing_behind(real_node: dict[str, object]) -> Iterator[None]:
         "--timeout=120s",
         check=False,
     )
-    kubectl(
-        "delete", "persistentvolume", f"{DEMO_NAMESPACE}-ml-pipeline-data", "--ignore-not-found", check=False
-    )
-    shutil.rmtree(VOLUMES_ROOT / f"{DEMO_NAMESPACE}-ml-pipeline-data", ignore_errors=True)
 
 
 def test_the_demo_ends_with_a_real_prediction_every_time(demo_leaves_nothing_behind: None) -> None:
@@ -99,7 +94,6 @@ def simulated_demo_stops_afterwards(cluster: Cluster) -> Iterator[str]:
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what="the demo's operator to stop")
         pid_file.unlink()
     kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s", check=False)
-    kubectl("delete", "persistentvolume", f"{namespace}-ml-pipeline-data", "--ignore-not-found", check=False)
 
 
 def test_without_the_real_node_the_demo_runs_simulated_and_says_why(

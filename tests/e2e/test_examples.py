@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import yaml
 
 from tests.e2e.flows import pods_of_work, wait_for_phase, works_by_name
 from tests.e2e.test_approvals import approval_policies
-from tests.kube import REPO_ROOT, VENV_BIN, apply, get_json, kubectl, wait_for
+from tests.kube import REPO_ROOT, VENV_BIN, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
 __all__ = ["approval_policies"]
@@ -53,42 +52,6 @@ def gpu_node_names() -> set[str]:
     }
 
 
-@pytest.fixture
-def volumes() -> Iterator[list[str]]:
-    """Names of the PersistentVolumes a test made; deleted afterwards."""
-    created: list[str] = []
-    yield created
-    for name in created:
-        kubectl("delete", "persistentvolume", name, "--ignore-not-found", "--wait=false", check=False)
-
-
-def bind_claims_in_advance(claims: list[dict[str, Any]], namespace: str, created: list[str]) -> None:
-    """Give each claim a volume bound to it in advance: the examples' works run on the simulated nodes,
-    and the local cluster's one provisioner (StorageClass dagflow-local, not the default) serves real-0.
-
-    Created before the claims, so the claim binds as soon as it exists. Nothing mounts the volume.
-    """
-    for claim in claims:
-        claim_name = claim["metadata"]["name"]
-        name = f"{namespace}-{claim_name}"
-        apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name},
-                "spec": {
-                    "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-                    "accessModes": claim["spec"]["accessModes"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "claimRef": {"namespace": namespace, "name": claim_name},
-                    "hostPath": {"path": f"/tmp/dagflow-e2e/{name}", "type": "DirectoryOrCreate"},
-                },
-            }
-        )
-        created.append(name)
-
-
 def approve_its_gates(namespace: str, flow: str, gates: list[str]) -> None:
     """Approve each gate of the flow as it waits, as the cluster's admin does with `dagflow approve`."""
     for gate in gates:
@@ -109,12 +72,12 @@ def approve_its_gates(namespace: str, flow: str, gates: list[str]) -> None:
 
 
 def needs_simulated_nodes(path: Path) -> bool:
-    """Whether the example's works use the example image or a claim: on real nodes they would need
-    the image loaded and ReadWriteMany storage; the simulated cluster runs no container."""
-    docs = documents(path)
-    works = [work for flow in of_kind(docs, "DAGFlow") for work in flow["spec"]["works"]]
+    """Whether the example's works use the example image or a workspace: on real nodes they would
+    need the image loaded and ReadWriteMany storage; the simulated cluster runs no container."""
+    flows = of_kind(documents(path), "DAGFlow")
+    works = [work for flow in flows for work in flow["spec"]["works"]]
     uses_image = any(work["container"]["image"].startswith(EXAMPLE_IMAGE) for work in works)
-    return uses_image or bool(of_kind(docs, "PersistentVolumeClaim"))
+    return uses_image or any("workspace" in flow["spec"] for flow in flows)
 
 
 LOCAL_ONLY = [pytest.mark.local_cluster]
@@ -128,19 +91,17 @@ LOCAL_ONLY = [pytest.mark.local_cluster]
     ],
 )
 def test_example_runs_to_its_end(
-    path: Path, namespace: str, running_operator: OperatorProcess, volumes: list[str], approval_policies: str
+    path: Path, namespace: str, running_operator: OperatorProcess, approval_policies: str
 ) -> None:
     docs = documents(path)
     flows = of_kind(docs, "DAGFlow")
     assert flows, f"{path.name} holds no DAGFlow"
     all_works = [(flow["metadata"]["name"], work) for flow in flows for work in flow["spec"]["works"]]
     gpu_works = {(flow_name, work["name"]) for flow_name, work in all_works if work.get("gpu", 0) > 0}
-    claims = of_kind(docs, "PersistentVolumeClaim")
     # Marked local_cluster, such an example is never selected against real nodes (make e2e-kind).
     assert not needs_simulated_nodes(path) or simulated_cluster(), f"{path.name} needs the simulated cluster"
     assert not gpu_works or gpu_node_names(), f"{path.name} has GPU works and no node has {GPU_RESOURCE}"
 
-    bind_claims_in_advance(claims, namespace, volumes)
     kubectl("apply", "-f", str(path), namespace=namespace)
 
     for flow in flows:
@@ -167,6 +128,10 @@ def test_example_runs_to_its_end(
         ]
         assert pods and all(pod["spec"]["nodeName"] in gpu_nodes for pod in pods), work_name
 
-    for claim in claims:
-        bound = get_json("persistentvolumeclaim", claim["metadata"]["name"], namespace=namespace)
+    # A flow's workspace: a claim of its run, provisioned by the cluster's default StorageClass.
+    for flow in flows:
+        if "workspace" not in flow["spec"]:
+            continue
+        claim = get_json("dagflow", flow["metadata"]["name"], namespace=namespace)["status"]["workspaceClaim"]
+        bound = get_json("persistentvolumeclaim", claim, namespace=namespace)
         assert bound["status"]["phase"] == "Bound"

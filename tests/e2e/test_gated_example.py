@@ -12,11 +12,11 @@ import pytest
 
 from tests.e2e.flows import jobs, status, wait_for_phase, works_by_name
 from tests.e2e.test_approvals import approval_policies
-from tests.e2e.test_examples import bind_claims_in_advance, documents, of_kind, volumes
+from tests.e2e.test_examples import documents, of_kind
 from tests.kube import REPO_ROOT, VENV_BIN, get_json, kubectl, wait_for
 from tests.operator_process import OperatorProcess
 
-__all__ = ["approval_policies", "volumes"]
+__all__ = ["approval_policies"]
 
 pytestmark = pytest.mark.local_cluster
 
@@ -48,14 +48,13 @@ def after(args: list[str], option: str) -> str:
 
 
 def test_the_gated_example_serves_the_model_its_approver_named_and_reports_the_run(
-    namespace: str, running_operator: OperatorProcess, approval_policies: str, volumes: list[str]
+    namespace: str, running_operator: OperatorProcess, approval_policies: str
 ) -> None:
     docs = documents(EXAMPLE)
     [manifest] = of_kind(docs, "DAGFlow")
     question = next(work for work in manifest["spec"]["works"] if work["name"] == "promote")["approval"][
         "message"
     ]
-    bind_claims_in_advance(of_kind(docs, "PersistentVolumeClaim"), namespace, volumes)
     kubectl("apply", "-f", str(EXAMPLE), namespace=namespace)
 
     def waiting() -> dict[str, Any] | None:

@@ -49,18 +49,24 @@ def test_example_image_commands_name_existing_steps(path: Path) -> None:
             assert (PIPELINE_PACKAGE / f"{module}.py").is_file(), f"work {work['name']}: no {command[2]}"
 
 
-def test_ml_pipeline_claims_the_volume_it_mounts() -> None:
+def data_folder(work: dict[str, Any]) -> str:
+    """Where a step of the example image reads and writes its files: its --data argument."""
+    argv = [*work["container"].get("command", []), *work["container"].get("args", [])]
+    return str(argv[argv.index("--data") + 1])
+
+
+def test_ml_pipeline_passes_its_files_through_the_run_s_workspace() -> None:
     path = REPO_ROOT / "examples" / "ml-pipeline.yaml"
-    claims = {doc["metadata"]["name"] for doc in documents(path) if doc["kind"] == "PersistentVolumeClaim"}
+    assert [doc["kind"] for doc in documents(path)] == ["DAGFlow"]  # no claim made by hand
     (flow,) = flows(path)
+    assert flow["spec"]["workspace"] == {"size": "1Gi", "accessModes": ["ReadWriteMany"]}
     works = flow["spec"]["works"]
     names = ["process", "train", "serve"]
     assert [work["name"] for work in works] == names
     for work in works:
-        volume_claims = {volume["persistentVolumeClaim"]["claimName"] for volume in work["volumes"]}
-        assert volume_claims == claims, work["name"]
-        mounts = {mount["mountPath"] for mount in work["container"]["volumeMounts"]}
-        assert mounts == {"/data"}, work["name"]
+        assert "volumes" not in work and "volumeMounts" not in work["container"], work["name"]
+        assert data_folder(work) == "/workspace", work["name"]
+    assert works[-1]["workspace"] == {"readOnly": True}
     train = works[1]
     assert train["matrix"] == {"model": ["linear", "forest", "gbr"]} and train["gpu"] == 1
     assert [output["name"] for output in train["outputs"]] == ["model", "score"]
@@ -70,20 +76,19 @@ def test_ml_pipeline_claims_the_volume_it_mounts() -> None:
 
 def test_the_gated_pipeline_serves_only_the_model_an_approver_promoted() -> None:
     path = REPO_ROOT / "examples" / "ml-pipeline-gated.yaml"
-    claims = {doc["metadata"]["name"] for doc in documents(path) if doc["kind"] == "PersistentVolumeClaim"}
-    assert claims == {"ml-pipeline-gated-data"}
+    assert [doc["kind"] for doc in documents(path)] == ["DAGFlow"]
     (flow,) = flows(path)
     spec = flow["spec"]
     works = {work["name"]: work for work in spec["works"]}
     assert list(works) == ["process", "train", "evaluate", "promote", "serve"]
     finally_works = {work["name"]: work for work in spec["finally"]}
     assert list(finally_works) == ["report"]
+    assert spec["workspace"]["accessModes"] == ["ReadWriteMany"]
     for work in [*works.values(), *finally_works.values()]:
-        if work["name"] == "evaluate":  # reads only its upstreams' outputs
+        if work["name"] == "evaluate":  # reads only its upstreams' outputs: no workspace
+            assert work["workspace"] == {"mount": False}
             continue
-        volume_claims = {volume["persistentVolumeClaim"]["claimName"] for volume in work["volumes"]}
-        assert volume_claims == claims, work["name"]
-        assert {mount["mountPath"] for mount in work["container"]["volumeMounts"]} == {"/data"}, work["name"]
+        assert data_folder(work) == "/workspace", work["name"]
 
     train = works["train"]
     assert train["matrix"] == {"model": ["linear", "forest", "gbr"]} and train["gpu"] == 1
@@ -114,7 +119,7 @@ def test_the_gated_pipeline_serves_only_the_model_an_approver_promoted() -> None
     assert serve_args[serve_args.index("--model") + 1] == "$(works.promote.outputs.model)"
     assert "--models" not in serve_args and "--scores" not in serve_args
     assert not any("params.model" in arg for arg in serve_args)
-    assert all(mount.get("readOnly") is True for mount in serve["container"]["volumeMounts"])
+    assert serve["workspace"] == {"readOnly": True}
 
     report = finally_works["report"]
     assert report["container"]["command"] == ["python", "-m", "pipeline.report"]

@@ -8,19 +8,15 @@ where the machine can run one. Without it they fail; `-m 'not real'` leaves them
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.chart.helm import CHART_DIR, helm
 from tests.conftest import Cluster
-from tests.kube import REPO_ROOT, apply, get_json, kubectl, run_cluster_script, wait_for
+from tests.kube import REPO_ROOT, get_json, kubectl, run_cluster_script, wait_for
 from tests.operator_process import DeployedOperator
 
 REAL_NODE = "real-0"
@@ -31,7 +27,6 @@ EXAMPLES_IMAGE = "dagflow/examples:0.1.0"
 OPERATOR_NAMESPACE = "dagflow-real-system"
 RELEASE = "dagflow-real"
 # Where local PersistentVolumes of the real node keep their files.
-VOLUMES_ROOT = Path("/var/lib/dagflow/volumes")
 
 
 def node_ready(node: dict[str, Any]) -> bool:
@@ -151,56 +146,3 @@ def real_node_namespace(namespace: str, real_node: dict[str, Any]) -> str:
     """A fresh namespace whose pods all run on the real node, without the operator (plain pods)."""
     send_pods_to_the_real_node(namespace)
     return namespace
-
-
-@dataclass(frozen=True)
-class LocalVolume:
-    name: str
-    path: Path
-
-
-@pytest.fixture
-def local_volumes() -> Iterator[list[LocalVolume]]:
-    made: list[LocalVolume] = []
-    yield made
-    for volume in made:
-        kubectl("delete", "persistentvolume", volume.name, "--ignore-not-found", "--wait=false", check=False)
-        shutil.rmtree(volume.path, ignore_errors=True)
-
-
-def bind_local_volume(namespace: str, claim: str, made: list[LocalVolume]) -> LocalVolume:
-    """A local PersistentVolume on the real node, bound in advance to `claim`: a folder of this machine
-    that every pod of the claim mounts, writable by the image's user."""
-    name = f"{namespace}-{claim}-{uuid.uuid4().hex[:6]}"
-    path = VOLUMES_ROOT / name
-    path.mkdir(parents=True)
-    path.chmod(0o1777)
-    volume = LocalVolume(name, path)
-    made.append(volume)
-    apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "claimRef": {"namespace": namespace, "name": claim},
-                "local": {"path": str(path)},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [REAL_NODE]}
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        }
-    )
-    return volume

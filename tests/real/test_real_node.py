@@ -24,8 +24,6 @@ from tests.real.conftest import (
     OPERATOR_NAMESPACE,
     REAL_NODE,
     RELEASE,
-    LocalVolume,
-    bind_local_volume,
     node_ready,
 )
 
@@ -159,12 +157,19 @@ def test_the_operator_runs_as_the_charts_deployment_under_restricted_pod_securit
     assert "dagflow_reconcile_duration_seconds" in metrics
 
 
-def test_the_example_pipeline_trains_and_serves_a_real_prediction_and_a_cached_rerun_serves_the_same(
-    real_namespace: str, local_volumes: list[LocalVolume], tmp_path: Path
+def workspace_folder(namespace: str, claim: str) -> Path:
+    """The folder of this machine behind a workspace claim, as the cluster's provisioner made it."""
+    bound = get_json("persistentvolumeclaim", claim, namespace=namespace)
+    assert bound["status"]["phase"] == "Bound", bound["status"]
+    volume = get_json("persistentvolume", bound["spec"]["volumeName"])
+    source = volume["spec"].get("hostPath") or volume["spec"].get("local") or {}
+    return Path(source["path"])
+
+
+def test_the_example_pipeline_trains_in_its_workspace_and_serves_a_real_prediction_and_a_rerun_the_same(
+    real_namespace: str, tmp_path: Path
 ) -> None:
     documents = [document for document in yaml.safe_load_all(EXAMPLE.read_text()) if document]
-    claim = next(document for document in documents if document["kind"] == "PersistentVolumeClaim")
-    volume = bind_local_volume(real_namespace, claim["metadata"]["name"], local_volumes)
     # The example as it is, with caching on for the flow.
     pipeline = next(document for document in documents if document["kind"] == "DAGFlow")
     pipeline["spec"]["cache"] = {"enabled": True}
@@ -202,8 +207,11 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction_and_a_cached_r
         assert any(
             line.startswith(f"[train[{index}]] train {model}: r2=") for line in logs.stdout.splitlines()
         ), logs.stdout
-    # What the steps really wrote on the node's volume: the split data, each model and its metrics.
-    written = {str(path.relative_to(volume.path)) for path in Path(volume.path).rglob("*") if path.is_file()}
+    # What the steps really wrote in the run's workspace, a claim the cluster's default StorageClass
+    # provisioned: the split data, each model and its metrics.
+    assert final["workspaceClaim"] == "ml-pipeline-1-workspace"
+    folder = workspace_folder(real_namespace, final["workspaceClaim"])
+    written = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
     models = {f"models/{name}.{kind}" for name in ("linear", "forest", "gbr") for kind in ("joblib", "json")}
     assert {"dataset/train.csv", "dataset/test.csv", *models} <= written, written
 
@@ -218,19 +226,23 @@ def test_the_example_pipeline_trains_and_serves_a_real_prediction_and_a_cached_r
     assert len(predictions) == 2 and all(isinstance(value, float) for value in predictions)
     assert predictions[0] == predictions[1] and predictions[0] > 0
 
-    # A rerun with nothing changed takes the data step and the trainings from the cache: no new
-    # pod trains, and the serve work of run 2 serves the same model, with the same answer.
-    request(real_namespace, "ml-pipeline", "rerun", "cached")
-    rerun = wait_for_run(real_namespace, "ml-pipeline", 2, "Serving", "Failed", timeout=300)
+    # A rerun with nothing changed, caching on: the data step and the trainings write the workspace,
+    # whose files are the run's own, so they are never taken from the cache. Run 2 has a workspace
+    # of its own, trains again in it (the steps are seeded), and its serve work serves the same model
+    # with the same answer, read from run 2's files.
+    request(real_namespace, "ml-pipeline", "rerun", "again")
+    rerun = wait_for_run(real_namespace, "ml-pipeline", 2, "Serving", "Failed", timeout=600)
     assert rerun["phase"] == "Serving", rerun
     reran = works_by_name(rerun)
-    assert {name: reran[name].get("cachedFrom", {}).get("run") for name in ("process", "train")} == {
-        "process": 1,
-        "train": 1,
-    }, reran
-    assert [
-        pod["metadata"]["labels"]["dagflow.dev/run"] for pod in pods_of_work(real_namespace, "train")
-    ] == ["1"] * 3
+    assert [reran[name].get("cachedFrom") for name in ("process", "train")] == [None, None], reran
+    assert rerun["workspaceClaim"] == "ml-pipeline-2-workspace"
+    assert (
+        sorted(pod["metadata"]["labels"]["dagflow.dev/run"] for pod in pods_of_work(real_namespace, "train"))
+        == ["1"] * 3 + ["2"] * 3
+    )
+    rewritten = workspace_folder(real_namespace, rerun["workspaceClaim"])
+    assert rewritten != folder
+    assert {path.name for path in (rewritten / "models").iterdir()} >= {f"{best}.joblib"}
     served = json.loads(wait_for(lambda: _answer(f"{base}/healthz"), timeout=60, what="/healthz to answer"))
     assert served["model"] == best
 

@@ -47,6 +47,8 @@ from dagflow.api.models import (
     PodDefaults,
     Serve,
     TriggerRule,
+    WorkspaceSpec,
+    WorkWorkspace,
 )
 from dagflow.api.models import Work as WorkModel
 from dagflow.client.flowclient import FlowClient, Target
@@ -125,6 +127,7 @@ class Work:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         service_account_name: str | None = None,
+        workspace: WorkWorkspace | Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         spec_container: dict[str, Any] = {"image": image}
@@ -153,6 +156,7 @@ class Work:
             labels=dict(labels) if labels is not None else None,
             annotations=dict(annotations) if annotations is not None else None,
             service_account_name=service_account_name,
+            workspace=_model(WorkWorkspace, workspace),
         )
         self._container = spec_container
         self.depends_on: list[str] = []
@@ -215,6 +219,7 @@ class Flow:
         starting_deadline_seconds: int | None = None,
         suspend: bool | None = None,
         history_runs: int | None = None,
+        workspace: WorkspaceSpec | Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         objects: Sequence[Mapping[str, Any]] = (),
@@ -238,6 +243,7 @@ class Flow:
             starting_deadline_seconds=starting_deadline_seconds,
             suspend=suspend,
             history_runs=history_runs,
+            workspace=_model(WorkspaceSpec, workspace),
         )
         self._token: contextvars.Token[Flow | None] | None = None
 
@@ -339,6 +345,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def _model(model: type[BaseModel], value: BaseModel | Mapping[str, Any] | None) -> Any:
+    """A field given as its model or as a mapping in the API's spelling, as the model."""
+    if value is None or isinstance(value, BaseModel):
+        return value
+    return model.model_validate(dict(value))
 
 
 def _given(**fields: Any) -> dict[str, Any]:
