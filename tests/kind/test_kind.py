@@ -168,14 +168,15 @@ def test_a_containers_exit_code_decides_its_work_and_pods_find_services_by_name(
 def test_the_example_pipeline_trains_on_the_gpu_worker_and_serves_a_real_prediction(
     kind_cluster: KindCluster, kind_namespace: str
 ) -> None:
-    documents = [document for document in yaml.safe_load_all(EXAMPLE.read_text()) if document]
-    claim = next(document for document in documents if document["kind"] == "PersistentVolumeClaim")
-    # Shared storage for the claim: a folder of this machine that every node mounts, writable by the
-    # image's user, as a hostPath volume bound to the claim in advance.
+    # The workspace of the flow's first run is the claim `ml-pipeline-1-workspace` (its name follows
+    # from the flow's and the run's). This cluster has no provisioner: shared storage for that claim is
+    # a folder of this machine that every node mounts, writable by the image's user, as a hostPath
+    # volume bound to the claim in advance.
+    claim = "ml-pipeline-1-workspace"
     folder: Path = kind_cluster.shared / kind_namespace
     folder.mkdir(parents=True)
     folder.chmod(0o1777)
-    volume = f"{kind_namespace}-{claim['metadata']['name']}"
+    volume = f"{kind_namespace}-{claim}"
     apply(
         {
             "apiVersion": "v1",
@@ -186,7 +187,7 @@ def test_the_example_pipeline_trains_on_the_gpu_worker_and_serves_a_real_predict
                 "accessModes": ["ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
-                "claimRef": {"namespace": kind_namespace, "name": claim["metadata"]["name"]},
+                "claimRef": {"namespace": kind_namespace, "name": claim},
                 "hostPath": {"path": f"/var/local/dagflow-shared/{kind_namespace}"},
             },
         }
@@ -195,6 +196,7 @@ def test_the_example_pipeline_trains_on_the_gpu_worker_and_serves_a_real_predict
         kubectl("apply", "-f", str(EXAMPLE), namespace=kind_namespace)
         final = wait_for_phase(kind_namespace, "ml-pipeline", timeout=900)
         assert final["phase"] == "Serving", final
+        assert final["workspaceClaim"] == claim
 
         # The training matrix: three real pods of one Indexed Job on the GPU worker, each started
         # through the launcher with its own model, each reporting that model and its score.
