@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dagflow.api.models import DAGFlowSpec, DAGFlowStatus, RunTrigger
+from dagflow.api.models import DAGFlowSpec, DAGFlowStatus, FlowPhase, RunTrigger, WorkPhase
 from dagflow.controller.builders import (
     FlowRef,
     MatrixInstances,
@@ -16,9 +16,11 @@ from dagflow.controller.builders import (
     build_job,
     build_workspace_claim,
 )
+from dagflow.controller.planner import Plan, WorkState
 from dagflow.controller.runcontrol import begun_status, referenced_claims, run_workspace, with_run_control
 from dagflow.controller.rundecisions import NewRun, decide_run
 from dagflow.controller.settings import OperatorSettings
+from dagflow.controller.status import build_status, invalid_status
 from dagflow.rules import naming
 from dagflow.rules.validation import validate_flow
 
@@ -268,4 +270,20 @@ def test_finally_works_mount_it_and_are_checked_as_well() -> None:
     assert any(
         line.startswith("spec.finally[0].workspace")
         for line in problems({"works": [work("a")], "finally": [work("r", workspace={"readOnly": True})]})
+    )
+
+
+def test_every_status_of_the_run_keeps_its_claim_so_none_is_let_go_by_a_pass() -> None:
+    spec = flow_spec()
+    decision = decide_run(spec, {}, {}, NOW, generation=1)
+    begun = begun_status({}, decision, spec, 1, NOW, 3, flow_name="ml")
+    plan = Plan(works=[WorkState("a", phase=WorkPhase.RUNNING)], phase=FlowPhase.RUNNING)
+    passed = with_run_control(build_status(plan, begun, 1, 1, "2025-01-01T12:00:31Z"), None, 3)
+    assert passed["workspaceClaim"] == "ml-1-workspace"
+    refused = invalid_status("spec.works[0]: bad", passed, 2, "2025-01-01T12:00:32Z")
+    assert (
+        referenced_claims(begun)
+        == referenced_claims(passed)
+        == referenced_claims(refused)
+        == {"ml-1-workspace"}
     )
