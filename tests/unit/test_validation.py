@@ -421,8 +421,9 @@ def test_bad_references_are_refused_naming_the_work_and_the_field() -> None:
         "spec.podDefaults.env[S]: podDefaults: $(works.split.outputs.shards): 'split' is not among the "
         "works this one depends on (directly or through others), so its outputs may not exist when it starts",
         "spec.works[2].container: work 'train': $(works.split.shards) is not a reference the operator "
-        "knows: use $(params.NAME), $(works.WORK.outputs.KEY), $(matrix.KEY), $(run), $(flow.name), "
-        "$(work.name), or in a finally work $(run.phase) and $(run.failedWorks)",
+        "knows: use $(params.NAME), $(works.WORK.outputs.KEY), $(works.WORK.outputs.KEY.path) of an "
+        "artifact, $(matrix.KEY), $(run), $(flow.name), $(work.name), or in a finally work $(run.phase) "
+        "and $(run.failedWorks)",
     ]
     flow["works"][2]["container"]["args"].pop()
     assert messages(validate_flow(flow))[1:] == [

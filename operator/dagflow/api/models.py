@@ -379,6 +379,23 @@ class Param(ApiModel):
     description: str | None = Field(default=None, max_length=1024, description="What the parameter is for.")
 
 
+# One part of a path: not empty, `.` or `..`.
+_SUB_PATH_PART = r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)"
+# An absolute path in the container, without `.` or `..` parts.
+_ARTIFACT_PATH_PATTERN = rf"^/{_SUB_PATH_PART}(/{_SUB_PATH_PART})*$"
+
+
+class ArtifactSpec(ApiModel):
+    """A file or directory a work leaves in the artifact store."""
+
+    path: str = Field(
+        pattern=_ARTIFACT_PATH_PATTERN,
+        max_length=1024,
+        description="The file or directory the work writes, an absolute path in its container "
+        "(/workspace/model.pkl); uploaded after the work succeeded (a directory as a tar archive).",
+    )
+
+
 class OutputSpec(ApiModel):
     """An output a work reports, referenced downstream as `$(works.WORK.outputs.NAME)`."""
 
@@ -386,6 +403,12 @@ class OutputSpec(ApiModel):
         description="Key of the output in the JSON object the work writes to its termination message."
     )
     description: str | None = Field(default=None, max_length=1024, description="What the output is.")
+    artifact: ArtifactSpec | None = Field(
+        default=None,
+        description="Present: the output is a file or directory, uploaded to the namespace's artifact "
+        "store after the work succeeded (its URI, size and sha256 are the output's value); later works "
+        "get it downloaded at $(works.WORK.outputs.NAME.path), its URI at $(works.WORK.outputs.NAME).",
+    )
 
 
 class NotifyFormat(StrEnum):
@@ -476,7 +499,6 @@ _STORAGE_SIZE_PATTERN = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[kMGTPE]|([eE](\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 # A path inside the workspace: relative, with no empty, `.` or `..` part.
-_SUB_PATH_PART = r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)"
 _SUB_PATH_PATTERN = rf"^{_SUB_PATH_PART}(/{_SUB_PATH_PART})*$"
 
 AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]

@@ -19,6 +19,7 @@ from dagflow.api.models import (
     PodDefaults,
     Work,
 )
+from dagflow.controller.artifacts import DOWNLOADS_DIRECTORY, LOG_BUFFER_DIRECTORY, StoreWiring
 from dagflow.controller.queueing import (
     MIN_PARALLELISM_ANNOTATION,
     PRIORITY_CLASS_LABEL,
@@ -78,6 +79,7 @@ def build_job(
     values: Values | None = None,
     instances: MatrixInstances | None = None,
     workspace_claim: str | None = None,
+    store: StoreWiring | None = None,
 ) -> dict[str, Any]:
     """The Job that runs one attempt-series of a batch work in one run.
 
@@ -88,7 +90,9 @@ def build_job(
     `values` resolve the `$(...)` references of the container (substitution.py); BadReference
     when one cannot be resolved. A matrix work's Job (`instances`) has one completion per instance,
     each with its own failure count; its pods start through the launcher (`_launched`). Its pods
-    mount `workspace_claim`, the run's workspace, where the spec has one and the work uses it.
+    mount `workspace_claim`, the run's workspace, where the spec has one and the work uses it. With
+    an artifact `store`, they start through the launcher too, which downloads the artifacts the work
+    reads, uploads those it leaves and archives its log (`_wire_store`).
     """
     job_spec: dict[str, Any] = {
         "completions": 1,
@@ -113,9 +117,15 @@ def build_job(
             # The first failed instance fails the work and stops its other instances.
             job_spec["maxFailedIndexes"] = 0
         values_name = naming.matrix_values_name(flow.name, run, work.name, instances.job_indexes)
-        _launched(job_spec["template"], values_name, settings)
-        # A launch that cannot happen (no values, a bad index) would fail the same way every time:
-        # the instance fails at once, its retries kept for the program's own failures.
+        _launched(job_spec["template"], settings, values_name)
+    elif store is not None:
+        _launched(job_spec["template"], settings)
+    if store is not None:
+        _wire_store(job_spec["template"], store)
+    if instances is not None or store is not None:
+        # A launch that cannot happen (no values, a bad index, an artifact that cannot be fetched or
+        # left) would fail the same way every time: the instance fails at once, its retries kept
+        # for the program's own failures.
         job_spec["podFailurePolicy"]["rules"].append(
             {
                 "action": "FailIndex",
@@ -126,7 +136,7 @@ def build_job(
                 },
             }
         )
-    elif work.timeout_seconds is None:
+    if instances is None and work.timeout_seconds is None:
         # Its pod's success settles the work before the Job controller counts it
         # (`observe.settled_by_pod`): the operator's pod watch selects these pods by this label.
         job_spec["template"]["metadata"]["labels"][naming.SETTLES_WORK_LABEL] = "true"
@@ -211,11 +221,13 @@ _LAUNCHER_SECURITY_CONTEXT = {
 }
 
 
-def _launched(template: dict[str, Any], values_config_map: str, settings: OperatorSettings) -> None:
-    """Makes a matrix work's pod template start through the launcher: the container's command becomes
-    `launcher run -- COMMAND ARGS...`, which puts the instance's values (from the ConfigMap, by the
-    pod's completion index) in place of $(matrix.KEY) in the arguments and in the env values that hold
-    one, then runs the command.
+def _launched(
+    template: dict[str, Any], settings: OperatorSettings, values_config_map: str | None = None
+) -> None:
+    """Makes a work's pod template start through the launcher: the container's command becomes
+    `launcher run -- COMMAND ARGS...`. For a matrix work (`values_config_map`) the launcher puts the
+    instance's values (from the ConfigMap, by the pod's completion index) in place of $(matrix.KEY)
+    in the arguments and in the env values that hold one, then runs the command.
 
     The launcher reaches the pod as `settings.launcher_delivery` says: its image mounted read-only as
     an `image` volume (nothing runs before the work's container), or copied by an init container into
@@ -226,16 +238,19 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
     launcher = LAUNCHER_IMAGE_VOLUME_PATH if by_image_volume else LAUNCHER_PATH
     argv = [*container.pop("command", []), *container.pop("args", [])]
     container["command"] = [launcher, "run", "--", *argv]
-    expanded = json.dumps(launcher_env_names(container), separators=(",", ":"))
-    container["env"] = [
-        *(entry for entry in container.get("env", []) if entry.get("name") != LAUNCHER_ENV_NAMES),
-        {"name": LAUNCHER_ENV_NAMES, "value": expanded.replace("$", "$$")},
-    ]
     container["volumeMounts"] = [
         *container.get("volumeMounts", []),
         {"name": _LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIRECTORY, "readOnly": True},
-        {"name": _VALUES_VOLUME, "mountPath": MATRIX_VALUES_DIRECTORY, "readOnly": True},
     ]
+    if values_config_map is not None:
+        expanded = json.dumps(launcher_env_names(container), separators=(",", ":"))
+        container["env"] = [
+            *(entry for entry in container.get("env", []) if entry.get("name") != LAUNCHER_ENV_NAMES),
+            {"name": LAUNCHER_ENV_NAMES, "value": expanded.replace("$", "$$")},
+        ]
+        container["volumeMounts"].append(
+            {"name": _VALUES_VOLUME, "mountPath": MATRIX_VALUES_DIRECTORY, "readOnly": True}
+        )
     launcher_volume: dict[str, Any]
     if by_image_volume:
         launcher_volume = {
@@ -259,11 +274,57 @@ def _launched(template: dict[str, Any], values_config_map: str, settings: Operat
                 "securityContext": dict(_LAUNCHER_SECURITY_CONTEXT),
             },
         ]
-    pod_spec["volumes"] = [
-        *pod_spec.get("volumes", []),
-        launcher_volume,
-        {"name": _VALUES_VOLUME, "configMap": {"name": values_config_map}},
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), launcher_volume]
+    if values_config_map is not None:
+        pod_spec["volumes"].append({"name": _VALUES_VOLUME, "configMap": {"name": values_config_map}})
+
+
+_LOGS_VOLUME = "dagflow-logs"
+_DOWNLOADS_VOLUME = "dagflow-artifacts"
+
+
+def _wire_store(template: dict[str, Any], wiring: StoreWiring) -> None:
+    """Tells a launched pod's container where the artifact store is, with which credentials (the pod
+    reads them from the namespace's Secret, the operator never does), what to upload and download,
+    and where its log goes (images/launcher)."""
+    pod_spec = template["spec"]
+    container = pod_spec["containers"][0]
+    store = wiring.store
+
+    def plain(name: str, value: str) -> dict[str, Any]:
+        # Kubernetes expands $(VAR) in env values: a `$` of the operator's stays a `$`.
+        return {"name": name, "value": value.replace("$", "$$")}
+
+    def secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": store.secret_name, "key": key}}}
+
+    env = [
+        plain("DAGFLOW_STORE_ENDPOINT", store.endpoint.rstrip("/")),
+        plain("DAGFLOW_STORE_BUCKET", store.bucket),
+        plain("DAGFLOW_STORE_REGION", store.region),
+        secret("DAGFLOW_STORE_ACCESS_KEY_ID", "accessKeyId"),
+        secret("DAGFLOW_STORE_SECRET_ACCESS_KEY", "secretAccessKey"),
     ]
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if wiring.log_key is not None:
+        env += [
+            {"name": "DAGFLOW_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            plain("DAGFLOW_LOG_KEY", wiring.log_key),
+            plain("DAGFLOW_LOG_BUFFER", LOG_BUFFER_DIRECTORY),
+        ]
+        mounts.append({"name": _LOGS_VOLUME, "mountPath": LOG_BUFFER_DIRECTORY})
+        volumes.append({"name": _LOGS_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}})
+    if wiring.uploads:
+        env.append(plain("DAGFLOW_UPLOADS", json.dumps(wiring.uploads, separators=(",", ":"))))
+    if wiring.downloads:
+        env.append(plain("DAGFLOW_DOWNLOADS", json.dumps(wiring.downloads, separators=(",", ":"))))
+        mounts.append({"name": _DOWNLOADS_VOLUME, "mountPath": DOWNLOADS_DIRECTORY})
+        volumes.append({"name": _DOWNLOADS_VOLUME, "emptyDir": {}})
+    ours = {entry["name"] for entry in env}
+    container["env"] = [*(entry for entry in container.get("env", []) if entry.get("name") not in ours), *env]
+    container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), *volumes]
 
 
 def build_matrix_values(
@@ -316,6 +377,7 @@ def build_deployment(
     values: Values | None = None,
     rolled_from: int | None = None,
     workspace_claim: str | None = None,
+    store: StoreWiring | None = None,
 ) -> dict[str, Any]:
     """The Deployment of a serve work. Its name holds no run, so a new run rolls it in place;
     `rolled_from` is the run whose model it serves until then."""
@@ -323,6 +385,10 @@ def build_deployment(
     template = _pod_template(
         flow, spec, work, run, settings, "Always", values, workspace_claim=workspace_claim
     )
+    if store is not None and store.downloads:
+        # Its pods fetch the artifacts it serves before the server starts.
+        _launched(template, settings)
+        _wire_store(template, store)
     container = template["spec"]["containers"][0]
     ports = container.setdefault("ports", [])
     if not any(port.get("containerPort") == work.serve.port for port in ports):

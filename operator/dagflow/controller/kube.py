@@ -234,6 +234,18 @@ class KubeClient:
             "persistentvolumeclaims", delete, name, namespace, existing["metadata"].get("uid")
         )
 
+    async def read_users_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of a ConfigMap a user made for the operator to read (the namespace's artifact
+        store); None when there is none."""
+        read = self.core.read_namespaced_config_map
+        try:
+            found = json.loads(await self._call("get", "configmaps", read, name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {str(key): str(value) for key, value in (found.get("data") or {}).items()}
+
     async def read_config_map(self, namespace: str, name: str, owner_uid: str) -> dict[str, str] | None:
         """The data of the flow's ConfigMap; None when it does not exist. NameTakenError when it is
         not the flow's (of `owner_uid`), whose data is never read."""

@@ -242,6 +242,14 @@ def plan_run(
                     job.job_indexes,
                 )
             _observe_instances(states[name], works[name], job, reported, (launch_failures or {}).get(name))
+        elif (
+            job is not None
+            and name in (launch_failures or {})
+            and states[name].phase == WorkPhase.FAILED
+            and not states[name].carried_from_run
+        ):
+            # The launcher's own words: an artifact it could not fetch or leave.
+            states[name].message = (launch_failures or {})[name]
 
     # The finally works fail nothing but themselves: FailFast is about the run's works.
     failed = [name for name in order if states[name].phase == WorkPhase.FAILED and name not in finally_names]

@@ -31,6 +31,17 @@ from dagflow.api.models import (
     WorkPhase,
 )
 from dagflow.controller import metrics
+from dagflow.controller.artifacts import (
+    STORE_CONFIG_MAP,
+    ArtifactStore,
+    FlowIdentity,
+    StoreConfigError,
+    artifact_paths,
+    needs_store,
+    parse_store,
+    store_missing_message,
+    wiring,
+)
 from dagflow.controller.awaiting import gather_all
 from dagflow.controller.builders import (
     FlowRef,
@@ -110,6 +121,8 @@ from dagflow.rules.times import parse_time, seconds_between, timestamp
 from dagflow.rules.validation import topological_order, validate_flow
 
 logger = logging.getLogger("dagflow")
+# How long a namespace's artifact store, as read, is used before it is read again.
+STORE_REREAD_SECONDS = 10.0
 
 
 class _Child(Protocol):
@@ -278,6 +291,8 @@ class Reconciler:
         self._rechecks: dict[FlowKey, tuple[float, asyncio.TimerHandle]] = {}
         # Approval requests already told to be unusable (flow, gate, token): told once.
         self._refused_approvals: set[tuple[FlowKey, str, str]] = set()
+        # The namespaces' artifact stores as last read, and when (see `_store_of`).
+        self._stores: dict[str, tuple[float, ArtifactStore | StoreConfigError | None]] = {}
         # Workspace claims known to exist, by (flow, flow uid, claim): made or found once.
         self._claims_made: set[tuple[FlowKey, str, str]] = set()
         # Children the indexes still hold that a list showed gone, by uid (see `forget_vanished`).
@@ -1214,9 +1229,15 @@ class Reconciler:
             )
 
         outputs = await self.work_data.outputs_for(flow, plan) if plan.start else {}
+        store = await self._store_of(flow.namespace) if plan.start else None
+        paths = artifact_paths(spec, outputs) if plan.start else {}
+        identity = FlowIdentity(flow.namespace, flow.name, flow.uid)
         tasks = []
         for work in list(plan.start):
             is_finally = spec.is_finally(work.name)
+            if not isinstance(store, ArtifactStore) and needs_store(work):
+                refuse(work.name, store_missing_message(flow.namespace, work, store))
+                continue
             values = Values(
                 run=run,
                 flow=flow.name,
@@ -1226,17 +1247,23 @@ class Reconciler:
                 run_phase=plan.outcome.value if is_finally and plan.outcome else None,
                 failed_works=tuple(plan.failed_works) if is_finally else (),
                 outputs_optional=is_finally,
+                artifact_paths=paths,
             )
             instances = plan.instances.get(work.name)
             claim = workspace_claim if spec.mounts_workspace(work) else None
+            wired = (
+                wiring(store, identity, spec, work, run, outputs)
+                if isinstance(store, ArtifactStore)
+                else None
+            )
             try:
                 if work.serve is None:
-                    job = build_job(flow, spec, work, run, self.settings, values, instances, claim)
+                    job = build_job(flow, spec, work, run, self.settings, values, instances, claim, wired)
                 else:
                     serving = deployments[work.name].serving_run if work.name in deployments else None
                     rolled_from = serving if serving != run else None
                     deployment = build_deployment(
-                        flow, spec, work, run, self.settings, values, rolled_from, claim
+                        flow, spec, work, run, self.settings, values, rolled_from, claim, wired
                     )
             except BadReference as error:
                 refuse(work.name, str(error))
@@ -1266,6 +1293,28 @@ class Reconciler:
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             raise errors[0]
+
+    async def _store_of(self, namespace: str) -> ArtifactStore | StoreConfigError | None:
+        """The namespace's artifact store: its ConfigMap's, else the operator's; a broken one as the
+        error that says why. Read again at most every STORE_REREAD_SECONDS."""
+        known = self._stores.get(namespace)
+        if known is not None and self._monotonic() - known[0] < STORE_REREAD_SECONDS:
+            return known[1]
+        found: ArtifactStore | StoreConfigError | None
+        try:
+            data = await self.kube.read_users_config_map(namespace, STORE_CONFIG_MAP)
+            where = f"ConfigMap {namespace}/{STORE_CONFIG_MAP}"
+            if data is None and self.settings.artifact_store is not None:
+                data, where = self.settings.artifact_store, "the operator's artifactStore setting"
+            found = parse_store(data, where) if data is not None else None
+        except StoreConfigError as error:
+            found = error
+        except ApiException as error:
+            found = StoreConfigError(
+                f"the artifact store of namespace {namespace} could not be read: {api_error_message(error)}"
+            )
+        self._stores[namespace] = (self._monotonic(), found)
+        return found
 
     async def _make_workspace(
         self,

@@ -43,6 +43,14 @@ class OperatorSettings(BaseSettings):
             " chart's `launcher.delivery: auto` picks one for its cluster."
         ),
     )
+    artifact_store: dict[str, str] | None = Field(
+        None,
+        description=(
+            "The artifact store of every namespace that names none in its ConfigMap"
+            " `dagflow-artifacts` (JSON: endpoint, bucket, secretName, region, prefix; the Secret is"
+            " the flow's namespace's). Unset: only such namespaces have one."
+        ),
+    )
     history_runs: int = Field(
         2, ge=1, description="Runs whose finished Jobs are kept; Jobs of older runs are deleted."
     )

@@ -54,17 +54,18 @@ class WorkData:
     async def launch_failures(
         self, flow: FlowRef, spec: DAGFlowSpec, jobs: Mapping[str, JobObservation]
     ) -> dict[str, str]:
-        """Why the launcher could not start an instance of the matrix works whose Job failed, by work.
+        """Why the launcher ended a pod of the works whose Job failed, by work: an instance of a matrix
+        work it could not start, or a work's artifact it could not fetch or leave.
 
         The operator watches no pods, and the launcher's reason is only in the termination message
-        of the instance's failed pod: one page of the Job's failed pods is listed once per Job, the
-        first whose container the launcher ended (its own exit code) gives the reason.
+        of the failed pod: one page of the Job's failed pods is listed once per Job, the first whose
+        container the launcher ended (its own exit code) gives the reason.
         """
         found: dict[str, str] = {}
         budget = LAUNCH_FAILURE_LOOKUPS_PER_PASS
         for work in spec.works:
             job = jobs.get(work.name)
-            if work.matrix is None or job is None or job.uid is None:
+            if job is None or job.uid is None:
                 continue
             if job.outcome != "Failed" or not job.failed_indexes:
                 continue
@@ -73,7 +74,7 @@ class WorkData:
                     continue
                 budget -= 1
                 self._launch_failures[job.uid] = await self._launch_failure(
-                    flow.namespace, job.uid, work.container_name
+                    flow.namespace, job.uid, work.container_name, work.matrix is not None
                 )
                 while len(self._launch_failures) > LAUNCH_FAILURES_KEPT:
                     self._launch_failures.popitem(last=False)
@@ -82,7 +83,7 @@ class WorkData:
                 found[work.name] = reason
         return found
 
-    async def _launch_failure(self, namespace: str, job_uid: str, container: str) -> str | None:
+    async def _launch_failure(self, namespace: str, job_uid: str, container: str, matrix: bool) -> str | None:
         failures: list[tuple[int, str]] = []
         for pod in await self.kube.failed_pods(namespace, job_uid, LAUNCH_FAILURE_PODS_READ):
             index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
@@ -96,7 +97,7 @@ class WorkData:
         if not failures:
             return None
         index, message = min(failures)
-        return f"instance {index} could not start: {message}"
+        return f"instance {index} could not start: {message}" if matrix else message
 
     async def termination_messages(
         self,

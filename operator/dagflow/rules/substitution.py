@@ -39,14 +39,15 @@ _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 _WORK_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _FORMS = {
     "params": re.compile(rf"params\.(?P<name>{_NAME})"),
-    "works": re.compile(rf"works\.(?P<work>{_WORK_NAME})\.outputs\.(?P<name>{_NAME})"),
+    "works": re.compile(rf"works\.(?P<work>{_WORK_NAME})\.outputs\.(?P<name>{_NAME})(\.(?P<field>path))?"),
     "matrix": re.compile(rf"matrix\.(?P<name>{_NAME})"),
     "run": re.compile(r"run\.(?P<name>phase|failedWorks)"),
     "flow": re.compile(r"flow\.(?P<name>name)"),
     "work": re.compile(r"work\.(?P<name>name)"),
 }
 FORMS_HELP = (
-    "$(params.NAME), $(works.WORK.outputs.KEY), $(matrix.KEY), $(run), $(flow.name), $(work.name), "
+    "$(params.NAME), $(works.WORK.outputs.KEY), $(works.WORK.outputs.KEY.path) of an artifact, "
+    "$(matrix.KEY), $(run), $(flow.name), $(work.name), "
     "or in a finally work $(run.phase) and $(run.failedWorks)"
 )
 # What a finally work knows of the run it ends.
@@ -56,12 +57,14 @@ RUN_OUTCOME_NAMES = ("phase", "failedWorks")
 @dataclass(frozen=True)
 class Reference:
     """One `$(...)` the operator resolves. `kind` is params, works, matrix, run, flow or work
-    (`name` is set for `$(run.phase)` and `$(run.failedWorks)`, empty for `$(run)`)."""
+    (`name` is set for `$(run.phase)` and `$(run.failedWorks)`, empty for `$(run)`); `field` is
+    `path` for where an artifact output is downloaded (`$(works.WORK.outputs.KEY.path)`)."""
 
     text: str
     kind: str
     name: str = ""
     work: str = ""
+    field: str = ""
 
 
 class BadReference(ValueError):
@@ -80,8 +83,13 @@ def parse_reference(inner: str) -> Reference:
     match = _FORMS[root].fullmatch(inner)
     if match is None:
         raise BadReference(f"$({inner}) is not a reference the operator knows: use {FORMS_HELP}")
+    found = match.groupdict()
     return Reference(
-        text=f"$({inner})", kind=root, name=match.group("name"), work=match.groupdict().get("work") or ""
+        text=f"$({inner})",
+        kind=root,
+        name=found["name"],
+        work=found.get("work") or "",
+        field=found.get("field") or "",
     )
 
 
@@ -111,6 +119,9 @@ class Values:
     failed_works: tuple[str, ...] = ()
     # A finally work's: a reference to the outputs of a work that did not succeed is empty.
     outputs_optional: bool = False
+    # Where the artifact outputs of the work's ancestors are downloaded in its pods, by work and key:
+    # `$(works.W.outputs.K.path)` is that path, `$(works.W.outputs.K)` the artifact's URI.
+    artifact_paths: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def resolve(self, reference: Reference) -> Any:
         if reference.kind == "run":
@@ -131,6 +142,11 @@ class Values:
             if self.matrix is None or reference.name not in self.matrix:
                 raise BadReference(f"{reference.text}: the work has no matrix key {reference.name}")
             return self.matrix[reference.name]
+        artifact_path = self.artifact_paths.get(reference.work, {}).get(reference.name)
+        if reference.field == "path" and artifact_path is None:
+            raise BadReference(
+                f"{reference.text}: output {reference.name} of work {reference.work} is not an artifact"
+            )
         reported = self.outputs.get(reference.work)
         if reported is None and self.outputs_optional:
             return ""
@@ -140,7 +156,12 @@ class Values:
             raise BadReference(
                 f"{reference.text}: work {reference.work} did not report the output {reference.name}"
             )
-        return reported[reference.name]
+        if artifact_path is None:
+            return reported[reference.name]
+        if reference.field == "path":
+            return artifact_path
+        artifact = reported[reference.name]
+        return artifact.get("uri", "") if isinstance(artifact, Mapping) else artifact
 
 
 def render(value: Any) -> str:

@@ -98,6 +98,7 @@ def validate_flow(
     problems += _queue_problems(raw)
     problems += _cache_problems(raw)
     problems += _workspace_problems(raw)
+    problems += _artifact_problems(raw)
     problems += _reference_problems(raw)
     # A missing field the models already reported on its object is not worth a second line.
     reported = {problem.path for problem in model_problems}
@@ -632,6 +633,25 @@ def _workspace_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
     return problems
 
 
+def _artifact_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
+    """Artifacts are uploaded by a batch work's one pod: not by a matrix's many instances."""
+    problems = []
+    for path, label, work in _listed_works(raw):
+        if work.get("matrix") is None:
+            continue
+        for index, output in enumerate(_mappings(work.get("outputs"))):
+            if output.get("artifact") is not None:
+                problems.append(
+                    ValidationProblem(
+                        f"{path}.outputs[{index}].artifact",
+                        f"{label} is a matrix work: its instances would each upload the same artifact; "
+                        "write the files to the workspace (spec.workspace) and upload them from a work "
+                        "after the matrix",
+                    )
+                )
+    return problems
+
+
 def _schedule_problems(raw: Mapping[str, Any]) -> list[ValidationProblem]:
     """The cron expression and the time zone: neither the CRD schema nor pydantic can read them."""
     problems = []
@@ -766,12 +786,17 @@ def _unresolvable(
             f"{reference.text}: {reference.work!r} is not among the works this one depends on "
             "(directly or through others), so its outputs may not exist when it starts"
         )
-    declared = [output.get("name") for output in _mappings(works[reference.work].get("outputs"))]
-    if reference.name not in declared:
-        listed = ", ".join(str(name) for name in declared) or "none"
+    outputs = {output.get("name"): output for output in _mappings(works[reference.work].get("outputs"))}
+    if reference.name not in outputs:
+        listed = ", ".join(str(name) for name in outputs) or "none"
         return (
             f"{reference.text}: work {reference.work!r} declares no output {reference.name!r} "
             f"(its outputs: {listed})"
+        )
+    if reference.field == "path" and not isinstance(outputs[reference.name].get("artifact"), Mapping):
+        return (
+            f"{reference.text}: output {reference.name!r} of work {reference.work!r} is a value, not an "
+            f"artifact: use $(works.{reference.work}.outputs.{reference.name})"
         )
     return None
 

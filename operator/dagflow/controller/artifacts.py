@@ -1,0 +1,186 @@
+"""The artifact store: where a namespace's works leave their artifact outputs and their pods' logs.
+
+A namespace names its S3-compatible store in the ConfigMap `dagflow-artifacts` (endpoint, bucket,
+the Secret with the credentials, region, key prefix); the operator's own setting (the chart's
+`artifactStore`) applies where a namespace has none. The operator reads that ConfigMap, never the
+Secret: the pods read the credentials through their environment, and the launcher that starts each
+work's command downloads its inputs, uploads its artifacts and archives its log (images/launcher).
+
+Everything here is pure: from the store and a work, what its pods are told (`StoreWiring`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from dagflow.api.models import ApiModel, DAGFlowSpec, Work
+from dagflow.rules.substitution import container_references
+
+STORE_CONFIG_MAP = "dagflow-artifacts"
+# Where the launcher puts the artifacts a work downloads, and buffers its log (emptyDirs).
+DOWNLOADS_DIRECTORY = "/dagflow-artifacts"
+LOG_BUFFER_DIRECTORY = "/dagflow-logs"
+# Stands for the pod's name in a log's key: the launcher puts it in.
+POD_PLACEHOLDER = "{pod}"
+
+
+class ArtifactStore(ApiModel):
+    """Where a namespace's artifacts and logs go: the data of its ConfigMap `dagflow-artifacts`."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^/\s]+/?$", description="The store's URL: scheme, host and port, no path."
+    )
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The Secret in the flow's namespace with the keys accessKeyId and secretAccessKey.",
+    )
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    prefix: str = Field(default="", max_length=512, description="Put in front of every key, with a '/'.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _no_edge_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class StoreConfigError(ValueError):
+    """A store configuration that cannot be used; the message names the field."""
+
+
+def parse_store(data: Mapping[str, Any], where: str) -> ArtifactStore:
+    """The store a ConfigMap's data (or the operator's setting) names; StoreConfigError says what
+    is wrong, naming `where` it was read from."""
+    try:
+        return ArtifactStore.model_validate(dict(data))
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'data'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise StoreConfigError(f"{where} is not a usable artifact store: {details}") from None
+
+
+@dataclass(frozen=True)
+class FlowIdentity:
+    """What makes an object key the flow's own: a flow made again under its name gets other keys."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+def object_key(store: ArtifactStore, *parts: str) -> str:
+    return "/".join([*([store.prefix] if store.prefix else []), *parts])
+
+
+def artifact_key(store: ArtifactStore, flow: FlowIdentity, run: int, work: str, output: str) -> str:
+    return object_key(store, "artifacts", flow.namespace, flow.name, flow.uid, str(run), work, output)
+
+
+def log_prefix(store: ArtifactStore, flow: FlowIdentity, run: int, work: str) -> str:
+    """The folder of the logs of a work's pods in one run; each pod's is `{pod}.log` in it."""
+    return object_key(store, "logs", flow.namespace, flow.name, flow.uid, str(run), work) + "/"
+
+
+def download_path(work: str, output: str, kind: str, upstream_path: str) -> str:
+    """Where a downstream pod finds an artifact: a file under its own name, a directory as itself."""
+    folder = f"{DOWNLOADS_DIRECTORY}/{work}/{output}"
+    return folder if kind == "directory" else f"{folder}/{posixpath.basename(upstream_path)}"
+
+
+def artifact_outputs(work: Work) -> dict[str, str]:
+    """The work's artifact outputs: their paths in its container, by output name."""
+    return {output.name: output.artifact.path for output in work.outputs if output.artifact is not None}
+
+
+def downloaded(work: Work) -> set[tuple[str, str]]:
+    """The artifacts a work's container references by path, (work, output): those it downloads."""
+    return {
+        (reference.work, reference.name)
+        for _, reference in container_references(work.container)
+        if reference.kind == "works" and reference.field == "path"
+    }
+
+
+def needs_store(work: Work) -> bool:
+    """Whether the work cannot run without an artifact store: it uploads or downloads artifacts."""
+    return bool(artifact_outputs(work)) or bool(downloaded(work))
+
+
+def store_missing_message(namespace: str, work: Work, store: StoreConfigError | None) -> str:
+    """Why a work that uploads or downloads artifacts cannot start."""
+    what = "uploads artifacts" if artifact_outputs(work) else "downloads artifacts"
+    if store is not None:
+        return f"it {what}, and {store}"
+    return (
+        f"it {what}, and namespace {namespace} has no artifact store: create the ConfigMap "
+        f"{STORE_CONFIG_MAP} there (endpoint, bucket, secretName), or set the operator's artifactStore"
+    )
+
+
+def artifact_paths(spec: DAGFlowSpec, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Where each artifact reported so far would be downloaded, by work and output: what
+    `$(works.W.outputs.O.path)` stands for."""
+    paths: dict[str, dict[str, str]] = {}
+    for work in spec.all_works:
+        for name, path in artifact_outputs(work).items():
+            reported = (outputs.get(work.name) or {}).get(name)
+            kind = reported.get("kind", "file") if isinstance(reported, Mapping) else "file"
+            paths.setdefault(work.name, {})[name] = download_path(work.name, name, str(kind), path)
+    return paths
+
+
+@dataclass(frozen=True)
+class StoreWiring:
+    """What one work's pods are told of the store: where it is, what to upload and download, where
+    their logs go (the env of the launcher, images/launcher)."""
+
+    store: ArtifactStore
+    log_key: str | None = None
+    uploads: list[dict[str, str]] = field(default_factory=list)
+    downloads: list[dict[str, str]] = field(default_factory=list)
+
+
+def wiring(
+    store: ArtifactStore,
+    flow: FlowIdentity,
+    spec: DAGFlowSpec,
+    work: Work,
+    run: int,
+    outputs: Mapping[str, Mapping[str, Any]],
+) -> StoreWiring:
+    """The store's wiring of a batch work's pods in run `run`: its artifact outputs' uploads, the
+    downloads of the artifacts its command references by path (from its ancestors' `outputs`, a
+    finally work's of those that reported any), and its log's key. A serve work's pods run until
+    the flow goes: they download, but leave no log to archive."""
+    uploads = [
+        {"name": name, "path": path, "key": artifact_key(store, flow, run, work.name, name)}
+        for name, path in sorted(artifact_outputs(work).items())
+    ]
+    paths = artifact_paths(spec, outputs)
+    downloads = []
+    for upstream, name in sorted(downloaded(work)):
+        reported = (outputs.get(upstream) or {}).get(name)
+        if not isinstance(reported, Mapping) or not reported.get("uri"):
+            continue  # a finally work's reference to a work that left none: it reads ""
+        downloads.append(
+            {
+                "work": upstream,
+                "name": name,
+                "uri": str(reported["uri"]),
+                "sha256": str(reported.get("sha256", "")),
+                "kind": str(reported.get("kind", "file")),
+                "path": paths[upstream][name],
+            }
+        )
+    log_key = (
+        None if work.serve is not None else log_prefix(store, flow, run, work.name) + POD_PLACEHOLDER + ".log"
+    )
+    return StoreWiring(store=store, log_key=log_key, uploads=uploads, downloads=downloads)
