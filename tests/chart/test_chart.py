@@ -492,6 +492,7 @@ def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.Monk
         },
         "watchNamespaces": ["ml"],
         "historyRuns": 5,
+        "artifactStore": {"endpoint": "http://store.storage:7070", "bucket": "ml-data", "secretName": "keys"},
     }
     env = container_env(render(values))
     for name in list(OperatorSettings.model_fields):
@@ -508,6 +509,8 @@ def test_gpu_values_reach_the_operator_as_it_reads_them(monkeypatch: pytest.Monk
     assert settings.gpu_tolerations == values["gpu"]["tolerations"]  # type: ignore[index]
     assert settings.namespaces == ["ml"]
     assert settings.history_runs == 5
+    assert settings.artifact_store == values["artifactStore"]
+    assert "DAGFLOW_ARTIFACT_STORE" not in container_env(render())  # none unless asked
     assert settings.webhook_service == "dagflow-system/dagflow-dagflow-operator-webhook"
 
 

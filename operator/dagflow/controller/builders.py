@@ -296,12 +296,16 @@ def _wire_store(template: dict[str, Any], wiring: StoreWiring) -> None:
         return {"name": name, "value": value.replace("$", "$$")}
 
     def secret(name: str, key: str) -> dict[str, Any]:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": store.secret_name, "key": key}}}
+        # Optional: a missing Secret or key reaches the launcher as an empty value, and the work
+        # fails at once naming it, instead of its pod waiting for ever to be created.
+        reference = {"name": store.secret_name, "key": key, "optional": True}
+        return {"name": name, "valueFrom": {"secretKeyRef": reference}}
 
     env = [
         plain("DAGFLOW_STORE_ENDPOINT", store.endpoint.rstrip("/")),
         plain("DAGFLOW_STORE_BUCKET", store.bucket),
         plain("DAGFLOW_STORE_REGION", store.region),
+        plain("DAGFLOW_STORE_SECRET", store.secret_name),
         secret("DAGFLOW_STORE_ACCESS_KEY_ID", "accessKeyId"),
         secret("DAGFLOW_STORE_SECRET_ACCESS_KEY", "secretAccessKey"),
     ]
