@@ -315,17 +315,19 @@ function flowPage({ namespace, flow, run }) {
     target.textContent = "loading…";
     try {
       const logs = await getJson(`${base}/works/${encodeURIComponent(work)}/logs${run ? `?run=${run}` : ""}`);
+      const note = logs.note ? `<p class="muted archive-note">${escapeHtml(logs.note)}</p>` : "";
       target.innerHTML = logs.pods.length
-        ? logs.pods
+        ? note +
+          logs.pods
             .map(
               (pod) =>
-                `<h4>${escapeHtml(pod.pod)}</h4>` +
+                `<h4>${escapeHtml(pod.pod)}${pod.archived ? " (archived)" : ""}</h4>` +
                 (pod.error
                   ? `<p class="muted">no logs: ${escapeHtml(pod.error)}</p>`
                   : `<pre>${escapeHtml(pod.lines.join("\n"))}</pre>`),
             )
             .join("")
-        : `<p class="muted">No pod in run ${logs.run}.</p>`;
+        : `<p class="muted">No pod in run ${logs.run}.</p>${note}`;
     } catch (error) {
       target.textContent = error.message;
     }

@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -383,6 +384,27 @@ class Param(ApiModel):
 _SUB_PATH_PART = r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)"
 # An absolute path in the container, without `.` or `..` parts.
 _ARTIFACT_PATH_PATTERN = rf"^/{_SUB_PATH_PART}(/{_SUB_PATH_PART})*$"
+
+
+class ArtifactStore(ApiModel):
+    """Where a namespace's artifacts and logs go: the data of its ConfigMap `dagflow-artifacts`."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^/\s]+/?$", description="The store's URL: scheme, host and port, no path."
+    )
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The Secret in the flow's namespace with the keys accessKeyId and secretAccessKey.",
+    )
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    prefix: str = Field(default="", max_length=512, description="Put in front of every key, with a '/'.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _no_edge_slashes(cls, value: str) -> str:
+        return value.strip("/")
 
 
 class ArtifactSpec(ApiModel):
@@ -1248,6 +1270,12 @@ class DAGFlowStatus(ApiModel):
         "unset when none does.",
     )
     message: str | None = Field(default=None, description="Why the flow is in its phase, if not obvious.")
+    artifact_store: dict[str, str] | None = Field(
+        default=None,
+        description="The artifact store the current run's works leave their artifacts and logs in "
+        "(endpoint, bucket, region, secretName, prefix; never a credential), as the namespace's "
+        "ConfigMap dagflow-artifacts or the operator's setting named it when they started.",
+    )
     workspace_claim: str | None = Field(
         default=None,
         description="The PersistentVolumeClaim the current run's works mount at /workspace "

@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from dagflow.api.models import READY_PHASES, ApprovalDecision, DAGFlowSpec, RunRequest, duration_seconds
 from dagflow.client import flowview
+from dagflow.client.archive import ArchiveUnavailable, archived_logs
 from dagflow.client.cacheplan import HIT, MISS, plan_cache
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
 from dagflow.rules import naming
@@ -494,7 +495,22 @@ def logs(
     except ClusterError as error:
         _fail(str(error))
     if not pods:
-        _fail(f"no pods of {flow}{f' work {work}' if work else ''} in run {run}")
+        what = f"{flow}{f' work {work}' if work else ''} in run {run}"
+        try:
+            archived = archived_logs(client, found, work, int(run or 0))
+        except ArchiveUnavailable as error:
+            _fail(f"no pods of {what}: {error}")
+        if not archived:
+            _fail(f"no pods of {what}, and no log of theirs in the artifact store")
+        typer.echo(f"The pods of {what} are gone: their logs as archived in the artifact store.", err=True)
+        matrix_works = {
+            entry.get("name") for entry in (found.get("spec") or {}).get("works") or [] if "matrix" in entry
+        }
+        for log in archived:
+            prefix = log.work + (_instance_of(log.pod) if log.work in matrix_works else "")
+            for line in log.lines:
+                typer.echo(f"[{prefix}] {line}")
+        return
     printing = threading.Lock()
 
     def show(pod: dict[str, Any]) -> None:
@@ -518,6 +534,12 @@ def logs(
             thread.join()
     for thread in threads:
         thread.join()
+
+
+def _instance_of(pod_name: str) -> str:
+    """`[N]` for the pod of a matrix work's instance N, from its name (`{job}-{index}-{suffix}`)."""
+    parts = pod_name.rsplit("-", 2)
+    return f"[{parts[1]}]" if len(parts) == 3 and parts[1].isdigit() else ""
 
 
 def _is_matrix_pod(pod: dict[str, Any]) -> bool:

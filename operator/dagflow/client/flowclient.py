@@ -3,6 +3,7 @@ manifests, read and change flows, read the logs of their pods. Synchronous: a pe
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -305,6 +306,14 @@ class FlowClient:
             self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
         )
         return list(listing.get("items") or []), str(listing["metadata"]["resourceVersion"])
+
+    def secret_data(self, name: str) -> dict[str, str]:
+        """The decoded data of a Secret of this namespace, read with this identity's own rights."""
+        found = self._call(self.core.read_namespaced_secret, name, self.namespace)
+        return {
+            str(key): base64.b64decode(value).decode(errors="replace")
+            for key, value in (found.get("data") or {}).items()
+        }
 
     def logs(self, pod: Mapping[str, Any], container: str, follow: bool = False) -> Iterator[str]:
         """The lines a pod's container wrote; with `follow`, as it writes them."""

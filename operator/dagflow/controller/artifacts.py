@@ -16,38 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from dagflow.api.models import ApiModel, DAGFlowSpec, Work
+from dagflow.api.models import ArtifactStore, DAGFlowSpec, Work
+from dagflow.rules.store import STORE_CONFIG_MAP_NAME, FlowIdentity, artifact_key, log_prefix
 from dagflow.rules.substitution import container_references
 
-STORE_CONFIG_MAP = "dagflow-artifacts"
+__all__ = ["ArtifactStore", "FlowIdentity", "artifact_key", "log_prefix"]
+
+STORE_CONFIG_MAP = STORE_CONFIG_MAP_NAME
 # Where the launcher puts the artifacts a work downloads, and buffers its log (emptyDirs).
 DOWNLOADS_DIRECTORY = "/dagflow-artifacts"
 LOG_BUFFER_DIRECTORY = "/dagflow-logs"
 # Stands for the pod's name in a log's key: the launcher puts it in.
 POD_PLACEHOLDER = "{pod}"
-
-
-class ArtifactStore(ApiModel):
-    """Where a namespace's artifacts and logs go: the data of its ConfigMap `dagflow-artifacts`."""
-
-    endpoint: str = Field(
-        pattern=r"^https?://[^/\s]+/?$", description="The store's URL: scheme, host and port, no path."
-    )
-    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
-    secret_name: str = Field(
-        min_length=1,
-        max_length=253,
-        description="The Secret in the flow's namespace with the keys accessKeyId and secretAccessKey.",
-    )
-    region: str = Field(default="us-east-1", min_length=1, max_length=64)
-    prefix: str = Field(default="", max_length=512, description="Put in front of every key, with a '/'.")
-
-    @field_validator("prefix")
-    @classmethod
-    def _no_edge_slashes(cls, value: str) -> str:
-        return value.strip("/")
 
 
 class StoreConfigError(ValueError):
@@ -65,28 +47,6 @@ def parse_store(data: Mapping[str, Any], where: str) -> ArtifactStore:
             for problem in error.errors()
         )
         raise StoreConfigError(f"{where} is not a usable artifact store: {details}") from None
-
-
-@dataclass(frozen=True)
-class FlowIdentity:
-    """What makes an object key the flow's own: a flow made again under its name gets other keys."""
-
-    namespace: str
-    name: str
-    uid: str
-
-
-def object_key(store: ArtifactStore, *parts: str) -> str:
-    return "/".join([*([store.prefix] if store.prefix else []), *parts])
-
-
-def artifact_key(store: ArtifactStore, flow: FlowIdentity, run: int, work: str, output: str) -> str:
-    return object_key(store, "artifacts", flow.namespace, flow.name, flow.uid, str(run), work, output)
-
-
-def log_prefix(store: ArtifactStore, flow: FlowIdentity, run: int, work: str) -> str:
-    """The folder of the logs of a work's pods in one run; each pod's is `{pod}.log` in it."""
-    return object_key(store, "logs", flow.namespace, flow.name, flow.uid, str(run), work) + "/"
 
 
 def download_path(work: str, output: str, kind: str, upstream_path: str) -> str:

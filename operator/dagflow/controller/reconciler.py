@@ -720,9 +720,14 @@ class Reconciler:
         stale = stale_config_maps(config_maps, all_jobs, run, unfinished, referenced)
         # Before its Jobs are made: the place of the works it starts is kept from now on.
         self._keep_place(key, flow, spec, plan, current_jobs, queued_jobs, status.get("startedAt"))
+        store = await self._store_of(flow.namespace) if plan.start else None
+        if isinstance(store, ArtifactStore):
+            # Where the works it starts leave their artifacts and logs, for whoever reads the flow
+            # (`dagflow logs` once the pods are gone); carried by every later status of the run.
+            body["status"]["artifactStore"] = store.to_dict()
         await gather_all(
             self._start_children(
-                key, flow, spec, run, plan, params, deployments, status.get("workspaceClaim")
+                key, flow, spec, run, plan, params, deployments, status.get("workspaceClaim"), store
             ),
             self._retire(flow, retirement, job_uids),
             self._stop_failed_run(flow, plan, job_uids),
@@ -1173,6 +1178,7 @@ class Reconciler:
         params: RunParams,
         deployments: Mapping[str, DeploymentObservation],
         workspace_claim: str | None = None,
+        store: ArtifactStore | StoreConfigError | None = None,
     ) -> None:
         if spec.workspace is not None and not workspace_claim:
             # A run begun before its flow had a workspace has none named yet: its own, by its number.
@@ -1229,7 +1235,6 @@ class Reconciler:
             )
 
         outputs = await self.work_data.outputs_for(flow, plan) if plan.start else {}
-        store = await self._store_of(flow.namespace) if plan.start else None
         paths = artifact_paths(spec, outputs) if plan.start else {}
         identity = FlowIdentity(flow.namespace, flow.name, flow.uid)
         tasks = []

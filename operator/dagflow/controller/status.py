@@ -25,6 +25,8 @@ RUN_CONTROL_STATUS_FIELDS = (
     "noCache",
     # Named when the run begins; every later status of the run keeps it (its files are there).
     "workspaceClaim",
+    # Where the run's works left their artifacts and logs.
+    "artifactStore",
 )
 # More works than this making the same move in one pass get one Event between them.
 EVENTS_PER_PASS_AND_REASON = 5

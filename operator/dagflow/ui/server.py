@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dagflow.api.models import ApprovalDecision
+from dagflow.client.archive import ArchiveUnavailable, archived_logs
 from dagflow.client.flowclient import ClusterError, FlowClient, Target
 from dagflow.rules.approvals import ApprovalError
 from dagflow.rules.naming import is_dns1123_label
@@ -163,7 +164,19 @@ def create_app(
             except ClusterError as error:
                 entry["error"] = str(error)
             shown.append(entry)
-        return JSONResponse({"run": run, "pods": shown})
+        if shown:
+            return JSONResponse({"run": run, "pods": shown})
+        # The pods are gone: their logs as the launcher archived them, read with the reader's rights.
+        try:
+            archived = archived_logs(client, found, request.path_params["work"], int(run or 0))
+        except ArchiveUnavailable as error:
+            return JSONResponse({"run": run, "pods": [], "note": f"The pods are gone: {error}."})
+        pods = [
+            {"pod": log.pod, "container": "", "lines": log.lines[-LOG_LINES:], "archived": True}
+            for log in archived
+        ]
+        note = "The pods are gone: their logs as archived in the artifact store."
+        return JSONResponse({"run": run, "pods": pods, "note": note if pods else f"{note} None was found."})
 
     async def stream(request: Request) -> Response:
         namespace = request.path_params["namespace"]
