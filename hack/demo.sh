@@ -292,8 +292,8 @@ stop_operator() {
   rm -f "$pid_file"
 }
 
-# The simulated cluster has no storage provisioner: a PersistentVolume bound in advance to the
-# example's claim lets the claim bind and the scheduler place its pods. Nothing ever mounts it.
+# A PersistentVolume bound in advance to the example's claim lets the claim bind and the scheduler
+# place its pods (the cluster's default class would provision one too). Nothing ever mounts it.
 prepare_volume() {
   local phase claim_uid claim_phase
   claim_phase="$(kubectl -n "$namespace" get pvc "$claim" -o jsonpath='{.status.phase}' 2>/dev/null || true)"

@@ -63,8 +63,8 @@ def volumes() -> Iterator[list[str]]:
 
 
 def bind_claims_in_advance(claims: list[dict[str, Any]], namespace: str, created: list[str]) -> None:
-    """Give each claim a volume bound to it in advance: the examples' works run on the simulated nodes,
-    and the local cluster's one provisioner (StorageClass dagflow-local, not the default) serves real-0.
+    """Give each claim a volume bound to it in advance (with `storageClassName: ""`, which a claim's
+    default class does not hinder: a volume bound in advance binds whatever the claim's class).
 
     Created before the claims, so the claim binds as soon as it exists. Nothing mounts the volume.
     """
