@@ -63,10 +63,10 @@ real-node-down: ## Stop the real node real-0, whatever cluster it serves (contai
 	@tests/cluster/real-node.sh down
 
 .PHONY: storage-tools
-storage-tools: ## Build the real node's storage provisioner (local-path-provisioner; cached, pinned in versions.env).
+storage-tools: ## Build the local cluster's storage provisioner (local-path-provisioner; cached, pinned in versions.env).
 	@tests/cluster/storage.sh build
 
-# cluster.sh starts it with the real node, for the StorageClass dagflow-local.
+# cluster.sh starts it with every local cluster, for its default StorageClass dagflow-local.
 tools: storage-tools
 
 ##@ Development

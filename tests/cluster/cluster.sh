@@ -2,8 +2,7 @@
 # The local Kubernetes cluster: real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
 # with nodes and pods played by kwok, and one real node (real-node.sh) where the machine can run it.
 # With DAGFLOW_KUEUE=1, up also installs and starts Kueue (kueue.sh); a cluster that has it keeps it.
-# Where the real node serves the cluster, up and start also start its storage provisioner (storage.sh:
-# the StorageClass dagflow-local).
+# up and start also start its storage provisioner (storage.sh: the default StorageClass dagflow-local).
 # Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
@@ -179,14 +178,11 @@ start_real_node() {
   fi
 }
 
-# The real node's storage provisioner (storage.sh), when the real node serves this cluster: its
-# volumes are folders of real-0. A cluster without it keeps the StorageClass; its claims wait.
+# The storage provisioner (storage.sh), whether or not the real node serves the cluster: its volumes
+# are folders of this machine, which every node mounts. A cluster where it does not start keeps the
+# StorageClass; its claims wait.
 start_storage() {
-  if "$here/real-node.sh" status >/dev/null 2>&1; then
-    "$here/storage.sh" up || log "The storage provisioner did not start (see above): claims of class dagflow-local wait"
-  else
-    log "No real node for cluster $cluster_name: no storage provisioner (StorageClass dagflow-local)"
-  fi
+  "$here/storage.sh" up || log "The storage provisioner did not start (see above): claims of class dagflow-local wait"
 }
 
 stop_storage() { "$here/storage.sh" stop || log "Could not stop the storage provisioner"; }

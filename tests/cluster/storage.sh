@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Dynamic storage on the local cluster's real node real-0: rancher's local-path-provisioner, built from
-# its Go module, run as a process on this machine against the cluster's kubeconfig (like Kueue's
-# manager, kueue.sh). A claim of the StorageClass `dagflow-local` gets, once a pod that uses it is
-# scheduled on real-0, a folder of this machine (/var/lib/dagflow/local-path/<cluster>/...) made by a
-# helper pod on real-0; deleting the claim deletes the volume and its folder.
+# Dynamic storage for every node of the local cluster: rancher's local-path-provisioner, built from its
+# Go module, run as a process on this machine against the cluster's kubeconfig (like Kueue's manager,
+# kueue.sh), behind the cluster's default StorageClass `dagflow-local`. Every node of the cluster,
+# simulated or real, is this one machine, so one folder of it (/var/lib/dagflow/local-path/<cluster>)
+# is a filesystem that all of them share: the provisioner's shared-filesystem mode gives each claim a
+# folder there that any node may mount (no node affinity; ReadWriteMany too). Deleting the claim
+# deletes the volume and its folder.
 #
 #   storage.sh build    build the provisioner into ~/.cache/dagflow/local-path-provisioner-<version>/bin
 #   storage.sh up       build, install its namespace, ServiceAccount, scripts and StorageClass
-#                       (storage.yaml) and start it (cluster.sh up and start do this once real-0 serves
-#                       the cluster)
+#                       (storage.yaml) and start it (cluster.sh up and start do this)
 #   storage.sh start    start it again if it was installed in the cluster and it is not running
 #   storage.sh stop     stop it (cluster.sh stop and down call this): claims wait until it runs again
 #   storage.sh down     stop it and remove this cluster's volume folders on this machine (cluster.sh
 #                       down calls this once the real node has let go of the cluster's pods)
 #   storage.sh status   whether it runs for this cluster (exit 0: it does)
 #   storage.sh dir      the folder of this cluster's provisioner: config, helper pod, log, pid
+#   storage.sh volumes-dir  the folder of this cluster's volumes
 #
 # The cluster is the one named by DAGFLOW_CLUSTER_NAME (default dagflow).
 set -euo pipefail
@@ -35,10 +37,11 @@ state="$cluster_dir/local-path"
 # them all (the real node leaves nothing behind).
 volumes_root=/var/lib/dagflow/local-path
 volumes_dir="$volumes_root/$cluster_name"
-node_name=real-0
+# The one node whose helper pods really run (elsewhere kwok plays them: stages.yaml).
+real_node=real-0
 namespace=local-path-storage
-# Not upstream's rancher.io/local-path: this one is set up for this cluster (its one node, the local
-# busybox image for helpers), and a StorageClass of an upstream install elsewhere never reaches it.
+# Not upstream's rancher.io/local-path: this one is set up for this cluster (its machine's folder, the
+# local busybox image for helpers), and a StorageClass of an upstream install elsewhere never reaches it.
 provisioner_name=dagflow.dev/local-path
 export PATH="$repo/.venv/bin:$PATH"
 
@@ -67,22 +70,33 @@ pid() {
   [[ -n "$pid" ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$state/config.json" && echo "$pid"
 }
 
-# Its files: the nodes it serves and their folder (only real-0: a claim whose pod would run elsewhere
-# fails to provision, and the StorageClass keeps such pods off the other nodes anyway), and its helper
-# pod, a template it completes (node, folders, command, tolerations). v0.0.30 takes the helper's image
-# from here only; upstream's priorityClassName system-node-critical is left out, as this machine
-# refuses the negative OOM score the kubelet gives critical pods.
+# Its files: the shared folder of the volumes, and its helper pod, a template it completes (node,
+# folders, command, tolerations of every taint). A helper makes a volume's folder on the node that the
+# claim's first pod was scheduled to, and removes it on whatever node the scheduler picks, since in
+# this mode the volume names no node: real-0 is preferred, where the helper really removes the folder
+# (on a simulated node kwok only plays it, and the label lets stages.yaml end it at once). v0.0.30
+# takes the helper's image from here only; upstream's priorityClassName system-node-critical is left
+# out, as this machine refuses the negative OOM score the kubelet gives critical pods.
 write_config() {
   cat >"$state/config.json" <<JSON
-{"nodePathMap": [{"node": "$node_name", "paths": ["$volumes_dir"]}]}
+{"sharedFileSystemPath": "$volumes_dir"}
 JSON
   cat >"$state/helperPod.yaml" <<YAML
 apiVersion: v1
 kind: Pod
 metadata:
   name: helper-pod
+  labels:
+    dagflow.dev/local-path-helper: "true"
 spec:
   automountServiceAccountToken: false
+  affinity:
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        preference:
+          matchExpressions:
+          - {key: kubernetes.io/hostname, operator: In, values: [$real_node]}
   containers:
   - name: helper-pod
     image: $BUSYBOX_IMAGE
@@ -90,20 +104,30 @@ spec:
 YAML
 }
 
-# Installs (or updates) what the provisioner needs in the cluster and starts it unless it runs; it is
-# ready once it has said that its controller started.
+config_files() { cat "$state/config.json" "$state/helperPod.yaml" 2>/dev/null || true; }
+
+# Installs (or updates) what the provisioner needs in the cluster and starts it unless it runs with
+# these files (one started by an older checkout is started anew); it is ready once it has said that
+# its controller started.
 start() {
   build
   kube get --raw /readyz >/dev/null || die "Cluster $cluster_name does not answer"
   mkdir -p "$state"
   kube apply --server-side --force-conflicts --field-manager dagflow-storage -f "$here/storage.yaml" >/dev/null
   touch "$state/installed"
-  if pid >/dev/null; then log "local-path-provisioner runs for cluster $cluster_name"; return 0; fi
+  local before; before="$(config_files | sha256sum)"
   write_config
+  if pid >/dev/null; then
+    if [[ "$(config_files | sha256sum)" == "$before" ]]; then
+      log "local-path-provisioner runs for cluster $cluster_name"; return 0
+    fi
+    log "local-path-provisioner runs with another configuration: starting it anew"
+    stop
+  fi
   local started=$SECONDS lines
   touch "$state/provisioner.log"
   lines="$(wc -l <"$state/provisioner.log")"
-  log "Starting local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION (StorageClass dagflow-local, volumes in $volumes_dir, log $state/provisioner.log)"
+  log "Starting local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION (default StorageClass dagflow-local, volumes in $volumes_dir, log $state/provisioner.log)"
   setsid "$provisioner" --debug start --kubeconfig "$kubeconfig" --namespace "$namespace" \
     --config "$state/config.json" --helper-pod-file "$state/helperPod.yaml" \
     --configmap-name local-path-config --service-account-name local-path-helper \

@@ -1,5 +1,7 @@
-"""Dynamic storage on the real node: claims of the StorageClass `dagflow-local` get a folder of this
-machine from the local-path-provisioner that tests/cluster/storage.sh runs beside the cluster."""
+"""Dynamic storage on the real node: a claim without a class gets, from the cluster's default class
+`dagflow-local`, a folder of this machine made by the local-path-provisioner that
+tests/cluster/storage.sh runs beside the cluster (tests/integration/test_storage.py checks it on the
+simulated nodes)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ STORAGE_SCRIPT = REPO_ROOT / "tests" / "cluster" / "storage.sh"
 STORAGE_CLASS = "dagflow-local"
 PROVISIONER = "dagflow.dev/local-path"
 BUSYBOX_IMAGE = "dagflow.local/busybox:1.35"
+# The example image's user: the volume's folder must be writable by a user the provisioner never saw.
+USER = 10001
 
 
 def storage_script(command: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +39,7 @@ def storage_script(command: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def provisioner(real_node: dict[str, Any]) -> Path:
-    """The cluster's provisioner runs (cluster.sh starts it with the real node); the folder of its volumes."""
+    """The cluster's provisioner runs (cluster.sh starts it with the cluster); the folder of its volumes."""
     status = storage_script("status")
     assert status.returncode == 0, (
         f"No storage provisioner for cluster {local_cluster_name()}"
@@ -46,28 +50,28 @@ def provisioner(real_node: dict[str, Any]) -> Path:
 
 
 def claim(name: str) -> dict[str, Any]:
+    """A shared claim that names no class, as the operator's workspace claims do by default."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": name},
         "spec": {
-            "storageClassName": STORAGE_CLASS,
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": ["ReadWriteMany"],
             "resources": {"requests": {"storage": "16Mi"}},
         },
     }
 
 
 def busybox_pod(name: str, claim_name: str, script: str) -> dict[str, Any]:
-    """A pod of the local busybox image that runs `script` with the claim at /data, as an unprivileged
-    user (the provisioner makes each volume's folder writable by all)."""
+    """A pod of the local busybox image that runs `script` with the claim at /data, as the example
+    image's unprivileged user."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+            "securityContext": {"runAsUser": USER, "runAsGroup": USER},
             "containers": [
                 {
                     "name": "main",
@@ -87,9 +91,7 @@ def finished(namespace: str, pod: str) -> dict[str, Any] | None:
     return found if found["status"].get("phase") in ("Succeeded", "Failed") else None
 
 
-def run_to_completion(namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
-    apply(pod, namespace=namespace)
-    name = pod["metadata"]["name"]
+def succeeded_on_the_real_node(namespace: str, name: str) -> dict[str, Any]:
     done: dict[str, Any] = wait_for(lambda: finished(namespace, name), timeout=180, what=f"pod {name} to end")
     logs = kubectl("logs", name, namespace=namespace, check=False).stdout
     assert done["status"]["phase"] == "Succeeded", f"{name}: {done['status']}\n{logs}"
@@ -107,20 +109,21 @@ def claim_events(namespace: str, name: str) -> list[str]:
     return [event["reason"] for event in events["items"]]
 
 
-def test_a_claim_of_the_local_class_is_provisioned_on_the_real_node_for_its_first_pod(
+def test_a_shared_claim_without_a_class_gets_a_folder_that_two_pods_on_the_real_node_use_at_once(
     real_node_namespace: str, provisioner: Path
 ) -> None:
     namespace = real_node_namespace
     storage_class = get_json("storageclass", STORAGE_CLASS)
     assert storage_class["provisioner"] == PROVISIONER
     assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
-    # Not the default class: claims without a class (bound in advance by the tests) are left alone.
-    annotations = storage_class["metadata"].get("annotations") or {}
-    assert annotations.get("storageclass.kubernetes.io/is-default-class") != "true"
+    assert storage_class["reclaimPolicy"] == "Delete"
+    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert not storage_class.get("allowedTopologies")
 
     claim_name = f"data-{uuid.uuid4().hex[:6]}"
     apply(claim(claim_name), namespace=namespace)
-    # No pod uses it yet: the volume waits for one.
+    # The default class is set on the claim; no pod uses it yet, so the volume waits for one.
+    assert get_json("pvc", claim_name, namespace=namespace)["spec"]["storageClassName"] == STORAGE_CLASS
     wait_for(
         lambda: "WaitForFirstConsumer" in claim_events(namespace, claim_name),
         timeout=60,
@@ -129,33 +132,44 @@ def test_a_claim_of_the_local_class_is_provisioned_on_the_real_node_for_its_firs
     pending = get_json("pvc", claim_name, namespace=namespace)
     assert pending["status"]["phase"] == "Pending" and not pending["spec"].get("volumeName"), pending
 
-    message = f"written on {REAL_NODE} {uuid.uuid4().hex}"
-    write = f"echo '{message}' >/data/greeting && id -u >/data/writer"
-    run_to_completion(namespace, busybox_pod("writer", claim_name, write))
+    # Two pods at once, each writing its line into the same file and waiting for the other's: each
+    # finds both lines only if both mount the one folder while the other runs.
+    token = uuid.uuid4().hex
+    lines = {name: f"{name} {token}" for name in ("first", "second")}
+    for name, line in lines.items():
+        script = (
+            f"echo '{line}' >>/data/shared && "
+            "for i in $(seq 1 600); do [ $(wc -l </data/shared) -ge 2 ] && break; sleep 0.1; done && "
+            "cat /data/shared"
+        )
+        apply(busybox_pod(name, claim_name, script), namespace=namespace)
+    for name in lines:
+        succeeded_on_the_real_node(namespace, name)
+        logged = kubectl("logs", name, namespace=namespace).stdout.splitlines()
+        assert sorted(logged) == sorted(lines.values()), f"{name} read {logged}"
 
     bound = get_json("pvc", claim_name, namespace=namespace)
     assert bound["status"]["phase"] == "Bound", bound["status"]
+    assert bound["status"]["accessModes"] == ["ReadWriteMany"]
     volume_name = bound["spec"]["volumeName"]
     volume = get_json("pv", volume_name)
     assert volume["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == PROVISIONER
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
-    terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
-    assert terms == [
-        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [REAL_NODE]}]}
-    ]
-    # A folder of this machine, the real node's, under the cluster's own folder of volumes.
+    assert volume["spec"]["storageClassName"] == STORAGE_CLASS
+    # The folder is on the one filesystem that every node of the cluster shares: no node affinity.
+    assert not volume["spec"].get("nodeAffinity"), volume["spec"]["nodeAffinity"]
+    # A folder of this machine, the real node's, under the cluster's own folder of volumes, made by
+    # the provisioner's helper pod on the real node for a user it does not know.
     folder = Path(volume["spec"]["hostPath"]["path"])
     assert folder.parent == provisioner, folder
     assert folder.name == f"{volume_name}_{namespace}_{claim_name}"
-    assert (folder / "greeting").read_text() == message + "\n"
-    assert (folder / "writer").read_text() == "65534\n"
+    assert folder.stat().st_mode & 0o777 == 0o777
+    assert sorted((folder / "shared").read_text().splitlines()) == sorted(lines.values())
+    assert (folder / "shared").stat().st_uid == USER
 
-    # A second pod finds what the first one wrote.
-    run_to_completion(namespace, busybox_pod("reader", claim_name, "cat /data/greeting"))
-    assert kubectl("logs", "reader", namespace=namespace).stdout == message + "\n"
-
-    # Deleting the claim (once its pods are gone) deletes the volume and its folder.
-    kubectl("delete", "pod", "writer", "reader", "--wait=true", "--timeout=60s", namespace=namespace)
+    # Deleting the claim (once its pods are gone) deletes the volume and, by a helper pod that really
+    # runs on the real node, its folder.
+    kubectl("delete", "pod", *lines, "--wait=true", "--timeout=60s", namespace=namespace)
     kubectl("delete", "pvc", claim_name, "--wait=true", "--timeout=60s", namespace=namespace)
     wait_for(
         lambda: kubectl("get", "pv", volume_name, check=False).returncode != 0,
@@ -163,25 +177,3 @@ def test_a_claim_of_the_local_class_is_provisioned_on_the_real_node_for_its_firs
         what=f"volume {volume_name} to be deleted",
     )
     assert not folder.exists(), f"{folder} stayed after its volume was deleted"
-
-
-def test_a_pod_bound_for_a_simulated_node_gets_no_local_volume(namespace: str, provisioner: Path) -> None:
-    """The class's volumes exist on real-0 only: a pod that may only run on the simulated nodes stays
-    unscheduled, and its claim gets no volume (no helper pod is sent where kwok would play it)."""
-    claim_name = "data"
-    apply(claim(claim_name), namespace=namespace)
-    pod = busybox_pod("elsewhere", claim_name, "true")
-    pod["spec"]["nodeSelector"] = {"dagflow.dev/pool": "cpu"}
-    apply(pod, namespace=namespace)
-
-    def unschedulable() -> bool:
-        found = get_json("pod", "elsewhere", namespace=namespace)
-        conditions = found["status"].get("conditions") or []
-        return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions)
-
-    wait_for(unschedulable, timeout=60, what="pod elsewhere to be found unschedulable")
-    found = get_json("pod", "elsewhere", namespace=namespace)
-    assert not found["spec"].get("nodeName")
-    pending = get_json("pvc", claim_name, namespace=namespace)
-    assert pending["status"]["phase"] == "Pending" and not pending["spec"].get("volumeName"), pending
-    assert "Provisioning" not in claim_events(namespace, claim_name)
