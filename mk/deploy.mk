@@ -101,19 +101,19 @@ kind-deploy: venv image launcher-image examples-image kind-up kind-load ## kind-
 # The end-to-end suite against kind: the cluster is the one in KUBECONFIG (the tests neither start nor
 # stop it: DAGFLOW_TEST_CLUSTER=external) and the operator is the release deployed above
 # (DAGFLOW_TEST_OPERATOR=<namespace>/<release>), stopped and started by scaling its Deployment.
-# 20 tests run (about a minute on two cores): the 4 of tests/kind (the nodes, the operator under
-# restricted Pod Security, exit codes and DNS, the example pipeline's real prediction) and 16 of the
-# 121 in tests/e2e, those that need only the API server, the CRD schema, the webhook and the chart's
-# admission policy, the CLI, or the operator acting on works whose pods never have to finish
-# (refused children, names held by others, quotas and Pod Security, a stop, the metrics): the fake
-# image of tests/e2e/flows.py is never pulled there. The other 105 are marked local_cluster and not
-# selected: they need kwok's simulated pods to run, succeed or fail as their sim.dagflow.dev/*
-# annotations say (durations, exit codes, outputs, readiness), run operator processes of their own
-# (webhook, peering, resilience, the chart's RBAC), need Kueue, run the examples that use the
-# example image and a claim on simulated nodes (tests/kind runs ml-pipeline.yaml for real), or apply
-# flows while the operator is down (the chart's webhook refuses them then).
+# 21 tests run (about a minute on two cores): the 5 of tests/kind (the nodes, the operator under
+# restricted Pod Security, exit codes and DNS, a claim's volume on both workers, the example pipeline's
+# real prediction) and 16 of the 121 in tests/e2e, those that need only the API server, the CRD schema,
+# the webhook and the chart's admission policy, the CLI, or the operator acting on works whose pods
+# never have to finish (refused children, names held by others, quotas and Pod Security, a stop, the
+# metrics): the fake image of tests/e2e/flows.py is never pulled there. The other 105 are marked
+# local_cluster and not selected: they need kwok's simulated pods to run, succeed or fail as their
+# sim.dagflow.dev/* annotations say (durations, exit codes, outputs, readiness), run operator processes
+# of their own (webhook, peering, resilience, the chart's RBAC), need Kueue, run the examples that use
+# the example image and a claim on simulated nodes (tests/kind runs ml-pipeline.yaml for real), or
+# apply flows while the operator is down (the chart's webhook refuses them then).
 # examples/hello.yaml names a public image (busybox): loaded into the nodes where Docker has it or can
-# pull it; where no registry can be reached its test is left out (19 run then), and the run says so.
+# pull it; where no registry can be reached its test is left out (20 run then), and the run says so.
 HELLO_IMAGE = $(shell awk '/image:/ {print $$2; exit}' examples/hello.yaml)
 HELLO_TEST := tests/e2e/test_examples.py::test_example_runs_to_its_end[hello.yaml]
 .PHONY: e2e-kind

@@ -8,9 +8,10 @@
 #   engine-down   stop the dockerd that `engine` started (by its pid file); any other engine is left alone
 #   tools         build kind (KIND_VERSION) into the tools cache; prints its path
 #   node-image    build the node image KIND_NODE_IMAGE unless Docker has it from the same recipe
-#   up            engine, tools, node-image, then create the cluster (or reuse it); prints the KUBECONFIG export
+#   up            engine, tools, node-image, then create the cluster (or reuse it) and start its storage
+#                 provisioner (storage.sh); prints the KUBECONFIG export
 #   load REF...   load images into the workers: from Docker, else from images/build-local.sh's archives
-#   down          delete the cluster
+#   down          stop its storage provisioner and delete the cluster
 #   kubeconfig    the kubeconfig file's path
 #   exists        exit 0 where the cluster exists
 #   shared-dir    the host folder every node mounts at /var/local/dagflow-shared
@@ -248,24 +249,23 @@ node_image() {
 
 exists() { [[ -x "$kind_bin" ]] && "$kind_bin" get clusters 2>/dev/null | grep -qx "$cluster"; }
 
-# Every node mounts $state/shared at /var/local/dagflow-shared (images/kind/kind-config.yaml): one
-# folder of this machine, so a hostPath PersistentVolume there is shared by the pods of every node.
-# `up` makes one such volume, `shared` (ReadWriteMany, no storage class), which a claim without a class
-# binds, as examples/ml-pipeline.yaml's does.
-shared_volume() {
-  kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null <<'EOF'
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: shared
-  labels: {dagflow.dev/kind-shared: "true"}
-spec:
-  capacity: {storage: 10Gi}
-  accessModes: [ReadWriteMany, ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  hostPath: {path: /var/local/dagflow-shared/shared, type: DirectoryOrCreate}
-EOF
+# Dynamic storage, as on the local cluster (storage.sh): local-path-provisioner runs as a process on
+# this machine with the cluster's kubeconfig, behind the default StorageClass dagflow-local, in its
+# shared-filesystem mode over the folder $state/shared that every node mounts at
+# /var/local/dagflow-shared (images/kind/kind-config.yaml): a claim's volume is a folder there, which
+# the pods of every node mount (ReadWriteMany too). Its helper pods run the local busybox image
+# (build.sh), loaded into every node: no registry to pull it from, and a teardown helper may land on
+# any node, the control plane too (it tolerates every taint).
+storage() {
+  DAGFLOW_CLUSTER_NAME="$cluster" DAGFLOW_STORAGE_KUBECONFIG="$kubeconfig" DAGFLOW_STORAGE_DIR="$state/local-path" \
+    DAGFLOW_STORAGE_VOLUMES=/var/local/dagflow-shared/volumes "$here/storage.sh" "$@"
+}
+
+start_storage() {
+  local busybox; busybox="$("$here/build.sh" images-dir)/busybox.tar"
+  [[ -s "$busybox" ]] || die "No busybox image for the storage provisioner's helper pods ($busybox): make tools"
+  "$kind_bin" load image-archive "$busybox" --name "$cluster" >/dev/null
+  storage up
 }
 
 # The pod network's route table (images/kind/node/files/kind/bin/pod-network.sh): every node's pod
@@ -290,9 +290,9 @@ up() {
   tools >/dev/null
   node_image
   "$here/build.sh" kind_node >/dev/null
-  mkdir -p "$state/shared/shared"
+  mkdir -p "$state/shared"
   # The example's images run as UID 10001: the shared folder is writable by every user, like /tmp.
-  chmod 1777 "$state/shared" "$state/shared/shared"
+  chmod 1777 "$state/shared"
   local started=$SECONDS
   # Nodes that stopped with their engine do not start again (kind's nodes restart only on failure, and
   # a node is not made to be restarted): such a cluster is made anew.
@@ -317,14 +317,15 @@ up() {
     kubectl --kubeconfig "$kubeconfig" patch "$node" --subresource=status --type=json \
       -p "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"$fake_gpus\"}]" >/dev/null
   done
-  shared_volume
+  start_storage
   log "kind cluster $cluster ready in $((SECONDS - started)) s"
   echo "export KUBECONFIG=$kubeconfig"
 }
 
 down() {
+  storage stop
   if exists; then "$kind_bin" delete cluster --name "$cluster" --kubeconfig "$kubeconfig"; fi
-  # The shared folder's files belong to the pods' users; nothing of the cluster is left.
+  # The shared folder's files (the volumes') belong to the pods' users; nothing of the cluster is left.
   rm -rf "$state"
 }
 

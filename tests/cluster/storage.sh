@@ -18,7 +18,10 @@
 #   storage.sh dir      the folder of this cluster's provisioner: config, helper pod, log, pid
 #   storage.sh volumes-dir  the folder of this cluster's volumes
 #
-# The cluster is the one named by DAGFLOW_CLUSTER_NAME (default dagflow).
+# The cluster is the one named by DAGFLOW_CLUSTER_NAME (default dagflow). kind.sh runs it for a kind
+# cluster, whose nodes share a folder of this machine too, with DAGFLOW_STORAGE_KUBECONFIG (its
+# kubeconfig), DAGFLOW_STORAGE_DIR (the provisioner's files) and DAGFLOW_STORAGE_VOLUMES (the folder
+# of the volumes, as its nodes see it; `down` then leaves the files to kind.sh).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,13 +33,13 @@ cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 provisioner_root="$cache_root/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION"
 provisioner="$provisioner_root/bin/local-path-provisioner"
 cluster_dir="$cache_root/kwok/clusters/$cluster_name"
-kubeconfig="$cluster_dir/kubeconfig.yaml"
+kubeconfig="${DAGFLOW_STORAGE_KUBECONFIG:-$cluster_dir/kubeconfig.yaml}"
 # Inside the cluster's folder, so deleting the cluster deletes it too.
-state="$cluster_dir/local-path"
+state="${DAGFLOW_STORAGE_DIR:-$cluster_dir/local-path}"
 # The volumes' folders on this machine, one folder per cluster. real-node.sh down and purge remove
 # them all (the real node leaves nothing behind).
 volumes_root=/var/lib/dagflow/local-path
-volumes_dir="$volumes_root/$cluster_name"
+volumes_dir="${DAGFLOW_STORAGE_VOLUMES:-$volumes_root/$cluster_name}"
 # The one node whose helper pods really run (elsewhere kwok plays them: stages.yaml).
 real_node=real-0
 namespace=local-path-storage
@@ -162,7 +165,7 @@ start_if_installed() {
 down() {
   stop
   rm -f "$state/installed"
-  if [[ -d "$volumes_dir" ]]; then
+  if [[ -z "${DAGFLOW_STORAGE_VOLUMES:-}" && -d "$volumes_dir" ]]; then
     rm -rf "$volumes_dir"
     rmdir "$volumes_root" 2>/dev/null || true
     log "Removed the volumes of cluster $cluster_name ($volumes_dir)"

@@ -1,6 +1,7 @@
 """The operator on kind, with real containers: its nodes run the node image built here, the chart's
 operator runs under restricted Pod Security, works' exit codes decide their outcome, pods find Services
-by name, and the example pipeline trains on the GPU worker and serves a real prediction."""
+by name, a claim without a class gets a volume that every node mounts, and the example pipeline trains
+on the GPU worker and serves a real prediction."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 EXAMPLE = REPO_ROOT / "examples" / "ml-pipeline.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
+# The storage provisioner's helper image (tests/cluster/storage.sh), which kind.sh up loads into every node.
+BUSYBOX_IMAGE = "dagflow.local/busybox:1.35"
 
 
 def node_ready(node: dict[str, Any]) -> bool:
@@ -163,6 +166,87 @@ def test_a_containers_exit_code_decides_its_work_and_pods_find_services_by_name(
     service_ip = get_json("service", "kubernetes", namespace="default")["spec"]["clusterIP"]
     logs = kubectl("logs", f"job/{by_name['greet']['job']}", namespace=kind_namespace)
     assert f"{greeting} {service_ip}" in logs.stdout
+
+
+def busybox_pod(name: str, pool: str, claim: str, script: str) -> dict[str, Any]:
+    """A pod on the worker of `pool` that runs `script` with the claim at /data, as the example image's
+    user (10001)."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "nodeSelector": {"dagflow.dev/pool": pool},
+        "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
+        "containers": [
+            {
+                "name": "main",
+                "image": BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+    }
+    if pool == "gpu":
+        spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def succeeded(namespace: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        pod: dict[str, Any] = get_json("pod", name, namespace=namespace)
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    pod: dict[str, Any] = wait_for(done, timeout=180, what=f"pod {name} to end")
+    logs = kubectl("logs", name, namespace=namespace, check=False).stdout
+    assert pod["status"]["phase"] == "Succeeded", f"{name}: {pod['status']}\n{logs}"
+    return pod
+
+
+def test_a_claim_without_a_class_gets_a_folder_that_the_cpu_and_gpu_workers_share(
+    kind_cluster: KindCluster, kind_namespace: str
+) -> None:
+    """The default StorageClass dagflow-local (tests/cluster/storage.sh, started by kind.sh up): the
+    provisioner's helper pod makes a folder of the host folder that every node mounts, for a claim that
+    names no class; a pod on the CPU worker writes, one on the GPU worker reads; the claim deleted, its
+    volume and folder go."""
+    storage_class = get_json("storageclass", "dagflow-local")
+    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "16Mi"}}},
+        },
+        namespace=kind_namespace,
+    )
+    message = f"written on the CPU worker in {kind_namespace}"
+    apply(busybox_pod("writer", "cpu", "data", f"echo '{message}' >/data/greeting"), namespace=kind_namespace)
+    succeeded(kind_namespace, "writer")
+    apply(busybox_pod("reader", "gpu", "data", "cat /data/greeting"), namespace=kind_namespace)
+    reader = succeeded(kind_namespace, "reader")
+    assert reader["spec"]["nodeName"] in gpu_nodes()
+    assert kubectl("logs", "reader", namespace=kind_namespace).stdout == message + "\n"
+
+    claim = get_json("pvc", "data", namespace=kind_namespace)
+    assert claim["spec"]["storageClassName"] == "dagflow-local"
+    volume_name = claim["spec"]["volumeName"]
+    volume = get_json("pv", volume_name)
+    assert not volume["spec"].get("nodeAffinity")
+    path = Path(volume["spec"]["hostPath"]["path"])
+    assert path.parent == Path("/var/local/dagflow-shared/volumes"), path
+    # The nodes' /var/local/dagflow-shared is the host's shared folder.
+    folder = kind_cluster.shared / "volumes" / path.name
+    assert (folder / "greeting").read_text() == message + "\n"
+
+    kubectl("delete", "pod", "writer", "reader", "--wait=true", "--timeout=60s", namespace=kind_namespace)
+    kubectl("delete", "pvc", "data", "--wait=true", "--timeout=60s", namespace=kind_namespace)
+    wait_for(
+        lambda: kubectl("get", "pv", volume_name, check=False).returncode != 0,
+        timeout=180,
+        what=f"volume {volume_name} to be deleted",
+    )
+    assert not folder.exists(), f"{folder} stayed after its volume was deleted"
 
 
 def test_the_example_pipeline_trains_on_the_gpu_worker_and_serves_a_real_prediction(
