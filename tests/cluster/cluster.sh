@@ -4,6 +4,7 @@
 # With DAGFLOW_KUEUE=1, up also installs and starts Kueue (kueue.sh); a cluster that has it keeps it.
 # Where the real node serves the cluster, up and start also start its storage provisioner (storage.sh:
 # the StorageClass dagflow-local).
+# Up and start also start the cluster's object store (store.sh: versitygw, the bucket dagflow).
 # Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
@@ -155,6 +156,7 @@ up() {
   start_real_node
   start_storage
   start_kueue
+  "$here/store.sh" up || log "The object store did not start (see above)"
   log "Cluster $cluster_name is ready"
   echo "export KUBECONFIG=$kubeconfig"
 }
@@ -209,6 +211,7 @@ release_real_node() {
 }
 
 down() {
+  "$here/store.sh" down || log "Could not remove the object store"
   stop_kueue
   stop_storage
   release_real_node
@@ -223,12 +226,13 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  stop) stop_kueue; stop_storage; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  stop) "$here/store.sh" stop || log "Could not stop the object store"; stop_kueue; stop_storage; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
   start)
     kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes
     start_real_node
     start_storage
     start_kueue
+    "$here/store.sh" up || log "The object store did not start (see above)"
     ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
