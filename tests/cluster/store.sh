@@ -81,6 +81,8 @@ free_port() {
 import socket, sys
 for port in (int(sys.argv[1]), 0):
     s = socket.socket()
+    # As the gateway binds it: a port whose last connections wait in TIME_WAIT is free.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("0.0.0.0", port))
     except OSError:
