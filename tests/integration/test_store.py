@@ -15,6 +15,9 @@ from botocore.exceptions import ClientError
 from tests.kube import get_json, kubectl
 from tests.store import BUCKET, CONFIGMAP, StoreInfo, root_client, run_store_script, use_store
 
+# The store runs beside the local cluster (cluster.sh); a cluster of `make e2e-kind` has none.
+pytestmark = pytest.mark.local_cluster
+
 
 def error_of(call: ClientError) -> tuple[str, int]:
     return call.response["Error"]["Code"], call.response["ResponseMetadata"]["HTTPStatusCode"]
