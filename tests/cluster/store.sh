@@ -10,7 +10,7 @@
 #                             the bucket and the Service pods use (cluster.sh up and start do this)
 #   store.sh start            the same as up: every step is idempotent
 #   store.sh stop             stop the gateway (cluster.sh stop and down call this); its data stays
-#   store.sh down             stop it and delete its data, users and credentials
+#   store.sh down             stop it, delete its data, users and credentials, and its Service
 #   store.sh status           whether the gateway runs for this cluster (exit 0: it does)
 #   store.sh dir              the gateway's folder: data/ (one folder per bucket), iam/, credentials, log
 #   store.sh env [NAMESPACE]  `export AWS_...` lines for a client on this machine (aws, boto3): the
@@ -176,6 +176,11 @@ start_gateway() {
 apply_service() {
   local ip
   ip="$(cat "$state/node-ip" 2>/dev/null)" || return 0
+  # After a `down`, its namespace may still be going away, with whatever is made in it.
+  for _ in $(seq 1 120); do
+    [[ "$(kube get namespace "$service_namespace" -o 'jsonpath={.status.phase}' 2>/dev/null)" == Terminating ]] || break
+    sleep 0.5
+  done
   kube apply --server-side --force-conflicts --field-manager dagflow-store -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Namespace
@@ -240,6 +245,11 @@ stop() {
 
 down() {
   stop
+  # The Service goes too (cluster.sh down deletes the cluster anyway); the namespaces' ConfigMaps and
+  # Secrets stay, with keys no store knows: `namespace` writes new ones.
+  if [[ -f "$kubeconfig" ]] && kubectl --kubeconfig "$kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+    kube delete namespace "$service_namespace" --ignore-not-found --wait=false >/dev/null || true
+  fi
   if [[ -d "$state" ]]; then
     rm -rf "$state"
     log "Removed the object store of cluster $cluster_name (its data, users and credentials)"
@@ -272,6 +282,7 @@ namespace() {
   local name="$1"
   [[ "$name" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ && ${#name} -le 63 ]] || die "Not a namespace name: $name"
   if ! pid >/dev/null || ! ready; then die "The object store of cluster $cluster_name does not run: run $0 up"; fi
+  python3 -c 'import boto3' 2>/dev/null || die "No boto3 for $(command -v python3) (it writes the bucket's policy): make venv"
   mkdir -p "$state/namespaces"
   # One at a time: the bucket's policy is read, changed and written back.
   exec 9>"$state/namespaces.lock"
