@@ -125,3 +125,4 @@ include mk/demo.mk
 include mk/ui.mk
 include mk/sim.mk
 include mk/kueue.mk
+include mk/store.mk

@@ -3,6 +3,7 @@
 # with nodes and pods played by kwok, and one real node (real-node.sh) where the machine can run it.
 # With DAGFLOW_KUEUE=1, up also installs and starts Kueue (kueue.sh); a cluster that has it keeps it.
 # up and start also start its storage provisioner (storage.sh: the default StorageClass dagflow-local).
+# Up and start also start the cluster's object store (store.sh: versitygw, the bucket dagflow).
 # Usage: cluster.sh up|down|stop|start|status|env|dir
 set -euo pipefail
 
@@ -154,6 +155,7 @@ up() {
   start_real_node
   start_storage
   start_kueue
+  "$here/store.sh" up || log "The object store did not start (see above)"
   log "Cluster $cluster_name is ready"
   echo "export KUBECONFIG=$kubeconfig"
 }
@@ -205,6 +207,7 @@ release_real_node() {
 }
 
 down() {
+  "$here/store.sh" down || log "Could not remove the object store"
   stop_kueue
   stop_storage
   release_real_node
@@ -219,12 +222,13 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  stop) stop_kueue; stop_storage; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
+  stop) "$here/store.sh" stop || log "Could not stop the object store"; stop_kueue; stop_storage; release_real_node; kwokctl stop cluster --name "$cluster_name" >&2 ;;
   start)
     kwokctl start cluster --name "$cluster_name" >&2; wait_for_api; release_node_leases; wait_for_nodes
     start_real_node
     start_storage
     start_kueue
+    "$here/store.sh" up || log "The object store did not start (see above)"
     ;;
   status) if is_up; then echo "running"; else echo "stopped"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
