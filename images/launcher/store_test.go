@@ -113,6 +113,8 @@ type testStore struct {
 	requests  []string
 	// Answers given before the store's own: a status for each of the first requests.
 	failures []int
+	// hang: a GET gets no answer until the client gives up.
+	hang bool
 }
 
 const (
@@ -190,7 +192,12 @@ func (s *testStore) serve(w http.ResponseWriter, r *http.Request) {
 	if len(s.failures) > 0 {
 		failure, s.failures = s.failures[0], s.failures[1:]
 	}
+	hang := s.hang
 	s.mu.Unlock()
+	if hang && r.Method == http.MethodGet {
+		<-r.Context().Done()
+		return
+	}
 	if failure != 0 {
 		s.refuse(w, failure, "InternalError")
 		return
