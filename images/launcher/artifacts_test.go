@@ -346,7 +346,8 @@ func TestTheTransfersAreCheckedBeforeAnythingRuns(t *testing.T) {
 		{strings.Replace(good, `"path":"/`, `"path":"`, 1), "", "is not an absolute path"},
 		{"", `[{"name":"model","path":"/a","key":"k"},{"name":"model","path":"/b","key":"k2"}]`, "output model is named twice"},
 		{"", `[{"name":"model","key":"k"}]`, "output model: DAGFLOW_UPLOADS gives it no path or no key"},
-		{"", `[{"name":"model","path":"/a","key":"k","size":1}]`, "DAGFLOW_UPLOADS: not a JSON list"},
+		{"", `[{"name":"model","path":"/a","key":"k","size":1}]`, ""},
+		{"", `[{"name":"model","path":"/a","key":1}]`, "DAGFLOW_UPLOADS: not a JSON list"},
 	} {
 		env := map[string]string{"DAGFLOW_DOWNLOADS": c.downloads, "DAGFLOW_UPLOADS": c.uploads}
 		_, _, err := readTransfers(func(name string) string { return env[name] })

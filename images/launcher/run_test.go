@@ -326,6 +326,17 @@ func TestTheLogArchiveHoldsBothStreamsWhateverTheExitCode(t *testing.T) {
 	}
 }
 
+func TestACommandThatSaidNothingHasAnEmptyLog(t *testing.T) {
+	store := newTestStore(t)
+	p := newPod(t, store)
+	p.set("DAGFLOW_LOG_KEY", "logs/{pod}.log")
+	p.set("DAGFLOW_LOG_BUFFER", p.path("dagflow-logs"))
+	p.expect(p.run("true"), 0)
+	if log, stored := store.object(testBucket + "/logs/ml-1-train-0-x7k2p.log"); !stored || len(log) != 0 {
+		t.Fatalf("got %q, %v", log, stored)
+	}
+}
+
 func TestALogThatCannotBeArchivedChangesNothing(t *testing.T) {
 	p := newPod(t, nil)
 	p.set("DAGFLOW_LOG_KEY", "logs/{pod}.log")
