@@ -74,7 +74,12 @@ func storeFromEnvironment(getenv func(string) string) (*store, error) {
 	endpoint, err := url.Parse(raw)
 	if err != nil || (endpoint.Scheme != "http" && endpoint.Scheme != "https") || endpoint.Host == "" ||
 		endpoint.RawQuery != "" || endpoint.Fragment != "" || endpoint.User != nil {
-		return nil, fmt.Errorf("DAGFLOW_STORE_ENDPOINT is %q: it must be http://host:port or https://host:port", raw)
+		shown := fmt.Sprintf(" is %q", raw)
+		if strings.Contains(raw, "@") {
+			// User information in a URL is a secret: not shown.
+			shown = ""
+		}
+		return nil, fmt.Errorf("DAGFLOW_STORE_ENDPOINT%s: it must be http://host:port or https://host:port", shown)
 	}
 	region := value("DAGFLOW_STORE_REGION")
 	if region == "" {
