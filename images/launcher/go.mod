@@ -1,3 +1,3 @@
 module dagflow.dev/launcher
 
-go 1.22
+go 1.25

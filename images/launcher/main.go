@@ -1,31 +1,92 @@
-// dagflow-launcher starts one instance of a matrix work, and posts a flow's notifications. The
-// instances of a matrix work share one pod template (one Indexed Job), so the values of each reach its
-// container through this launcher: its image is mounted as a read-only `image` volume at /dagflow
-// where the runtime can, or an init container copies it into a volume the work's container shares, and
-// the container's command becomes `/dagflow/dagflow-launcher run -- COMMAND ARGS...`
-// (`/dagflow/launcher` when copied).
+// dagflow-launcher runs a work's command inside the work's own container, and posts a flow's
+// notifications. A work's container starts through it when there is something to do around its
+// command: a matrix instance's values to put in (the instances of a matrix work share one pod
+// template, one Indexed Job), upstream artifacts to fetch, outputs to store, a log to archive. Its
+// image is mounted as a read-only `image` volume at /dagflow where the runtime can, or an init
+// container copies it into a volume the work's container shares, and the container's command
+// becomes `/dagflow/dagflow-launcher run -- COMMAND ARGS...` (`/dagflow/launcher` when copied).
 //
 //	dagflow-launcher install DEST   copy this program to DEST (the init container)
-//	dagflow-launcher run -- ARGV    replace $(matrix.KEY) in ARGV and in the values of the
-//	                                environment variables DAGFLOW_MATRIX_ENV names with the values
-//	                                of this pod's index, then exec ARGV
+//	dagflow-launcher run -- ARGV    fetch the work's inputs, put in a matrix instance's values,
+//	                                run ARGV, store its outputs and archive its log (see Run)
 //	dagflow-launcher notify         post the run's event in DAGFLOW_NOTIFY_EVENT to the webhook at
 //	                                DAGFLOW_NOTIFY_URL (see Notify below)
 //
-// The index is JOB_COMPLETION_INDEX, set by the Job controller; the values are a JSON list with one
-// object per index, read from DAGFLOW_MATRIX_VALUES (default /dagflow-matrix/values.json). By then
-// the kubelet has already expanded Kubernetes' own $(VAR) references, so only $(matrix.KEY) is left.
+// A launch that cannot happen exits with launchFailure, a code of its own, so that the Job's pod
+// failure policy can fail the pod at once instead of retrying what would fail the same way; the
+// reason goes to the termination message, where the operator reads it. The termination message is
+// the file /dev/termination-log, or the one DAGFLOW_TERMINATION_LOG names.
+//
+// # Run
+//
+// `run -- ARGV` does, in this order:
+//
+//  1. Fetches each entry of DAGFLOW_DOWNLOADS (a JSON list; absent or [] when none), an output of
+//     an upstream work: {"work", "name", "uri": "s3://bucket/key", "sha256", "kind": "file" or
+//     "directory", "path"}. The object goes to a file beside path and is checked against the
+//     SHA-256 the upstream work recorded before it is put in place: a file at path (0644, its
+//     folders made 0755), a directory's tar archive extracted into path (files 0644, folders
+//     0755, symbolic links that stay inside; an entry that leads out of path is refused). Any
+//     failure ends the launch before ARGV runs: launchFailure, with the termination message
+//     "download of works.W.outputs.O: why", for example "checksum mismatch: the object's is X,
+//     the work recorded Y", "HTTP 404 NoSuchKey" or "no credentials:
+//     DAGFLOW_STORE_ACCESS_KEY_ID is empty".
+//  2. Puts a matrix instance's values in (see Matrix instances); any other pod's ARGV and
+//     environment are left as they are.
+//  3. Starts ARGV as a child process (it is no longer exec'd: the launcher has work to do after
+//     it), with the launcher's stdin and environment. SIGTERM and SIGINT, and SIGHUP, SIGQUIT,
+//     SIGUSR1 and SIGUSR2, are forwarded to it; one that comes before it started stops the launch
+//     (a download under way is given up) and ARGV never runs. The launcher also reaps the
+//     processes ARGV leaves behind, as the container's first process must.
+//     When DAGFLOW_LOG_KEY is set, ARGV's stdout and stderr go through the launcher: to its own
+//     stdout and stderr as they come, and, interleaved as written, to a log kept in the file
+//     dagflow-launcher.log of the folder DAGFLOW_LOG_BUFFER names (an emptyDir of the pod's), or,
+//     when that is unset or cannot be written, in memory, its last 8 MiB (the archive's first
+//     line then says its start was cut). Without DAGFLOW_LOG_KEY, ARGV writes to the launcher's
+//     stdout and stderr directly.
+//  4. When ARGV exited 0 and DAGFLOW_UPLOADS (a JSON list of {"name", "path", "key"}; absent or
+//     [] when none) is not empty: stores the file at each path as it is, or the directory at it
+//     as a tar archive of its contents, at key in DAGFLOW_STORE_BUCKET. A missing path ends with
+//     launchFailure and "output O: PATH does not exist" (another failure: "output O: why").
+//     Then the termination message becomes the JSON object ARGV wrote there ({} when it wrote
+//     nothing) with each output's record under its name: {"uri": "s3://bucket/key", "size":
+//     bytes stored, "sha256": their hex, "kind": "file" or "directory"}. A message that is not a
+//     JSON object is left as it is, for the operator to report.
+//  5. When DAGFLOW_LOG_KEY is set, stores the log at that key, with {pod} replaced by
+//     DAGFLOW_POD_NAME (the host name when it is empty), whatever the exit code. A failure here
+//     is said on stderr and changes nothing else.
+//  6. Exits with ARGV's exit code, 128+signal when a signal ended it.
+//
+// The launcher's own lines (what it fetched and stored, why it failed) go to stderr, and to the log.
+// The entries and the store's settings are checked before anything runs: a list the operator
+// could not have written, or outputs that could never be stored (no credentials, no bucket), end
+// the launch at once with launchFailure rather than after ARGV's work is done.
+//
+// The store is S3-compatible, at DAGFLOW_STORE_ENDPOINT (http://host:port or https://host:port;
+// requests are path-style, {endpoint}/{bucket}/{key}), in DAGFLOW_STORE_REGION (default
+// us-east-1), with DAGFLOW_STORE_ACCESS_KEY_ID and DAGFLOW_STORE_SECRET_ACCESS_KEY (from the
+// namespace's Secret). Requests are signed with AWS Signature Version 4 over the SHA-256 of their
+// body (never UNSIGNED-PAYLOAD); a 5xx answer or a network error is tried again after 1 s and 2 s,
+// three attempts in all. An object is one PUT, whatever its size: a directory's archive is made
+// twice, once to hash it and once to send it, never kept on disk or in memory. https uses the
+// certificate authorities of the work's image.
+//
+// # Matrix instances
+//
+// A pod is a matrix instance when DAGFLOW_MATRIX_VALUES names its values' file or the default
+// file, /dagflow-matrix/values.json, exists (the operator mounts it in a matrix work's pods).
+// JOB_COMPLETION_INDEX alone makes none: every batch work's Job is an Indexed Job. The index is
+// JOB_COMPLETION_INDEX, set by the Job controller; the values are a JSON list with one object per
+// index. By then the kubelet has already expanded Kubernetes' own $(VAR) references, so only
+// $(matrix.KEY) is left: it is replaced in ARGV and in the values of the environment variables
+// DAGFLOW_MATRIX_ENV names with the values of this pod's index.
 //
 // Only text the flow's author wrote is expanded: ARGV, and the variables whose author-written value
 // holds a matrix reference (DAGFLOW_MATRIX_ENV, a JSON list of names the operator sets). Values
 // from Secrets, ConfigMaps or the image are never read for references. Inside the text that is
 // expanded, $$(matrix. stands for a literal $(matrix. : the operator writes it so for the values of
-// parameters and outputs it put in, so that they reach the program as they are.
-//
-// A launch that cannot happen exits with launchFailure, a code of its own, so that the Job's pod
-// failure policy fails the instance at once instead of retrying what would fail the same way; the
-// reason goes to the termination message, where the operator reads it. The termination message is
-// the file /dev/termination-log, or the one DAGFLOW_TERMINATION_LOG names.
+// parameters and outputs it put in, so that they reach the program as they are. A matrix
+// instance whose values cannot be read or lack a key its text names ends with launchFailure.
 //
 // # Notify
 //
@@ -65,14 +126,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 const defaultValues = "/dagflow-matrix/values.json"
@@ -96,6 +157,9 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "notify" {
 		os.Exit(notify(os.Getenv, os.Stderr, defaultTiming))
 	}
+	if len(os.Args) >= 4 && os.Args[1] == "run" && os.Args[2] == "--" {
+		os.Exit(runCommand(os.Args[3:]))
+	}
 	if err := launch(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "dagflow-launcher: %v\n", err)
 		writeTerminationMessage(err)
@@ -106,9 +170,6 @@ func main() {
 func launch(args []string) error {
 	if len(args) == 2 && args[0] == "install" {
 		return install(args[1])
-	}
-	if len(args) >= 3 && args[0] == "run" && args[1] == "--" {
-		return run(args[2:])
 	}
 	return fmt.Errorf("usage: dagflow-launcher install DEST | run -- COMMAND [ARGS...] | notify")
 }
@@ -134,28 +195,15 @@ func install(dest string) error {
 	return target.Close()
 }
 
-func run(argv []string) error {
-	values, err := instanceValues()
-	if err != nil {
-		return err
+// matrixInstance says whether this pod is an instance of a matrix work, whose values the launcher
+// puts in: the operator mounts the values of a matrix work's pods (or a test names their file).
+// JOB_COMPLETION_INDEX alone says nothing: every batch work's Job is an Indexed Job.
+func matrixInstance(getenv func(string) string) bool {
+	if getenv("DAGFLOW_MATRIX_VALUES") != "" {
+		return true
 	}
-	for i, arg := range argv {
-		if argv[i], err = substitute(arg, values); err != nil {
-			return err
-		}
-	}
-	env, err := substituteEnvironment(os.Environ(), values)
-	if err != nil {
-		return err
-	}
-	if err := checkSizes(argv, env); err != nil {
-		return err
-	}
-	path, err := exec.LookPath(argv[0])
-	if err != nil {
-		return err
-	}
-	return syscall.Exec(path, argv, env)
+	_, err := os.Lstat(defaultValues)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 func instanceValues() (map[string]string, error) {
