@@ -71,7 +71,7 @@ inputs() {
   case "$1" in
     operator) echo images/operator/Dockerfile images/operator/requirements.lock .dockerignore pyproject.toml README.md operator ;;
     examples) echo images/examples ;;
-    launcher) echo images/launcher/Dockerfile images/launcher/go.mod images/launcher/main.go images/launcher/notify.go ;;
+    launcher) echo images/launcher/Dockerfile images/launcher/go.mod $(ls images/launcher/*.go | grep -v _test.go) ;;
   esac
 }
 

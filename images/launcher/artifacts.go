@@ -66,7 +66,12 @@ type stepError struct {
 	err  error
 }
 
-func (e *stepError) Error() string { return e.what + ": " + e.err.Error() }
+func (e *stepError) Error() string {
+	if e.what == "" {
+		return e.err.Error()
+	}
+	return e.what + ": " + e.err.Error()
+}
 func (e *stepError) Unwrap() error { return e.err }
 
 // readTransfers reads and checks DAGFLOW_DOWNLOADS and DAGFLOW_UPLOADS (absent or [] when none),

@@ -60,16 +60,14 @@ func (l *launcher) run(ctx context.Context, argv []string) int {
 	}
 	var s *store
 	if len(downloads) > 0 || len(uploads) > 0 {
-		// Checked before anything runs: outputs that could not be stored would waste the run.
+		// Checked before anything runs: inputs that cannot be fetched or outputs that could not be
+		// stored would waste the run. (A log that cannot be archived fails nothing: see archiveLog.)
 		s, err = storeFromEnvironment(l.getenv)
-		if err != nil && len(downloads) > 0 {
-			return l.fail(&stepError{downloads[0].what(), err})
-		}
 		if err == nil && len(uploads) > 0 && s.bucket == "" {
 			err = errors.New("no store: DAGFLOW_STORE_BUCKET is empty")
 		}
 		if err != nil {
-			return l.fail(&stepError{"output " + uploads[0].Name, err})
+			return l.failStore(err)
 		}
 	}
 	for _, d := range downloads {
@@ -147,6 +145,12 @@ func (l *launcher) notice(message string) {
 // fail says why the launch or an artifact failed, on stderr and in the termination message, and
 // returns launchFailure. An artifact's failure is told in the contract's words as they are
 // ("download of works.W.outputs.O: ...", "output O: ..."); the launcher's own, after its name.
+// failStore ends a launch whose store cannot be used, in the store's own words (no prefix: the
+// operator shows them as the work's reason).
+func (l *launcher) failStore(err error) int {
+	return l.fail(&stepError{"", err})
+}
+
 func (l *launcher) fail(err error) int {
 	l.notice(err.Error())
 	text := "dagflow-launcher: " + err.Error()

@@ -161,7 +161,7 @@ func TestADownloadThatFailsStopsTheLaunchBeforeTheCommand(t *testing.T) {
 		{"a missing object", func(_ *pod, d *download) { d.URI = "s3://artifacts/k/none" },
 			"download of works.train.outputs.model: HTTP 404 NoSuchKey"},
 		{"no credentials", func(p *pod, _ *download) { delete(p.env, "DAGFLOW_STORE_ACCESS_KEY_ID") },
-			"download of works.train.outputs.model: no credentials: DAGFLOW_STORE_ACCESS_KEY_ID is empty"},
+			"no credentials: DAGFLOW_STORE_ACCESS_KEY_ID is empty"},
 		{"an archive entry that leads out", func(_ *pod, d *download) {
 			escaping := tarOf(t, entry{name: "../evil", kind: tar.TypeReg, content: "x"})
 			store.put(testBucket+"/k/escaping", escaping)
@@ -196,7 +196,7 @@ func TestOutputsWithoutCredentialsStopTheLaunchBeforeTheCommand(t *testing.T) {
 	delete(p.env, "DAGFLOW_STORE_SECRET_ACCESS_KEY")
 	p.set("DAGFLOW_UPLOADS", []upload{{Name: "model", Path: p.path("model.pkl"), Key: "k/model"}})
 	p.expect(p.run(touch(p)...), launchFailure)
-	if want := "output model: no credentials: DAGFLOW_STORE_SECRET_ACCESS_KEY is empty"; p.terminationMessage() != want {
+	if want := "no credentials: DAGFLOW_STORE_SECRET_ACCESS_KEY is empty"; p.terminationMessage() != want {
 		t.Fatalf("got %q, want %q", p.terminationMessage(), want)
 	}
 	if p.ran("ran") {
@@ -341,7 +341,7 @@ func TestALogThatCannotBeArchivedChangesNothing(t *testing.T) {
 	p := newPod(t, nil)
 	p.set("DAGFLOW_LOG_KEY", "logs/{pod}.log")
 	p.expect(p.run("sh", "-c", "exit 5"), 5)
-	if !strings.Contains(p.stderr.String(), "dagflow-launcher: the log was not archived at logs/ml-1-train-0-x7k2p.log: no credentials: DAGFLOW_STORE_ACCESS_KEY_ID is empty") {
+	if !strings.Contains(p.stderr.String(), "dagflow-launcher: the log was not archived at logs/ml-1-train-0-x7k2p.log: no credentials: DAGFLOW_STORE_ACCESS_KEY_ID and DAGFLOW_STORE_SECRET_ACCESS_KEY are empty") {
 		t.Fatalf("stderr: %s", p.stderr.String())
 	}
 }

@@ -58,14 +58,37 @@ type store struct {
 // storeFromEnvironment reads the store's variables the operator sets (secretKeyRef for the two
 // keys). A Secret's value often ends with the newline of the file it was made from: white space
 // around a value is dropped. The bucket may be empty here: downloads take theirs from the URI.
+// missingCredentials says which key of the store's Secret the pod did not get. The operator passes
+// them as optional secretKeyRefs, so a missing Secret or key arrives here, empty, and the work fails
+// naming it instead of its pod waiting for ever to be created.
+func missingCredentials(secret string, cred credentials) error {
+	var missing []string
+	if cred.accessKeyID == "" {
+		missing = append(missing, "accessKeyId")
+	}
+	if cred.secretAccessKey == "" {
+		missing = append(missing, "secretAccessKey")
+	}
+	if secret == "" {
+		names := map[string]string{"accessKeyId": "DAGFLOW_STORE_ACCESS_KEY_ID", "secretAccessKey": "DAGFLOW_STORE_SECRET_ACCESS_KEY"}
+		var empty []string
+		for _, key := range missing {
+			empty = append(empty, names[key])
+		}
+		verb := " is"
+		if len(empty) > 1 {
+			verb = " are"
+		}
+		return fmt.Errorf("no credentials: %s%s empty", strings.Join(empty, " and "), verb)
+	}
+	return fmt.Errorf("no credentials for the artifact store: Secret %s has no %s (or does not exist)", secret, strings.Join(missing, " and no "))
+}
+
 func storeFromEnvironment(getenv func(string) string) (*store, error) {
 	value := func(name string) string { return strings.TrimSpace(getenv(name)) }
 	cred := credentials{value("DAGFLOW_STORE_ACCESS_KEY_ID"), value("DAGFLOW_STORE_SECRET_ACCESS_KEY")}
-	if cred.accessKeyID == "" {
-		return nil, errors.New("no credentials: DAGFLOW_STORE_ACCESS_KEY_ID is empty")
-	}
-	if cred.secretAccessKey == "" {
-		return nil, errors.New("no credentials: DAGFLOW_STORE_SECRET_ACCESS_KEY is empty")
+	if cred.accessKeyID == "" || cred.secretAccessKey == "" {
+		return nil, missingCredentials(value("DAGFLOW_STORE_SECRET"), cred)
 	}
 	raw := value("DAGFLOW_STORE_ENDPOINT")
 	if raw == "" {

@@ -356,3 +356,22 @@ func TestABodyThatChangesBetweenItsHashAndItsSendingIsAnError(t *testing.T) {
 func bytesBody(data []byte) body {
 	return func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(string(data))), nil }
 }
+
+func TestMissingCredentialsNameTheSecretAndItsKeys(t *testing.T) {
+	env := map[string]string{
+		"DAGFLOW_STORE_ENDPOINT":          "http://store:7070",
+		"DAGFLOW_STORE_SECRET":            "team-keys",
+		"DAGFLOW_STORE_SECRET_ACCESS_KEY": "secret",
+	}
+	_, err := storeFromEnvironment(func(name string) string { return env[name] })
+	want := "no credentials for the artifact store: Secret team-keys has no accessKeyId (or does not exist)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
+	delete(env, "DAGFLOW_STORE_SECRET_ACCESS_KEY")
+	_, err = storeFromEnvironment(func(name string) string { return env[name] })
+	want = "no credentials for the artifact store: Secret team-keys has no accessKeyId and no secretAccessKey (or does not exist)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
+}

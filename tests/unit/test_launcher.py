@@ -72,7 +72,7 @@ def test_the_instance_of_the_pods_index_gets_its_values_in_args_and_env(
     assert result.stdout == "--model=random forest|lr=0.01|$(HOME)"
 
 
-def test_the_command_replaces_the_launcher_and_keeps_its_exit_code(launcher: Path, tmp_path: Path) -> None:
+def test_the_launcher_runs_the_command_and_keeps_its_exit_code(launcher: Path, tmp_path: Path) -> None:
     result = run_instance(launcher, tmp_path, 0, "sh", "-c", "exit 7")
     assert result.returncode == 7
 
