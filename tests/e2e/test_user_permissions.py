@@ -122,6 +122,19 @@ def test_serve_and_matrix_works_need_what_the_operator_makes_for_them(
     grant(namespace, "flow-author", [FLOWS, JOBS, *SERVING])
     assert admitted(as_user("create", namespace=namespace, document=serving))
 
+    # A workspace is a PersistentVolumeClaim per run: its author must be allowed to make one.
+    with_workspace = flow("ws", [work("a")], workspace={"size": "1Gi"})
+    refused = as_user("create", namespace=namespace, document=with_workspace)
+    assert not admitted(refused)
+    assert f"{USER} may not create PersistentVolumeClaims in namespace {namespace}" in refused.stderr
+    claims = {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]}
+    grant(namespace, "flow-author", [FLOWS, JOBS, *SERVING, claims])
+    until(
+        lambda: as_user("create", namespace=namespace, document=with_workspace),
+        admitted,
+        "the flow with a workspace to be admitted",
+    )
+
 
 def test_run_requests_and_spec_changes_are_checked_but_labels_are_not(
     namespace: str, policy: list[dict[str, Any]]
