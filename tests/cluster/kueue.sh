@@ -21,6 +21,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=host.sh
+source "$here/host.sh"
 cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 kueue_root="$cache_root/kueue-$KUEUE_VERSION"
@@ -54,17 +56,6 @@ build() {
   log "Built Kueue $KUEUE_VERSION in $((SECONDS - started)) s"
 }
 
-# This machine's address on its default route: the API server calls the webhooks there, as an
-# EndpointSlice may not point at a loopback address.
-node_ip() {
-  local dev
-  dev="$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')"
-  if [[ -n "$dev" ]]; then
-    ip -4 -o addr show dev "$dev" scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  else
-    ip -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  fi
-}
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -215,14 +206,9 @@ up() {
 }
 
 stop_manager() {
-  local pid i
+  local pid
   pid="$(pid)" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 40); do
-    [[ -d "/proc/$pid" ]] || return 0
-    sleep 0.25
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  stop_process "$pid"
 }
 
 # Started again only where it was installed: its webhooks fail closed, so a cluster with Kueue's

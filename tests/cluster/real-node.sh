@@ -21,6 +21,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=host.sh
+source "$here/host.sh"
 cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 clusters_dir="$cache_root/kwok/clusters"
@@ -85,16 +87,6 @@ forget_owner() {
   if [[ -n "$rest" ]]; then printf '%s\n' "$rest" >"$state/previous"; else rm -f "$state/previous"; fi
 }
 
-# The address of the interface of the default route: the one the API server advertises too.
-node_ip() {
-  local dev
-  dev="$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')"
-  if [[ -n "$dev" ]]; then
-    ip -4 -o addr show dev "$dev" scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  else
-    ip -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  fi
-}
 
 check_machine() {
   [[ "$(id -u)" == 0 ]] || cannot "not root (containerd, the kubelet and the CNI plugins need root)"

@@ -28,6 +28,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=host.sh
+source "$here/host.sh"
 cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 provisioner_root="$cache_root/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION"
@@ -150,12 +152,7 @@ start() {
 stop() {
   local pid
   pid="$(pid)" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do
-    [[ -d "/proc/$pid" ]] || return 0
-    sleep 0.25
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  stop_process "$pid"
 }
 
 start_if_installed() {

@@ -26,6 +26,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=host.sh
+source "$here/host.sh"
 cluster_name="${DAGFLOW_CLUSTER_NAME:-dagflow}"
 cache_root="${DAGFLOW_CACHE:-$HOME/.cache/dagflow}"
 gateway_root="$cache_root/versitygw-$VERSITYGW_VERSION"
@@ -62,17 +64,6 @@ build() {
   log "Built versitygw $VERSITYGW_VERSION in $((SECONDS - started)) s"
 }
 
-# This machine's address on its default route: pods reach it (a Service's endpoint may not be a
-# loopback address).
-node_ip() {
-  local dev
-  dev="$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')"
-  if [[ -n "$dev" ]]; then
-    ip -4 -o addr show dev "$dev" scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  else
-    ip -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}'
-  fi
-}
 
 # A port free on every address (the gateway listens on loopback and on this machine's address), or $1
 # when that one is free.
@@ -235,12 +226,7 @@ up() {
 stop() {
   local pid
   pid="$(pid)" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do
-    [[ -d "/proc/$pid" ]] || return 0
-    sleep 0.25
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  stop_process "$pid"
 }
 
 down() {
