@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.flows import create, failing, flow, jobs, status, wait_for_phase, work, works_by_name
+from tests.e2e.test_runs import request, wait_for_run
 from tests.kube import get_json, kubectl, paused, wait_for
 from tests.operator_process import OperatorProcess
 
@@ -38,10 +39,6 @@ def job_of(namespace: str, work_name: str, run: int) -> dict[str, Any]:
         and job["metadata"]["labels"]["dagflow.dev/run"] == str(run)
     ]
     return job
-
-
-def request(namespace: str, name: str, kind: str, token: str) -> None:
-    kubectl("annotate", "dagflow", name, f"dagflow.dev/{kind}={token}", "--overwrite", namespace=namespace)
 
 
 def gone(namespace: str, claim: str) -> bool:
@@ -109,15 +106,7 @@ def test_a_retry_shares_the_retried_run_s_claim_and_the_history_lets_old_claims_
 
     # The retry runs b again in run 2, beside a's files of run 1: the same claim, and no other.
     request(namespace, "hist", "retry", "t1")
-    retried = wait_for(
-        lambda: (
-            (current := status(namespace, "hist")).get("run") == 2
-            and current.get("phase") == "Succeeded"
-            and current
-        ),
-        timeout=90,
-        what="the retry to succeed",
-    )
+    retried = wait_for_run(namespace, "hist", 2, "Succeeded")
     assert retried["workspaceClaim"] == "hist-1-workspace"
     assert works_by_name(retried)["a"]["carriedFromRun"] == 1
     assert (
@@ -128,15 +117,7 @@ def test_a_retry_shares_the_retried_run_s_claim_and_the_history_lets_old_claims_
 
     # A rerun is a run of its own: a new claim, and with one run kept, run 1's claim goes.
     request(namespace, "hist", "rerun", "r1")
-    rerun = wait_for(
-        lambda: (
-            (current := status(namespace, "hist")).get("run") == 3
-            and current.get("phase") == "Succeeded"
-            and current
-        ),
-        timeout=90,
-        what="the rerun to succeed",
-    )
+    rerun = wait_for_run(namespace, "hist", 3, "Succeeded")
     assert rerun["workspaceClaim"] == "hist-3-workspace"
     assert [summary.get("workspaceClaim") for summary in rerun["runs"]] == ["hist-3-workspace"]
     wait_for(lambda: gone(namespace, "hist-1-workspace"), timeout=60, what="run 1's claim to be deleted")
