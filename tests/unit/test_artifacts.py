@@ -28,6 +28,7 @@ from dagflow.controller.builders import (
     build_job,
 )
 from dagflow.controller.settings import OperatorSettings
+from dagflow.rules.cachekey import work_cache_key
 from dagflow.rules.substitution import BadReference, Values, substitute
 from dagflow.rules.validation import validate_flow
 
@@ -289,3 +290,14 @@ def test_what_is_refused_at_apply() -> None:
     for path in ("relative/m", "/a/../b", "/"):
         relative = {"works": [work("a", outputs=[{"name": "m", "artifact": {"path": path}}])]}
         assert any("artifact.path" in line for line in problems(relative)), path
+
+
+def test_a_work_that_reads_an_artifact_by_path_has_a_cache_key() -> None:
+    spec = pipeline()
+    outputs = {"train": {"model": {**MODEL, "kind": "file"}}}
+    values = Values(
+        run=2, flow="ml", work="evaluate", outputs=outputs, artifact_paths=artifact_paths(spec, outputs)
+    )
+    key = work_cache_key(spec, spec.work("evaluate"), values, {"train": "k" * 32})
+    # The path is in its arguments; what is at the path is in its upstream's key.
+    assert key != work_cache_key(spec, spec.work("evaluate"), values, {"train": "j" * 32})

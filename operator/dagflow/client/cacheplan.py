@@ -23,6 +23,7 @@ from dagflow.rules.cachekey import (
     work_cache_key,
 )
 from dagflow.rules.matrix import MatrixError, expand, parse_matrix
+from dagflow.rules.store import artifact_paths
 from dagflow.rules.substitution import BadReference, Values, container_references
 from dagflow.rules.validation import topological_order
 
@@ -97,7 +98,14 @@ def plan_cache(
             keys[name] = None
             continue
         upstream = {dep: str(keys[dep]) for dep in dict.fromkeys(work.depends_on)}
-        values = Values(run=run, flow=flow, work=name, params=params, outputs=outputs)
+        values = Values(
+            run=run,
+            flow=flow,
+            work=name,
+            params=params,
+            outputs=outputs,
+            artifact_paths=artifact_paths(spec, outputs),
+        )
         try:
             matrix_keys: MatrixKeys | None = None
             if work.matrix is not None:

@@ -11,7 +11,6 @@ Everything here is pure: from the store and a work, what its pods are told (`Sto
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +18,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from dagflow.api.models import ArtifactStore, DAGFlowSpec, Work
-from dagflow.rules.store import STORE_CONFIG_MAP_NAME, FlowIdentity, artifact_key, log_prefix
+from dagflow.rules.store import (
+    STORE_CONFIG_MAP_NAME,
+    FlowIdentity,
+    artifact_key,
+    artifact_outputs,
+    artifact_paths,
+    log_prefix,
+)
 from dagflow.rules.substitution import container_references
 
-__all__ = ["ArtifactStore", "FlowIdentity", "artifact_key", "log_prefix"]
+__all__ = [
+    "ArtifactStore",
+    "FlowIdentity",
+    "artifact_key",
+    "artifact_paths",
+    "log_prefix",
+]
 
 STORE_CONFIG_MAP = STORE_CONFIG_MAP_NAME
-# Where the launcher puts the artifacts a work downloads, and buffers its log (emptyDirs).
-DOWNLOADS_DIRECTORY = "/dagflow-artifacts"
+# Where the launcher buffers a work's log (an emptyDir).
 LOG_BUFFER_DIRECTORY = "/dagflow-logs"
 # Stands for the pod's name in a log's key: the launcher puts it in.
 POD_PLACEHOLDER = "{pod}"
@@ -47,17 +58,6 @@ def parse_store(data: Mapping[str, Any], where: str) -> ArtifactStore:
             for problem in error.errors()
         )
         raise StoreConfigError(f"{where} is not a usable artifact store: {details}") from None
-
-
-def download_path(work: str, output: str, kind: str, upstream_path: str) -> str:
-    """Where a downstream pod finds an artifact: a file under its own name, a directory as itself."""
-    folder = f"{DOWNLOADS_DIRECTORY}/{work}/{output}"
-    return folder if kind == "directory" else f"{folder}/{posixpath.basename(upstream_path)}"
-
-
-def artifact_outputs(work: Work) -> dict[str, str]:
-    """The work's artifact outputs: their paths in its container, by output name."""
-    return {output.name: output.artifact.path for output in work.outputs if output.artifact is not None}
 
 
 def downloaded(work: Work) -> set[tuple[str, str]]:
@@ -83,18 +83,6 @@ def store_missing_message(namespace: str, work: Work, store: StoreConfigError | 
         f"it {what}, and namespace {namespace} has no artifact store: create the ConfigMap "
         f"{STORE_CONFIG_MAP} there (endpoint, bucket, secretName), or set the operator's artifactStore"
     )
-
-
-def artifact_paths(spec: DAGFlowSpec, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """Where each artifact reported so far would be downloaded, by work and output: what
-    `$(works.W.outputs.O.path)` stands for."""
-    paths: dict[str, dict[str, str]] = {}
-    for work in spec.all_works:
-        for name, path in artifact_outputs(work).items():
-            reported = (outputs.get(work.name) or {}).get(name)
-            kind = reported.get("kind", "file") if isinstance(reported, Mapping) else "file"
-            paths.setdefault(work.name, {})[name] = download_path(work.name, name, str(kind), path)
-    return paths
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dagflow.api.models import (
     PodDefaults,
     Work,
 )
-from dagflow.controller.artifacts import DOWNLOADS_DIRECTORY, LOG_BUFFER_DIRECTORY, StoreWiring
+from dagflow.controller.artifacts import LOG_BUFFER_DIRECTORY, StoreWiring
 from dagflow.controller.queueing import (
     MIN_PARALLELISM_ANNOTATION,
     PRIORITY_CLASS_LABEL,
@@ -29,6 +29,7 @@ from dagflow.controller.queueing import (
 from dagflow.controller.settings import OperatorSettings
 from dagflow.rules import naming
 from dagflow.rules.matrix import Combination, encode_values
+from dagflow.rules.store import DOWNLOADS_DIRECTORY
 from dagflow.rules.substitution import Values, launcher_env_names, substitute_container
 
 

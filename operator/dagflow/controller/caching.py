@@ -45,6 +45,7 @@ from dagflow.rules.cachekey import (
     work_cache_key,
 )
 from dagflow.rules.matrix import MatrixError
+from dagflow.rules.store import artifact_paths
 from dagflow.rules.substitution import BadReference, Values
 from dagflow.rules.times import parse_time, timestamp
 
@@ -141,7 +142,12 @@ class Cache:
         def key_of(work: Work, outputs: Mapping[str, Mapping[str, Any]]) -> WorkKeys | None:
             upstream = {name: upstream_key(name, outputs) for name in dict.fromkeys(work.depends_on)}
             values = Values(
-                run=run, flow=flow.name, work=work.name, params=params.of(work.name), outputs=outputs
+                run=run,
+                flow=flow.name,
+                work=work.name,
+                params=params.of(work.name),
+                outputs=outputs,
+                artifact_paths=artifact_paths(spec, outputs),
             )
             try:
                 if work.matrix is not None:
