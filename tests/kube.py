@@ -35,17 +35,17 @@ def run_cluster_script(
     *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
     """Run tests/cluster/cluster.sh (up, down, stop, start, status, env, dir) on the tests' cluster."""
-    return _run_script(CLUSTER_SCRIPT_PATH, args, check, timeout)
+    return run_script(CLUSTER_SCRIPT_PATH, args, check, timeout)
 
 
 def run_kueue_script(
     *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
     """Run tests/cluster/kueue.sh (build, up, start, stop, down, status, dir) on the tests' cluster."""
-    return _run_script(KUEUE_SCRIPT_PATH, args, check, timeout)
+    return run_script(KUEUE_SCRIPT_PATH, args, check, timeout)
 
 
-def _run_script(
+def run_script(
     script: Path, args: tuple[str, ...], check: bool, timeout: float
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(

@@ -5,7 +5,6 @@ its keys."""
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.kube import REPO_ROOT, get_json, local_cluster_name
+from tests.kube import REPO_ROOT, get_json, run_script
 
 STORE_SCRIPT_PATH = REPO_ROOT / "tests" / "cluster" / "store.sh"
 CONFIGMAP = "dagflow-artifacts"
@@ -73,16 +72,7 @@ def run_store_script(
     *args: str, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run tests/cluster/store.sh (up, namespace NAME, env, dir, status...) for the tests' cluster."""
-    result = subprocess.run(
-        ["bash", str(STORE_SCRIPT_PATH), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "DAGFLOW_CLUSTER_NAME": local_cluster_name()},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"store.sh {' '.join(args)} failed:\n{result.stderr}")
-    return result
+    return run_script(STORE_SCRIPT_PATH, args, check, timeout)
 
 
 def exports(text: str) -> dict[str, str]:

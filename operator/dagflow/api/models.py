@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
@@ -946,6 +947,16 @@ class DAGFlowSpec(ApiModel):
             and not self.is_finally(work.name)
             and not self.writes_workspace(work)
         )
+
+    @cached_property
+    def artifact_outputs(self) -> dict[str, dict[str, str]]:
+        """The artifact outputs of the works that have any: their paths, by work and output name.
+        Asked on every pass that starts works or computes cache keys, so found once per spec."""
+        return {
+            work.name: {output.name: output.artifact.path for output in work.outputs if output.artifact}
+            for work in self.all_works
+            if any(output.artifact for output in work.outputs)
+        }
 
     def mounts_workspace(self, work: Work) -> bool:
         """Whether the work's pods mount the run's workspace."""

@@ -29,6 +29,7 @@ from dagflow.rules.store import (
 from dagflow.rules.substitution import container_references
 
 __all__ = [
+    "STORE_CONFIG_MAP_NAME",
     "ArtifactStore",
     "FlowIdentity",
     "artifact_key",
@@ -36,7 +37,6 @@ __all__ = [
     "log_prefix",
 ]
 
-STORE_CONFIG_MAP = STORE_CONFIG_MAP_NAME
 # Where the launcher buffers a work's log (an emptyDir).
 LOG_BUFFER_DIRECTORY = "/dagflow-logs"
 # Stands for the pod's name in a log's key: the launcher puts it in.
@@ -81,7 +81,7 @@ def store_missing_message(namespace: str, work: Work, store: StoreConfigError | 
         return f"it {what}, and {store}"
     return (
         f"it {what}, and namespace {namespace} has no artifact store: create the ConfigMap "
-        f"{STORE_CONFIG_MAP} there (endpoint, bucket, secretName), or set the operator's artifactStore"
+        f"{STORE_CONFIG_MAP_NAME} there (endpoint, bucket, secretName), or set the operator's artifactStore"
     )
 
 

@@ -32,7 +32,7 @@ from dagflow.api.models import (
 )
 from dagflow.controller import metrics
 from dagflow.controller.artifacts import (
-    STORE_CONFIG_MAP,
+    STORE_CONFIG_MAP_NAME,
     ArtifactStore,
     FlowIdentity,
     StoreConfigError,
@@ -1180,10 +1180,6 @@ class Reconciler:
         workspace_claim: str | None = None,
         store: ArtifactStore | StoreConfigError | None = None,
     ) -> None:
-        if spec.workspace is not None and not workspace_claim:
-            # A run begun before its flow had a workspace has none named yet: its own, by its number.
-            workspace_claim = naming.workspace_claim_name(flow.name, run)
-
         async def start(work_name: str, create: Callable[[], Awaitable[None]]) -> None:
             backoff_key = (key, flow.uid, run, work_name)
             backoff = self._create_backoff.get(backoff_key)
@@ -1307,8 +1303,8 @@ class Reconciler:
             return known[1]
         found: ArtifactStore | StoreConfigError | None
         try:
-            data = await self.kube.read_users_config_map(namespace, STORE_CONFIG_MAP)
-            where = f"ConfigMap {namespace}/{STORE_CONFIG_MAP}"
+            data = await self.kube.read_users_config_map(namespace, STORE_CONFIG_MAP_NAME)
+            where = f"ConfigMap {namespace}/{STORE_CONFIG_MAP_NAME}"
             if data is None and self.settings.artifact_store is not None:
                 data, where = self.settings.artifact_store, "the operator's artifactStore setting"
             found = parse_store(data, where) if data is not None else None

@@ -59,9 +59,9 @@ def artifact_paths(spec: DAGFlowSpec, outputs: Mapping[str, Mapping[str, Any]]) 
     """Where each artifact reported so far would be downloaded, by work and output: what
     `$(works.W.outputs.O.path)` stands for."""
     paths: dict[str, dict[str, str]] = {}
-    for work in spec.all_works:
-        for name, path in artifact_outputs(work).items():
-            reported = (outputs.get(work.name) or {}).get(name)
+    for work, artifacts in spec.artifact_outputs.items():
+        for name, path in artifacts.items():
+            reported = (outputs.get(work) or {}).get(name)
             kind = reported.get("kind", "file") if isinstance(reported, Mapping) else "file"
-            paths.setdefault(work.name, {})[name] = download_path(work.name, name, str(kind), path)
+            paths.setdefault(work, {})[name] = download_path(work, name, str(kind), path)
     return paths
